@@ -1,0 +1,219 @@
+"""From loaded results to one comparison: points, frontiers, noise marks and warnings.
+
+Every output (terminal, JSON, HTML, PNG) renders this one object, so they cannot disagree. Results of
+different tasks are never compared with each other: each task gets its own frontier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import permutations
+from pathlib import Path
+from typing import Any
+
+from peftbench.analysis.filters import Filter
+from peftbench.analysis.metrics import METRICS, Metric, get_metric
+from peftbench.analysis.noise import within_noise
+from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
+from peftbench.analysis.points import Point, build_points
+from peftbench.results.reader import LoadedResults, LoadWarning
+
+
+@dataclass
+class FrontierView:
+    """A frontier over some metrics, with noise marks (frontier point -> the point it ties within noise)."""
+
+    metrics: list[Metric]
+    frontier: Frontier
+    within_noise: dict[str, str]
+
+
+@dataclass
+class Comparison:
+    points: list[Point]
+    x: Metric
+    y: Metric
+    pair: FrontierView  # the x-y frontier
+    multi: FrontierView | None  # over --metrics, when given
+    warnings: list[LoadWarning]
+    ignored: list[Path]
+    filter_text: str | None = None
+    filtered_out: list[str] = field(default_factory=list)
+
+    @property
+    def by_name(self) -> dict[str, Point]:
+        return {p.name: p for p in self.points}
+
+    @property
+    def all_single_runs(self) -> bool:
+        return all(len(p.runs) == 1 for p in self.points)
+
+    @property
+    def noise_summary(self) -> str:
+        """One honest sentence about how much the frontier can be trusted."""
+        if not self.points:
+            return "no points"
+        if self.all_single_runs and all(p.per_item_correct is None for p in self.points):
+            return (
+                "Single runs without per-item results: noise is not measured, so small differences "
+                "(and frontier membership) may not survive a rerun with another seed."
+            )
+        if self.all_single_runs:
+            return "Single runs: only the test set's item-level noise is measured (paired bootstrap), not seed noise."
+        return "Seeds aggregated: mean with 95% bootstrap interval; score comparisons use a paired bootstrap where possible."
+
+
+def _merge(frontiers: Sequence[Frontier], metrics: list[str]) -> Frontier:
+    merged = Frontier(metrics=metrics, frontier=[], dominated_by={}, ties=[], missing={})
+    for f in frontiers:
+        merged.frontier += f.frontier
+        merged.dominated_by.update(f.dominated_by)
+        merged.ties += f.ties
+        merged.missing.update(f.missing)
+    return merged
+
+
+def frontier_view(points: Sequence[Point], metrics: Sequence[Metric], *, with_noise: bool = True) -> FrontierView:
+    """The frontier over `metrics`, computed per task, with its noise marks (unless `with_noise` is False)."""
+    by_task: dict[str, list[Point]] = {}
+    for point in points:
+        by_task.setdefault(point.task, []).append(point)
+    names = [m.name for m in metrics]
+    frontiers, noise = [], {}
+    for task_points in by_task.values():
+        values = {p.name: {m: p.mean(m) for m in names} for p in task_points}
+        frontier = pareto_frontier(values, metrics)
+        frontiers.append(frontier)
+        if with_noise:
+            noise.update(within_noise(frontier, {p.name: p for p in task_points}, metrics))
+    return FrontierView(list(metrics), _merge(frontiers, names), noise)
+
+
+def _missing_warnings(points: Sequence[Point], view: FrontierView) -> list[LoadWarning]:
+    label = " x ".join(m.name for m in view.metrics)
+    warnings = []
+    by_name = {p.name: p for p in points}
+    for name, lacking in view.frontier.missing.items():
+        for run in by_name[name].runs:
+            warnings.append(LoadWarning(run.path, f"no {', '.join(lacking)}; left out of the {label} frontier"))
+    return warnings
+
+
+def compare_results(
+    loaded: LoadedResults,
+    *,
+    x: str | Metric = "peak_memory",
+    y: str | Metric = "test_score",
+    metrics: Iterable[str | Metric] | None = None,
+    point_filter: Filter | None = None,
+) -> Comparison:
+    """Group the loaded runs into points, filter them and compute the frontiers."""
+    x_metric = x if isinstance(x, Metric) else get_metric(x)
+    y_metric = y if isinstance(y, Metric) else get_metric(y)
+    points, grouping_warnings = build_points(loaded.records)
+    filtered_out = []
+    if point_filter is not None:
+        kept = [p for p in points if point_filter.matches(p.fields())]
+        filtered_out = [p.name for p in points if p not in kept]
+        points = kept
+    pair = frontier_view(points, [x_metric, y_metric])
+    multi = None
+    if metrics:
+        multi = frontier_view(points, [m if isinstance(m, Metric) else get_metric(m) for m in metrics])
+    warnings = list(loaded.warnings) + grouping_warnings + _missing_warnings(points, pair)
+    if multi is not None:
+        warnings += _missing_warnings(points, multi)
+    return Comparison(
+        points=points,
+        x=x_metric,
+        y=y_metric,
+        pair=pair,
+        multi=multi,
+        warnings=warnings,
+        ignored=list(loaded.ignored),
+        filter_text=point_filter.text if point_filter else None,
+        filtered_out=filtered_out,
+    )
+
+
+def _domination_dict(domination: Domination) -> dict[str, Any]:
+    return {"by": domination.by, "margins": domination.margins, "n_dominators": domination.n_dominators}
+
+
+def _view_dict(view: FrontierView) -> dict[str, Any]:
+    return {
+        "metrics": [m.name for m in view.metrics],
+        "frontier": view.frontier.frontier,
+        "dominated_by": {name: _domination_dict(d) for name, d in view.frontier.dominated_by.items()},
+        "ties": view.frontier.ties,
+        "missing": view.frontier.missing,
+        "within_noise": view.within_noise,
+    }
+
+
+def point_dict(point: Point) -> dict[str, Any]:
+    """A point as plain JSON data: metrics (means), intervals, runs and curves."""
+    return {
+        "name": point.name,
+        "experiment": point.experiment_name,
+        "method": point.method,
+        "config": point.config_name,
+        "task": point.task,
+        "peft_type": point.peft_type,
+        "learning_rate": point.learning_rate,
+        "n_runs": len(point.runs),
+        "seeds": point.seeds,
+        "noise": point.noise_note,
+        "metrics": {m: point.mean(m) for m in METRICS if point.mean(m) is not None},
+        "ci95": {
+            m: [v.low, v.high] for m, v in point.values.items() if v is not None and (v.has_spread or v.low != v.high)
+        },
+        "files": [str(run.path) for run in point.runs],
+        "curves": [
+            {
+                "seed": run.seed,
+                "train": [[c.step, c.value] for c in run.train_curve],
+                "valid": [[c.step, c.value] for c in run.valid_curve],
+            }
+            for run in point.runs
+        ],
+    }
+
+
+def comparison_dict(comparison: Comparison, *, with_curves: bool = False) -> dict[str, Any]:
+    """The machine-readable comparison (`--json`): frontier, points, dominated_by and more."""
+    points = [point_dict(p) for p in comparison.points]
+    if not with_curves:
+        for p in points:
+            del p["curves"]
+    result: dict[str, Any] = {
+        "x": comparison.x.name,
+        "y": comparison.y.name,
+        "frontier": comparison.pair.frontier.frontier,
+        "dominated_by": {n: _domination_dict(d) for n, d in comparison.pair.frontier.dominated_by.items()},
+        "ties": comparison.pair.frontier.ties,
+        "missing": comparison.pair.frontier.missing,
+        "within_noise": comparison.pair.within_noise,
+        "noise_summary": comparison.noise_summary,
+        "points": points,
+        "warnings": [str(w) for w in comparison.warnings],
+        "ignored_files": [str(p) for p in comparison.ignored],
+        "filter": comparison.filter_text,
+        "filtered_out": comparison.filtered_out,
+    }
+    if comparison.multi is not None:
+        result["multi"] = _view_dict(comparison.multi)
+    return result
+
+
+def all_pair_frontiers(comparison: Comparison) -> dict[str, list[str]]:
+    """Frontiers for every ordered pair of metrics the points have, keyed 'x|y' (for the HTML's axis pickers)."""
+    present = [m for m in METRICS.values() if any(p.mean(m.name) is not None for p in comparison.points)]
+    result = {}
+    for x_metric, y_metric in permutations(present, 2):
+        if x_metric.name > y_metric.name:
+            continue  # the frontier of (x, y) is the frontier of (y, x)
+        view = frontier_view(comparison.points, [x_metric, y_metric], with_noise=False)
+        result[f"{x_metric.name}|{y_metric.name}"] = view.frontier.frontier
+    return result

@@ -1,0 +1,109 @@
+"""The metrics registry: every measurement that can be an axis, its direction and its unit.
+
+Friendly names (`test_score`, `peak_memory`, ...) are what users type on the command line and in
+filter expressions; the reader fills them from peftbench's own fields or from the PEFT suite's layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["max", "min"]
+Unit = Literal["score", "bytes", "seconds", "count", "rate", "loss"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    direction: Direction
+    unit: Unit
+    help: str
+    # Deterministic measurements (sizes, parameter counts) need no error bars: two runs of the same
+    # config give the same number, so any difference between two configs is real.
+    exact: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "max"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value `a` is strictly better than `b` on this metric."""
+        return a > b if self.higher_is_better else a < b
+
+    def advantage(self, a: float, b: float) -> float:
+        """How much better `a` is than `b`, positive when better, in the metric's own unit."""
+        return a - b if self.higher_is_better else b - a
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in [
+        Metric("test_score", "test score", "max", "score", "headline test score (accuracy, DINO similarity)"),
+        Metric("valid_score", "valid score", "max", "score", "last validation score"),
+        Metric("peak_memory", "peak memory", "min", "bytes", "peak memory while training"),
+        Metric("peak_memory_total", "peak memory (whole run)", "min", "bytes", "peak memory of the whole run"),
+        Metric("memory_reserved_avg", "avg reserved memory", "min", "bytes", "mean reserved accelerator memory"),
+        Metric("memory_reserved_99th", "99th pct reserved memory", "min", "bytes", "99th percentile of memory"),
+        Metric("train_time", "train time", "min", "seconds", "training time without evaluation"),
+        Metric("eval_time", "eval time", "min", "seconds", "evaluation time"),
+        Metric("total_time", "total time", "min", "seconds", "wall time of the whole run"),
+        Metric("tokens_per_second", "tokens/s", "max", "rate", "training throughput"),
+        Metric("file_size", "file size", "min", "bytes", "adapter checkpoint size on disk", exact=True),
+        Metric("trainable_params", "trainable params", "min", "count", "trainable parameters", exact=True),
+        Metric("total_params", "total params", "min", "count", "all parameters of the model", exact=True),
+        Metric("forgetting", "forgetting", "min", "loss", "loss increase on held-out base text (image: drift)"),
+        Metric("final_train_loss", "final train loss", "min", "loss", "train loss of the last logged step"),
+    ]
+}
+
+ALIASES = {
+    "score": "test_score",
+    "accuracy": "test_score",
+    "test_accuracy": "test_score",
+    "memory": "peak_memory",
+    "peak_memory_train": "peak_memory",
+    "time": "train_time",
+    "size": "file_size",
+    "checkpoint_size": "file_size",
+    "params": "trainable_params",
+    "drift": "forgetting",
+}
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called `name` (or one of its aliases); a clear error listing the valid names otherwise."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    key = ALIASES.get(key, key)
+    if key not in METRICS:
+        raise KeyError(f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
+    return METRICS[key]
+
+
+def _format_scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
+    for scale, suffix in steps:
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {suffix}".rstrip()
+    scale, suffix = steps[-1]
+    return f"{value / scale:.{digits}g} {suffix}".rstrip()
+
+
+def format_value(metric: Metric, value: float | None) -> str:
+    """A human-readable value: GiB/MiB for bytes, s/min/h for times, M/k for counts."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric.unit == "bytes":
+        return _format_scaled(value, [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
+    if metric.unit == "seconds":
+        if abs(value) >= 3600:
+            return f"{value / 3600:.2f} h"
+        if abs(value) >= 120:
+            return f"{value / 60:.1f} min"
+        return f"{value:.3g} s"
+    if metric.unit == "count":
+        return _format_scaled(value, [(1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")])
+    if metric.unit == "rate":
+        return f"{value:,.0f}/s"
+    return f"{value:.4g}" if metric.unit == "loss" else f"{value:.3f}"

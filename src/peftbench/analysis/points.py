@@ -1,0 +1,143 @@
+"""Grouping runs into points: one point per experiment configuration, its seeds aggregated.
+
+Runs of the same experiment that differ only in their seed share `experiment_name` (and task); sweep
+trials are told apart by their learning rate, converted adapters by their conversion rank. A point's
+metrics are the mean over its runs with a 95% bootstrap interval (see analysis.stats).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci
+from peftbench.results.reader import LoadWarning, RunRecord
+
+
+@dataclass
+class Point:
+    name: str  # unique among the points of a report
+    experiment_name: str
+    method: str
+    config_name: str
+    task: str
+    peft_type: str | None
+    runs: list[RunRecord]
+    values: dict[str, MeanCI | None] = field(default_factory=dict)
+    # Per-test-item correctness, averaged over the runs that stored it (None if none did or lengths differ).
+    per_item_correct: np.ndarray | None = None
+    learning_rate: float | None = None
+    conversion_rank: Any = None
+
+    def mean(self, metric: str) -> float | None:
+        value = self.values.get(metric)
+        return value.mean if value is not None else None
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def noise_note(self) -> str:
+        n = len(self.runs)
+        if n >= 2:
+            return f"{n} seeds"
+        if self.per_item_correct is not None:
+            return "single run (item-level noise only)"
+        return "single run (noise not measured)"
+
+    def fields(self) -> dict[str, Any]:
+        """What filter expressions and the HTML table can refer to by name."""
+        return {
+            "name": self.name,
+            "experiment": self.experiment_name,
+            "method": self.method,
+            "config": self.config_name,
+            "task": self.task,
+            "peft_type": self.peft_type or "",
+            "n_runs": len(self.runs),
+            "lr": self.learning_rate,
+            **{metric: self.mean(metric) for metric in METRICS},
+        }
+
+
+def _sweep_lr(run: RunRecord) -> float | None:
+    lr = (run.sweep or {}).get("lr")
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+
+
+def _conversion_rank(run: RunRecord) -> Any:
+    if run.conversion is None:
+        return None
+    rank = run.conversion.get("rank")
+    return rank if isinstance(rank, (int, float, str)) and not isinstance(rank, bool) else "?"
+
+
+def _aggregate(point: Point) -> None:
+    for metric in METRICS:
+        present = [run.metrics[metric] for run in point.runs if run.metrics.get(metric) is not None]
+        point.values[metric] = bootstrap_mean_ci(present) if present else None
+    items = [run.per_item_correct for run in point.runs if run.per_item_correct]
+    if items and len({len(i) for i in items}) == 1:
+        point.per_item_correct = np.mean(np.asarray(items, dtype=float), axis=0)
+    # With one run and its per-item correctness, the test set's own sampling noise is what we know.
+    if len(point.runs) == 1 and point.per_item_correct is not None and point.values.get("test_score"):
+        item_ci = bootstrap_mean_ci(point.per_item_correct)
+        point.values["test_score"] = MeanCI(point.values["test_score"].mean, item_ci.low, item_ci.high, 1, 0.95)
+
+
+def _format_lr(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarning]]:
+    """Group runs into points (seeds aggregated). Warns about repeated seeds, which are counted once."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    warnings: list[LoadWarning] = []
+    for run in records:
+        key = (run.task, run.experiment_name, _sweep_lr(run), _conversion_rank(run))
+        same_seed = [other for other in groups[key] if run.seed is not None and other.seed == run.seed]
+        if same_seed:
+            warnings.append(
+                LoadWarning(run.path, f"same experiment and seed {run.seed} as {same_seed[0].path.name}; counted once")
+            )
+            continue
+        groups[key].append(run)
+
+    experiments_with_lrs = defaultdict(set)
+    tasks = {key[0] for key in groups}
+    for task, experiment, lr, _ in groups:
+        experiments_with_lrs[(task, experiment)].add(lr)
+
+    points: list[Point] = []
+    used_names: set[str] = set()
+    for (task, experiment, lr, rank), runs in groups.items():
+        name = experiment
+        if lr is not None and len(experiments_with_lrs[(task, experiment)]) > 1:
+            name += f" lr={_format_lr(lr)}"
+        if rank is not None:
+            name += f" -> LoRA r{rank}"
+        if len(tasks) > 1:
+            name = f"{task}: {name}"
+        while name in used_names:  # only hostile or odd inputs get here
+            name += "'"
+        used_names.add(name)
+        first = runs[0]
+        point = Point(
+            name=name,
+            experiment_name=experiment,
+            method=first.method,
+            config_name=first.config_name,
+            task=task,
+            peft_type=first.peft_type,
+            runs=sorted(runs, key=lambda r: (r.seed is None, r.seed or 0)),
+            learning_rate=lr,
+            conversion_rank=rank,
+        )
+        _aggregate(point)
+        points.append(point)
+    return points, warnings

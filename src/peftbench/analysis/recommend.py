@@ -1,0 +1,171 @@
+"""Recommending a method under constraints: the best, the runner-up, and why.
+
+Constraints are limits on metrics (`peak_memory <= 20 GB`, `test_score >= 0.4`); among the points that
+meet all of them, the best on the priority metric wins. Ties on the priority are broken by test score,
+then peak memory, then name. Whether the winner's lead is real is judged by analysis.noise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from peftbench.analysis.metrics import Metric, format_value, get_metric
+from peftbench.analysis.noise import Difference, compare
+from peftbench.analysis.points import Point
+
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+_DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+_COUNT_UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+class ConstraintError(ValueError):
+    """A limit that cannot be parsed; the message names the option and shows valid forms."""
+
+
+def parse_size(text: str, option: str = "size") -> float:
+    """'20GB' -> 2e10 bytes. GB/MB/KB are decimal (1000^n), GiB/MiB/KiB binary (1024^n)."""
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ConstraintError(f"{option} {text!r} is not a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
+    return float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """'30m' -> 1800 s; also '90s', '1.5h', '1h30m', '2d'; a bare number is seconds."""
+    compact = re.sub(r"\s+", "", text)
+    parts = re.findall(rf"{_NUMBER}([a-zA-Z]*)", compact)
+    # findall skips what it cannot read: the parts must add up to the whole text.
+    if not parts or "".join(number + unit for number, unit in parts) != compact:
+        raise ConstraintError(f"{option} {text!r} is not a duration; use e.g. 90s, 30m, 1.5h, 1h30m")
+    seconds = 0.0
+    for number, unit in parts:
+        if unit.lower() not in _DURATION_UNITS:
+            raise ConstraintError(f"{option} {text!r}: unknown time unit {unit!r}; use s, m, h or d")
+        seconds += float(number) * _DURATION_UNITS[unit.lower()]
+    return seconds
+
+
+def parse_count(text: str, option: str = "count") -> float:
+    """'10M' -> 1e7; k, M, B suffixes."""
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]?)\s*", text)
+    if not match or match.group(2).lower() not in _COUNT_UNITS:
+        raise ConstraintError(f"{option} {text!r} is not a count; use e.g. 500k, 10M, 1.5B")
+    return float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: Metric
+    limit: float
+    at_least: bool = False  # True: value >= limit (scores); False: value <= limit (costs)
+
+    def allows(self, value: float) -> bool:
+        return value >= self.limit if self.at_least else value <= self.limit
+
+    def __str__(self) -> str:
+        return f"{self.metric.label} {'>=' if self.at_least else '<='} {format_value(self.metric, self.limit)}"
+
+
+@dataclass
+class Recommendation:
+    priority: Metric
+    constraints: list[Constraint]
+    ranked: list[Point]  # eligible points, best first
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (point name, why)
+    difference: Difference | None = None  # best vs runner-up on the priority metric
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Point | None:
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def runner_up(self) -> Point | None:
+        return self.ranked[1] if len(self.ranked) > 1 else None
+
+
+def _sort_key(point: Point, priority: Metric) -> tuple:
+    def best_first(metric_name: str) -> float:
+        metric = get_metric(metric_name)
+        value = point.mean(metric_name)
+        if value is None:
+            return float("inf")
+        return -value if metric.higher_is_better else value
+
+    return (best_first(priority.name), best_first("test_score"), best_first("peak_memory"), point.name)
+
+
+def _noise_sentence(difference: Difference, priority: Metric) -> str:
+    if difference.paired is not None:
+        paired = difference.paired
+        return (
+            f"{'a real difference' if difference.verdict == 'clear' else 'within noise'} by a paired bootstrap over "
+            f"{paired.n_items} test items: difference {paired.mean_difference:+.3f}, 95% CI "
+            f"[{paired.low:+.3f}, {paired.high:+.3f}], P(best is better) = {paired.prob_a_better:.2f}"
+        )
+    if difference.verdict == "unknown":
+        return "single runs: the noise is not measured, so this ranking may not survive a rerun with another seed"
+    if difference.verdict == "noise":
+        return f"within noise: the two {priority.label} values are indistinguishable ({difference.how})"
+    return f"a real difference ({difference.how})"
+
+
+def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priority: Metric | str) -> Recommendation:
+    """Rank the points that meet every constraint on `priority` and explain the choice."""
+    priority = priority if isinstance(priority, Metric) else get_metric(priority)
+    eligible: list[Point] = []
+    excluded: list[tuple[str, str]] = []
+    for point in points:
+        why_not = []
+        for constraint in constraints:
+            value = point.mean(constraint.metric.name)
+            if value is None:
+                why_not.append(f"no {constraint.metric.label} measured")
+            elif not constraint.allows(value):
+                why_not.append(f"{constraint.metric.label} {format_value(constraint.metric, value)} breaks {constraint}")
+        if point.mean(priority.name) is None:
+            why_not.append(f"no {priority.label} measured")
+        if why_not:
+            excluded.append((point.name, "; ".join(why_not)))
+        else:
+            eligible.append(point)
+    ranked = sorted(eligible, key=lambda p: _sort_key(p, priority))
+    result = Recommendation(priority, list(constraints), ranked, excluded)
+    limits = ", ".join(str(c) for c in constraints) or "no constraints"
+    if not ranked:
+        result.reasons.append(f"no point meets {limits}; {len(excluded)} left out (see the list)")
+        return result
+    best = ranked[0]
+    best_value = format_value(priority, best.mean(priority.name))
+    direction = "highest" if priority.higher_is_better else "lowest"
+    result.reasons.append(
+        f"{best.name}: {direction} {priority.label} ({best_value}) among {len(ranked)} of {len(points)} points "
+        f"that meet {limits}"
+    )
+    if priority.name != "test_score" and best.mean("test_score") is not None:
+        result.reasons.append(
+            f"its test score is {format_value(get_metric('test_score'), best.mean('test_score'))}; "
+            "add --min-score to rule out methods that did not learn the task"
+        )
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        gap = priority.advantage(best.mean(priority.name), runner_up.mean(priority.name))
+        result.difference = compare(best, runner_up, priority)
+        result.reasons.append(
+            f"runner-up {runner_up.name}: {format_value(priority, runner_up.mean(priority.name))} "
+            f"({format_value(priority, gap)} behind); {_noise_sentence(result.difference, priority)}"
+        )
+        if result.difference.verdict == "noise" or gap == 0:
+            result.reasons.append(
+                "the two are within noise on the priority: pick by the other metrics (memory, size, time) or run more seeds"
+            )
+    else:
+        result.reasons.append("no runner-up: it is the only point that meets the constraints")
+    return result

@@ -1,0 +1,291 @@
+"""Reading result files (peftbench's own and the PEFT suite's published ones) into normalized records.
+
+A result file is untrusted data: it is parsed with `json` only, every field is type-checked, and a
+file that cannot be used becomes one warning line, never an exception. The field mapping is the one
+in docs/ARCHITECTURE.md: peftbench's `peftbench` dict first, the PEFT suite's layout as fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# A result file is a few hundred KB; anything far larger is not one and is not worth reading.
+MAX_RESULT_FILE_BYTES = 64 * 2**20
+
+# How the PEFT suite names the headline score, the forgetting measure and the task, per modality.
+SCORE_KEYS = {"accuracy": "math", "dino_similarity": "image-gen"}
+FORGETTING_KEYS = ("forgetting", "drift")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: float
+    value: float
+
+
+@dataclass
+class RunRecord:
+    """One successful run, normalized. Metrics use the friendly names of analysis.metrics."""
+
+    path: Path
+    experiment_name: str
+    method: str
+    config_name: str
+    task: str
+    peft_type: str | None
+    seed: int | None
+    score_name: str
+    metrics: dict[str, float | None]
+    per_item_correct: list[float] | None = None
+    train_curve: list[CurvePoint] = field(default_factory=list)
+    valid_curve: list[CurvePoint] = field(default_factory=list)
+    sweep: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = None
+    source: str = "peft-suite"  # or "peftbench"
+
+
+@dataclass(frozen=True)
+class LoadWarning:
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class LoadedResults:
+    records: list[RunRecord]
+    warnings: list[LoadWarning]
+    # Files that were JSON but not result files (sweep summaries, configs): skipped without a warning.
+    ignored: list[Path]
+
+
+class _Problems:
+    """Collects what is wrong with one file, so that the file yields one warning line."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def _number(container: Mapping[str, Any], key: str, where: str, problems: _Problems) -> float | None:
+    if key not in container or container[key] is None:
+        return None
+    value = container[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.add(f"{where}[{key!r}] is {_short(value)}, not a number")
+        return None
+    if not math.isfinite(value):
+        problems.add(f"{where}[{key!r}] is {value}, not a finite number")
+        return None
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _dict(container: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = container.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _Problems) -> list[CurvePoint]:
+    points: list[CurvePoint] = []
+    if not isinstance(entries, list):
+        return points
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        step = _number(entry, step_key, f"{where}[{i}]", problems)
+        value = _number(entry, value_key, f"{where}[{i}]", problems)
+        if step is not None and value is not None:
+            points.append(CurvePoint(step, value))
+    return points
+
+
+def _per_item_correct(value: Any, problems: _Problems) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        problems.add("peftbench.per_item_correct is not a list of numbers; paired statistics skip this run")
+        return None
+    return [float(v) for v in value]
+
+
+def _score_key(entry: Mapping[str, Any], prefix: str) -> str | None:
+    """The `<prefix> <score>` key of a PEFT-suite metrics entry (`test accuracy`, `valid dino_similarity`)."""
+    for score in SCORE_KEYS:
+        if f"{prefix} {score}" in entry:
+            return score
+    return None
+
+
+def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, bool]:
+    """Normalize one decoded result file.
+
+    Returns (record, warning, is_result_file). `record` is None when the run cannot be used (warning
+    says why) or when the JSON is not a result file at all (is_result_file False: ignored quietly).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("run_info"), dict):
+        return None, None, False
+    if not isinstance(data.get("train_info"), dict):
+        return None, "has run_info but no train_info object; not a usable result file", True
+    problems = _Problems()
+    run_info, train_info = data["run_info"], data["train_info"]
+    own = _dict(data, "peftbench")
+    metrics_log = [m for m in train_info.get("metrics") or [] if isinstance(m, dict)] if isinstance(
+        train_info.get("metrics"), list
+    ) else []
+    final = metrics_log[-1] if metrics_log else {}
+
+    status = _string(own.get("status")) or _string(train_info.get("status")) or "unknown"
+    if status != "success":
+        error = _string(own.get("error_msg")) or _string(run_info.get("error_msg")) or ""
+        reason = f": {error.splitlines()[0][:120]}" if error else ""
+        return None, f"status {status!r}{reason}; left out", True
+
+    experiment_name = _string(run_info.get("experiment_name"))
+    method = _string(own.get("method"))
+    config_name = _string(own.get("name"))
+    if experiment_name is None:
+        experiment_name = f"{method}/{config_name}" if method and config_name else path.stem
+    if method is None or config_name is None:
+        head, _, tail = experiment_name.partition("/")
+        method, config_name = method or head, config_name or (tail or head)
+
+    score_name = _string(own.get("score_name")) or _score_key(final, "test") or "accuracy"
+    forgetting_key = next((k for k in FORGETTING_KEYS if k in final), "forgetting")
+    task = _string(own.get("task")) or SCORE_KEYS.get(score_name) or (
+        "image-gen" if forgetting_key == "drift" else "math"
+    )
+    peft_config = run_info.get("peft_config")
+    peft_type = _string(peft_config.get("peft_type")) if isinstance(peft_config, dict) else None
+    train_config = _dict(run_info, "train_config")
+    seed = own.get("seed", train_config.get("seed"))
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    def own_or(own_key: str, fallback: float | None) -> float | None:
+        value = _number(own, own_key, "peftbench", problems)
+        return value if value is not None else fallback
+
+    valid_entries = [m for m in metrics_log if _score_key(m, "valid")]
+    train_tokens = _number(final, "train total tokens", "train_info.metrics[-1]", problems)
+    train_time = own_or("train_time_s", _number(train_info, "train_time", "train_info", problems))
+    eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
+    eval_times = [t for t in eval_times if t is not None]
+    metrics = {
+        "test_score": own_or("test_score", _number(final, f"test {score_name}", "train_info.metrics[-1]", problems)),
+        "valid_score": own_or(
+            "valid_score",
+            _number(valid_entries[-1], f"valid {_score_key(valid_entries[-1], 'valid')}", "train_info.metrics", problems)
+            if valid_entries
+            else None,
+        ),
+        "peak_memory": own_or(
+            "peak_memory_train_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
+        ),
+        "peak_memory_total": _number(own, "peak_memory_total_bytes", "peftbench", problems),
+        "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
+        "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
+        "train_time": train_time,
+        "eval_time": own_or("eval_time_s", sum(eval_times) if eval_times else None),
+        "total_time": own_or("total_time_s", _number(run_info, "total_time", "run_info", problems)),
+        "tokens_per_second": own_or(
+            "tokens_per_second", train_tokens / train_time if train_tokens and train_time else None
+        ),
+        "file_size": own_or("checkpoint_size_bytes", _number(train_info, "file_size", "train_info", problems)),
+        "trainable_params": own_or(
+            "trainable_params", _number(train_info, "num_trainable_params", "train_info", problems)
+        ),
+        "total_params": own_or("total_params", _number(train_info, "num_total_params", "train_info", problems)),
+        "forgetting": own_or("forgetting", _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
+        "final_train_loss": _number(final, "train loss", "train_info.metrics[-1]", problems),
+    }
+
+    if isinstance(own.get("train_curve"), list):
+        train_curve = _curve(own["train_curve"], "step", "loss", "peftbench.train_curve", problems)
+    else:
+        train_curve = _curve(metrics_log, "step", "train loss", "train_info.metrics", problems)
+    if isinstance(own.get("valid_curve"), list):
+        valid_curve = _curve(own["valid_curve"], "step", "score", "peftbench.valid_curve", problems)
+    else:
+        valid_curve = _curve(valid_entries, "step", f"valid {score_name}", "train_info.metrics", problems)
+
+    record = RunRecord(
+        path=path,
+        experiment_name=experiment_name,
+        method=method,
+        config_name=config_name,
+        task=task,
+        peft_type=peft_type,
+        seed=seed,
+        score_name=score_name,
+        metrics=metrics,
+        per_item_correct=_per_item_correct(own.get("per_item_correct"), problems),
+        train_curve=train_curve,
+        valid_curve=valid_curve,
+        sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
+        conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
+        source="peftbench" if own else "peft-suite",
+    )
+    warning = "; ".join(dict.fromkeys(problems.messages)) if problems.messages else None
+    return record, warning, True
+
+
+def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> list[Path]:
+    files: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for found in sorted(path.rglob("*.json")):
+                if found.is_file():
+                    files.setdefault(found.resolve(), None)
+        elif path.is_file():
+            files.setdefault(path.resolve(), None)
+        else:
+            warnings.append(LoadWarning(path, "no such file or folder"))
+    return list(files)
+
+
+def load_results(paths: Iterable[str | Path]) -> LoadedResults:
+    """Load every result file in `paths` (files, or folders searched recursively for *.json)."""
+    warnings: list[LoadWarning] = []
+    records: list[RunRecord] = []
+    ignored: list[Path] = []
+    for path in _result_files(paths, warnings):
+        try:
+            if path.stat().st_size > MAX_RESULT_FILE_BYTES:
+                warnings.append(LoadWarning(path, f"larger than {MAX_RESULT_FILE_BYTES >> 20} MiB; not read"))
+                continue
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            warnings.append(LoadWarning(path, f"malformed JSON ({error.msg}, line {error.lineno} column {error.colno})"))
+            continue
+        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
+            warnings.append(LoadWarning(path, f"cannot be read ({type(error).__name__}: {error})"[:200]))
+            continue
+        record, warning, is_result = parse_result(data, path)
+        if not is_result:
+            ignored.append(path)
+            continue
+        if warning:
+            warnings.append(LoadWarning(path, warning))
+        if record is not None:
+            records.append(record)
+    return LoadedResults(records, warnings, ignored)
