@@ -1,0 +1,1 @@
+"""Evaluation: batched greedy generation, answer extraction and scoring, forgetting."""

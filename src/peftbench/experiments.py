@@ -1,0 +1,121 @@
+"""Experiment folders: `<method>/<name>/` with `adapter_config.json` and optional `training_params.json`.
+
+The layout is the PEFT suite's (`method_comparison/<task>/experiments/<method>/<name>/`), so its folders load
+unchanged. A folder without `adapter_config.json` is full fine-tuning. Everything here is checked before any
+model loads; this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from peftbench.config import ConfigError, check_keys, read_json_file
+
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+TRAINING_PARAMS_FILE = "training_params.json"
+FULL_FINETUNING = "full-finetuning"
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment folder, parsed and validated."""
+
+    path: Path
+    method: str  # the parent folder's name, e.g. "lora"
+    name: str  # the folder's name, e.g. "llama-3.2-3B-rank32"
+    adapter_config: Optional[dict[str, Any]]  # None: full fine-tuning
+    training_params: dict[str, Any]
+
+    @property
+    def experiment_name(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    @property
+    def result_stem(self) -> str:
+        """File-name stem of the result and checkpoint: `<method>--<name>`."""
+        return f"{self.method}--{self.name}"
+
+    @property
+    def peft_type(self) -> Optional[str]:
+        return None if self.adapter_config is None else self.adapter_config["peft_type"]
+
+    @property
+    def training_params_path(self) -> Path:
+        return self.path / TRAINING_PARAMS_FILE
+
+
+def valid_peft_types() -> list[str]:
+    from peft.utils import PeftType  # peft's enum is the source of truth; imported lazily (it pulls in torch)
+
+    return sorted(member.value for member in PeftType)
+
+
+def load_experiment(path: str | Path, check_peft_type: bool = True) -> ExperimentSpec:
+    """Parse an experiment folder; bad JSON, an unknown key or an unknown peft_type raise ConfigError."""
+    path = Path(path).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"experiment folder not found: {path}")
+
+    adapter_config = None
+    adapter_config_path = path / ADAPTER_CONFIG_FILE
+    if adapter_config_path.exists():
+        adapter_config = read_json_file(adapter_config_path, "adapter config")
+        if not isinstance(adapter_config, dict):
+            raise ConfigError(f"{adapter_config_path} must hold a JSON object")
+        peft_type = adapter_config.get("peft_type")
+        if peft_type is None:
+            raise ConfigError(f"{adapter_config_path} has no 'peft_type'")
+        if check_peft_type:
+            valid = valid_peft_types()
+            if peft_type not in valid:
+                raise ConfigError(
+                    f"unknown peft_type {peft_type!r} in {adapter_config_path}. Valid peft types: {', '.join(valid)}"
+                )
+
+    training_params: dict[str, Any] = {}
+    if (path / TRAINING_PARAMS_FILE).exists():
+        training_params = read_json_file(path / TRAINING_PARAMS_FILE, "training params")
+        if not isinstance(training_params, dict):
+            raise ConfigError(f"{path / TRAINING_PARAMS_FILE} must hold a JSON object")
+        check_keys(training_params, str(path / TRAINING_PARAMS_FILE))
+
+    return ExperimentSpec(
+        path=path, method=path.parent.name or FULL_FINETUNING, name=path.name, adapter_config=adapter_config, training_params=training_params
+    )
+
+
+def build_peft_config(spec: ExperimentSpec):
+    """The peft config object of an experiment (None for full fine-tuning)."""
+    if spec.adapter_config is None:
+        return None
+    from peft import PeftConfig
+
+    try:
+        return PeftConfig.from_pretrained(str(spec.path))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid adapter config {spec.path / ADAPTER_CONFIG_FILE}: {error}") from None
+
+
+def discover_experiments(root: str | Path) -> list[Path]:
+    """Experiment folders under `root`: every folder holding adapter_config.json or training_params.json."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    found = {p.parent for p in root.rglob(ADAPTER_CONFIG_FILE)} | {p.parent for p in root.rglob(TRAINING_PARAMS_FILE)}
+    # a checkpoint folder also holds adapter_config.json; it has weights beside it and is not an experiment
+    return sorted(p for p in found if not any(p.glob("*.safetensors")))
+
+
+def git_commit_of(path: str | Path) -> Optional[str]:
+    """The HEAD commit of the git repository holding `path`, or None when it is not in one."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sha = completed.stdout.strip()
+    return sha if completed.returncode == 0 and sha else None

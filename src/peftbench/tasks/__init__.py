@@ -1,0 +1,45 @@
+"""The task registry: task name -> the module and class implementing it.
+
+Modules are imported only when their task is asked for, so listing tasks stays cheap and a task whose
+module is not there (yet) is simply not available. To add a task: write `peftbench/tasks/<module>.py` with a
+`Task` subclass (see tasks/base.py; text tasks with query/response rows can subclass `MathTask`) and add a
+line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from peftbench.config import ConfigError
+from peftbench.tasks.base import Task
+
+# name -> (module, class name)
+TASKS: dict[str, tuple[str, str]] = {
+    "math-tiny": ("peftbench.tasks.math_tiny", "MathTinyTask"),
+    "math": ("peftbench.tasks.math", "MathTask"),
+}
+DEFAULT_TASK = "math-tiny"
+
+
+def available_tasks() -> list[str]:
+    """Names of the registered tasks whose module exists."""
+    return [name for name, (module, _) in TASKS.items() if importlib.util.find_spec(module) is not None]
+
+
+def get_task(name: str) -> Task:
+    """An instance of the task called `name`; an unknown name raises ConfigError listing the valid ones."""
+    if name not in TASKS or name not in available_tasks():
+        raise ConfigError(f"unknown task {name!r}. Valid tasks: {', '.join(available_tasks())}")
+    module_name, class_name = TASKS[name]
+    module = importlib.import_module(module_name)
+    task_class = getattr(module, class_name, None)
+    if task_class is None:  # tolerate another class name: the Task subclass whose `name` matches
+        candidates = [
+            value for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, Task) and getattr(value, "name", None) == name
+        ]
+        if not candidates:
+            raise ConfigError(f"module {module_name} defines no Task subclass named {class_name} (task {name!r})")
+        task_class = candidates[0]
+    return task_class()

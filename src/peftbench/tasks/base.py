@@ -1,0 +1,171 @@
+"""The Task interface: everything that knows about a dataset, a modality or a base model.
+
+The engine (training loop, evaluation driver, runner, result writer) only talks to a Task through the methods
+below, so a text task and an image task run through the same code: the loss, the scoring and the
+forgetting measure are the task's, never the loop's.
+
+Call order in one run (see peftbench.runners.execute):
+    defaults = task.default_params()                  # merged with training_params.json and --set
+    task.check_inputs(config)                         # cheap: local data files exist, ...
+    data = task.load_data(config)                     # rows of train/valid/test/forgetting, before the model
+    processor = task.load_processor(config)           # tokenizer (or image processor)
+    model = task.load_model(config, device)           # base model; peft wraps it afterwards
+    batches = task.train_batches(data.train, processor, config, seed)   # endless, length-bucketed
+    loss = task.compute_loss(model, task.to_device(batch, device))
+    result = task.evaluate(model, processor, data.valid, config, desc="valid")
+    value = task.forgetting_loss(model, processor, data.forgetting, config)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from peftbench.config import ConfigError
+
+# File types that a data source given as a local path may have, with the `datasets` builder that reads them.
+LOCAL_DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+Rows = Sequence[dict[str, Any]]  # a list of dicts or a datasets.Dataset: len() and rows[i] -> dict
+
+
+@dataclass
+class TaskData:
+    """The rows of one run. Rows are plain dicts in the task's schema."""
+
+    train: Rows
+    valid: Rows
+    test: Rows
+    forgetting: Rows  # rows with a "text" field (text tasks) or the task's own schema
+    info: dict[str, Any] = field(default_factory=dict)  # provenance for meta_info.dataset_info
+
+
+@dataclass
+class TrainBatch:
+    """One training batch: model inputs (tensors) plus the number of real tokens, for tokens/s."""
+
+    inputs: dict[str, Any]
+    num_tokens: int
+
+
+@dataclass
+class EvalResult:
+    """Outcome of scoring a model on one split."""
+
+    score: float
+    per_item_correct: list[int]
+    predictions: list[str]
+    num_generated_tokens: int = 0
+
+
+class Task(ABC):
+    """A benchmark task. Subclass it (or a concrete task such as MathTask) and register it in peftbench.tasks."""
+
+    name: str = ""
+    description: str = ""
+    score_name: str = "accuracy"  # result field `score_name`; the metrics entry is f"test {score_name}"
+    higher_is_better: bool = True
+    forgetting_name: str = "forgetting"
+
+    @abstractmethod
+    def default_params(self) -> dict[str, Any]:
+        """The task's TrainConfig defaults (must include model_id)."""
+
+    def check_inputs(self, config) -> None:
+        """Cheap checks before anything loads (e.g. local data files exist). Raise ConfigError."""
+
+    @abstractmethod
+    def load_data(self, config) -> TaskData:
+        """Load train/valid/test/forgetting rows."""
+
+    @abstractmethod
+    def load_processor(self, config) -> Any:
+        """The tokenizer (or processor) of the base model."""
+
+    @abstractmethod
+    def load_model(self, config, device: str) -> Any:
+        """The base model on `device`, in `config.dtype`."""
+
+    @abstractmethod
+    def train_batches(self, rows: Rows, processor: Any, config, seed: int) -> Iterator[TrainBatch]:
+        """An endless iterator of training batches (epochs repeat, reshuffled with `seed`)."""
+
+    @abstractmethod
+    def compute_loss(self, model: Any, batch: TrainBatch) -> Any:
+        """The scalar training loss of one batch (already on the model's device)."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, processor: Any, rows: Rows, config, desc: str) -> EvalResult:
+        """Score the model on `rows` (valid or test)."""
+
+    @abstractmethod
+    def forgetting_loss(self, model: Any, processor: Any, rows: Rows, config) -> float:
+        """A loss on the forgetting set; forgetting = this after training minus with the adapter disabled."""
+
+    @staticmethod
+    def to_device(batch: TrainBatch, device: Any) -> TrainBatch:
+        inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.inputs.items()}
+        return TrainBatch(inputs=inputs, num_tokens=batch.num_tokens)
+
+
+def is_local_source(source: str) -> bool:
+    """A data source is a local path if it exists or looks like one; otherwise it is a hub dataset id."""
+    path = Path(source).expanduser()
+    return path.exists() or path.suffix.lower() in LOCAL_DATA_BUILDERS or source.startswith(("/", ".", "~"))
+
+
+def check_local_source(source: Optional[str], key: str) -> None:
+    """Raise ConfigError if `source` (the value of config key `key`) names a local file that does not exist."""
+    if source is None:
+        raise ConfigError(f"training parameter '{key}' is not set: give a hub dataset id or a local file")
+    if is_local_source(source) and not Path(source).expanduser().exists():
+        raise ConfigError(
+            f"data file not found for '{key}': {source} (give an existing local file "
+            f"({', '.join(LOCAL_DATA_BUILDERS)}) or a hub dataset id)"
+        )
+
+
+def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = None, key: str = "data") -> Any:
+    """Load a split as a datasets.Dataset from a hub id or a local file/folder in the same schema.
+
+    A local file is the split itself (`split` only applies to hub datasets).
+    """
+    import datasets
+
+    check_local_source(source, key)
+    if is_local_source(source):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return datasets.load_dataset(str(path), split="train")
+        builder = LOCAL_DATA_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ConfigError(
+                f"unsupported data file type for '{key}': {source} (valid: {', '.join(LOCAL_DATA_BUILDERS)})"
+            )
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    return datasets.load_dataset(source, hub_config, split=split)
+
+
+def load_first_rows_streaming(source: str, count: int, *, key: str = "data", split: str = "train") -> list[dict]:
+    """The first `count` rows of a source; hub datasets are streamed so that no whole shard is downloaded."""
+    if is_local_source(source):
+        dataset = load_rows(source, key=key)
+        return [dataset[i] for i in range(min(count, len(dataset)))]
+    import datasets
+
+    stream = datasets.load_dataset(source, split=split, streaming=True)
+    return list(stream.take(count))
+
+
+def require_columns(rows: Any, columns: Sequence[str], source: str, key: str) -> None:
+    """Raise ConfigError naming the source when its rows lack a column the task needs."""
+    if len(rows) == 0:
+        raise ConfigError(f"no rows in '{key}' ({source})")
+    present = set(rows.column_names) if hasattr(rows, "column_names") else set(rows[0])
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise ConfigError(
+            f"'{key}' ({source}) lacks column(s) {', '.join(missing)}; it has: {', '.join(sorted(present))}"
+        )
