@@ -1,0 +1,141 @@
+"""`peftbench sweep`: an equal-budget learning-rate sweep per method, then seeds at the chosen rate."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+HELP = (
+    "Give every method the same learning-rate search, choose its rate on the VALIDATION score only, then run "
+    "that rate with several seeds and report the test score as mean, sd and 95% bootstrap interval.\n\n"
+    "Each trial is an ordinary result file RESULTS/<method>--<name>--lr<lr>--seed<s>.json; the summary is "
+    "RESULTS/sweep-summary.json (\"default\" vs \"tuned\" per method, paired bootstrap against the reference).\n\n"
+    "Running the same command again resumes: finished trials (success, diverged, oom) are kept; failed, "
+    "cancelled and missing ones run again. Exit status 1 if any trial did not succeed.\n\n"
+    "Example: peftbench sweep src/peftbench/suites/quick/lora/rank16 src/peftbench/suites/quick/ia3/default "
+    "--task math-tiny --lr-trials 3 --seeds 3 --workers 2"
+)
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep", help=HELP)(sweep)
+
+
+def sweep(
+    experiments: Annotated[list[Path], typer.Argument(help="Experiment folders <method>/<name>/ (adapter_config.json, optional training_params.json).", show_default=False)],
+    task: Annotated[str, typer.Option(help="Task to train and score on, e.g. math-tiny (see `peftbench list`).")] = "math-tiny",
+    lrs: Annotated[Optional[str], typer.Option(help="Explicit comma-separated learning rates, the same for every method, e.g. 1e-4,3e-4,1e-3. Excludes --lr-trials.")] = None,
+    lr_trials: Annotated[Optional[int], typer.Option(help="Trials per method on a grid of factor 10^(1/2) around each method's configured rate (which is always included). Default 3.", min=1)] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds run at each method's chosen rate (configured seed + 1 ... + K).", min=1)] = 3,
+    results: Annotated[Path, typer.Option(help="Folder for the trial result files and sweep-summary.json.")] = Path("results/sweep"),
+    backend: Annotated[Backend, typer.Option(help="local: child processes on this machine; ray: Ray tasks (needs `pip install peftbench[ray]`).")] = Backend.local,
+    workers: Annotated[int, typer.Option(help="Trials at once; CPU cores are split evenly between them.", min=1)] = 1,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to connect to (e.g. ray://head:10001 or auto); default: start a local Ray instance. The results folder must be on a filesystem all nodes share.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Experiment the others are compared with (method or method/name). Default: the first lora experiment.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a training parameter for every trial, e.g. --set max_steps=100 (repeatable). The sweep sets the learning rate itself.")] = None,
+    force: Annotated[bool, typer.Option(help="Run every trial again, even finished ones.")] = False,
+    save_checkpoint: Annotated[bool, typer.Option(help="Keep every trial's trained adapter.")] = False,
+) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from peftbench.config import ConfigError, parse_set_options
+    from peftbench.sweep import DEFAULT_LR_TRIALS, SweepPlan, parse_lrs, resolve_experiments, run_sweep
+    from peftbench.tasks import get_task
+
+    console = Console(stderr=True)
+    try:
+        if lrs is not None and lr_trials is not None:
+            raise ConfigError("give either --lrs or --lr-trials, not both")
+        overrides = parse_set_options(set_ or [])
+        task_info = get_task(task)
+        plan = SweepPlan(
+            task=task,
+            experiments=resolve_experiments(experiments, task, overrides),
+            results_dir=results,
+            lrs=parse_lrs(lrs) if lrs is not None else None,
+            lr_trials=lr_trials or DEFAULT_LR_TRIALS,
+            seeds=seeds,
+            overrides=overrides,
+            reference=reference,
+            save_checkpoint=save_checkpoint,
+        )
+    except ConfigError as error:
+        console.print(Text.assemble(("error: ", "red"), str(error)))
+        raise typer.Exit(2) from None
+
+    searches = len(plan.search_trials())
+    console.print(
+        f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {searches} search runs, then "
+        f"{plan.seeds} seeds each at the chosen rate; backend {backend.value}, {workers} worker(s); results in {plan.results_dir}",
+        markup=False,
+    )
+    try:
+        run = run_sweep(
+            plan,
+            backend=backend.value,
+            workers=workers,
+            ray_address=ray_address,
+            force=force,
+            higher_is_better=task_info.higher_is_better,
+            score_name=task_info.score_name,
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: finished trials are kept; run the same command again to resume.")
+        raise typer.Exit(130) from None
+
+    Console().print(summary_table(run.summary))
+    console.print(f"{len(run.ran)} trials run, {run.skipped} already finished; summary: {run.summary_path}", markup=False)
+    if not run.summary["complete"]:
+        failed = run.summary["not_successful"]
+        console.print(f"[red]{len(failed)} trial(s) did not succeed:[/red]")
+        for entry in failed:
+            console.print(f"  {entry['result_file']}: {entry['status']} {entry.get('error', '')}".rstrip(), markup=False)
+        raise typer.Exit(1)
+
+
+def _number(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def summary_table(summary: dict[str, Any]):
+    """A rich table of the summary: default vs tuned per experiment and the comparison with the reference."""
+    from rich.table import Table
+    from rich.text import Text
+
+    score = summary["score_name"]
+    table = Table(title_justify="left", title=Text(f"sweep {summary['sweep_id']} on {summary['task']} (rates chosen on valid {score})"))
+    for column in ("experiment", "default lr", f"default test {score}", "chosen lr",
+                   f"tuned test {score}: mean ± sd [95% CI] (n)", f"vs {summary['reference'] or 'reference'}: Δ [95% CI], P(better)"):
+        table.add_column(column, overflow="fold")
+    for key, entry in summary["experiments"].items():
+        tuned = entry["tuned"]
+        tuned_text = "-"
+        if tuned["mean"] is not None:
+            ci = f" [{_number(tuned['ci95'][0])}, {_number(tuned['ci95'][1])}]" if tuned["ci95"] else ""
+            tuned_text = f"{_number(tuned['mean'])} ± {_number(tuned['sd'])}{ci} ({tuned['n']})"
+        versus = entry.get("vs_reference") or {}
+        paired = versus.get("tuned") or {}
+        versus_text = "reference" if key == summary["reference"] else "-"
+        if "mean_difference" in paired:
+            versus_text = (f"{paired['mean_difference']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}], "
+                           f"{paired['probability_of_improvement']:.2f}")
+        default = entry["default"]
+        cells = (
+            key,
+            _number(entry["default_lr"]),
+            _number(default["test_score"]) if default["status"] == "success" else default["status"],
+            _number(entry["chosen_lr"]),
+            tuned_text,
+            versus_text,
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # Text: names are data, never rich markup
+    return table

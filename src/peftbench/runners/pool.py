@@ -1,0 +1,39 @@
+"""The local backend: up to `workers` trials at once on this machine, each in its own child process.
+
+Each trial's executor starts and waits for one child process, so a thread per worker is all the
+parallelism the parent needs: the threads only wait, the children do the work. The machine's CPU
+cores are split evenly between the workers (`num_threads` of each trial), so two workers on a
+16-core machine train with 8 torch threads each instead of 16 threads fighting over 16 cores.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, guarded, threads_per_worker
+
+
+def run_local_pool(
+    trials: list[Trial], *, workers: int, execute: TrialExecutor, on_done: OutcomeCallback, cores: int | None = None
+) -> None:
+    """Run `trials`, at most `workers` at once, calling `on_done` (in this thread) as each one finishes.
+
+    On Ctrl-C, trials not yet started are cancelled and KeyboardInterrupt propagates; a running child
+    gets the terminal's SIGINT itself and either finishes writing its result or leaves no file (result
+    writes are atomic), so nothing partial is left behind.
+    """
+    num_threads = threads_per_worker(workers, cores)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peftbench-trial")
+    try:
+        pending: set[Future] = {
+            pool.submit(guarded, execute, {**trial, "num_threads": trial.get("num_threads") or num_threads})
+            for trial in trials
+        }
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

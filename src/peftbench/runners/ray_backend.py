@@ -1,0 +1,75 @@
+"""The Ray backend: each trial a Ray task that calls the same single-trial executor as the local pool.
+
+The task itself starts the trial's child process on whichever node Ray picks, so isolation is the
+same as locally. Results are written by the trials straight into `results_dir`: on a multi-node
+cluster that folder must be on a filesystem every node sees at the same path (NFS, a shared volume).
+
+Resources: with `address=None` a local Ray instance is started with this machine's cores, and each
+task asks for `cores // workers` CPUs (so `workers` trials run at once, as with the local pool). On a
+cluster the CPUs per task are the cluster's CPUs divided by `workers`. A task asks for one GPU when
+the driver sees CUDA, so Ray never puts two trials on one GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, TrialOutcome, available_cores, guarded
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _run_one(execute: TrialExecutor, trial: Trial) -> dict:
+    # runs on a Ray worker; a plain dict travels back more robustly than a dataclass instance
+    return guarded(execute, trial).to_dict()
+
+
+def run_on_ray(
+    trials: list[Trial],
+    *,
+    workers: int,
+    address: Optional[str],
+    execute: TrialExecutor,
+    on_done: OutcomeCallback,
+    gpus_per_trial: Optional[float] = None,
+) -> None:
+    """Run `trials` as Ray tasks, calling `on_done` as each finishes; Ctrl-C cancels the rest and re-raises."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+    try:
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus_per_trial = max(1, cluster_cpus // workers)
+        if gpus_per_trial is None:
+            gpus_per_trial = 1 if _cuda_available() else 0
+        task = ray.remote(_run_one).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)
+        ids = {task.remote(execute, {**trial, "num_threads": trial.get("num_threads") or cpus_per_trial}): trial for trial in trials}
+        pending = list(ids)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for object_ref in done:
+                    trial = ids[object_ref]
+                    try:
+                        outcome = TrialOutcome(**ray.get(object_ref))
+                    except Exception as error:  # noqa: BLE001 - a lost worker or node fails this trial only
+                        outcome = TrialOutcome(trial["trial_id"], "failed", None, f"Ray task failed: {error}")
+                    on_done(outcome)
+        except BaseException:
+            for object_ref in pending:
+                ray.cancel(object_ref, force=True)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()

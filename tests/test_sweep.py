@@ -1,0 +1,257 @@
+"""Sweep planning, selection on validation only, resume, failures, Ctrl-C and the summary's statistics.
+
+Trials run through the local pool with a stand-in engine (tests/test_sweep_standin.py): real child
+processes writing real result files, with scores that are a known function of the learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftbench.config import ConfigError
+from peftbench.runners import threads_per_worker
+from peftbench.sweep import (
+    SUMMARY_FILE,
+    SweepExperiment,
+    SweepPlan,
+    TrialRecord,
+    choose_lr,
+    lr_grid,
+    parse_lrs,
+    run_sweep,
+    trial_result_name,
+)
+from test_sweep_standin import make_experiment, standin_execute
+
+
+def experiment(folder: Path, lr: float, seed: int = 0) -> SweepExperiment:
+    return SweepExperiment(folder, folder.parent.name, folder.name, lr, seed)
+
+
+# ----------------------------------------------------------------------------- grid and names
+
+
+def test_grid_is_log_spaced_around_the_configured_rate_which_it_keeps_exactly():
+    assert lr_grid(1e-3, 3) == [3.16e-4, 1e-3, 3.16e-3]
+    assert lr_grid(1e-3, 4) == [3.16e-4, 1e-3, 3.16e-3, 1e-2]
+    assert lr_grid(1.2345e-4, 3)[1] == 1.2345e-4
+    assert lr_grid(2e-4, 1) == [2e-4]
+    with pytest.raises(ConfigError, match="--lr-trials"):
+        lr_grid(1e-3, 0)
+
+
+def test_parse_lrs_sorts_and_names_bad_values():
+    assert parse_lrs("1e-3, 1e-4,3e-4") == [1e-4, 3e-4, 1e-3]
+    with pytest.raises(ConfigError, match="'abc' is not a number"):
+        parse_lrs("1e-4,abc")
+    with pytest.raises(ConfigError, match="'-1' is not a positive"):
+        parse_lrs("-1")
+    with pytest.raises(ConfigError, match="twice"):
+        parse_lrs("1e-4,0.0001")
+
+
+def test_trial_names_carry_exact_rate_and_seed():
+    assert trial_result_name("lora", "r8", 3.16e-05, 2) == "lora--r8--lr3.16e-05--seed2"
+    assert float("3.16e-05") == 3.16e-05
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def record(lr: float, valid: float | None, test: float | None, status: str = "success") -> TrialRecord:
+    return TrialRecord(Path(f"x{lr}.json"), lr, 0, status, valid_score=valid, test_score=test)
+
+
+def test_choose_lr_uses_validation_never_test():
+    trials = [record(1e-4, 0.50, 0.90), record(1e-3, 0.70, 0.10), record(1e-2, 0.60, 0.95)]
+    assert choose_lr(trials, default_lr=1e-4) == 1e-3
+    # lower-is-better scores pick the minimum
+    assert choose_lr(trials, default_lr=1e-4, higher_is_better=False) == 1e-4
+
+
+def test_choose_lr_ties_go_to_the_rate_nearest_the_default_then_the_smaller():
+    tied = [record(1e-4, 0.7, None), record(1e-3, 0.7, None), record(1e-2, 0.7, None)]
+    assert choose_lr(tied, default_lr=1e-2) == 1e-2
+    assert choose_lr(tied, default_lr=3.16e-3) == 1e-3  # 1e-3 and 1e-2 are equally far; smaller wins
+    failed_best = [record(1e-4, 0.5, 0.5), record(1e-3, None, None, status="diverged")]
+    assert choose_lr(failed_best, default_lr=1e-3) == 1e-4
+    assert choose_lr([record(1e-3, None, None, status="failed")], default_lr=1e-3) is None
+
+
+# ----------------------------------------------------------------------------- a whole sweep
+
+
+@pytest.fixture
+def two_methods(tmp_path):
+    lora = make_experiment(tmp_path / "exp", "lora", "r4", best_valid_lr=1e-3, best_test_lr=1e-4)
+    ia3 = make_experiment(tmp_path / "exp", "ia3", "default", best_valid_lr=3.16e-2, best_test_lr=3.16e-2, peak=0.9)
+    return [experiment(lora, 1e-3), experiment(ia3, 1e-2)]
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_sweep_end_to_end_selects_on_validation_and_summary_recomputes_from_files(tmp_path, two_methods):
+    results = tmp_path / "results"
+    plan = SweepPlan("math-tiny", two_methods, results, lr_trials=3, seeds=3)
+    run = run_sweep(plan, workers=2, execute=standin_execute, show_progress=False)
+
+    # every method got the same number of search trials, named by rate and seed, plus 3 seed runs
+    files = sorted(p.name for p in results.glob("*--seed*.json"))
+    assert len(files) == 2 * 3 + 2 * 3
+    assert "lora--r4--lr0.000316--seed0.json" in files
+    trial = read(results / "lora--r4--lr0.000316--seed0.json")
+    assert trial["peftbench"]["sweep"]["role"] == "trial"
+    assert trial["peftbench"]["sweep"]["lr"] == 0.000316
+    assert trial["run_info"]["train_config"]["optimizer_kwargs"]["lr"] == 0.000316
+    assert trial["peftbench"]["num_threads"] == threads_per_worker(2)
+
+    summary = read(results / SUMMARY_FILE)
+    assert summary == run.summary
+    lora = summary["experiments"]["lora/r4"]
+    # test peaks at 1e-4 but validation at 1e-3: the validation winner is chosen
+    assert lora["chosen_lr"] == 1e-3
+    assert summary["experiments"]["ia3/default"]["chosen_lr"] == 3.16e-2
+    assert lora["default"]["lr"] == 1e-3 and lora["default"]["in_grid"]
+
+    # the seed statistics, recomputed independently from the seed result files
+    seed_files = [results / f"lora--r4--lr0.001--seed{s}.json" for s in (1, 2, 3)]
+    seed_scores = [read(p)["peftbench"]["test_score"] for p in seed_files]
+    assert all(read(p)["peftbench"]["sweep"]["role"] == "seed" for p in seed_files)
+    assert lora["tuned"]["test_scores"] == seed_scores
+    assert lora["tuned"]["mean"] == pytest.approx(statistics.mean(seed_scores))
+    assert lora["tuned"]["sd"] == pytest.approx(statistics.stdev(seed_scores))
+    low, high = lora["tuned"]["ci95"]
+    tolerance = 1e-9
+    assert min(seed_scores) - tolerance <= low <= statistics.mean(seed_scores) <= high <= max(seed_scores) + tolerance
+
+    # paired comparison against the reference (lora) over test items, from the per-item results
+    ia3 = summary["experiments"]["ia3/default"]
+    assert summary["reference"] == "lora/r4" and lora["vs_reference"] is None
+    ia3_items = np.mean([read(results / f"ia3--default--lr0.0316--seed{s}.json")["peftbench"]["per_item_correct"]
+                         for s in (1, 2, 3)], axis=0)
+    lora_items = np.mean([read(p)["peftbench"]["per_item_correct"] for p in seed_files], axis=0)
+    tuned_vs = ia3["vs_reference"]["tuned"]
+    assert tuned_vs["mean_difference"] == pytest.approx(float(np.mean(ia3_items - lora_items)))
+    assert tuned_vs["ci95"][0] <= tuned_vs["mean_difference"] <= tuned_vs["ci95"][1]
+    assert 0 <= tuned_vs["probability_of_improvement"] <= 1
+    default_lora_items = read(results / "lora--r4--lr0.001--seed0.json")["peftbench"]["per_item_correct"]
+    assert ia3["vs_reference"]["default"]["mean_difference"] == pytest.approx(
+        float(np.mean(ia3_items - np.array(default_lora_items))))
+
+    assert set(summary["ranking"]["tuned"]) == {"lora/r4", "ia3/default"}
+    assert summary["spread"]["tuned"] == pytest.approx(abs(ia3["tuned"]["mean"] - lora["tuned"]["mean"]))
+    assert summary["complete"] and not summary["not_successful"]
+    assert not list(results.glob("*.tmp-*"))
+
+
+def test_explicit_lrs_are_shared_and_a_missing_default_rate_runs_apart_from_selection(tmp_path, two_methods):
+    results = tmp_path / "results"
+    plan = SweepPlan("math-tiny", two_methods, results, lrs=[1e-4, 1e-3], seeds=1)
+    summary = run_sweep(plan, execute=standin_execute, show_progress=False).summary
+    ia3 = summary["experiments"]["ia3/default"]
+    assert [t["lr"] for t in ia3["trials"]] == [1e-4, 1e-3]
+    assert ia3["default"]["lr"] == 1e-2 and not ia3["default"]["in_grid"]
+    assert read(results / "ia3--default--lr0.01--seed0.json")["peftbench"]["sweep"]["role"] == "default"
+    assert ia3["chosen_lr"] == 1e-3  # the better validation rate among the grid only
+
+
+def test_resume_keeps_finished_trials_and_reruns_failed_cancelled_and_missing(tmp_path, two_methods):
+    results = tmp_path / "results"
+    plan = SweepPlan("math-tiny", two_methods, results, lr_trials=3, seeds=1)
+    first = run_sweep(plan, execute=standin_execute, show_progress=False)
+    assert len(first.ran) == 8 and first.skipped == 0
+
+    again = run_sweep(plan, execute=standin_execute, show_progress=False)
+    assert again.ran == [] and again.skipped == 8
+
+    cancelled = results / "lora--r4--lr0.000316--seed0.json"
+    data = read(cancelled)
+    data["peftbench"]["status"] = "cancelled"
+    cancelled.write_text(json.dumps(data))
+    (results / "ia3--default--lr0.01--seed0.json").unlink()
+    (results / "lora--r4--lr0.00316--seed0.json").write_text("{ truncated")
+    resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
+    assert sorted(o.trial_id for o in resumed.ran) == [
+        "ia3--default--lr0.01--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
+    assert read(cancelled)["peftbench"]["status"] == "success"
+
+
+def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, two_methods):
+    broken = make_experiment(tmp_path / "exp", "boft", "broken", best_valid_lr=1e-3, best_test_lr=1e-3, fail=True)
+    spiky = make_experiment(tmp_path / "exp", "loha", "spiky", best_valid_lr=1e-2, best_test_lr=1e-2,
+                            fail_above_lr=2e-3)
+    experiments = [*two_methods, experiment(broken, 1e-3), experiment(spiky, 1e-3)]
+
+    def crashing_for_ia3(trial):  # an executor error (not a result file) fails that trial only
+        if trial["trial_id"].startswith("ia3--default--lr0.0316"):
+            raise RuntimeError("worker lost")
+        return standin_execute(trial)
+
+    run = run_sweep(SweepPlan("math-tiny", experiments, tmp_path / "r", lr_trials=3, seeds=1),
+                    execute=crashing_for_ia3, show_progress=False)
+    statuses = {o.trial_id: o.status for o in run.ran}
+    assert statuses["boft--broken--lr0.001--seed0"] == "failed"
+    assert statuses["loha--spiky--lr0.00316--seed0"] == "diverged"
+    assert statuses["ia3--default--lr0.0316--seed0"] == "failed"
+    summary = run.summary
+    assert summary["experiments"]["boft/broken"]["chosen_lr"] is None
+    assert summary["experiments"]["boft/broken"]["tuned"]["mean"] is None
+    assert summary["experiments"]["loha/spiky"]["chosen_lr"] == 1e-3  # best rate that did not diverge
+    assert summary["experiments"]["ia3/default"]["chosen_lr"] == 1e-2
+    assert summary["experiments"]["lora/r4"]["tuned"]["n"] == 1
+    assert not summary["complete"]
+    failed_files = {r["result_file"]: r["status"] for r in summary["not_successful"]}
+    assert failed_files["boft--broken--lr0.001--seed0.json"] == "failed"
+    assert failed_files["loha--spiky--lr0.00316--seed0.json"] == "diverged"
+    assert failed_files["ia3--default--lr0.0316--seed0.json"] == "missing"
+    assert "RuntimeError: forced failure" in json.dumps(summary["experiments"]["boft/broken"]["trials"])
+
+
+def test_ctrl_c_keeps_finished_results_writes_nothing_partial_and_resumes(tmp_path, two_methods):
+    results = tmp_path / "results"
+    plan = SweepPlan("math-tiny", two_methods, results, lr_trials=3, seeds=1)
+    calls = []
+
+    def interrupted_on_third(trial):
+        calls.append(trial["trial_id"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return standin_execute(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, workers=1, execute=interrupted_on_third, show_progress=False)
+    finished = sorted(p.name for p in results.glob("*.json"))
+    assert len(finished) == 2 and SUMMARY_FILE not in finished
+    assert not list(results.glob("*.tmp-*"))
+    before = {name: (results / name).read_text() for name in finished}
+
+    resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
+    assert resumed.skipped == 2 and len(resumed.ran) == 8 - 2
+    assert {name: (results / name).read_text() for name in finished} == before
+    assert resumed.summary["complete"]
+
+
+def test_plan_rejects_bad_settings(tmp_path, two_methods):
+    with pytest.raises(ConfigError, match="--seeds"):
+        SweepPlan("math-tiny", two_methods, tmp_path, seeds=0)
+    with pytest.raises(ConfigError, match="--reference 'vera' is not in this sweep; valid: lora/r4, ia3/default"):
+        SweepPlan("math-tiny", two_methods, tmp_path, reference="vera")
+    with pytest.raises(ConfigError, match="optimizer_kwargs.lr"):
+        SweepPlan("math-tiny", two_methods, tmp_path, overrides={"optimizer_kwargs": {"lr": 1.0}})
+    assert SweepPlan("math-tiny", two_methods, tmp_path, reference="ia3").reference_experiment().key == "ia3/default"
+
+
+def test_threads_are_split_fairly_between_workers():
+    assert threads_per_worker(1, cores=16) == 16
+    assert threads_per_worker(2, cores=16) == 8
+    assert threads_per_worker(3, cores=2) == 1
+    with pytest.raises(ValueError):
+        threads_per_worker(0, cores=2)
+
