@@ -64,7 +64,8 @@ def run_on_ray(
                     try:
                         outcome = TrialOutcome(**ray.get(object_ref))
                     except Exception as error:  # noqa: BLE001 - a lost worker or node fails this trial only
-                        outcome = TrialOutcome(trial["trial_id"], "failed", None, f"Ray task failed: {error}")
+                        last_line = next((line for line in reversed(str(error).splitlines()) if line.strip()), "")
+                        outcome = TrialOutcome(trial["trial_id"], "failed", None, f"Ray task failed: {last_line}")
                     on_done(outcome)
         except BaseException:
             for object_ref in pending:
