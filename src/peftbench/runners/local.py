@@ -1,0 +1,188 @@
+"""Run one experiment in a child process on this machine, and wait for its result file.
+
+The child (`python -m peftbench.runners.child`) gets its request as a JSON file. A crash, an OOM kill or a
+leak in the child cannot take the parent down, and the child's memory figures are its own. If the child dies
+without writing a result, the parent writes a `failed` result holding the tail of the child's stderr (or
+`cancelled` after Ctrl-C). The child's stderr (progress bars, warnings) passes through to ours.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+from peftbench.runners.execute import PreparedRun, RunRequest, prepare
+from peftbench.results.schema import RunMeasurements, build_result
+from peftbench.results.writer import write_json_atomic
+
+STDERR_TAIL_BYTES = 4000
+# Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
+FINAL_STATUSES = ("success", "diverged", "oom")
+CANCEL_GRACE_S = 120  # how long a Ctrl-C'd child may take to write its `cancelled` result
+
+
+def existing_status(result_file: Path) -> Optional[str]:
+    """The status in an existing result file, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(result_file.read_text(encoding="utf-8"))
+        return data.get("peftbench", {}).get("status") or data.get("train_info", {}).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def should_skip(result_file: Path, force: bool) -> bool:
+    """An existing result with a final status is kept unless forced; failed/cancelled runs are retried."""
+    return not force and existing_status(result_file) in FINAL_STATUSES
+
+
+def run_experiment(
+    experiment_dir: str | Path,
+    task_name: str,
+    results_dir: str | Path,
+    overrides: Optional[dict[str, Any]] = None,
+    seed: Optional[int] = None,
+    force: bool = False,
+    save_checkpoint: bool = True,
+    result_name: Optional[str] = None,
+    extra_result_fields: Optional[dict[str, Any]] = None,
+    num_threads: Optional[int] = None,
+    show_progress: bool = True,
+) -> tuple[Optional[Path], str]:
+    """Train and evaluate one experiment in a child process; returns (result file, status).
+
+    Bad input (ConfigError) is raised before any child starts. An existing result with a final status
+    (success, diverged, oom) is not run again unless `force`; then its own status is returned.
+    """
+    request = RunRequest(
+        task=task_name, results_dir=str(Path(results_dir).resolve()), mode="train",
+        experiment_dir=str(Path(experiment_dir).resolve()), overrides=dict(overrides or {}), seed=seed,
+        save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
+        num_threads=num_threads, show_progress=show_progress,
+    )
+    return run_request(request, force=force)
+
+
+def evaluate_adapter(
+    adapter_dir: str | Path,
+    task_name: str,
+    results_dir: str | Path,
+    result_name: Optional[str] = None,
+    method: Optional[str] = None,
+    name: Optional[str] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    seed: Optional[int] = None,
+    force: bool = True,
+    extra_result_fields: Optional[dict[str, Any]] = None,
+    num_threads: Optional[int] = None,
+    show_progress: bool = True,
+) -> tuple[Optional[Path], str]:
+    """Evaluate a saved adapter (base model from the task + `adapter_dir`) without training, in a child
+    process, and write an ordinary result file (test score, forgetting, size, parameters, memory)."""
+    request = RunRequest(
+        task=task_name, results_dir=str(Path(results_dir).resolve()), mode="evaluate",
+        adapter_dir=str(Path(adapter_dir).resolve()), method=method, name=name, overrides=dict(overrides or {}),
+        seed=seed, save_checkpoint=False, result_name=result_name,
+        extra_result_fields=dict(extra_result_fields or {}), num_threads=num_threads, show_progress=show_progress,
+    )
+    return run_request(request, force=force)
+
+
+def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path], str]:
+    run = prepare(request)  # raises ConfigError before anything starts
+    if should_skip(run.result_file, force):
+        return run.result_file, existing_status(run.result_file)
+    run.result_file.parent.mkdir(parents=True, exist_ok=True)
+    before = run.result_file.stat().st_mtime_ns if run.result_file.exists() else None
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="peftbench-request-", delete=False) as handle:
+        json.dump(asdict(request), handle)
+        request_file = handle.name
+    interrupted = False
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "peftbench.runners.child", request_file],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        tail = _StderrTail(process.stderr)
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            # Forward the interrupt (the terminal may have sent it to the child already; the child ignores
+            # repeats) and give the child time to write its `cancelled` result.
+            interrupted = True
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=CANCEL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        tail.join()
+    finally:
+        os.unlink(request_file)
+
+    written = run.result_file.exists() and run.result_file.stat().st_mtime_ns != before
+    if written:
+        status = existing_status(run.result_file) or "failed"
+    else:
+        status = "cancelled" if interrupted else "failed"
+        message = (
+            "cancelled by the user (Ctrl-C)" if interrupted
+            else f"the child process died (exit code {process.returncode}) without writing a result; "
+            f"its stderr ended with:\n{tail.text()}"
+        )
+        _write_fallback_result(run, request, status, message)
+    if interrupted:
+        raise KeyboardInterrupt
+    return run.result_file, status
+
+
+def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
+    m = RunMeasurements(
+        task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name,
+        seed=run.config.seed, status=status, error_msg=message,
+        created_at=dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
+        git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
+        higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
+        model_id=run.config.model_id, extra=dict(request.extra_result_fields),
+    )
+    write_json_atomic(run.result_file, build_result(m))
+
+
+class _StderrTail:
+    """Copies a child's stderr to ours as it comes (progress bars stay live) and keeps its last bytes."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._tail = b""
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        while chunk := os.read(self._stream.fileno(), 8192):
+            self._tail = (self._tail + chunk)[-STDERR_TAIL_BYTES:]
+            try:
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                pass
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+        self._stream.close()
+
+    def text(self) -> str:
+        return self._tail.decode("utf-8", "replace").strip()

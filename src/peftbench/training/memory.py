@@ -1,0 +1,153 @@
+"""Peak memory of one run, for training alone and for the whole run.
+
+CUDA: torch's max_memory_reserved / max_memory_allocated, reset before training.
+CPU: the process's peak resident set size (RSS) above a baseline taken before the model is built. Each run
+is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
+high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling thread
+(psutil, every 10 ms) records the peak instead.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+
+
+def _read_status_kib(field: str) -> Optional[int]:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def current_rss_bytes() -> int:
+    rss = _read_status_kib("VmRSS")
+    if rss is None:
+        import psutil
+
+        rss = psutil.Process().memory_info().rss
+    return rss
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return _read_status_kib("VmHWM") is not None
+
+
+class _RssSampler:
+    """Fallback peak tracker: samples RSS on a background thread."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.peak = current_rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self.peak = max(self.peak, current_rss_bytes())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, current_rss_bytes())
+
+
+@dataclass
+class MemoryReport:
+    kind: str  # "cuda" | "cpu_rss"
+    train_bytes: int  # peak during training (reserved on CUDA)
+    total_bytes: int  # peak over the whole run
+    train_allocated_bytes: Optional[int]  # CUDA only
+    total_allocated_bytes: Optional[int]  # CUDA only
+
+
+class PeakMemoryMeter:
+    """Call start_run() before the model is built, start_training()/end_training() around the loop,
+    and report() at the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.baseline = 0
+        self._peak_before_training = 0
+        self._train = (0, None)
+        self._total_allocated_before_training = 0
+        self._sampler: Optional[_RssSampler] = None
+        self._use_hwm = False
+
+    def start_run(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_reserved(self.device)
+            self._allocated_baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self.baseline = current_rss_bytes()
+            self._use_hwm = _reset_high_water_mark()
+            if not self._use_hwm:
+                self._sampler = _RssSampler()
+
+    def current(self) -> int:
+        """Memory in use now, above the baseline (for the per-step log)."""
+        if self.cuda:
+            return torch.cuda.memory_reserved(self.device) - self.baseline
+        return current_rss_bytes() - self.baseline
+
+    def start_training(self) -> None:
+        if self.cuda:
+            self._peak_before_training = torch.cuda.max_memory_reserved(self.device)
+            self._total_allocated_before_training = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self._use_hwm:
+            self._peak_before_training = _read_status_kib("VmHWM")
+            _reset_high_water_mark()
+        else:
+            self._peak_before_training = self._sampler.stop()
+            self._sampler = _RssSampler()
+
+    def end_training(self) -> None:
+        if self.cuda:
+            self._train = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
+        elif self._use_hwm:
+            self._train = (_read_status_kib("VmHWM"), None)
+        else:
+            self._train = (self._sampler.stop(), None)
+            self._sampler = _RssSampler()
+
+    def report(self) -> MemoryReport:
+        if self.cuda:
+            # after end_training the peak counters were not reset: they cover training and what followed
+            total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device))
+            total_allocated = max(self._total_allocated_before_training, torch.cuda.max_memory_allocated(self.device))
+            return MemoryReport(
+                kind="cuda",
+                train_bytes=self._train[0] - self.baseline,
+                total_bytes=total - self.baseline,
+                train_allocated_bytes=self._train[1] - self._allocated_baseline,
+                total_allocated_bytes=total_allocated - self._allocated_baseline,
+            )
+        if self._use_hwm:
+            after = _read_status_kib("VmHWM")
+        else:
+            after = self._sampler.stop() if self._sampler else current_rss_bytes()
+        train_peak = self._train[0] or self._peak_before_training
+        total = max(self._peak_before_training or 0, after or 0, train_peak or 0)
+        return MemoryReport(
+            kind="cpu_rss",
+            train_bytes=max(train_peak - self.baseline, 0),
+            total_bytes=max(total - self.baseline, 0),
+            train_allocated_bytes=None,
+            total_allocated_bytes=None,
+        )

@@ -1,0 +1,172 @@
+"""The training loop: plain PyTorch, the whole loop in view.
+
+Every method gets exactly this: AdamW (or the configured optimizer), cosine schedule with linear warm-up,
+gradient clipping, the task's length-bucketed batches, validation every `eval_steps`. The only
+method-specific calls go through `training.methods` (optimizer builders, AdaLoRA's rank update). The loss is
+the task's. A NaN/inf loss stops the run with status "diverged"; Ctrl-C gives "cancelled"; running out of
+memory gives "oom".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from peftbench.config import TrainConfig
+from peftbench.tasks.base import Task, TaskData
+from peftbench.training.methods import MethodSupport, build_optimizer
+
+
+@dataclass
+class TrainOutcome:
+    status: str = "success"  # success | diverged | oom | cancelled | failed
+    error_msg: str = ""
+    steps_done: int = 0
+    train_time_s: float = 0.0  # training only: the loop minus validation
+    valid_time_s: float = 0.0
+    total_tokens: int = 0
+    total_samples: int = 0
+    losses: list[float] = field(default_factory=list)
+    train_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, loss, lr}
+    valid_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, score}
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
+    memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
+
+    if config.lr_scheduler == "cosine":
+        warmup_steps = int(config.warmup_ratio * config.max_steps)
+        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, config.max_steps)
+    return get_constant_schedule(optimizer)
+
+
+def autocast_context(config: TrainConfig, device: torch.device):
+    """bf16 autocast when use_amp is set (bf16 needs no gradient scaler)."""
+    if config.use_amp:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train(
+    *,
+    model: torch.nn.Module,
+    task: Task,
+    data: TaskData,
+    processor: Any,
+    config: TrainConfig,
+    device: torch.device,
+    support: MethodSupport,
+    memory_now: Callable[[], int] = lambda: 0,
+    show_progress: bool = True,
+) -> TrainOutcome:
+    outcome = TrainOutcome()
+    optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
+    scheduler = build_lr_scheduler(optimizer, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    forward_model = torch.compile(model, dynamic=True) if config.compile else model
+    batches = task.train_batches(data.train, processor, config, seed=config.seed)
+    recent_losses: list[float] = []
+
+    model.train()
+    tic_loop = time.perf_counter()
+    progress = tqdm(total=config.max_steps, desc="train", unit="step", disable=not show_progress, dynamic_ncols=True)
+    try:
+        for step in range(1, config.max_steps + 1):
+            batch = task.to_device(next(batches), device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(config, device):
+                loss = task.compute_loss(forward_model, batch)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                outcome.status = "diverged"
+                outcome.error_msg = f"loss became {loss_value} at step {step}"
+                break
+            loss.backward()
+            if config.grad_norm_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_norm_clip)
+            optimizer.step()
+            scheduler.step()
+            support.after_optimizer_step(model, step)
+
+            outcome.steps_done = step
+            outcome.total_tokens += batch.num_tokens
+            outcome.total_samples += _batch_size(batch)
+            outcome.losses.append(loss_value)
+            recent_losses.append(loss_value)
+            lr = scheduler.get_last_lr()[0]
+            outcome.train_curve.append({"step": step, "loss": loss_value, "lr": lr})
+            outcome.memory_log.append(memory_now())
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+
+            if step % config.eval_steps == 0 and len(data.valid) > 0:
+                tic_valid = time.perf_counter()
+                result = task.evaluate(model, processor, data.valid, config, desc="valid")
+                model.train()
+                valid_time = time.perf_counter() - tic_valid
+                outcome.valid_time_s += valid_time
+                elapsed = time.perf_counter() - tic_loop
+                train_time_window = elapsed - outcome.valid_time_s
+                outcome.valid_curve.append({"step": step, "score": result.score})
+                outcome.metrics.append(
+                    {
+                        "step": step,
+                        f"valid {task.score_name}": result.score,
+                        "train loss": sum(recent_losses) / len(recent_losses),
+                        "train samples": outcome.total_samples,
+                        "train time": train_time_window,
+                        "eval time": valid_time,
+                        "tokens / sec": outcome.total_tokens / max(train_time_window, 1e-9),
+                        "elapsed time": elapsed,
+                    }
+                )
+                recent_losses = []
+                progress.write(f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}")
+    except KeyboardInterrupt:
+        outcome.status, outcome.error_msg = "cancelled", "cancelled by the user (Ctrl-C)"
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        outcome.status, outcome.error_msg = "oom", f"out of memory during training: {error}"
+    except Exception as error:  # recorded in the result; the runner goes on with the next experiment
+        outcome.status = "failed"
+        outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
+    finally:
+        progress.close()
+    outcome.train_time_s = time.perf_counter() - tic_loop - outcome.valid_time_s
+    model.eval()
+    return outcome
+
+
+def _batch_size(batch) -> int:
+    for value in batch.inputs.values():
+        if hasattr(value, "shape") and len(value.shape) > 0:
+            return int(value.shape[0])
+    return 0
+
+
+def trainable_and_total_params(model: torch.nn.Module) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
