@@ -82,12 +82,11 @@ def get_metric(name: str) -> Metric:
     return METRICS[key]
 
 
-def _format_scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
-    for scale, suffix in steps:
-        if abs(value) >= scale:
-            return f"{value / scale:.{digits}g} {suffix}".rstrip()
-    scale, suffix = steps[-1]
-    return f"{value / scale:.{digits}g} {suffix}".rstrip()
+def _format_scaled(value: float, steps: list[tuple[float, str]]) -> str:
+    scale, suffix = next(((scale, suffix) for scale, suffix in steps if abs(value) >= scale), steps[-1])
+    scaled = value / scale
+    digits = 0 if abs(scaled) >= 100 else 1 if abs(scaled) >= 10 else 2
+    return f"{scaled:.{digits}f} {suffix}".rstrip()
 
 
 def format_value(metric: Metric, value: float | None) -> str:

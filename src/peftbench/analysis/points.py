@@ -7,6 +7,7 @@ metrics are the mean over its runs with a 95% bootstrap interval (see analysis.s
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,8 @@ class Point:
 
 def _sweep_lr(run: RunRecord) -> float | None:
     lr = (run.sweep or {}).get("lr")
-    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+    valid = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+    return float(lr) if valid else None
 
 
 def _conversion_rank(run: RunRecord) -> Any:

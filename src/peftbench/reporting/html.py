@@ -1,0 +1,75 @@
+"""The HTML report: one self-contained file (plotly.js inlined, no network) rendering a Comparison.
+
+Data from result files reaches the page only as JSON inside a `<script type="application/json">`
+element, with `<`, `>`, `&` and U+2028/U+2029 escaped so that no string can close the element; the
+page's script puts strings into the DOM with `textContent` and escapes them for plotly's labels.
+The title is HTML-escaped. The page has no inline event handlers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
+from peftbench.analysis.metrics import METRICS
+
+_PLACEHOLDER = re.compile(r"__PEFTBENCH_(TITLE|DATA|PLOTLYJS)__")
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_for_script(data: Any) -> str:
+    """JSON that is safe inside a <script> element: no `</script>`, no `<!--`, no line separators."""
+    text = json.dumps(data, allow_nan=False, ensure_ascii=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group(0)], text)
+
+
+def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
+    """What the page's script renders: the comparison plus metric metadata and per-run curves."""
+    data = comparison_dict(comparison)
+    data["points"] = [point_dict(p) for p in comparison.points]
+    data["title"] = title
+    data["metric_info"] = {
+        name: {"label": m.label, "direction": m.direction, "unit": m.unit, "help": m.help}
+        for name, m in METRICS.items()
+    }
+    return data
+
+
+def render_html(comparison: Comparison, *, title: str = "peftbench report") -> str:
+    """The whole report as one HTML string."""
+    from plotly.offline import get_plotlyjs
+
+    template = resources.files("peftbench.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
+    values = {
+        "TITLE": html.escape(title),
+        "DATA": json_for_script(report_data(comparison, title)),
+        "PLOTLYJS": get_plotlyjs(),
+    }
+    # One pass, so that a placeholder-like string inside the data is never substituted again.
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def write_html(comparison: Comparison, path: str | Path, *, title: str = "peftbench report") -> Path:
+    """Write the report atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_html(comparison, title=title)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path

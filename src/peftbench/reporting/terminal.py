@@ -1,0 +1,126 @@
+"""Terminal output: rich tables of the frontier and of all points, sorted, coloured, human units.
+
+Every string from a result file goes into a `rich.text.Text`, never into markup, so a name such as
+`[bold red]x` prints as itself.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from peftbench.analysis.comparison import Comparison, FrontierView
+from peftbench.analysis.metrics import Metric, format_value, get_metric
+from peftbench.analysis.points import Point
+
+# Columns shown besides the chosen pair, when the points have them.
+CONTEXT_METRICS = ["test_score", "peak_memory", "train_time", "file_size", "trainable_params", "forgetting"]
+
+
+def format_with_interval(point: Point, metric: Metric) -> str:
+    value = point.values.get(metric.name)
+    if value is None:
+        return "-"
+    text = format_value(metric, value.mean)
+    if value.low != value.high:
+        half_width = (value.high - value.low) / 2
+        text += f" ±{format_value(metric, half_width)}"
+    return text
+
+
+def _columns(comparison: Comparison, width: int) -> list[Metric]:
+    """The chosen pair first, then as many context metrics as the terminal has room for."""
+    chosen = [comparison.y, comparison.x]
+    extra = [get_metric(m) for m in CONTEXT_METRICS if get_metric(m) not in chosen]
+    extra = [m for m in extra if any(p.mean(m.name) is not None for p in comparison.points)]
+    room = max(0, (width - 110) // 14)
+    return chosen + extra[:room]
+
+
+def _sort_key(point: Point, metric: Metric) -> tuple:
+    value = point.mean(metric.name)
+    if value is None:
+        return (1, 0.0, point.name)
+    return (0, -value if metric.higher_is_better else value, point.name)
+
+
+def _note(point: Point, view: FrontierView, metric_labels: dict[str, Metric]) -> Text:
+    frontier = view.frontier
+    if point.name in frontier.missing:
+        return Text(f"left out: no {', '.join(frontier.missing[point.name])}", style="yellow")
+    if point.name in frontier.dominated_by:
+        domination = frontier.dominated_by[point.name]
+        margins = ", ".join(
+            f"{format_value(metric_labels[m], margin)} {metric_labels[m].label}"
+            for m, margin in domination.margins.items()
+            if margin
+        )
+        return Text.assemble(("dominated by ", "dim"), Text(domination.by), (f" (better by {margins})", "dim"))
+    notes = []
+    if point.name in view.within_noise:
+        notes.append(Text.assemble(("on the frontier only within noise of ", "yellow"), Text(view.within_noise[point.name])))
+    tie = next((group for group in frontier.ties if point.name in group), None)
+    if tie:
+        notes.append(Text(f"tie: equal to {', '.join(n for n in tie if n != point.name)}", style="cyan"))
+    return Text(" | ").join(notes) if notes else Text("Pareto-optimal", style="green")
+
+
+def _points_table(
+    comparison: Comparison, view: FrontierView, points: list[Point], title: str, width: int
+) -> Table:
+    columns = _columns(comparison, width)
+    labels = {m.name: m for m in view.metrics}
+    table = Table(title=title, title_justify="left", header_style="bold", show_lines=False, expand=False)
+    table.add_column("", width=1)
+    table.add_column("experiment", overflow="fold", min_width=20, max_width=48)
+    for metric in columns:
+        arrow = "↑" if metric.higher_is_better else "↓"
+        table.add_column(f"{metric.label} {arrow}", justify="right", no_wrap=True)
+    table.add_column("runs", justify="right")
+    table.add_column("note", overflow="fold", max_width=60)
+    on_frontier = set(view.frontier.frontier)
+    for point in sorted(points, key=lambda p: _sort_key(p, comparison.y)):
+        style = "bold green" if point.name in on_frontier else ""
+        if point.name in view.within_noise:
+            style = "bold yellow"
+        table.add_row(
+            Text("★" if point.name in on_frontier else "", style=style),
+            Text(point.name, style=style),
+            *[format_with_interval(point, metric) for metric in columns],
+            str(len(point.runs)),
+            _note(point, view, labels),
+        )
+    return table
+
+
+def print_comparison(comparison: Comparison, console: Console | None = None) -> None:
+    """Print warnings, the frontier table, the table of all points and how far the noise is known."""
+    console = console or Console()
+    for warning in comparison.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    if comparison.ignored:
+        console.print(Text(f"note: {len(comparison.ignored)} JSON file(s) are not result files; ignored", style="dim"))
+    if comparison.filter_text:
+        console.print(
+            Text(f"filter {comparison.filter_text!r}: {len(comparison.points)} kept, "
+                 f"{len(comparison.filtered_out)} left out", style="dim")
+        )
+    if not comparison.points:
+        console.print(Text("No usable results: nothing to compare.", style="bold red"))
+        return
+    pair = comparison.pair
+    title = f"Pareto frontier: {comparison.y.label} vs {comparison.x.label}"
+    frontier_points = [p for p in comparison.points if p.name in set(pair.frontier.frontier)]
+    console.print(_points_table(comparison, pair, frontier_points, title, console.width))
+    all_title = f"All {len(comparison.points)} points, best {comparison.y.label} first"
+    console.print(_points_table(comparison, pair, comparison.points, all_title, console.width))
+    if comparison.multi is not None:
+        multi = comparison.multi
+        console.print(
+            Text(f"Frontier over {', '.join(m.label for m in multi.metrics)}: ", style="bold"),
+            Text(", ".join(multi.frontier.frontier) or "(none)"),
+        )
+        for name, other in multi.within_noise.items():
+            console.print(Text(f"  {name}: on that frontier only within noise of {other}", style="yellow"))
+    console.print(Text(comparison.noise_summary, style="italic"))
