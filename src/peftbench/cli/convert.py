@@ -1,0 +1,139 @@
+"""`peftbench convert`: any peft adapter -> a plain LoRA adapter that serving engines load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _progress_over(console):
+    """A progress function for the conversion: a rich bar with rate and ETA over the adapted layers."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class LayersPerSecond(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.1f} layers/s" if task.speed else "- layers/s")
+
+    def progress(items, description):
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            LayersPerSecond(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            yield from bar.track(items, description=description)
+
+    return progress
+
+
+def convert(
+    adapter_dir: Path = typer.Argument(..., help="Folder written by peft's save_pretrained (adapter_config.json, "
+                                       "adapter_model.safetensors)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the LoRA adapter to (created atomically)."),
+    rank: str = typer.Option(
+        ...,
+        "--rank",
+        help="An integer: fixed rank for every layer. A float in (0, 1]: per layer, the smallest rank keeping that "
+        "fraction of ΔW's energy (written as rank_pattern). 'full': exact (every non-zero singular direction).",
+    ),
+    base_model: Optional[str] = typer.Option(
+        None, "--base-model", help="Base model path or id; default: the adapter's base_model_name_or_path."
+    ),
+    vllm: bool = typer.Option(
+        False,
+        "--vllm",
+        help="Make the output loadable by vLLM: one rank for all layers, rounded up to 1/8/16/32/64/128/256/320/512; "
+        "refuses modules_to_save and bias changes, which vLLM does not load.",
+    ),
+    fit: Optional[str] = typer.Option(
+        None,
+        "--fit",
+        help="'least-squares': for adapters that are not linear in their input (e.g. Lily's router), fit the best "
+        "weight change on calibration inputs instead of refusing. The result is reported as approximate.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (per layer + logits error)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists and is not empty."),
+    measure: bool = typer.Option(
+        True, "--measure/--no-measure", help="Load the result with plain peft and compare logits on a probe batch."
+    ),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow the base model's own code to run (off by default: untrusted)."
+    ),
+) -> None:
+    """Convert ADAPTER_DIR (any peft method whose layers stay linear) to a plain LoRA adapter in OUT.
+
+    ΔW = W_adapted - W_base is read from every adapted linear layer, relative to the base model you load, and a
+    truncated SVD gives the LoRA factors. Prompt-learning methods, trainable tokens and non-linear adapters are
+    refused with the reason. The per-layer table shows rank kept, energy kept and ΔW error.
+    """
+    from rich.console import Console
+
+    from peftbench.conversion import (
+        AdapterFolderError,
+        ConversionRefused,
+        convert_adapter_dir,
+        parse_rank_spec,
+    )
+    from peftbench.conversion.report import render_table
+
+    _quiet_libraries()
+    console = Console(stderr=True)
+    try:
+        rank_spec = parse_rank_spec(rank)
+        report = convert_adapter_dir(
+            adapter_dir,
+            out,
+            rank_spec,
+            base_model=base_model,
+            vllm=vllm,
+            fit=fit,
+            overwrite=overwrite,
+            measure=measure,
+            trust_remote_code=trust_remote_code,
+            progress=_progress_over(console),
+        )
+    except ConversionRefused as refusal:
+        console.print(f"[bold red]refused:[/] {_escape(str(refusal))}")
+        raise typer.Exit(2) from None
+    except (AdapterFolderError, FileExistsError, ValueError) as error:
+        console.print(f"[bold red]error:[/] {_escape(str(error))}")
+        raise typer.Exit(2) from None
+
+    if as_json:
+        typer.echo(json.dumps(report.to_json_dict(), indent=2))
+        return
+    out_console = Console()
+    out_console.print(render_table(report))
+    out_console.print(_escape(report.summary_line()))
+    for note in report.notes:
+        out_console.print(f"[yellow]note:[/] {_escape(note)}")
+    out_console.print(f"wrote {_escape(str(out))}")
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for peftbench's own table: no per-file loading bars or deprecation chatter."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert)

@@ -1,0 +1,335 @@
+"""Any peft adapter -> a plain LoRA adapter: ΔW per adapted linear layer, truncated SVD, a standard LoRA folder.
+
+`convert_peft_model` works on a loaded model (the original base weights given separately); `convert_adapter_dir`
+is the whole command: read and check the folder, load, convert, write atomically, and measure how far the
+converted adapter's logits are from the original's when plain peft loads it on a fresh base model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftbench.conversion.delta import LINEARITY_TOLERANCE, WeightChange, fit_weight_change, read_weight_change
+from peftbench.conversion.fidelity import collect_layer_inputs, logits_relative_error, model_outputs, probe_input_ids
+from peftbench.conversion.lowrank import RankSpec, choose_rank, factorize, round_up_to_vllm_rank, svd
+from peftbench.conversion.refusals import (
+    ConversionRefused,
+    check_vllm_loadable,
+    refuse_by_config_keys,
+    refuse_by_peft_type,
+    refuse_changed_non_adapter_parameter,
+    refuse_non_linear_adapter,
+    refuse_non_linear_target,
+)
+from peftbench.conversion.report import ConversionReport, LayerReport
+from peftbench.conversion.source import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    load_adapter,
+    load_base_model,
+    read_adapter_config,
+    resolve_base_model,
+    snapshot_parameters,
+)
+
+PEFT_PREFIX = "base_model.model."
+FIT_METHODS = ("least-squares",)
+
+
+@dataclass
+class ConvertedAdapter:
+    """A LoRA adapter in memory: what `save_converted` writes, and the report of how it was made."""
+
+    lora_config: object  # peft.LoraConfig
+    state_dict: dict[str, torch.Tensor]
+    report: ConversionReport
+
+
+def _strip_prefix(name: str) -> str:
+    return name[len(PEFT_PREFIX) :] if name.startswith(PEFT_PREFIX) else name
+
+
+def _adapted_layers(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, nn.Module]]:
+    """(adapted linear layers, modules_to_save wrappers) by base-model module name; refuses anything else."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import ModulesToSaveWrapper, TrainableTokensWrapper
+
+    adapted, saved = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, TrainableTokensWrapper):
+            raise ConversionRefused(
+                f"module '{_strip_prefix(name)}' has trainable tokens (embedding rows), which a LoRA on linear "
+                "layers cannot express."
+            )
+        if isinstance(module, ModulesToSaveWrapper):
+            saved[_strip_prefix(name)] = module
+        elif isinstance(module, BaseTunerLayer) and not any(name.startswith(f"{other}.") for other in adapted):
+            base_layer = module.get_base_layer()
+            if not isinstance(base_layer, nn.Linear):
+                refuse_non_linear_target(_strip_prefix(name), type(base_layer).__name__)
+            adapted[_strip_prefix(name)] = module
+    if not adapted:
+        raise ConversionRefused("the model has no adapted linear layer: nothing to convert")
+    return adapted, saved
+
+
+def _check_untouched_parameters(
+    model: nn.Module, original: dict[str, torch.Tensor], adapted: dict, saved: dict
+) -> None:
+    """Loading the adapter may change nothing but the adapted layers and modules_to_save."""
+    base = model.get_base_model()
+    owned = tuple(f"{name}." for name in [*adapted, *saved])
+    for parameter_name, original_value in original.items():
+        if parameter_name.startswith(owned):
+            continue
+        if not torch.equal(base.get_parameter(parameter_name).detach(), original_value):
+            refuse_changed_non_adapter_parameter(parameter_name)
+
+
+def _weight_changes(
+    model, adapted, original, fit, calibration_input_ids, progress
+) -> dict[str, WeightChange]:
+    generator = torch.Generator().manual_seed(0)
+    changes, non_linear = {}, []
+    for name in progress(list(adapted), "reading ΔW"):
+        change = read_weight_change(adapted[name], original[f"{name}.weight"], original.get(f"{name}.bias"), generator)
+        changes[name] = change
+        if change.nonlinearity > LINEARITY_TOLERANCE:
+            non_linear.append(name)
+    if non_linear and fit is None:
+        refuse_non_linear_adapter(non_linear[0], changes[non_linear[0]].nonlinearity)
+    if non_linear:
+        if fit not in FIT_METHODS:
+            raise ValueError(f"--fit {fit!r} is not valid; choose one of {', '.join(FIT_METHODS)}")
+        inputs = collect_layer_inputs(model, {name: adapted[name] for name in non_linear}, calibration_input_ids)
+        for name in non_linear:
+            changes[name] = fit_weight_change(
+                adapted[name], inputs[name], original[f"{name}.weight"], original.get(f"{name}.bias")
+            )
+    return changes
+
+
+def method_label(peft_config) -> str:
+    """The peft type plus the variant that matters for conversion (DoRA, a base-rewriting init, ...)."""
+    peft_type = str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
+    variants = []
+    if getattr(peft_config, "use_dora", False):
+        variants.append("DoRA")
+    init = getattr(peft_config, "init_lora_weights", True)
+    if isinstance(init, str):
+        variants.append(f"{init} init")
+    if getattr(peft_config, "use_bdlora", None):
+        variants.append("BD-LoRA")
+    if getattr(peft_config, "lora_bias", False):
+        variants.append("lora_bias")
+    return f"{peft_type} ({', '.join(variants)})" if variants else peft_type
+
+
+def _no_progress(items, _description):
+    return items
+
+
+def convert_peft_model(
+    model: nn.Module,
+    original_parameters: dict[str, torch.Tensor],
+    rank_spec: RankSpec,
+    *,
+    vllm: bool = False,
+    fit: str | None = None,
+    calibration_input_ids: torch.Tensor | None = None,
+    base_model_name_or_path: str | None = None,
+    source_adapter: str = "<in memory>",
+    progress=_no_progress,
+) -> ConvertedAdapter:
+    """Convert the active adapter of a loaded PeftModel to LoRA factors.
+
+    `original_parameters` are the base model's parameters before the adapter was applied (see
+    `source.snapshot_parameters`), so ΔW is relative to the weights the user will load the LoRA onto.
+    """
+    from peft import LoraConfig
+
+    model.eval()
+    adapter_name = model.active_adapter
+    peft_config = model.peft_config[adapter_name]
+    peft_type = str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
+    refuse_by_peft_type(peft_type, "adapter config")
+    refuse_by_config_keys(peft_config.to_dict(), "adapter config")
+
+    adapted, saved = _adapted_layers(model)
+    _check_untouched_parameters(model, original_parameters, adapted, saved)
+    if fit is not None and calibration_input_ids is None:
+        calibration_input_ids = probe_input_ids(model, seed=1, batch_size=16, length=64)
+    changes = _weight_changes(model, adapted, original_parameters, fit, calibration_input_ids, progress)
+
+    decompositions = {name: svd(change.delta_weight) for name, change in changes.items()}
+    ranks = {name: choose_rank(decompositions[name][1], rank_spec) for name in changes}
+    has_bias_change = any(change.delta_bias is not None for change in changes.values())
+    if vllm:
+        # one rank for every layer (zero-padded, which changes nothing) within vLLM's allowed set
+        uniform_rank = round_up_to_vllm_rank(max(ranks.values()))
+        check_vllm_loadable(modules_to_save=list(saved), has_bias_change=has_bias_change, max_rank=uniform_rank)
+        ranks = dict.fromkeys(ranks, uniform_rank)
+
+    common_rank = Counter(ranks.values()).most_common(1)[0][0]
+    rank_pattern = {name: rank for name, rank in ranks.items() if rank != common_rank}
+    state_dict, layer_reports = {}, []
+    for name, change in changes.items():
+        factors = factorize(change.delta_weight, ranks[name], decompositions[name])
+        dtype = original_parameters[f"{name}.weight"].dtype
+        state_dict[f"{PEFT_PREFIX}{name}.lora_A.weight"] = factors.lora_A.to(dtype).contiguous()
+        state_dict[f"{PEFT_PREFIX}{name}.lora_B.weight"] = factors.lora_B.to(dtype).contiguous()
+        if has_bias_change:
+            delta_bias = change.delta_bias if change.delta_bias is not None else torch.zeros(factors.lora_B.shape[0])
+            state_dict[f"{PEFT_PREFIX}{name}.lora_B.bias"] = delta_bias.to(dtype).contiguous()
+        layer_reports.append(
+            LayerReport(
+                module=name,
+                rank=ranks[name],
+                energy_kept=factors.energy_kept,
+                delta_relative_error=factors.relative_error,
+                delta_norm=float(change.delta_weight.norm()),
+                bias_changed=change.delta_bias is not None,
+                exact=change.exact,
+                nonlinearity=change.nonlinearity,
+            )
+        )
+    for name, wrapper in saved.items():
+        for parameter_name, parameter in wrapper.modules_to_save[adapter_name].named_parameters():
+            state_dict[f"{PEFT_PREFIX}{name}.{parameter_name}"] = parameter.detach().clone().contiguous()
+
+    task_type = getattr(peft_config, "task_type", None)
+    lora_config = LoraConfig(
+        r=common_rank,
+        lora_alpha=common_rank,
+        target_modules=sorted(changes),
+        rank_pattern=rank_pattern,
+        alpha_pattern=dict(rank_pattern),  # alpha == rank: LoRA's scaling is 1, it is baked into the factors
+        lora_dropout=0.0,
+        lora_bias=has_bias_change,
+        modules_to_save=sorted(saved) or None,
+        base_model_name_or_path=base_model_name_or_path or peft_config.base_model_name_or_path,
+        task_type=getattr(task_type, "value", task_type),
+    )
+    lora_parameters = sum(
+        tensor.numel() for key, tensor in state_dict.items() if ".lora_A." in key or ".lora_B." in key
+    )
+    report = ConversionReport(
+        source_adapter=source_adapter,
+        peft_type=peft_type,
+        method=method_label(peft_config),
+        base_model=str(lora_config.base_model_name_or_path),
+        rank_spec=rank_spec.describe() + (" (vLLM)" if vllm else ""),
+        vllm=vllm,
+        approximate=any(not change.exact for change in changes.values()),
+        lora_rank=common_rank,
+        lora_parameters=lora_parameters,
+        layers=layer_reports,
+    )
+    if report.approximate:
+        report.notes.append(
+            "Some layers are not linear in their input; their weight change was fitted by least squares on "
+            "calibration inputs (random token ids). The converted adapter is an approximation."
+        )
+    return ConvertedAdapter(lora_config=lora_config, state_dict=state_dict, report=report)
+
+
+def save_converted(converted: ConvertedAdapter, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors; the folder appears complete or not at all."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        save_file(converted.state_dict, str(staging / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+        converted.lora_config.save_pretrained(str(staging))
+        report_json = json.dumps(converted.report.to_json_dict(), indent=2)
+        (staging / "conversion_report.json").write_text(report_json + "\n", encoding="utf-8")
+        for written in staging.iterdir():
+            with open(written, "rb") as handle:
+                os.fsync(handle.fileno())
+        if out_dir.exists():
+            previous = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, previous)
+            os.replace(staging, out_dir)
+            shutil.rmtree(previous)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+@torch.no_grad()
+def measure_fidelity(original_model: nn.Module, fresh_base_model: nn.Module, lora_dir: str | Path) -> tuple[float, float]:
+    """(max relative logits error converted vs original, the original adapter's own effect on the logits).
+
+    The converted adapter is loaded by plain `PeftModel.from_pretrained` on a freshly loaded base model, as a
+    user would load it.
+    """
+    from peft import PeftModel
+
+    input_ids = probe_input_ids(original_model, seed=2, batch_size=4, length=32)
+    original = model_outputs(original_model, input_ids)
+    base = model_outputs(fresh_base_model, input_ids)
+    converted_model = PeftModel.from_pretrained(fresh_base_model, str(lora_dir)).eval()
+    converted = model_outputs(converted_model, input_ids)
+    return logits_relative_error(converted, original), logits_relative_error(base, original)
+
+
+def convert_adapter_dir(
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    rank_spec: RankSpec,
+    *,
+    base_model: str | None = None,
+    vllm: bool = False,
+    fit: str | None = None,
+    overwrite: bool = False,
+    measure: bool = True,
+    trust_remote_code: bool = False,
+    progress=_no_progress,
+) -> ConversionReport:
+    """The `peftbench convert` command without its terminal output."""
+    config = read_adapter_config(adapter_dir)
+    config_file = str(Path(adapter_dir) / ADAPTER_CONFIG_FILE)
+    base_model_path = resolve_base_model(config, base_model, config_file)
+    task_type = config.get("task_type")
+    model = load_base_model(base_model_path, task_type, trust_remote_code)
+    original_parameters = snapshot_parameters(model)
+    model = load_adapter(model, adapter_dir)
+    converted = convert_peft_model(
+        model,
+        original_parameters,
+        rank_spec,
+        vllm=vllm,
+        fit=fit,
+        base_model_name_or_path=base_model_path,
+        source_adapter=str(adapter_dir),
+        progress=progress,
+    )
+    del original_parameters
+    report = converted.report
+    report.output_dir = str(out_dir)
+    if measure:
+        # measured on a staged copy first so that the written report holds the numbers
+        with tempfile.TemporaryDirectory() as staged:
+            save_converted(converted, Path(staged) / "lora")
+            fresh_base = load_base_model(base_model_path, task_type, trust_remote_code)
+            report.max_logits_relative_error, report.adapter_logits_effect = measure_fidelity(
+                model, fresh_base, Path(staged) / "lora"
+            )
+    save_converted(converted, out_dir, overwrite=overwrite)
+    return report

@@ -1,0 +1,82 @@
+"""What a conversion kept and lost: per layer (rank, energy, ΔW error) and for the whole model (logits error)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LayerReport:
+    module: str  # module name in the base model, as written in target_modules
+    rank: int  # rank written for this layer
+    energy_kept: float  # fraction of ||ΔW||_F^2 in the kept singular directions
+    delta_relative_error: float  # ||ΔW - lora_B lora_A||_F / ||ΔW||_F
+    delta_norm: float  # ||ΔW||_F, to see which layers the adapter changed most
+    bias_changed: bool
+    exact: bool  # ΔW read exactly (False: least-squares fit on calibration inputs)
+    nonlinearity: float  # relative residual of the linear model (probe, or calibration fit)
+
+
+@dataclass
+class ConversionReport:
+    source_adapter: str
+    peft_type: str
+    method: str  # peft_type plus the variant, e.g. "LORA (DoRA)", "LORA (pissa init)"
+    base_model: str
+    rank_spec: str
+    vllm: bool
+    approximate: bool  # True when any layer was fitted by least squares
+    lora_rank: int  # the config's r (per-layer ranks in rank_pattern)
+    lora_parameters: int
+    layers: list[LayerReport] = field(default_factory=list)
+    output_dir: str | None = None
+    # converted vs original on a probe batch: max over sequences of ||Δlogits||_F / ||logits||_F
+    max_logits_relative_error: float | None = None
+    # how much the original adapter moves the logits (same measure, original vs base model), for scale
+    adapter_logits_effect: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json_dict(self) -> dict:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        energies = [layer.energy_kept for layer in self.layers]
+        line = (
+            f"{self.method} -> LoRA ({self.rank_spec}): {len(self.layers)} layers, "
+            f"{self.lora_parameters:,} LoRA parameters, min energy kept {min(energies):.4f}"
+        )
+        if self.max_logits_relative_error is not None:
+            line += f", max relative logits error {self.max_logits_relative_error:.3g}"
+            if self.adapter_logits_effect is not None:
+                line += f" (the adapter itself moves logits by {self.adapter_logits_effect:.3g})"
+        if self.approximate:
+            line += " [APPROXIMATE: least-squares fit]"
+        return line
+
+
+def render_table(report: ConversionReport):
+    """A rich Table with one row per converted layer."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    # names come from untrusted files: never let them be read as rich markup
+    table = Table(title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"))
+    table.add_column("module", overflow="fold")
+    table.add_column("rank", justify="right")
+    table.add_column("energy kept", justify="right")
+    table.add_column("ΔW rel. error", justify="right")
+    table.add_column("‖ΔW‖", justify="right")
+    table.add_column("bias", justify="center")
+    table.add_column("how", justify="center")
+    for layer in report.layers:
+        table.add_row(
+            Text(layer.module),
+            str(layer.rank),
+            f"{layer.energy_kept:.4f}",
+            f"{layer.delta_relative_error:.2e}",
+            f"{layer.delta_norm:.3g}",
+            "changed" if layer.bias_changed else "-",
+            "exact" if layer.exact else f"fit ({layer.nonlinearity:.2e})",
+        )
+    return table
