@@ -1,0 +1,116 @@
+"""`peftbench run`: train and evaluate experiment folders, one child process each, one result file each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+RUN_HELP = """Train and evaluate each EXPERIMENT folder on a task and write RESULTS/<method>--<name>.json.
+
+An experiment folder is <method>/<name>/ with adapter_config.json (any peft config, as written by save_pretrained; none means full fine-tuning) and optionally training_params.json (overrides of the task's defaults). The PEFT suite's method_comparison folders run unchanged.
+
+Each experiment runs in its own child process: a crash or out-of-memory in one is recorded in its result (status failed / oom) and the others still run; the command then exits with code 1. An existing result is skipped unless --force (failed or cancelled results are run again). Ctrl-C stops after writing a `cancelled` result. The trained adapter is saved under RESULTS/checkpoints/<method>--<name>/ unless --no-save.
+
+Example: peftbench run experiments/lora/rank32 --task math-tiny --set max_steps=20 --set optimizer_kwargs.lr=1e-3
+"""
+
+
+def run(
+    experiments: list[Path] = typer.Argument(..., help="Experiment folders (<method>/<name>/).", show_default=False),
+    task: Optional[str] = typer.Option(
+        None, "--task", "-t", help="Task name (see `peftbench list`). Default: math-tiny, the offline tiny benchmark."
+    ),
+    results: Path = typer.Option(Path("results"), "--results", "-r", help="Folder for result files and checkpoints."),
+    set_values: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE",
+        help="Override one training parameter, e.g. --set max_steps=20. Values are JSON where they parse; "
+        "optimizer_kwargs.lr=1e-3 sets one key of a nested dict. Repeatable.",
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the config's `seed`, 0)."),
+    force: bool = typer.Option(False, "--force", help="Run again even when a result file exists (replaces it)."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not keep the trained adapter (its size is still measured)."),
+    num_threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
+) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from peftbench.config import ConfigError, parse_set_options
+    from peftbench.runners.execute import RunRequest, prepare
+    from peftbench.runners.local import existing_status, run_experiment, should_skip
+    from peftbench.tasks import DEFAULT_TASK, available_tasks
+
+    console = Console(stderr=True)
+    task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
+    try:
+        overrides = parse_set_options(set_values)
+        # check every experiment before running any, so that a typo does not surface after an hour of training
+        prepared = []
+        for experiment in experiments:
+            request = RunRequest(
+                task=task_name, results_dir=str(results), experiment_dir=str(experiment), overrides=overrides,
+                seed=seed, num_threads=num_threads,
+            )
+            prepared.append((experiment, prepare(request)))
+    except ConfigError as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2)
+
+    rows = []
+    try:
+        for experiment, run_info in prepared:
+            if should_skip(run_info.result_file, force):
+                status = existing_status(run_info.result_file)
+                console.print(
+                    f"skip {run_info.experiment_name}: {run_info.result_file} exists ({status}); --force reruns",
+                    markup=False,
+                )
+                rows.append((run_info.experiment_name, "skipped", run_info.result_file))
+                continue
+            console.rule(escape(f"{run_info.experiment_name} on {task_name}"))
+            try:
+                path, status = run_experiment(
+                    experiment, task_name, results, overrides=overrides, seed=seed, force=True,
+                    save_checkpoint=not no_save, num_threads=num_threads,
+                )
+            except ConfigError as error:
+                console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+                path, status = None, "failed"
+            rows.append((run_info.experiment_name, status, path))
+    except KeyboardInterrupt:
+        console.print("[yellow]cancelled[/]: finished results are kept; rerun to continue")
+        _print_summary(console, rows)
+        raise typer.Exit(130)
+    _print_summary(console, rows)
+    if any(status not in ("success", "skipped", "diverged") for _, status, _ in rows):
+        raise typer.Exit(1)
+
+
+def _print_summary(console, rows) -> None:
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="peftbench run")
+    for column in ("experiment", "status", "test score", "train time (s)", "result / error"):
+        table.add_column(column)
+    for name, status, path in rows:
+        score = train_time = ""
+        note = str(path or "")
+        if path and Path(path).exists():
+            record = json.loads(Path(path).read_text()).get("peftbench", {})
+            if record.get("test_score") is not None:
+                score = f"{record['test_score']:.3f}"
+            if record.get("train_time_s") is not None:
+                train_time = f"{record['train_time_s']:.1f}"
+            if record.get("error_msg"):
+                note = record["error_msg"].strip().splitlines()[-1][:120]
+        style = {"success": "green", "skipped": "dim"}.get(status, "red")
+        table.add_row(escape(name), f"[{style}]{escape(status)}[/]", score, train_time, escape(note))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=RUN_HELP)(run)
