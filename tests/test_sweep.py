@@ -7,14 +7,18 @@ processes writing real result files, with scores that are a known function of th
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from peftbench.config import ConfigError
-from peftbench.runners import threads_per_worker
+from peftbench.runners import TrialOutcome, threads_per_worker
 from peftbench.sweep import (
     SUMMARY_FILE,
     SweepExperiment,
@@ -214,19 +218,24 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     assert "RuntimeError: forced failure" in json.dumps(summary["experiments"]["boft/broken"]["trials"])
 
 
-def test_ctrl_c_keeps_finished_results_writes_nothing_partial_and_resumes(tmp_path, two_methods):
+def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_path, two_methods):
     results = tmp_path / "results"
     plan = SweepPlan("math-tiny", two_methods, results, lr_trials=3, seeds=1)
     calls = []
 
-    def interrupted_on_third(trial):
+    def ctrl_c_during_third(trial):
         calls.append(trial["trial_id"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return standin_execute(trial)
+        if len(calls) < 3:
+            return standin_execute(trial)
+        # a trial that would run for a long time, and a Ctrl-C that reaches only the sweep's own process
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        os.kill(os.getpid(), signal.SIGINT)
+        child.wait()
+        return TrialOutcome(trial["trial_id"], "cancelled", None, "interrupted")
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(plan, workers=1, execute=interrupted_on_third, show_progress=False)
+        run_sweep(plan, workers=1, execute=ctrl_c_during_third, show_progress=False)
+    assert len(calls) == 3  # nothing started after the interrupt; the running child was stopped
     finished = sorted(p.name for p in results.glob("*.json"))
     assert len(finished) == 2 and SUMMARY_FILE not in finished
     assert not list(results.glob("*.tmp-*"))

@@ -44,8 +44,6 @@ SUMMARY_KIND = "peftbench-sweep-summary"
 SUMMARY_SCHEMA_VERSION = 1
 DEFAULT_LR_TRIALS = 3
 DEFAULT_SEEDS = 3
-# Statuses that are the configuration's own outcome: a resumed sweep keeps them instead of re-running.
-FINISHED_STATUSES = ("success", "diverged", "oom")
 TIE_BREAK = "ties: the rate closest to the configured one on a log scale, then the smaller rate"
 
 
@@ -303,11 +301,6 @@ def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
     )
 
 
-def needs_run(path: Path) -> bool:
-    """Whether a resumed sweep must (re)run the trial whose result file is `path`."""
-    return read_trial(path, 0.0, 0).status not in FINISHED_STATUSES
-
-
 # ----------------------------------------------------------------------------- selection
 
 
@@ -489,12 +482,14 @@ def run_sweep(
     Ctrl-C propagates as KeyboardInterrupt; every finished result file stays, no summary is written,
     and running the same sweep again resumes it.
     """
+    from peftbench.runners.local import should_skip  # the engine's rule: success, diverged, oom are final
+
     ran: list[TrialOutcome] = []
     skipped = 0
 
     def run_missing(trials: list[Trial], description: str) -> None:
         nonlocal skipped
-        todo = [t for t in trials if force or needs_run(Path(t["results_dir"]) / f"{t['result_name']}.json")]
+        todo = [t for t in trials if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force)]
         skipped += len(trials) - len(todo)
         ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address, execute=execute,
                               description=description, show_progress=show_progress))

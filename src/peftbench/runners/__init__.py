@@ -14,6 +14,7 @@ boundaries unchanged (Ray ships it to a worker as it is):
     force               run even when a result file exists
     save_checkpoint     keep the trained adapter
     num_threads         torch CPU threads; set by the backend (cores split fairly between workers)
+    show_progress       the child's own progress bars (default off: the batch has one bar)
 
 `execute_trial(trial)` runs one trial through the engine's single-experiment runner, which starts its
 own child process, so a crash, an OOM or a leak stays inside that child. Both backends call the same
@@ -25,6 +26,18 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 BACKENDS = ("local", "ray")
 
@@ -45,6 +58,15 @@ class TrialOutcome:
 Trial = dict[str, Any]
 TrialExecutor = Callable[[Trial], TrialOutcome]
 OutcomeCallback = Callable[[TrialOutcome], None]
+
+
+class SecondsPerTrialColumn(ProgressColumn):
+    """The rate as seconds per finished trial (trials take seconds to hours, so s/trial reads better)."""
+
+    def render(self, task) -> Text:
+        if not task.completed or task.elapsed is None:
+            return Text("- s/trial")
+        return Text(f"{task.elapsed / task.completed:.1f} s/trial")
 
 
 def available_cores() -> int:
@@ -76,6 +98,7 @@ def execute_trial(trial: Trial) -> TrialOutcome:
         result_name=trial.get("result_name"),
         extra_result_fields=trial.get("extra_result_fields"),
         num_threads=trial.get("num_threads"),
+        show_progress=trial.get("show_progress", False),  # one bar for the whole batch, not one per child
     )
     return TrialOutcome(trial_id=trial["trial_id"], status=status, result_path=str(result_path) if result_path else None)
 
@@ -111,16 +134,18 @@ def run_trials(
     if not trials:
         return []
 
-    from tqdm import tqdm
-
     outcomes: list[TrialOutcome] = []
-    with tqdm(total=len(trials), desc=description, unit="trial", disable=not show_progress, dynamic_ncols=True) as bar:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SecondsPerTrialColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress:
+        bar = progress.add_task(description, total=len(trials))
 
         def record(outcome: TrialOutcome) -> None:
             outcomes.append(outcome)
-            bar.update(1)
+            progress.advance(bar)
             if outcome.status != "success":
-                bar.write(f"  {outcome.trial_id}: {outcome.status} {outcome.error}".rstrip())
+                first_line = outcome.error.strip().splitlines()[0] if outcome.error.strip() else ""
+                progress.console.print(f"  {outcome.trial_id}: {outcome.status} {first_line}".rstrip(), markup=False)
             if on_done is not None:
                 on_done(outcome)
 
@@ -133,3 +158,4 @@ def run_trials(
 
             run_on_ray(trials, workers=workers, address=ray_address, execute=execute, on_done=record)
     return outcomes
+

@@ -8,6 +8,7 @@ cores are split evenly between the workers (`num_threads` of each trial), so two
 
 from __future__ import annotations
 
+import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, guarded, threads_per_worker
@@ -18,9 +19,8 @@ def run_local_pool(
 ) -> None:
     """Run `trials`, at most `workers` at once, calling `on_done` (in this thread) as each one finishes.
 
-    On Ctrl-C, trials not yet started are cancelled and KeyboardInterrupt propagates; a running child
-    gets the terminal's SIGINT itself and either finishes writing its result or leaves no file (result
-    writes are atomic), so nothing partial is left behind.
+    On Ctrl-C, trials not yet started are cancelled, running children are asked to stop (SIGINT: they
+    write a `cancelled` result, atomically) and KeyboardInterrupt propagates once they have.
     """
     num_threads = threads_per_worker(workers, cores)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peftbench-trial")
@@ -33,7 +33,24 @@ def run_local_pool(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 on_done(future.result())
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _interrupt_children()  # the terminal's Ctrl-C reached them too, unless SIGINT went to this process only
+        pool.shutdown(wait=True)
+        raise
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _interrupt_children() -> None:
+    """Send SIGINT to this process's direct children: the trials' child processes, which treat the first
+    SIGINT as "cancel, write a cancelled result" and ignore repeats."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            child.send_signal(signal.SIGINT)
+        except psutil.Error:
+            pass  # it has just exited

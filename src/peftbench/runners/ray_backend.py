@@ -17,6 +17,9 @@ from typing import Optional
 from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, TrialOutcome, available_cores, guarded
 
 
+CANCEL_GRACE_S = 60
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -67,9 +70,12 @@ def run_on_ray(
                         last_line = next((line for line in reversed(str(error).splitlines()) if line.strip()), "")
                         outcome = TrialOutcome(trial["trial_id"], "failed", None, f"Ray task failed: {last_line}")
                     on_done(outcome)
-        except BaseException:
+        except KeyboardInterrupt:
+            # force=False raises KeyboardInterrupt inside running tasks: the engine then stops its child,
+            # which writes a `cancelled` result; give them a moment to do so before Ray shuts down.
             for object_ref in pending:
-                ray.cancel(object_ref, force=True)
+                ray.cancel(object_ref, force=False)
+            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
             raise
     finally:
         if started_here:
