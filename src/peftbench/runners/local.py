@@ -28,6 +28,7 @@ STDERR_TAIL_BYTES = 4000
 # Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
 FINAL_STATUSES = ("success", "diverged", "oom")
 CANCEL_GRACE_S = 120  # how long a Ctrl-C'd child may take to write its `cancelled` result
+CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + the request file
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -109,7 +110,7 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
     interrupted = False
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "peftbench.runners.child", request_file],
+            [*CHILD_COMMAND, request_file],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         tail = _StderrTail(process.stderr)

@@ -109,7 +109,7 @@ class PromptLearningSupport(MethodSupport):
             configured = getattr(peft_config, key, None)
             if configured is not None and actual[key] is not None and configured != actual[key]:
                 warnings.warn(
-                    f"{peft_config.peft_type} config has {key}={configured}, the base model has {actual[key]}; "
+                    f"{peft_type_name(peft_config)} config has {key}={configured}, the base model has {actual[key]}; "
                     "using the base model's value"
                 )
                 setattr(peft_config, key, actual[key])

@@ -1,0 +1,153 @@
+"""Engine: configs, experiment folders, bad input, answer scoring, atomic writes (no model is built here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from peftbench.config import ConfigError, build_train_config, parse_set_options
+from peftbench.evaluation.answers import extract_answer, is_correct
+from peftbench.experiments import discover_experiments, load_experiment
+from peftbench.results.writer import write_json_atomic
+from peftbench.tasks import get_task
+
+from conftest import FIXTURES, MATH_FIXTURES
+
+
+def math_defaults():
+    return get_task("math").default_params()
+
+
+def test_suite_experiment_loads_unchanged_and_merges_nested_kwargs():
+    spec = load_experiment(FIXTURES / "experiments/lora/llama-3.2-3B-rank32-lorafa")
+    assert (spec.method, spec.name, spec.peft_type) == ("lora", "llama-3.2-3B-rank32-lorafa", "LORA")
+    config = build_train_config(math_defaults(), spec.training_params, str(spec.training_params_path))
+    assert config.optimizer_type == "lora-fa"
+    assert config.optimizer_kwargs == {"r": 32, "lora_alpha": 64, "lr": 1e-4, "weight_decay": 0.1}
+    # a partial optimizer_kwargs keeps the task default's other keys (the PEFT suite's merge)
+    config = build_train_config(math_defaults(), {"optimizer_kwargs": {"lr": 5e-4}})
+    assert config.optimizer_kwargs == {"lr": 5e-4, "weight_decay": 0.1}
+
+
+def test_full_finetuning_folder_has_no_adapter_config():
+    spec = load_experiment(FIXTURES / "experiments/full-finetuning/llama-3.2-3B-lr_0.00001")
+    assert spec.adapter_config is None and spec.peft_type is None
+    assert spec.result_stem == "full-finetuning--llama-3.2-3B-lr_0.00001"
+
+
+def test_set_options_parse_json_values_and_dotted_keys():
+    params = parse_set_options(["max_steps=20", "optimizer_kwargs.lr=1e-3", "query_template=Q: {query} A:", "use_gc=true"])
+    assert params == {
+        "max_steps": 20, "optimizer_kwargs": {"lr": 1e-3}, "query_template": "Q: {query} A:", "use_gc": True,
+    }
+    config = build_train_config(math_defaults(), {}, overrides=params)
+    assert config.max_steps == 20 and config.optimizer_kwargs == {"lr": 1e-3, "weight_decay": 0.1}
+
+
+def test_unknown_set_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError) as error:
+        parse_set_options(["max_step=20"])
+    message = str(error.value)
+    assert "'max_step'" in message and "--set" in message and "Did you mean 'max_steps'" in message
+
+
+def test_unknown_training_params_key_names_key_and_file(tmp_path):
+    folder = tmp_path / "lora" / "typo"
+    shutil.copytree(FIXTURES / "experiments/lora/llama-3.2-3B-rank32", folder)
+    (folder / "training_params.json").write_text(json.dumps({"learning_rate": 1e-3}))
+    with pytest.raises(ConfigError) as error:
+        load_experiment(folder)
+    assert "'learning_rate'" in str(error.value) and str(folder / "training_params.json") in str(error.value)
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    folder = tmp_path / "lora" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{\n  "peft_type": "LORA",\n  "r": 8,,\n}\n')
+    with pytest.raises(ConfigError) as error:
+        load_experiment(folder)
+    assert str(folder / "adapter_config.json") in str(error.value) and "line 3" in str(error.value)
+
+
+def test_unknown_peft_type_lists_valid_types(tmp_path):
+    folder = tmp_path / "lorax" / "x"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORAX", "r": 8}))
+    with pytest.raises(ConfigError) as error:
+        load_experiment(folder)
+    assert "'LORAX'" in str(error.value) and "LORA" in str(error.value) and "PROMPT_TUNING" in str(error.value)
+
+
+def test_invalid_value_is_named():
+    with pytest.raises(ConfigError, match="dtype"):
+        build_train_config(math_defaults(), {"dtype": "float8"})
+    with pytest.raises(ConfigError, match="query_template"):
+        build_train_config(math_defaults(), {"query_template": "no placeholder"})
+
+
+def test_missing_data_file_fails_before_loading(tmp_path):
+    task = get_task("math")
+    config = build_train_config(task.default_params(), overrides={"train_data": str(tmp_path / "nope.jsonl")})
+    with pytest.raises(ConfigError) as error:
+        task.check_inputs(config)
+    assert "train_data" in str(error.value) and "nope.jsonl" in str(error.value)
+
+
+def test_math_task_loads_local_files_with_the_suite_filter():
+    task = get_task("math")
+    config = build_train_config(task.default_params(), overrides={
+        "train_data": str(MATH_FIXTURES / "metamath_train.jsonl"),
+        "valid_data": str(MATH_FIXTURES / "gsm8k_train.jsonl"),
+        "test_data": str(MATH_FIXTURES / "gsm8k_test.jsonl"),
+        "forgetting_data": str(MATH_FIXTURES / "finewiki.jsonl"),
+        "valid_size": 5, "forgetting_size": 3,
+    })
+    data = task.load_data(config)
+    assert len(data.train) == 40  # the 41st row is longer than 1300 characters and dropped
+    assert all(len(f"{row['query']} {row['response']}") <= 1300 for row in data.train)
+    assert len(data.valid) == 5 and len(data.test) == 8 and len(data.forgetting) == 3
+    assert set(data.valid[0]) == {"query", "response"} and "####" in data.valid[0]["response"]
+    assert task.load_data(config).valid == data.valid  # the valid sample is fixed
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [
+        (" 3 + 4 = 7.\n#### 7", "so 7\n#### 7", True),
+        ("The answer is: 7.", "#### 7", True),
+        ("The answer is 1,200", "#### 1200", True),
+        ("The answer is: 0.5", "The answer is: 1/2", True),
+        ("#### 8", "#### 7", False),
+        ("7", "#### 7", False),  # no final-answer marker: not counted
+    ],
+)
+def test_answer_extraction_and_numeric_comparison(prediction, reference, expected):
+    assert is_correct(prediction, reference) is expected
+
+
+def test_reference_without_answer_is_an_error():
+    assert extract_answer("no answer here") is None
+    with pytest.raises(ValueError):
+        is_correct("#### 1", "no answer here")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"a": 1, "loss": float("nan")})
+    assert json.loads(target.read_text()) == {"a": 1, "loss": None}
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"bad": object.__new__(type("X", (), {"__str__": None}))})
+    assert json.loads(target.read_text()) == {"a": 1, "loss": None}  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_discovery_ignores_checkpoint_folders(tmp_path):
+    shutil.copytree(FIXTURES / "experiments", tmp_path / "experiments")
+    checkpoint = tmp_path / "experiments" / "checkpoints" / "lora--x"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text("{}")
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"0")
+    found = discover_experiments(tmp_path / "experiments")
+    assert checkpoint not in found and len(found) == 5

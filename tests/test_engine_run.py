@@ -1,0 +1,202 @@
+"""Engine end to end: `peftbench run` on copies of PEFT-suite experiment folders, the `math` task on local
+fixture files, a tiny random Llama. Result fields are checked against the saved checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+from peftbench.runners import local
+from peftbench.runners.execute import RunRequest, execute
+
+from conftest import FIXTURES
+
+LORA = "lora/llama-3.2-3B-rank32"
+
+
+def set_options(params: dict) -> list[str]:
+    options = []
+    for key, value in params.items():
+        options += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return options
+
+
+def read_result(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture()
+def bad_target_experiment(experiments_copy) -> Path:
+    folder = experiments_copy / "lora" / "bad-targets"
+    shutil.copytree(experiments_copy / LORA, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["target_modules"] = ["q_proj", "query_key_value"]
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_cli_run_writes_complete_result_and_checkpoint(
+    experiments_copy, bad_target_experiment, math_fixture_params, tmp_path
+):
+    results = tmp_path / "results"
+    runner = CliRunner()
+    # the failing experiment comes first: the next one must still run, and the exit code must say so
+    args = ["run", str(bad_target_experiment), str(experiments_copy / LORA), "--task", "math",
+            "--results", str(results), "--seed", "3", *set_options(math_fixture_params)]
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 1, outcome.output
+
+    failed = read_result(results / "lora--bad-targets.json")
+    assert failed["peftbench"]["status"] == "failed" == failed["train_info"]["status"]
+    assert "query_key_value" in failed["peftbench"]["error_msg"]
+    assert "v_proj" in failed["peftbench"]["error_msg"]  # the model's linear modules are listed
+    assert failed["peftbench"]["steps"] == 0
+
+    result = read_result(results / "lora--llama-3.2-3B-rank32.json")
+    pb, train_info, run_info = result["peftbench"], result["train_info"], result["run_info"]
+    assert pb["status"] == "success" and pb["error_msg"] == ""
+    assert (pb["task"], pb["method"], pb["name"], pb["seed"]) == ("math", "lora", "llama-3.2-3B-rank32", 3)
+    assert run_info["experiment_name"] == LORA
+    assert run_info["train_config"]["seed"] == 3 and run_info["train_config"]["max_steps"] == 4
+    assert run_info["peft_config"]["r"] == 32 and run_info["peft_config"]["peft_type"] == "LORA"
+
+    # checkpoint: real size on disk and parameter count agree with the result
+    checkpoint = results / "checkpoints" / "lora--llama-3.2-3B-rank32"
+    weights = checkpoint / "adapter_model.safetensors"
+    assert pb["checkpoint_size_bytes"] == weights.stat().st_size == train_info["file_size"]
+    from safetensors.torch import load_file
+
+    saved_params = sum(t.numel() for t in load_file(str(weights)).values())
+    assert pb["trainable_params"] == saved_params == train_info["num_trainable_params"]
+    # tiny llama: 2 layers x (q: 32x32, v: 32x16) LoRA r=32 -> A and B per target
+    assert saved_params == 2 * ((32 * 32 + 32 * 32) + (32 * 32 + 16 * 32))
+    assert pb["total_params"] == train_info["num_total_params"] > saved_params
+
+    # the PEFT suite's metrics: valid entries every eval_steps, then the final test entry
+    metrics = train_info["metrics"]
+    assert [m["step"] for m in metrics] == [2, 4, 4]
+    assert "valid accuracy" in metrics[0] and "valid accuracy" in metrics[1]
+    final = metrics[-1]
+    assert final["test accuracy"] == pb["test_score"]
+    assert final["forgetting"] == pytest.approx(pb["forgetting"])
+    assert pb["forgetting"] == pytest.approx(pb["forgetting_loss_after"] - pb["forgetting_loss_before"])
+    assert len(pb["per_item_correct"]) == 8 and pb["test_score"] == sum(pb["per_item_correct"]) / 8
+    assert [p["step"] for p in pb["train_curve"]] == [1, 2, 3, 4]
+    assert final["train loss"] == pytest.approx(sum(p["loss"] for p in pb["train_curve"][-2:]) / 2)
+    assert pb["train_tokens"] > 0 and pb["tokens_per_second"] == pytest.approx(pb["train_tokens"] / pb["train_time_s"])
+
+    # measurements are present and consistent
+    assert pb["peak_memory_kind"] == "cpu_rss" and pb["device"] == "cpu"
+    assert 0 < pb["peak_memory_train_bytes"] <= pb["peak_memory_total_bytes"]
+    assert pb["peak_memory_train_allocated_bytes"] is None
+    assert 0 < pb["train_time_s"] and 0 < pb["eval_time_s"] and pb["total_time_s"] >= pb["train_time_s"] + pb["eval_time_s"]
+    assert result["meta_info"]["package_info"]["peft-version"]
+
+    # peft loads the checkpoint back
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(checkpoint)).r == 32
+
+    # a second run skips the existing result (no child starts: nothing changes)
+    before = (results / "lora--llama-3.2-3B-rank32.json").stat().st_mtime_ns
+    outcome = runner.invoke(app, ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(results),
+                                  *set_options(math_fixture_params)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "skip" in outcome.output
+    assert (results / "lora--llama-3.2-3B-rank32.json").stat().st_mtime_ns == before
+
+
+def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, tmp_path):
+    runner = CliRunner()
+    base = ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(tmp_path / "r")]
+    outcome = runner.invoke(app, [*base, "--set", "max_stepz=3"])
+    assert outcome.exit_code == 2 and "max_stepz" in outcome.output
+    outcome = runner.invoke(app, [*base, *set_options({**math_fixture_params, "test_data": "/nope/test.jsonl"})])
+    assert outcome.exit_code == 2 and "test_data" in outcome.output and "/nope/test.jsonl" in outcome.output
+    outcome = runner.invoke(app, [*base[:3], "--task", "no-such-task"])
+    assert outcome.exit_code == 2 and "math" in outcome.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
+    crash = "import sys; sys.stderr.write('segfault-like crash in the child\\n'); sys.exit(139)"
+    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", crash])
+    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    assert status == "failed"
+    result = read_result(path)
+    assert result["peftbench"]["status"] == "failed"
+    assert "exit code 139" in result["peftbench"]["error_msg"]
+    assert "segfault-like crash" in result["peftbench"]["error_msg"]
+    # a failed result is retried on the next run, a successful one is not
+    assert not local.should_skip(path, force=False)
+
+
+def run_in_process(folder: Path, results: Path, params: dict, **request) -> dict:
+    path, status = execute(RunRequest(task="math", results_dir=str(results), experiment_dir=str(folder),
+                                      overrides=params, show_progress=False, **request))
+    return read_result(path)
+
+
+def test_lora_fa_prompt_tuning_and_full_finetuning(experiments_copy, math_fixture_params, tmp_path):
+    lora_fa = run_in_process(experiments_copy / "lora/llama-3.2-3B-rank32-lorafa", tmp_path, math_fixture_params)
+    assert lora_fa["peftbench"]["status"] == "success", lora_fa["peftbench"]["error_msg"]
+    assert lora_fa["run_info"]["train_config"]["optimizer_type"] == "lora-fa"
+    # LoRA-FA freezes A: only the B matrices are trained
+    assert lora_fa["peftbench"]["trainable_params"] == 2 * (32 * 32 + 16 * 32)
+
+    prompt = run_in_process(experiments_copy / "prompt_tuning/llama-3.2-3B-default", tmp_path, math_fixture_params)
+    assert prompt["peftbench"]["status"] == "success", prompt["peftbench"]["error_msg"]
+    # the suite's config is sized for Llama-3.2-3B (token_dim 3072): the model's dimension is used instead
+    assert prompt["run_info"]["peft_config"]["token_dim"] == 32
+    assert prompt["peftbench"]["trainable_params"] == 200 * 32
+    assert len(prompt["peftbench"]["per_item_correct"]) == 8
+
+    full = run_in_process(experiments_copy / "full-finetuning/llama-3.2-3B-lr_0.00001", tmp_path,
+                          math_fixture_params, save_checkpoint=False)
+    pb = full["peftbench"]
+    assert pb["status"] == "success", pb["error_msg"]
+    assert full["run_info"]["peft_config"] is None
+    assert pb["trainable_params"] == pb["total_params"]
+    assert pb["checkpoint_size_bytes"] == 4 * pb["total_params"] and pb["checkpoint_size_estimated"]
+    assert pb["forgetting"] == pytest.approx(pb["forgetting_loss_after"] - pb["forgetting_loss_before"])
+
+
+def test_prefix_tuning_with_kv_cache_init(experiments_copy, math_fixture_params, tmp_path):
+    result = run_in_process(
+        experiments_copy / "prefixtuning/llama-3.2-3B-tokens50-init_prefix-lr_0.005", tmp_path, math_fixture_params
+    )
+    assert result["peftbench"]["status"] == "success", result["peftbench"]["error_msg"]
+    assert result["run_info"]["train_config"]["init_kv_cache_prefix"].startswith("You are a helpful math")
+
+
+def test_divergence_is_recorded(experiments_copy, math_fixture_params, tmp_path):
+    params = {**math_fixture_params, "optimizer_kwargs": {"lr": 1e6}, "grad_norm_clip": 0, "max_steps": 6}
+    result = run_in_process(experiments_copy / LORA, tmp_path, params, save_checkpoint=False)
+    pb = result["peftbench"]
+    assert pb["status"] == "diverged", pb
+    assert "loss became" in pb["error_msg"] and pb["test_score"] is None
+    assert "test accuracy" not in result["train_info"]["metrics"][-1] if result["train_info"]["metrics"] else True
+
+
+def test_evaluate_adapter_without_training(experiments_copy, math_fixture_params, tmp_path):
+    trained = run_in_process(experiments_copy / LORA, tmp_path / "train", math_fixture_params)
+    checkpoint = Path(trained["peftbench"]["checkpoint_dir"])
+    path, status = execute(RunRequest(
+        task="math", results_dir=str(tmp_path / "eval"), mode="evaluate", adapter_dir=str(checkpoint),
+        method="lora", name="evaluated", overrides=math_fixture_params, show_progress=False,
+        extra_result_fields={"conversion": {"source_result": "x", "rank": 32}},
+    ))
+    result = read_result(path)
+    pb = result["peftbench"]
+    assert status == "success" and path.name == "lora--evaluated.json"
+    assert pb["steps"] == 0 and pb["conversion"] == {"source_result": "x", "rank": 32}
+    # same adapter, same data, greedy decoding: the same per-item outcome as right after training
+    assert pb["per_item_correct"] == trained["peftbench"]["per_item_correct"]
+    assert pb["forgetting"] == pytest.approx(trained["peftbench"]["forgetting"], abs=1e-5)
+    assert pb["trainable_params"] == trained["peftbench"]["trainable_params"]
