@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import permutations
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +99,14 @@ def _missing_warnings(points: Sequence[Point], view: FrontierView) -> list[LoadW
     return warnings
 
 
+def _one_line_per_file(warnings: list[LoadWarning]) -> list[LoadWarning]:
+    """A file with several problems still gets one warning line."""
+    messages: dict[Path, list[str]] = {}
+    for warning in warnings:
+        messages.setdefault(warning.path, []).append(warning.message)
+    return [LoadWarning(path, "; ".join(dict.fromkeys(texts))) for path, texts in messages.items()]
+
+
 def compare_results(
     loaded: LoadedResults,
     *,
@@ -124,6 +131,7 @@ def compare_results(
     warnings = list(loaded.warnings) + grouping_warnings + _missing_warnings(points, pair)
     if multi is not None:
         warnings += _missing_warnings(points, multi)
+    warnings = _one_line_per_file(warnings)
     return Comparison(
         points=points,
         x=x_metric,
@@ -162,6 +170,8 @@ def point_dict(point: Point) -> dict[str, Any]:
         "task": point.task,
         "peft_type": point.peft_type,
         "learning_rate": point.learning_rate,
+        "sweep_stage": point.sweep_stage,
+        "converted": point.conversion_rank is not None,
         "n_runs": len(point.runs),
         "seeds": point.seeds,
         "noise": point.noise_note,
@@ -204,16 +214,4 @@ def comparison_dict(comparison: Comparison, *, with_curves: bool = False) -> dic
     }
     if comparison.multi is not None:
         result["multi"] = _view_dict(comparison.multi)
-    return result
-
-
-def all_pair_frontiers(comparison: Comparison) -> dict[str, list[str]]:
-    """Frontiers for every ordered pair of metrics the points have, keyed 'x|y' (for the HTML's axis pickers)."""
-    present = [m for m in METRICS.values() if any(p.mean(m.name) is not None for p in comparison.points)]
-    result = {}
-    for x_metric, y_metric in permutations(present, 2):
-        if x_metric.name > y_metric.name:
-            continue  # the frontier of (x, y) is the frontier of (y, x)
-        view = frontier_view(comparison.points, [x_metric, y_metric], with_noise=False)
-        result[f"{x_metric.name}|{y_metric.name}"] = view.frontier.frontier
     return result

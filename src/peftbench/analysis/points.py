@@ -32,6 +32,7 @@ class Point:
     # Per-test-item correctness, averaged over the runs that stored it (None if none did or lengths differ).
     per_item_correct: np.ndarray | None = None
     learning_rate: float | None = None
+    sweep_stage: str | None = None  # "search" (lr trials) or "tuned" (seeds at the chosen lr)
     conversion_rank: Any = None
 
     def mean(self, metric: str) -> float | None:
@@ -62,8 +63,18 @@ class Point:
             "peft_type": self.peft_type or "",
             "n_runs": len(self.runs),
             "lr": self.learning_rate,
+            "sweep_stage": self.sweep_stage or "",
+            "converted": self.conversion_rank is not None,
             **{metric: self.mean(metric) for metric in METRICS},
         }
+
+
+def _sweep_stage(run: RunRecord) -> str | None:
+    """Search trials (roles "trial"/"default") and tuned seed runs (role "seed") are never pooled: the
+    search trial at the chosen rate was picked for its luck on validation."""
+    if run.sweep is None:
+        return None
+    return "tuned" if run.sweep.get("role") == "seed" else "search"
 
 
 def _sweep_lr(run: RunRecord) -> float | None:
@@ -101,7 +112,7 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     warnings: list[LoadWarning] = []
     for run in records:
-        key = (run.task, run.experiment_name, _sweep_lr(run), _conversion_rank(run))
+        key = (run.task, run.experiment_name, _sweep_stage(run), _sweep_lr(run), _conversion_rank(run))
         same_seed = [other for other in groups[key] if run.seed is not None and other.seed == run.seed]
         if same_seed:
             warnings.append(
@@ -110,16 +121,14 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
             continue
         groups[key].append(run)
 
-    experiments_with_lrs = defaultdict(set)
     tasks = {key[0] for key in groups}
-    for task, experiment, lr, _ in groups:
-        experiments_with_lrs[(task, experiment)].add(lr)
-
     points: list[Point] = []
     used_names: set[str] = set()
-    for (task, experiment, lr, rank), runs in groups.items():
+    for (task, experiment, stage, lr, rank), runs in groups.items():
         name = experiment
-        if lr is not None and len(experiments_with_lrs[(task, experiment)]) > 1:
+        if stage == "tuned":
+            name += f" tuned lr={_format_lr(lr)}" if lr is not None else " tuned"
+        elif lr is not None:
             name += f" lr={_format_lr(lr)}"
         if rank is not None:
             name += f" -> LoRA r{rank}"
@@ -138,6 +147,7 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
             peft_type=first.peft_type,
             runs=sorted(runs, key=lambda r: (r.seed is None, r.seed or 0)),
             learning_rate=lr,
+            sweep_stage=stage,
             conversion_rank=rank,
         )
         _aggregate(point)

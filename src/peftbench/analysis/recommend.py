@@ -16,11 +16,13 @@ from peftbench.analysis.noise import Difference, compare
 from peftbench.analysis.points import Point
 
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
+# Memory is reported in powers of 1024 by nvidia-smi and PyTorch, and users read "20GB" off those
+# tools: so K, M, G, T (with or without B, with or without i) all mean powers of 1024 here.
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}  # fmt: skip
+    unit: 1024.0**power
+    for power, letter in enumerate(["", "k", "m", "g", "t"])
+    for unit in ({"", "b"} if not letter else {letter, letter + "b", letter + "ib"})
+}
 _DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 _COUNT_UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
 
@@ -30,7 +32,7 @@ class ConstraintError(ValueError):
 
 
 def parse_size(text: str, option: str = "size") -> float:
-    """'20GB' -> 2e10 bytes. GB/MB/KB are decimal (1000^n), GiB/MiB/KiB binary (1024^n)."""
+    """'20GB' -> 20 * 1024**3 bytes; KB/MB/GB/TB and KiB/MiB/GiB/TiB are all powers of 1024."""
     match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ConstraintError(f"{option} {text!r} is not a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
@@ -140,7 +142,13 @@ def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priori
     result = Recommendation(priority, list(constraints), ranked, excluded)
     limits = ", ".join(str(c) for c in constraints) or "no constraints"
     if not ranked:
-        result.reasons.append(f"no point meets {limits}; {len(excluded)} left out (see the list)")
+        result.reasons.append(f"no point meets {limits}; {len(excluded)} left out")
+        for constraint in constraints:
+            measured = [p for p in points if p.mean(constraint.metric.name) is not None]
+            if measured:
+                closest = min(measured, key=lambda p: _sort_key(p, constraint.metric))
+                value = format_value(constraint.metric, closest.mean(constraint.metric.name))
+                result.reasons.append(f"best {constraint.metric.label} available: {value} ({closest.name})")
         return result
     best = ranked[0]
     best_value = format_value(priority, best.mean(priority.name))
@@ -149,7 +157,8 @@ def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priori
         f"{best.name}: {direction} {priority.label} ({best_value}) among {len(ranked)} of {len(points)} points "
         f"that meet {limits}"
     )
-    if priority.name != "test_score" and best.mean("test_score") is not None:
+    score_limited = any(c.metric.name == "test_score" for c in constraints)
+    if priority.name != "test_score" and best.mean("test_score") is not None and not score_limited:
         result.reasons.append(
             f"its test score is {format_value(get_metric('test_score'), best.mean('test_score'))}; "
             "add --min-score to rule out methods that did not learn the task"

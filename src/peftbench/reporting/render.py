@@ -16,7 +16,9 @@ from peftbench.analysis.filters import parse_filter
 from peftbench.analysis.metrics import METRICS
 from peftbench.results.reader import LoadedResults, RunRecord, load_results
 
-FILTER_FIELDS = {"name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", *METRICS}
+FILTER_FIELDS = {
+    "name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", "sweep_stage", "converted", *METRICS
+}
 
 
 def render_report(

@@ -98,7 +98,7 @@ def print_comparison(comparison: Comparison, console: Console | None = None) -> 
     """Print warnings, the frontier table, the table of all points and how far the noise is known."""
     console = console or Console()
     for warning in comparison.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
+        console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     if comparison.ignored:
         console.print(Text(f"note: {len(comparison.ignored)} JSON file(s) are not result files; ignored", style="dim"))
     if comparison.filter_text:

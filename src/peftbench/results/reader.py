@@ -149,9 +149,12 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     problems = _Problems()
     run_info, train_info = data["run_info"], data["train_info"]
     own = _dict(data, "peftbench")
-    metrics_log = [m for m in train_info.get("metrics") or [] if isinstance(m, dict)] if isinstance(
-        train_info.get("metrics"), list
-    ) else []
+    metrics_log = train_info.get("metrics")
+    if not isinstance(metrics_log, list):
+        if metrics_log is not None:
+            problems.add(f"train_info['metrics'] is {_short(metrics_log)}, not a list")
+        metrics_log = []
+    metrics_log = [m for m in metrics_log if isinstance(m, dict)]
     final = metrics_log[-1] if metrics_log else {}
 
     status = _string(own.get("status")) or _string(train_info.get("status")) or "unknown"
@@ -200,7 +203,10 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         "peak_memory": own_or(
             "peak_memory_train_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
         ),
-        "peak_memory_total": _number(own, "peak_memory_total_bytes", "peftbench", problems),
+        # The PEFT suite never resets its peak counter: its accelerator_memory_max covers the whole run.
+        "peak_memory_total": own_or(
+            "peak_memory_total_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
+        ),
         "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
         "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
         "train_time": train_time,
@@ -244,6 +250,8 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
         source="peftbench" if own else "peft-suite",
     )
+    if own.get("higher_is_better") is False:
+        problems.add(f"its score {score_name!r} is lower-is-better, but test_score is compared as higher-is-better")
     warning = "; ".join(dict.fromkeys(problems.messages)) if problems.messages else None
     return record, warning, True
 

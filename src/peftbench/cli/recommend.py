@@ -1,0 +1,127 @@
+"""`peftbench recommend`: the best method under your constraints, the runner-up, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+HELP = """Recommend the best method under constraints, name the runner-up and explain the choice (including
+whether the two are within noise).
+
+Sizes: 20GB, 512MB, 1.5TB (powers of 1024, as nvidia-smi and PyTorch report memory; GiB works too). Durations: 90s, 30m, 1.5h, 1h30m. Counts: 500k, 10M.
+
+Example: peftbench recommend results/ --max-memory 20GB --max-train-time 30m --priority test_score
+"""
+
+
+def recommend(
+    results: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Peak training memory limit, e.g. 20GB.")] = None,
+    max_train_time: Annotated[Optional[str], typer.Option("--max-train-time", help="Training time limit, e.g. 30m.")] = None,
+    max_total_time: Annotated[Optional[str], typer.Option("--max-total-time", help="Whole-run time limit, e.g. 1h.")] = None,
+    max_file_size: Annotated[Optional[str], typer.Option("--max-file-size", help="Adapter checkpoint size limit, e.g. 50MB.")] = None,
+    max_params: Annotated[Optional[str], typer.Option("--max-params", help="Trainable parameter limit, e.g. 10M.")] = None,
+    max_forgetting: Annotated[Optional[float], typer.Option("--max-forgetting", help="Forgetting (image tasks: drift) limit.")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Lowest acceptable test score, e.g. 0.4.")] = None,
+    priority: Annotated[
+        str, typer.Option("--priority", help="What to optimize: test_score, forgetting, peak_memory, train_time, file_size, ...")
+    ] = "test_score",
+    task: Annotated[Optional[str], typer.Option("--task", help="Only results of this task (needed when several are loaded).")] = None,
+    filter_expression: Annotated[
+        Optional[str], typer.Option("--filter", help="Consider only points matching this expression (see `peftbench report --help`).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
+) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from peftbench.analysis.filters import FilterError, parse_filter
+    from peftbench.analysis.metrics import format_value, get_metric
+    from peftbench.analysis.points import build_points
+    from peftbench.analysis.recommend import Constraint, ConstraintError, parse_count, parse_duration, parse_size
+    from peftbench.analysis.recommend import recommend as rank
+    from peftbench.reporting.render import FILTER_FIELDS
+    from peftbench.results.reader import load_results
+
+    def fail(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    try:
+        priority_metric = get_metric(priority)
+        constraints = []
+        limits = [
+            ("peak_memory", max_memory, parse_size, "--max-memory"),
+            ("train_time", max_train_time, parse_duration, "--max-train-time"),
+            ("total_time", max_total_time, parse_duration, "--max-total-time"),
+            ("file_size", max_file_size, parse_size, "--max-file-size"),
+            ("trainable_params", max_params, parse_count, "--max-params"),
+        ]
+        for metric, text, parse, option in limits:
+            if text is not None:
+                constraints.append(Constraint(get_metric(metric), parse(text, option)))
+        if max_forgetting is not None:
+            constraints.append(Constraint(get_metric("forgetting"), max_forgetting))
+        if min_score is not None:
+            constraints.append(Constraint(get_metric("test_score"), min_score, at_least=True))
+        point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
+    except (KeyError, ConstraintError, FilterError) as error:
+        fail(error.args[0])
+
+    console = Console(stderr=json_out)
+    loaded = load_results(results)
+    for warning in loaded.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    points, grouping_warnings = build_points(loaded.records)
+    for warning in grouping_warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    tasks = sorted({p.task for p in points})
+    if task is not None:
+        points = [p for p in points if p.task == task]
+        if not points:
+            fail(f"no results of task {task!r}; tasks found: {', '.join(tasks) or 'none'}")
+    elif len(tasks) > 1:
+        fail(f"results of several tasks ({', '.join(tasks)}) cannot be ranked together; choose one with --task")
+    if point_filter is not None:
+        points = [p for p in points if point_filter.matches(p.fields())]
+    result = rank(points, constraints, priority_metric)
+
+    if json_out:
+        typer.echo(json.dumps({
+            "priority": priority_metric.name,
+            "constraints": [str(c) for c in result.constraints],
+            "best": result.best.name if result.best else None,
+            "runner_up": result.runner_up.name if result.runner_up else None,
+            "within_noise": result.difference.verdict == "noise" if result.difference else None,
+            "noise_verdict": result.difference.verdict if result.difference else None,
+            "ranking": [{"name": p.name, priority_metric.name: p.mean(priority_metric.name)} for p in result.ranked],
+            "reasons": result.reasons,
+            "excluded": [{"name": name, "why": why} for name, why in result.excluded],
+        }, indent=2))  # fmt: skip
+        return
+    if result.best is None:
+        console.print(Text(result.reasons[0], style="bold red"))
+        for reason in result.reasons[1:]:
+            console.print(Text(f"  - {reason}"))
+        raise typer.Exit(1)
+    console.print(Text.assemble(("Best: ", "bold green"), Text(result.best.name, style="bold")))
+    if result.runner_up is not None:
+        console.print(Text.assemble(("Runner-up: ", "bold"), Text(result.runner_up.name)))
+    console.print(Text("Why:", style="bold"))
+    for reason in result.reasons:
+        console.print(Text(f"  - {reason}"))
+    shown = ", ".join(
+        f"{m.label} {format_value(m, result.best.mean(m.name))}"
+        for m in map(get_metric, ["test_score", "peak_memory", "train_time", "file_size", "forgetting"])
+        if result.best.mean(m.name) is not None
+    )
+    console.print(Text(f"  best: {shown}; {result.best.noise_note}", style="dim"))
+    if result.excluded:
+        console.print(Text(f"{len(result.excluded)} point(s) left out by the constraints", style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="recommend", help=HELP)(recommend)
