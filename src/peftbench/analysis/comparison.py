@@ -176,9 +176,7 @@ def point_dict(point: Point) -> dict[str, Any]:
         "seeds": point.seeds,
         "noise": point.noise_note,
         "metrics": {m: point.mean(m) for m in METRICS if point.mean(m) is not None},
-        "ci95": {
-            m: [v.low, v.high] for m, v in point.values.items() if v is not None and (v.has_spread or v.low != v.high)
-        },
+        "ci95": {m: [v.low, v.high] for m, v in point.values.items() if v is not None and v.low != v.high},
         "files": [str(run.path) for run in point.runs],
         "curves": [
             {

@@ -107,6 +107,17 @@ def _format_lr(lr: float) -> str:
     return f"{lr:g}"
 
 
+def _base_name(experiment: str, stage: str | None, lr: float | None, rank: Any) -> str:
+    name = experiment
+    if stage == "tuned":
+        name += f" tuned lr={_format_lr(lr)}" if lr is not None else " tuned"
+    elif lr is not None:
+        name += f" lr={_format_lr(lr)}"
+    if rank is not None:
+        name += f" -> LoRA r{rank}"
+    return name
+
+
 def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarning]]:
     """Group runs into points (seeds aggregated). Warns about repeated seeds, which are counted once."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
@@ -121,18 +132,16 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
             continue
         groups[key].append(run)
 
-    tasks = {key[0] for key in groups}
+    base_names = {key: _base_name(*key[1:]) for key in groups}
+    tasks_per_name: dict[str, set[str]] = defaultdict(set)
+    for key, base in base_names.items():
+        tasks_per_name[base].add(key[0])
     points: list[Point] = []
     used_names: set[str] = set()
-    for (task, experiment, stage, lr, rank), runs in groups.items():
-        name = experiment
-        if stage == "tuned":
-            name += f" tuned lr={_format_lr(lr)}" if lr is not None else " tuned"
-        elif lr is not None:
-            name += f" lr={_format_lr(lr)}"
-        if rank is not None:
-            name += f" -> LoRA r{rank}"
-        if len(tasks) > 1:
+    for key, runs in groups.items():
+        task, experiment, stage, lr, rank = key
+        name = base_names[key]
+        if len(tasks_per_name[name]) > 1:  # the same experiment run on several tasks
             name = f"{task}: {name}"
         while name in used_names:  # only hostile or odd inputs get here
             name += "'"

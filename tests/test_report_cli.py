@@ -1,0 +1,101 @@
+"""`peftbench report` and `peftbench recommend` as a user runs them; render_report for `peftbench suite`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+from peftbench.reporting import render_report
+
+RESULTS = Path(__file__).parent / "fixtures" / "results"
+runner = CliRunner()
+
+
+def test_report_json_has_frontier_points_and_dominated_by():
+    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    names = {p["name"] for p in data["points"]}
+    assert len(names) == 6 and set(data["frontier"]) <= names
+    assert set(data["frontier"]) | set(data["dominated_by"]) == names
+    lora = next(p for p in data["points"] if p["name"] == "lora/llama-3.2-3B-rank32")
+    assert lora["metrics"]["test_score"] == pytest.approx(0.4783927217589083)
+    assert data["dominated_by"]["lora/llama-3.2-3B-rank32"]["by"] in data["frontier"]
+    assert "noise is not measured" in data["noise_summary"]
+
+
+def test_report_multi_metric_frontier_and_pair_choice():
+    result = runner.invoke(
+        app, ["report", str(RESULTS / "published"), "--json", "--x", "file_size", "--metrics", "test_score,peak_memory,forgetting"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["x"] == "file_size" and data["multi"]["metrics"] == ["test_score", "peak_memory", "forgetting"]
+    # full fine-tuning needs the most memory but forgets less than every method that scores higher
+    assert "full-finetuning/llama-3.2-3B-lr_0.00001" in data["multi"]["frontier"]
+    assert "full-finetuning/llama-3.2-3B-lr_0.00001" in data["dominated_by"]  # its 6 GB checkpoint loses on file size
+
+
+def test_report_terminal_tables_warnings_and_markup_safety():
+    result = runner.invoke(app, ["report", str(RESULTS / "hostile"), str(RESULTS / "published")])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.count("warning: ") == 9  # nine unusable or incomplete files, one line each
+    assert "Pareto frontier: test score vs peak memory" in out and "All " in out
+    assert "[bold red]x$y$" in out  # rich markup in a name is printed, not interpreted
+    assert "GiB" in out
+
+
+def test_report_filter_and_bad_options_are_clear_errors():
+    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--json", "--filter", "peft_type in ['LORA', 'IA3']"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {p["name"] for p in data["points"]} == {"lora/llama-3.2-3B-rank32", "ia3/llama-3.2-3B-default"}
+    bad = runner.invoke(app, ["report", str(RESULTS / "published"), "--filter", "__import__('os').system('true')"])
+    assert bad.exit_code == 2 and "not allowed" in bad.output
+    unknown = runner.invoke(app, ["report", str(RESULTS / "published"), "--y", "accuracy_pct"])
+    assert unknown.exit_code == 2 and "valid metrics" in unknown.output
+
+
+def test_report_png(tmp_path):
+    result = runner.invoke(
+        app, ["report", str(RESULTS / "peftbench"), str(RESULTS / "hostile"), "--png", str(tmp_path), "--metrics",
+              "test_score,peak_memory,forgetting"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["pareto_test_score_vs_forgetting.png", "pareto_test_score_vs_peak_memory.png"]
+    assert all((tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in written)
+
+
+def test_recommend_cli():
+    result = runner.invoke(app, ["recommend", str(RESULTS / "published"), "--max-memory", "20.5GB"])
+    assert result.exit_code == 0, result.output
+    assert "Best: shira/llama-3.2-3B-lr_0.0003-random_seed_42" in result.stdout
+    assert "Runner-up: miss/llama-3.2-3B-default" in result.stdout
+    as_json = runner.invoke(app, ["recommend", str(RESULTS / "peftbench"), "--json", "--max-train-time", "80s"])
+    data = json.loads(as_json.stdout)
+    assert data["best"] == "lora/rank8 -> LoRA r4" and data["runner_up"] == "lora/rank8"
+    bad = runner.invoke(app, ["recommend", str(RESULTS / "published"), "--max-memory", "lots"])
+    assert bad.exit_code == 2 and "--max-memory 'lots' is not a size" in bad.output
+    none = runner.invoke(app, ["recommend", str(RESULTS / "published"), "--max-memory", "1GB"])
+    assert none.exit_code == 1 and "no point meets" in none.stdout
+    mixed = runner.invoke(app, ["recommend", str(RESULTS / "published"), str(RESULTS / "image-gen")])
+    assert mixed.exit_code == 2 and "--task" in mixed.output
+
+
+def test_render_report_api_for_the_suite_command(tmp_path):
+    console = Console(file=io.StringIO(), width=160)
+    comparison = render_report([RESULTS / "peftbench"], html=tmp_path / "r.html", console=console)
+    assert (tmp_path / "r.html").stat().st_size > 1_000_000  # plotly.js is inlined
+    assert "lora/rank8" in console.file.getvalue() and "HTML report:" in console.file.getvalue()
+    assert set(comparison.pair.frontier.frontier) == {"ia3/default", "vera/default", "lora/rank8 -> LoRA r4"}
+    # already-loaded records work too
+    again = render_report([run for p in comparison.points for run in p.runs], console=Console(file=io.StringIO()))
+    assert again.pair.frontier.frontier == comparison.pair.frontier.frontier

@@ -1,0 +1,142 @@
+"""The HTML report: self-contained, escaped, and working in a real headless browser (Debian's chromium).
+
+The browser test is not skipped when chromium is missing: `make test` installs it
+(scripts/setup-test-browser.sh), and a missing browser must fail loudly rather than hide an untested report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from peftbench.reporting import render_report
+from peftbench.reporting.html import json_for_script
+
+RESULTS = Path(__file__).parent / "fixtures" / "results"
+CHROMIUM = "/usr/bin/chromium"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+SCRIPT_NAME = "</script><script>alert(2)</script>&amp;\u2028[bold red]x$y$"
+
+
+def test_json_for_script_cannot_close_the_script_element():
+    text = json_for_script({"name": "</script><!-- & \u2028\u2029"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text and "\u2029" not in text
+    assert json.loads(text) == {"name": "</script><!-- & \u2028\u2029"}
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    comparison = render_report(
+        [RESULTS / "peftbench", RESULTS / "hostile", RESULTS / "published"],
+        html=path,
+        console=Console(file=io.StringIO()),
+        title="<b>title</b> & co",
+    )
+    return path, comparison
+
+
+def test_html_is_self_contained_and_escaped(report_file):
+    path, _ = report_file
+    text = path.read_text(encoding="utf-8")
+    from plotly.offline import get_plotlyjs
+
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=", text)  # nothing is loaded from elsewhere
+    assert get_plotlyjs() in text  # plotly.js is inlined
+    ours = text.replace(get_plotlyjs(), "")
+    assert "http://" not in ours and "https://" not in ours
+    assert "&lt;b&gt;title&lt;/b&gt; &amp; co" in text
+    data_start = text.index('<script type="application/json" id="peftbench-data">')
+    data_end = text.index("</script>", data_start)
+    data_text = text[data_start:data_end].split(">", 1)[1]
+    assert "<" not in data_text and ">" not in data_text
+    assert XSS_NAME in {p["name"] for p in json.loads(data_text)["points"]}
+    markup = text[:data_start]
+    assert not re.search(r"\son[a-z]+=", markup)  # no inline event handlers in the markup
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.fail(
+            "chromium is not installed: the HTML report must be tested in a real browser. "
+            "Run `make test` (it runs scripts/setup-test-browser.sh) or `apt-get install chromium`."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield launched
+        launched.close()
+
+
+def test_report_in_a_real_browser(report_file, browser, tmp_path):
+    path, comparison = report_file
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors, dialogs, requests = [], [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(path.as_uri())
+    page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
+
+    # two tasks are loaded: the page shows one at a time (the one with most points first)
+    for task in ("math-tiny", "math"):
+        page.select_option("#task", task)
+        points = [p for p in comparison.points if p.task == task]
+        # the plot is drawn: one marker per point that has both metrics of the pair
+        complete = [p for p in points if p.name not in comparison.pair.frontier.missing]
+        assert page.locator("#scatter .scatterlayer .point").count() == len(complete)
+        # the page's frontier is the one peftbench computed
+        frontier_rows = page.locator("#points-table tbody tr.frontier td.name").all_text_contents()
+        assert set(frontier_rows) == set(comparison.pair.frontier.frontier) & {p.name for p in points}
+        noise_rows = page.locator("#points-table tbody tr.within-noise td.name").all_text_contents()
+        assert set(noise_rows) == set(comparison.pair.within_noise) & {p.name for p in points}
+    # hostile names are text: shown as written, no dialog, no element created from them
+    names = page.locator("#points-table tbody td.name").all_text_contents()
+    assert XSS_NAME in names and SCRIPT_NAME in names
+    assert page.locator("#points-table img").count() == 0
+    assert not dialogs and not errors, (dialogs, errors)
+    assert all(url.startswith(("file:", "data:", "blob:", "about:")) for url in requests), requests
+    assert page.locator("#warnings li").count() == len(comparison.warnings)
+
+    # sorting: the table starts best score first; one click on the header -> ascending order
+    header = page.locator("#points-table thead button", has_text="test score")
+    header.click()
+    scores = [p.mean("test_score") for p in comparison.points if p.task == "math" and p.mean("test_score") is not None]
+    first_row = page.locator("#points-table tbody tr").first.locator("td").nth(3).text_content()
+    assert first_row.startswith(f"{min(scores):.3f}")
+
+    # filtering with the same grammar as --filter, and a rejected expression
+    page.select_option("#task", "math-tiny")
+    page.fill("#filter", "peft_type in ['IA3', 'VERA'] and test_score > 0.2")
+    page.click("#filter-apply")
+    shown = page.locator("#points-table tbody td.name").all_text_contents()
+    expected = [p.name for p in comparison.points if p.task == "math-tiny"
+                and p.peft_type in ("IA3", "VERA") and (p.mean("test_score") or 0) > 0.2]  # fmt: skip
+    assert sorted(shown) == sorted(expected) and expected
+    page.fill("#filter", "__import__('os')")
+    page.click("#filter-apply")
+    assert "filter not applied" in page.locator("#filter-status").text_content()
+    assert not errors and not dialogs
+
+    # another metric pair from the selects redraws the plot
+    page.fill("#filter", "")
+    page.click("#filter-apply")
+    page.select_option("#x-metric", "forgetting")
+    assert page.locator("#scatter .xtitle").text_content().startswith("forgetting")
+    # per-run curves are drawn for the frontier points
+    assert page.locator("#train-curves .scatterlayer .trace").count() > 0
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    page.close()
