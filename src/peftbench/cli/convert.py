@@ -100,10 +100,10 @@ def convert(
             progress=_progress_over(console),
         )
     except ConversionRefused as refusal:
-        console.print(f"[bold red]refused:[/] {_escape(str(refusal))}")
+        console.print(f"[bold red]refused:[/] {_escape(str(refusal))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except (AdapterFolderError, FileExistsError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {_escape(str(error))}")
+        console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
     if as_json:
@@ -111,10 +111,10 @@ def convert(
         return
     out_console = Console()
     out_console.print(render_table(report))
-    out_console.print(_escape(report.summary_line()))
+    out_console.print(_escape(report.summary_line()), soft_wrap=True)
     for note in report.notes:
-        out_console.print(f"[yellow]note:[/] {_escape(note)}")
-    out_console.print(f"wrote {_escape(str(out))}")
+        out_console.print(f"[yellow]note:[/] {_escape(note)}", soft_wrap=True)
+    out_console.print(f"wrote {_escape(str(out))}", soft_wrap=True)
 
 
 def _quiet_libraries() -> None:

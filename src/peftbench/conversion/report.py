@@ -62,7 +62,7 @@ def render_table(report: ConversionReport):
 
     # names come from untrusted files: never let them be read as rich markup
     table = Table(title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"))
-    table.add_column("module", overflow="fold")
+    table.add_column("module", no_wrap=True)
     table.add_column("rank", justify="right")
     table.add_column("energy kept", justify="right")
     table.add_column("ΔW rel. error", justify="right")

@@ -1,0 +1,158 @@
+"""`peftbench convert` as a user runs it: adapter folders in, a LoRA folder out that plain peft loads elsewhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+from peftbench.conversion import parse_rank_spec
+from peftbench.conversion.coverage import METHOD_CASES, build_adapted_model
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _save_adapter(tmp_path, case_name):
+    """Write the tiny base model and a perturbed adapter of `case_name` as save_pretrained folders."""
+    case = next(case for case in METHOD_CASES if case.name == case_name)
+    fresh_base, model, _ = build_adapted_model(case)
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / f"adapter-{case_name}"
+    fresh_base().save_pretrained(base_dir)
+    model.save_pretrained(adapter_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = str(base_dir)
+    config_file.write_text(json.dumps(config))
+    return base_dir, adapter_dir
+
+
+def _convert(*args):
+    return CliRunner().invoke(app, ["convert", *map(str, args)])
+
+
+# Run in a fresh interpreter with nothing from peftbench: what a serving user does with the output.
+LOAD_WITH_PLAIN_PEFT = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+    base_dir, pairs = sys.argv[1], sys.argv[2:]
+    ids = torch.randint(0, 128, (3, 24), generator=torch.Generator().manual_seed(5))
+    results = {}
+    with torch.no_grad():
+        for original_dir, lora_dir in zip(pairs[::2], pairs[1::2]):
+            original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), original_dir)
+            converted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), lora_dir)
+            reference = original.eval()(input_ids=ids).logits
+            error = (converted.eval()(input_ids=ids).logits - reference).norm() / reference.norm()
+            results[lora_dir] = {"error": float(error), "type": type(converted.base_model).__name__}
+    print(json.dumps(results))
+    """
+)
+
+ALL_LINEAR_MODULES = {
+    f"model.layers.{index}.{block}.{name}"
+    for index in range(2)
+    for block, name in [
+        ("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+        ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"),
+    ]
+}
+
+
+def test_oft_and_dora_convert_to_folders_that_plain_peft_loads_in_another_process(tmp_path):
+    pairs = []
+    for case_name in ("oft", "dora"):
+        base_dir, adapter_dir = _save_adapter(tmp_path, case_name)
+        out_dir = tmp_path / f"lora-{case_name}"
+        result = _convert(adapter_dir, "--out", out_dir, "--rank", "full", "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["max_logits_relative_error"] <= 1e-4
+        assert report["adapter_logits_effect"] > 1e-3
+        assert {layer["module"] for layer in report["layers"]} == ALL_LINEAR_MODULES
+
+        config = json.loads((out_dir / "adapter_config.json").read_text())
+        assert config["peft_type"] == "LORA"
+        assert config["use_dora"] is False and not config["modules_to_save"]
+        assert set(config["target_modules"]) == ALL_LINEAR_MODULES
+        assert (out_dir / "adapter_model.safetensors").is_file()
+        pairs += [str(adapter_dir), str(out_dir)]
+
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_PLAIN_PEFT, str(base_dir), *pairs],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(loaded) == set(pairs[1::2])
+    for outcome in loaded.values():
+        assert outcome["type"] == "LoraModel"
+        assert outcome["error"] <= 1e-4
+
+
+def test_rank_8_table_and_no_overwrite(tmp_path):
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out_dir = tmp_path / "lora8"
+    result = _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure")
+    assert result.exit_code == 0, result.output
+    assert "energy kept" in result.stdout and "model.layers.1.mlp.down_proj" in result.stdout
+    assert json.loads((out_dir / "adapter_config.json").read_text())["r"] == 8
+    again = _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no_folder", "not a folder"),
+        ("no_config", "adapter_config.json: missing"),
+        ("bad_json", "adapter_config.json: not valid JSON"),
+        ("bad_type", "key 'peft_type' is 'NOT_A_METHOD'"),
+        ("no_weights", "adapter_model.safetensors: missing"),
+        ("bad_weights", "adapter_model.safetensors: not a readable safetensors file"),
+        ("prompt_tuning", "PROMPT_TUNING is a prompt-learning method"),
+        ("xlora", "XLORA cannot be converted"),
+        ("trainable_tokens", "'trainable_token_indices' trains embedding rows"),
+    ],
+)
+def test_broken_or_unconvertible_folders_are_refused_naming_the_file(tmp_path, breakage, message):
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "base_model_name_or_path": "unused"}
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    if breakage == "no_folder":
+        adapter_dir = tmp_path / "nowhere"
+    elif breakage == "bad_json":
+        (adapter_dir / "adapter_config.json").write_text('{"peft_type": "LORA",')
+    elif breakage == "bad_weights":
+        (adapter_dir / "adapter_model.safetensors").write_bytes(b"garbage")
+    elif breakage == "no_weights":
+        (adapter_dir / "adapter_model.safetensors").unlink()
+    if breakage not in ("no_config", "bad_json", "no_folder"):
+        overrides = {
+            "bad_type": {"peft_type": "NOT_A_METHOD"},
+            "prompt_tuning": {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 8},
+            "xlora": {"peft_type": "XLORA"},
+            "trainable_tokens": {"trainable_token_indices": [1, 2]},
+        }
+        (adapter_dir / "adapter_config.json").write_text(json.dumps({**config, **overrides.get(breakage, {})}))
+    result = _convert(adapter_dir, "--out", tmp_path / "out", "--rank", "8")
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_rank_spec_parsing():
+    assert parse_rank_spec("8").fixed_rank == 8
+    assert parse_rank_spec("0.9").energy_fraction == 0.9
+    assert parse_rank_spec("1.0").energy_fraction == 1.0
+    assert parse_rank_spec("full").is_full
+    for bad in ("0", "1.5", "-3", "eight", "0.0"):
+        with pytest.raises(ValueError, match="--rank"):
+            parse_rank_spec(bad)
