@@ -7,15 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-HELP = """Compare result files: Pareto frontier of two metrics (default: peak memory vs test score), with
+from peftbench.analysis.metrics import METRICS  # a dict of names, no heavy imports
+
+HELP = f"""Compare result files: Pareto frontier of two metrics (default: peak memory vs test score), with
 seed error bars, dominated-by details and a note where a point is on the frontier only within noise.
 
 RESULTS are result files or folders of them (peftbench's and the PEFT method_comparison suite's).
 Broken files, failed runs and missing metrics give one warning line each and are left out.
 
-Metrics: test_score, valid_score, peak_memory, peak_memory_total, train_time, eval_time, total_time,
-tokens_per_second, file_size, trainable_params, total_params, forgetting (image tasks: drift),
-final_train_loss, memory_reserved_avg, memory_reserved_99th.
+Metrics: {", ".join(METRICS)} (image tasks: forgetting is drift, test_score is DINO similarity).
+
+Filter names: the metrics, and name, experiment, method, config, task, peft_type, n_runs, lr,
+sweep_stage, converted. Operators: and, or, not, == != < <= > >= in, not in; lists ['A', 'B'].
 
 Example: peftbench report results/ --html report.html --filter "peft_type in ['LORA','OFT']"
 """

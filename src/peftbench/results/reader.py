@@ -17,6 +17,9 @@ from typing import Any
 # A result file is a few hundred KB; anything far larger is not one and is not worth reading.
 MAX_RESULT_FILE_BYTES = 64 * 2**20
 
+# Where the engine saves adapters inside a results folder; their JSON files are configs.
+CHECKPOINTS_DIR = "checkpoints"
+
 # How the PEFT suite names the headline score, the forgetting measure and the task, per modality.
 SCORE_KEYS = {"accuracy": "math", "dino_similarity": "image-gen"}
 FORGETTING_KEYS = ("forgetting", "drift")
@@ -262,7 +265,9 @@ def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> l
         path = Path(given)
         if path.is_dir():
             for found in sorted(path.rglob("*.json")):
-                if found.is_file():
+                inner = found.relative_to(path).parts[:-1]
+                # saved adapters (checkpoints/) and hidden folders hold configs, not results
+                if found.is_file() and not any(part == CHECKPOINTS_DIR or part.startswith(".") for part in inner):
                     files.setdefault(found.resolve(), None)
         elif path.is_file():
             files.setdefault(path.resolve(), None)
