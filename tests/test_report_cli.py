@@ -43,7 +43,8 @@ def test_report_multi_metric_frontier_and_pair_choice():
 
 
 def test_report_terminal_tables_warnings_and_markup_safety():
-    result = runner.invoke(app, ["report", str(RESULTS / "hostile"), str(RESULTS / "published")])
+    # wide enough that no name is folded across lines
+    result = runner.invoke(app, ["report", str(RESULTS / "hostile"), str(RESULTS / "published")], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("warning: ") == 9  # nine unusable or incomplete files, one line each

@@ -15,6 +15,7 @@ from peftbench.analysis.metrics import Metric, format_value, get_metric
 from peftbench.analysis.points import Point
 
 # Columns shown besides the chosen pair, when the points have them.
+NARROW_WIDTH = 120
 CONTEXT_METRICS = ["test_score", "peak_memory", "train_time", "file_size", "trainable_params", "forgetting"]
 
 
@@ -73,23 +74,29 @@ def _points_table(
     labels = {m.name: m for m in view.metrics}
     table = Table(title=title, title_justify="left", header_style="bold", show_lines=False, expand=False)
     table.add_column("", width=1)
-    table.add_column("experiment", overflow="fold", min_width=20, max_width=48)
+    table.add_column("experiment", overflow="fold", min_width=24, max_width=60)
     for metric in columns:
         arrow = "↑" if metric.higher_is_better else "↓"
         table.add_column(f"{metric.label} {arrow}", justify="right", no_wrap=True)
     table.add_column("runs", justify="right")
-    table.add_column("note", overflow="fold", max_width=60)
+    # In a narrow terminal the note goes under the name instead of into a column of its own.
+    narrow = width < NARROW_WIDTH
+    if not narrow:
+        table.add_column("note", overflow="fold", max_width=60)
     on_frontier = set(view.frontier.frontier)
     for point in sorted(points, key=lambda p: _sort_key(p, comparison.y)):
         style = "bold green" if point.name in on_frontier else ""
         if point.name in view.within_noise:
             style = "bold yellow"
+        name, note = Text(point.name, style=style), _note(point, view, labels)
+        if narrow:
+            name = Text.assemble(name, "\n", note)
         table.add_row(
             Text("★" if point.name in on_frontier else "", style=style),
-            Text(point.name, style=style),
+            name,
             *[format_with_interval(point, metric) for metric in columns],
             str(len(point.runs)),
-            _note(point, view, labels),
+            *([] if narrow else [note]),
         )
     return table
 
