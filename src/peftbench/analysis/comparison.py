@@ -169,7 +169,7 @@ def point_dict(point: Point) -> dict[str, Any]:
         "config": point.config_name,
         "task": point.task,
         "peft_type": point.peft_type,
-        "learning_rate": point.learning_rate,
+        "learning_rate": point.fields()["lr"],
         "sweep_stage": point.sweep_stage,
         "converted": point.conversion_rank is not None,
         "n_runs": len(point.runs),

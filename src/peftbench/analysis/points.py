@@ -62,7 +62,7 @@ class Point:
             "task": self.task,
             "peft_type": self.peft_type or "",
             "n_runs": len(self.runs),
-            "lr": self.learning_rate,
+            "lr": self.learning_rate if self.learning_rate is not None else self.runs[0].learning_rate,
             "sweep_stage": self.sweep_stage or "",
             "converted": self.conversion_rank is not None,
             **{metric: self.mean(metric) for metric in METRICS},

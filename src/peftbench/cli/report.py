@@ -47,7 +47,7 @@ def report(
 
     metric_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     try:
-        render_report(
+        comparison = render_report(
             results, x=x, y=y, metrics=metric_list, filter_expression=filter_expression,
             html=html, png_dir=png, json_out=json_out, console=Console(),
         )
@@ -55,6 +55,8 @@ def report(
         message = error.args[0] if error.args else str(error)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
+    if not comparison.points:
+        raise typer.Exit(1)  # nothing usable: scripts should notice
 
 
 def register(app: typer.Typer) -> None:

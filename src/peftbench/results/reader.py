@@ -47,6 +47,7 @@ class RunRecord:
     per_item_correct: list[float] | None = None
     train_curve: list[CurvePoint] = field(default_factory=list)
     valid_curve: list[CurvePoint] = field(default_factory=list)
+    learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
     sweep: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
     source: str = "peft-suite"  # or "peftbench"
@@ -183,6 +184,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     peft_config = run_info.get("peft_config")
     peft_type = _string(peft_config.get("peft_type")) if isinstance(peft_config, dict) else None
     train_config = _dict(run_info, "train_config")
+    learning_rate = _number(_dict(train_config, "optimizer_kwargs"), "lr", "run_info.train_config.optimizer_kwargs", problems)
     seed = own.get("seed", train_config.get("seed"))
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
@@ -249,6 +251,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         per_item_correct=_per_item_correct(own.get("per_item_correct"), problems),
         train_curve=train_curve,
         valid_curve=valid_curve,
+        learning_rate=learning_rate,
         sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
         conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
         source="peftbench" if own else "peft-suite",
