@@ -100,3 +100,14 @@ def test_render_report_api_for_the_suite_command(tmp_path):
     # already-loaded records work too
     again = render_report([run for p in comparison.points for run in p.runs], console=Console(file=io.StringIO()))
     assert again.pair.frontier.frontier == comparison.pair.frontier.frontier
+
+
+def test_png_shows_dollar_signs_in_names_as_text(tmp_path):
+    """matplotlib would read `$...$` as math (and fail on broken math): names are escaped."""
+    data = json.loads((RESULTS / "published" / "lora--llama-3.2-3B-rank32.json").read_text())
+    data["run_info"]["experiment_name"] = "lora/$\\frac{broken$ math"
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "odd.json").write_text(json.dumps(data))
+    comparison = render_report([tmp_path / "results"], png_dir=tmp_path / "png", console=Console(file=io.StringIO()))
+    assert comparison.pair.frontier.frontier == ["lora/$\\frac{broken$ math"]
+    assert (tmp_path / "png" / "pareto_test_score_vs_peak_memory.png").stat().st_size > 10_000

@@ -103,6 +103,11 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
         assert set(frontier_rows) == set(comparison.pair.frontier.frontier) & {p.name for p in points}
         noise_rows = page.locator("#points-table tbody tr.within-noise td.name").all_text_contents()
         assert set(noise_rows) == set(comparison.pair.within_noise) & {p.name for p in points}
+    # hover details: the name and the metrics in human units
+    page.locator("#scatter .scatterlayer .trace").last.locator(".point").first.hover(force=True)
+    hover = page.locator("#scatter .hoverlayer .hovertext")
+    hover.wait_for(timeout=5_000)
+    assert "test score:" in hover.text_content() and "GiB" in hover.text_content()
     # hostile names are text: shown as written, no dialog, no element created from them
     names = page.locator("#points-table tbody td.name").all_text_contents()
     assert XSS_NAME in names and SCRIPT_NAME in names
