@@ -27,6 +27,8 @@ def test_published_layout_maps_to_friendly_metrics():
     assert run.metrics["file_size"] == 36715216 and run.metrics["trainable_params"] == 9175040
     assert run.metrics["train_time"] == pytest.approx(941.9589897260084)
     assert len(run.train_curve) == 21 and len(run.valid_curve) == 20
+    (full,) = load_results([RESULTS / "published" / "full-finetuning--llama-3.2-3B-lr_0.00001.json"]).records
+    assert full.peft_type == "full-finetuning" and full.learning_rate == pytest.approx(1e-5)
 
 
 def test_image_generation_layout_uses_dino_similarity_and_drift():

@@ -17,6 +17,8 @@ from typing import Any
 # A result file is a few hundred KB; anything far larger is not one and is not worth reading.
 MAX_RESULT_FILE_BYTES = 64 * 2**20
 
+FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
+
 # Where the engine saves adapters inside a results folder; their JSON files are configs.
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -182,7 +184,10 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         "image-gen" if forgetting_key == "drift" else "math"
     )
     peft_config = run_info.get("peft_config")
-    peft_type = _string(peft_config.get("peft_type")) if isinstance(peft_config, dict) else None
+    if isinstance(peft_config, dict):
+        peft_type = _string(peft_config.get("peft_type"))
+    else:  # the PEFT suite's own reading: no adapter config means full fine-tuning
+        peft_type = FULL_FINETUNING if "peft_config" in run_info and peft_config is None else None
     train_config = _dict(run_info, "train_config")
     learning_rate = _number(_dict(train_config, "optimizer_kwargs"), "lr", "run_info.train_config.optimizer_kwargs", problems)
     seed = own.get("seed", train_config.get("seed"))
@@ -193,18 +198,15 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         return value if value is not None else fallback
 
     valid_entries = [m for m in metrics_log if _score_key(m, "valid")]
+    last_valid = valid_entries[-1] if valid_entries else {}
+    last_valid_key = f"valid {_score_key(last_valid, 'valid')}"
     train_tokens = _number(final, "train total tokens", "train_info.metrics[-1]", problems)
     train_time = own_or("train_time_s", _number(train_info, "train_time", "train_info", problems))
     eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
     eval_times = [t for t in eval_times if t is not None]
     metrics = {
         "test_score": own_or("test_score", _number(final, f"test {score_name}", "train_info.metrics[-1]", problems)),
-        "valid_score": own_or(
-            "valid_score",
-            _number(valid_entries[-1], f"valid {_score_key(valid_entries[-1], 'valid')}", "train_info.metrics", problems)
-            if valid_entries
-            else None,
-        ),
+        "valid_score": own_or("valid_score", _number(last_valid, last_valid_key, "train_info.metrics", problems)),
         "peak_memory": own_or(
             "peak_memory_train_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
         ),
