@@ -137,3 +137,10 @@ def test_single_published_runs_say_noise_is_not_measured():
     assert comparison.all_single_runs
     assert "noise is not measured" in comparison.noise_summary
     assert comparison.pair.within_noise == {}  # unknown noise is never called "within noise"
+
+
+def test_point_fields_are_the_documented_filter_names():
+    from peftbench.analysis.points import FILTER_FIELDS
+
+    points, _ = build_points(load_results([RESULTS / "peftbench"]).records)
+    assert set(points[0].fields()) == FILTER_FIELDS

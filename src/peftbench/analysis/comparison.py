@@ -15,7 +15,7 @@ from peftbench.analysis.filters import Filter
 from peftbench.analysis.metrics import METRICS, Metric, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
-from peftbench.analysis.points import Point, build_points
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points
 from peftbench.results.reader import LoadedResults, LoadWarning
 
 
@@ -161,18 +161,11 @@ def _view_dict(view: FrontierView) -> dict[str, Any]:
 
 
 def point_dict(point: Point) -> dict[str, Any]:
-    """A point as plain JSON data: metrics (means), intervals, runs and curves."""
+    """A point as plain JSON data: its filter fields, metrics (means), intervals, runs and curves."""
+    fields = point.fields()
+    descriptive = {name: fields[name] for name in DESCRIPTIVE_FIELDS}
     return {
-        "name": point.name,
-        "experiment": point.experiment_name,
-        "method": point.method,
-        "config": point.config_name,
-        "task": point.task,
-        "peft_type": point.peft_type,
-        "learning_rate": point.fields()["lr"],
-        "sweep_stage": point.sweep_stage,
-        "converted": point.conversion_rank is not None,
-        "n_runs": len(point.runs),
+        **descriptive,  # name, experiment, method, config, task, peft_type, n_runs, lr, sweep_stage, converted
         "seeds": point.seeds,
         "noise": point.noise_note,
         "metrics": {m: point.mean(m) for m in METRICS if point.mean(m) is not None},

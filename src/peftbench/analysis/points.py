@@ -19,6 +19,11 @@ from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci
 from peftbench.results.reader import LoadWarning, RunRecord
 
 
+# What filter expressions and the HTML table can refer to besides the metrics (see Point.fields).
+DESCRIPTIVE_FIELDS = ("name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", "sweep_stage", "converted")
+FILTER_FIELDS = frozenset(DESCRIPTIVE_FIELDS) | frozenset(METRICS)
+
+
 @dataclass
 class Point:
     name: str  # unique among the points of a report

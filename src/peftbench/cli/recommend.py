@@ -40,10 +40,9 @@ def recommend(
 
     from peftbench.analysis.filters import FilterError, parse_filter
     from peftbench.analysis.metrics import format_value, get_metric
-    from peftbench.analysis.points import build_points
+    from peftbench.analysis.points import FILTER_FIELDS, build_points
     from peftbench.analysis.recommend import Constraint, ConstraintError, parse_count, parse_duration, parse_size
     from peftbench.analysis.recommend import recommend as rank
-    from peftbench.reporting.render import FILTER_FIELDS
     from peftbench.results.reader import load_results
 
     def fail(message: str) -> None:

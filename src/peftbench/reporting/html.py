@@ -19,6 +19,7 @@ from typing import Any
 
 from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
 from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS
 
 _PLACEHOLDER = re.compile(r"__PEFTBENCH_(TITLE|DATA|PLOTLYJS)__")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -35,6 +36,7 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
     data = comparison_dict(comparison)
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
+    data["filter_fields"] = list(DESCRIPTIVE_FIELDS)
     data["metric_info"] = {
         name: {"label": m.label, "direction": m.direction, "unit": m.unit, "help": m.help}
         for name, m in METRICS.items()

@@ -13,13 +13,8 @@ from rich.console import Console
 
 from peftbench.analysis.comparison import Comparison, compare_results, comparison_dict
 from peftbench.analysis.filters import parse_filter
-from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.points import FILTER_FIELDS
 from peftbench.results.reader import LoadedResults, RunRecord, load_results
-
-FILTER_FIELDS = {
-    "name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", "sweep_stage", "converted", *METRICS
-}
-
 
 def render_report(
     results: Iterable[str | Path] | Sequence[RunRecord] | LoadedResults,
