@@ -39,6 +39,7 @@ def report(
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained interactive HTML report here.")] = None,
     png: Annotated[Optional[Path], typer.Option("--png", help="Write static Pareto plots (PNG) into this folder.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object (frontier, points, dominated_by, ...) instead of tables.")] = False,
+    title: Annotated[str, typer.Option("--title", help="Title of the HTML report.")] = "peftbench report",
 ) -> None:
     from rich.console import Console
 
@@ -49,7 +50,7 @@ def report(
     try:
         comparison = render_report(
             results, x=x, y=y, metrics=metric_list, filter_expression=filter_expression,
-            html=html, png_dir=png, json_out=json_out, console=Console(),
+            html=html, png_dir=png, json_out=json_out, console=Console(), title=title,
         )
     except (KeyError, ValueError, FilterError) as error:
         message = error.args[0] if error.args else str(error)
