@@ -103,6 +103,7 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
         assert set(frontier_rows) == set(comparison.pair.frontier.frontier) & {p.name for p in points}
         noise_rows = page.locator("#points-table tbody tr.within-noise td.name").all_text_contents()
         assert set(noise_rows) == set(comparison.pair.within_noise) & {p.name for p in points}
+    assert page.locator("#scatter .xtitle").text_content().startswith("peak memory [GiB]")  # one readable unit
     # hover details: the name and the metrics in human units
     page.locator("#scatter .scatterlayer .trace").last.locator(".point").first.hover(force=True)
     hover = page.locator("#scatter .hoverlayer .hovertext")

@@ -109,7 +109,7 @@ def format_value(metric: Metric, value: float | None) -> str:
 
 
 # [scale, suffix, smallest value that uses it] per unit, largest first (as format_value chooses them).
-_AXIS_UNITS: dict[str, list[tuple[float, str, float]]] = {
+AXIS_UNITS: dict[str, list[tuple[float, str, float]]] = {
     "bytes": [(2**40, "TiB", 2**40), (2**30, "GiB", 2**30), (2**20, "MiB", 2**20), (2**10, "KiB", 2**10), (1, "B", 0)],
     "seconds": [(3600, "h", 7200), (60, "min", 120), (1, "s", 0)],
     "count": [(1e9, "B", 1e9), (1e6, "M", 1e6), (1e3, "k", 1e3), (1, "", 0)],
@@ -118,7 +118,7 @@ _AXIS_UNITS: dict[str, list[tuple[float, str, float]]] = {
 
 def axis_unit(metric: Metric, values: list[float]) -> tuple[float, str]:
     """One readable unit for a plot axis, chosen from the largest value: (scale to divide by, suffix)."""
-    steps = _AXIS_UNITS.get(metric.unit)
+    steps = AXIS_UNITS.get(metric.unit)
     if not steps:
         return 1.0, ""
     largest = max((abs(v) for v in values), default=0.0)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
-from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.metrics import AXIS_UNITS, METRICS
 from peftbench.analysis.points import DESCRIPTIVE_FIELDS
 
 _PLACEHOLDER = re.compile(r"__PEFTBENCH_(TITLE|DATA|PLOTLYJS)__")
@@ -37,6 +37,7 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
     data["filter_fields"] = list(DESCRIPTIVE_FIELDS)
+    data["axis_units"] = AXIS_UNITS  # the plot's axis units are chosen as in the PNG plots
     data["metric_info"] = {
         name: {"label": m.label, "direction": m.direction, "unit": m.unit, "help": m.help}
         for name, m in METRICS.items()
