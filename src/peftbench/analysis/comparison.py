@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.analysis.filters import Filter
-from peftbench.analysis.metrics import METRICS, Metric, get_metric
+from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
 from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points
@@ -87,6 +87,26 @@ def frontier_view(points: Sequence[Point], metrics: Sequence[Metric], *, with_no
         if with_noise:
             noise.update(within_noise(frontier, {p.name: p for p in task_points}, metrics))
     return FrontierView(list(metrics), _merge(frontiers, names), noise)
+
+
+def frontier_note(name: str, view: FrontierView) -> tuple[str, str]:
+    """Where a point stands on a frontier, as (kind, sentence). Kinds: missing, dominated, within_noise,
+    tie, frontier. The terminal colours by kind; the HTML and JSON show the sentence."""
+    frontier = view.frontier
+    metrics = {m.name: m for m in view.metrics}
+    if name in frontier.missing:
+        return "missing", f"left out of the frontier: no {', '.join(frontier.missing[name])}"
+    if name in frontier.dominated_by:
+        domination = frontier.dominated_by[name]
+        margins = ", ".join(
+            f"{format_value(metrics[m], margin)} {metrics[m].label}" for m, margin in domination.margins.items() if margin
+        )
+        return "dominated", f"dominated by {domination.by} (better by {margins})"
+    tie = next((group for group in frontier.ties if name in group), None)
+    tie_note = f"; tie: equal to {', '.join(n for n in tie if n != name)}" if tie else ""
+    if name in view.within_noise:
+        return "within_noise", f"on the frontier only within noise of {view.within_noise[name]}{tie_note}"
+    return ("tie" if tie else "frontier"), f"on the frontier{tie_note}"
 
 
 def _missing_warnings(points: Sequence[Point], view: FrontierView) -> list[LoadWarning]:
@@ -170,6 +190,13 @@ def point_dict(point: Point) -> dict[str, Any]:
         "noise": point.noise_note,
         "metrics": {m: point.mean(m) for m in METRICS if point.mean(m) is not None},
         "ci95": {m: [v.low, v.high] for m, v in point.values.items() if v is not None and v.low != v.high},
+        # the same numbers in human units (GiB, min, M), as the terminal prints them
+        "formatted": {m: format_value(METRICS[m], v.mean) for m, v in point.values.items() if v is not None},
+        "ci95_formatted": {
+            m: f"{format_value(METRICS[m], v.low)} – {format_value(METRICS[m], v.high)}"
+            for m, v in point.values.items()
+            if v is not None and v.low != v.high
+        },
         "files": [str(run.path) for run in point.runs],
         "curves": [
             {
@@ -196,6 +223,7 @@ def comparison_dict(comparison: Comparison, *, with_curves: bool = False) -> dic
         "ties": comparison.pair.frontier.ties,
         "missing": comparison.pair.frontier.missing,
         "within_noise": comparison.pair.within_noise,
+        "notes": {p.name: frontier_note(p.name, comparison.pair)[1] for p in comparison.points},
         "noise_summary": comparison.noise_summary,
         "points": points,
         "warnings": [str(w) for w in comparison.warnings],

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from peftbench.analysis.comparison import Comparison, FrontierView
+from peftbench.analysis.comparison import Comparison, FrontierView, frontier_note
 from peftbench.analysis.metrics import Metric, format_value, get_metric
 from peftbench.analysis.points import Point
 
@@ -46,32 +46,18 @@ def _sort_key(point: Point, metric: Metric) -> tuple:
     return (0, -value if metric.higher_is_better else value, point.name)
 
 
-def _note(point: Point, view: FrontierView, metric_labels: dict[str, Metric]) -> Text:
-    frontier = view.frontier
-    if point.name in frontier.missing:
-        return Text(f"left out: no {', '.join(frontier.missing[point.name])}", style="yellow")
-    if point.name in frontier.dominated_by:
-        domination = frontier.dominated_by[point.name]
-        margins = ", ".join(
-            f"{format_value(metric_labels[m], margin)} {metric_labels[m].label}"
-            for m, margin in domination.margins.items()
-            if margin
-        )
-        return Text.assemble(("dominated by ", "dim"), Text(domination.by), (f" (better by {margins})", "dim"))
-    notes = []
-    if point.name in view.within_noise:
-        notes.append(Text.assemble(("on the frontier only within noise of ", "yellow"), Text(view.within_noise[point.name])))
-    tie = next((group for group in frontier.ties if point.name in group), None)
-    if tie:
-        notes.append(Text(f"tie: equal to {', '.join(n for n in tie if n != point.name)}", style="cyan"))
-    return Text(" | ").join(notes) if notes else Text("Pareto-optimal", style="green")
+NOTE_STYLES = {"missing": "yellow", "dominated": "dim", "within_noise": "yellow", "tie": "cyan", "frontier": "green"}
+
+
+def _note(point: Point, view: FrontierView) -> Text:
+    kind, sentence = frontier_note(point.name, view)
+    return Text(sentence, style=NOTE_STYLES[kind])
 
 
 def _points_table(
     comparison: Comparison, view: FrontierView, points: list[Point], title: str, width: int
 ) -> Table:
     columns = _columns(comparison, width)
-    labels = {m.name: m for m in view.metrics}
     table = Table(title=title, title_justify="left", header_style="bold", show_lines=False, expand=False)
     table.add_column("", width=1)
     table.add_column("experiment", overflow="fold", min_width=24, max_width=60)
@@ -88,7 +74,7 @@ def _points_table(
         style = "bold green" if point.name in on_frontier else ""
         if point.name in view.within_noise:
             style = "bold yellow"
-        name, note = Text(point.name, style=style), _note(point, view, labels)
+        name, note = Text(point.name, style=style), _note(point, view)
         if narrow:
             name = Text.assemble(name, "\n", note)
         table.add_row(
