@@ -100,6 +100,7 @@ def test_hostile_files_give_one_warning_line_each_and_never_crash():
     assert "no test_score" in by_file["missing-metric.json"]
     assert "not a finite number" in by_file["nan-score.json"] and "no test_score" in by_file["nan-score.json"]
     assert "'big', not a number" in by_file["wrong-types.json"]
+    assert "not a finite number" in by_file["wrong-types.json"]  # a 400-digit integer
     assert "not a list" in by_file["metrics-not-list.json"]
     assert "no train_info" in by_file["no-train-info.json"]
     assert [p.name for p in comparison.ignored] == ["list-top-level.json"]

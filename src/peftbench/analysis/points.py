@@ -7,7 +7,6 @@ metrics are the mean over its runs with a 95% bootstrap interval (see analysis.s
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 
 from peftbench.analysis.metrics import METRICS
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci
-from peftbench.results.reader import LoadWarning, RunRecord
+from peftbench.results.reader import LoadWarning, RunRecord, finite_number
 
 
 # What filter expressions and the HTML table can refer to besides the metrics (see Point.fields).
@@ -83,9 +82,7 @@ def _sweep_stage(run: RunRecord) -> str | None:
 
 
 def _sweep_lr(run: RunRecord) -> float | None:
-    lr = (run.sweep or {}).get("lr")
-    valid = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-    return float(lr) if valid else None
+    return finite_number((run.sweep or {}).get("lr"))
 
 
 def _conversion_rank(run: RunRecord) -> Any:

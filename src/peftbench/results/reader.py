@@ -82,17 +82,26 @@ class _Problems:
         self.messages.append(message)
 
 
+def finite_number(value: Any) -> float | None:
+    """`value` as a float if it is a finite JSON number (not a bool, not NaN/inf, not a 400-digit int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _number(container: Mapping[str, Any], key: str, where: str, problems: _Problems) -> float | None:
     if key not in container or container[key] is None:
         return None
     value = container[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.add(f"{where}[{key!r}] is {_short(value)}, not a number")
-        return None
-    if not math.isfinite(value):
-        problems.add(f"{where}[{key!r}] is {value}, not a finite number")
-        return None
-    return float(value)
+    number = finite_number(value)
+    if number is None:
+        kind = "not a finite number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not a number"
+        problems.add(f"{where}[{key!r}] is {_short(value)}, {kind}")
+    return number
 
 
 def _short(value: Any) -> str:
@@ -126,9 +135,7 @@ def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _P
 def _per_item_correct(value: Any, problems: _Problems) -> list[float] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    ):
+    if not isinstance(value, list) or not all(finite_number(v) is not None for v in value):
         problems.add("peftbench.per_item_correct is not a list of numbers; paired statistics skip this run")
         return None
     return [float(v) for v in value]
