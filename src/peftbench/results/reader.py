@@ -81,6 +81,14 @@ class _Problems:
     def add(self, message: str) -> None:
         self.messages.append(message)
 
+    def summary(self, most: int = 4) -> str | None:
+        """One line: the first few distinct problems, then how many more."""
+        distinct = list(dict.fromkeys(self.messages))
+        if not distinct:
+            return None
+        more = f"; and {len(distinct) - most} more problem(s)" if len(distinct) > most else ""
+        return "; ".join(distinct[:most]) + more
+
 
 def finite_number(value: Any) -> float | None:
     """`value` as a float if it is a finite JSON number (not a bool, not NaN/inf, not a 400-digit int)."""
@@ -267,7 +275,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     )
     if own.get("higher_is_better") is False:
         problems.add(f"its score {score_name!r} is lower-is-better, but test_score is compared as higher-is-better")
-    warning = "; ".join(dict.fromkeys(problems.messages)) if problems.messages else None
+    warning = problems.summary()
     return record, warning, True
 
 
