@@ -86,6 +86,14 @@ def test_missing_values_are_left_out_and_listed():
     assert result.missing == {"no-memory": ["peak_memory"], "no-score": ["test_score"]}
 
 
+def test_metric_aliases_and_directions():
+    assert get_metric("test accuracy").name == "test_score"
+    assert get_metric("num_trainable_params").name == "trainable_params"
+    assert get_metric("Drift").name == "forgetting"
+    assert get_metric("accelerator_memory_max").direction == "min"
+    assert get_metric("tokens_per_second").higher_is_better
+
+
 def test_bad_metric_lists_are_clear_errors():
     with pytest.raises(ValueError, match="at least two"):
         pareto_frontier({}, ["test_score"])

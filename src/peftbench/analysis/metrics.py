@@ -70,6 +70,20 @@ ALIASES = {
     "checkpoint_size": "file_size",
     "params": "trainable_params",
     "drift": "forgetting",
+    # the PEFT suite's and peftbench's own field names
+    "dino_similarity": "test_score",
+    "accelerator_memory_max": "peak_memory",
+    "peak_memory_train_bytes": "peak_memory",
+    "peak_memory_total_bytes": "peak_memory_total",
+    "accelerator_memory_reserved_avg": "memory_reserved_avg",
+    "accelerator_memory_reserved_99th": "memory_reserved_99th",
+    "train_time_s": "train_time",
+    "eval_time_s": "eval_time",
+    "total_time_s": "total_time",
+    "checkpoint_size_bytes": "file_size",
+    "num_trainable_params": "trainable_params",
+    "num_total_params": "total_params",
+    "train_loss": "final_train_loss",
 }
 
 
