@@ -71,7 +71,7 @@ def recommend(
         fail(error.args[0])
 
     console = Console(stderr=json_out)
-    loaded = load_results(results)
+    loaded = load_results(results, progress=True)
     for warning in loaded.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     points, grouping_warnings = build_points(loaded.records)

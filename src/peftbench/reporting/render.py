@@ -43,7 +43,7 @@ def render_report(
         if items and all(isinstance(item, RunRecord) for item in items):
             loaded = LoadedResults(records=list(items), warnings=[], ignored=[])
         else:
-            loaded = load_results(items)
+            loaded = load_results(items, progress=True)
     point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
     comparison = compare_results(loaded, x=x, y=y, metrics=metrics, point_filter=point_filter)
 

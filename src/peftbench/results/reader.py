@@ -296,12 +296,27 @@ def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> l
     return list(files)
 
 
-def load_results(paths: Iterable[str | Path]) -> LoadedResults:
-    """Load every result file in `paths` (files, or folders searched recursively for *.json)."""
+# Below this many files loading takes well under a second: no progress bar.
+PROGRESS_MIN_FILES = 200
+
+
+def _with_progress(files: list[Path]) -> Iterable[Path]:
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(files, description="reading results", transient=True, console=Console(stderr=True))
+
+
+def load_results(paths: Iterable[str | Path], *, progress: bool = False) -> LoadedResults:
+    """Load every result file in `paths` (files, or folders searched recursively for *.json).
+
+    With `progress`, many files get a transient progress bar on stderr.
+    """
     warnings: list[LoadWarning] = []
     records: list[RunRecord] = []
     ignored: list[Path] = []
-    for path in _result_files(paths, warnings):
+    files = _result_files(paths, warnings)
+    for path in _with_progress(files) if progress and len(files) >= PROGRESS_MIN_FILES else files:
         try:
             if path.stat().st_size > MAX_RESULT_FILE_BYTES:
                 warnings.append(LoadWarning(path, f"larger than {MAX_RESULT_FILE_BYTES >> 20} MiB; not read"))
