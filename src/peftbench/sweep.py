@@ -472,7 +472,7 @@ def run_sweep(
     workers: int = 1,
     ray_address: Optional[str] = None,
     force: bool = False,
-    execute: TrialExecutor = execute_trial,
+    execute: Optional[TrialExecutor] = None,
     higher_is_better: bool = True,
     score_name: str = "accuracy",
     show_progress: bool = True,
@@ -480,7 +480,8 @@ def run_sweep(
     """Run the search, select on validation, run the seeds and write the summary.
 
     Ctrl-C propagates as KeyboardInterrupt; every finished result file stays, no summary is written,
-    and running the same sweep again resumes it.
+    and running the same sweep again resumes it. `execute` runs one trial (default: the engine's
+    child-process runner, `peftbench.runners.execute_trial`).
     """
     from peftbench.runners.local import should_skip  # the engine's rule: success, diverged, oom are final
 
@@ -491,7 +492,8 @@ def run_sweep(
         nonlocal skipped
         todo = [t for t in trials if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force)]
         skipped += len(trials) - len(todo)
-        ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address, execute=execute,
+        ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address,
+                              execute=execute or execute_trial,
                               description=description, show_progress=show_progress))
 
     plan.results_dir.mkdir(parents=True, exist_ok=True)

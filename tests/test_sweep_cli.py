@@ -1,0 +1,81 @@
+"""`peftbench sweep` as a user runs it: the table, the summary file, exit statuses, clear input errors.
+
+The engine is replaced by the stand-in (tests/test_sweep_standin.py) so the command runs in seconds;
+the experiments, the task defaults and the option parsing are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+from test_sweep_standin import make_experiment, standin_execute
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    monkeypatch.setattr("peftbench.sweep.execute_trial", standin_execute)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["sweep", *map(str, args)])
+
+
+@pytest.fixture
+def experiments(tmp_path):
+    lora = make_experiment(tmp_path / "exp", "lora", "r4", best_valid_lr=1e-3, best_test_lr=1e-3)
+    ia3 = make_experiment(tmp_path / "exp", "ia3", "default", best_valid_lr=1e-2, best_test_lr=1e-2)
+    return lora, ia3
+
+
+def test_sweep_command_prints_default_vs_tuned_and_writes_the_summary(cli, experiments, tmp_path):
+    results = tmp_path / "results"
+    outcome = cli(*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "2", "--results", results,
+                  "--workers", "2", "--set", "max_steps=5")
+    assert outcome.exit_code == 0, outcome.output
+    assert "lora/r4" in outcome.stdout and "ia3/default" in outcome.stdout and "reference" in outcome.stdout
+    summary = json.loads((results / "sweep-summary.json").read_text())
+    assert summary["overrides"] == {"max_steps": 5}
+    # math-tiny's configured rate (2e-3) is the grid's centre for both experiments
+    assert summary["experiments"]["lora/r4"]["lr_grid"] == [0.000632, 0.002, 0.00632]
+    assert summary["experiments"]["ia3/default"]["chosen_lr"] == 0.00632
+
+    again = cli(*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "2", "--results", results,
+                "--workers", "2", "--set", "max_steps=5")
+    assert again.exit_code == 0 and "0 trials run, 10 already finished" in again.stderr
+
+
+def test_a_failed_trial_makes_the_exit_status_non_zero(cli, experiments, tmp_path):
+    broken = make_experiment(tmp_path / "exp", "boft", "broken", best_valid_lr=1e-3, best_test_lr=1e-3, fail=True)
+    outcome = cli(experiments[0], broken, "--lrs", "1e-3", "--seeds", "1", "--results", tmp_path / "r")
+    assert outcome.exit_code == 1
+    assert "boft--broken--lr0.001--seed0.json: failed" in outcome.stderr
+    assert (tmp_path / "r" / "lora--r4--lr0.001--seed1.json").exists()  # the sweep went on
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lrs", "1e-3", "--lr-trials", "2"], "either --lrs or --lr-trials"),
+        (["--lrs", "1e-3,fast"], "'fast' is not a number"),
+        (["--set", "max_stpes=3"], "unknown training parameter 'max_stpes'"),
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--reference", "vera"], "--reference 'vera' is not in this sweep"),
+    ],
+)
+def test_bad_input_is_a_clear_error_before_anything_runs(cli, experiments, tmp_path, args, message):
+    outcome = cli(*experiments, "--results", tmp_path / "r", *args)
+    assert outcome.exit_code == 2
+    assert message in outcome.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(cli, experiments, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("peftbench.sweep.run_sweep", interrupted)
+    outcome = cli(*experiments, "--results", tmp_path / "r")
+    assert outcome.exit_code == 130
+    assert "run the same command again to resume" in outcome.stderr
