@@ -111,3 +111,9 @@ def test_png_shows_dollar_signs_in_names_as_text(tmp_path):
     comparison = render_report([tmp_path / "results"], png_dir=tmp_path / "png", console=Console(file=io.StringIO()))
     assert comparison.pair.frontier.frontier == ["lora/$\\frac{broken$ math"]
     assert (tmp_path / "png" / "pareto_test_score_vs_peak_memory.png").stat().st_size > 10_000
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--png", str(tmp_path / "taken")])
+    assert result.exit_code == 1 and "cannot write" in result.output

@@ -56,6 +56,9 @@ def report(
         message = error.args[0] if error.args else str(error)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
+    except OSError as error:  # an output path that cannot be written
+        typer.echo(f"error: cannot write {error.filename or 'the output'}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None
     if not comparison.points:
         raise typer.Exit(1)  # nothing usable: scripts should notice
 
