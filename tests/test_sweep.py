@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from peftbench.config import ConfigError
-from peftbench.runners import TrialOutcome, threads_per_worker
+from peftbench.runners import TrialOutcome, execute_trial, threads_per_worker
 from peftbench.sweep import (
     SUMMARY_FILE,
     SweepExperiment,
@@ -264,3 +264,24 @@ def test_threads_are_split_fairly_between_workers():
     with pytest.raises(ValueError):
         threads_per_worker(0, cores=2)
 
+
+
+def test_execute_trial_hands_the_trial_to_the_engines_runner(tmp_path, two_methods, monkeypatch):
+    calls = []
+
+    def fake_run_experiment(experiment_dir, task_name, results_dir, **kwargs):
+        calls.append((experiment_dir, task_name, results_dir, kwargs))
+        return Path(results_dir) / f"{kwargs['result_name']}.json", "diverged"
+
+    monkeypatch.setattr("peftbench.runners.local.run_experiment", fake_run_experiment)
+    plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
+    trial = {**plan.search_trials()[0], "num_threads": 3}
+    outcome = execute_trial(trial)
+    assert outcome.status == "diverged" and outcome.result_path.endswith("lora--r4--lr0.001--seed0.json")
+    experiment_dir, task_name, results_dir, kwargs = calls[0]
+    assert (experiment_dir, task_name, results_dir) == (str(two_methods[0].path), "math-tiny", str(tmp_path.resolve()))
+    assert kwargs["overrides"] == {"optimizer_kwargs": {"lr": 1e-3}}
+    assert kwargs["seed"] == 0 and kwargs["force"] is True and kwargs["num_threads"] == 3
+    assert kwargs["result_name"] == "lora--r4--lr0.001--seed0"
+    assert kwargs["extra_result_fields"]["sweep"]["role"] == "trial"
+    assert kwargs["show_progress"] is False
