@@ -200,3 +200,58 @@ def test_evaluate_adapter_without_training(experiments_copy, math_fixture_params
     assert pb["per_item_correct"] == trained["peftbench"]["per_item_correct"]
     assert pb["forgetting"] == pytest.approx(trained["peftbench"]["forgetting"], abs=1e-5)
     assert pb["trainable_params"] == trained["peftbench"]["trainable_params"]
+
+
+@pytest.mark.parametrize(
+    ("optimizer_type", "optimizer_kwargs"),
+    [("lora+", {"lr": 1e-3, "loraplus_lr_ratio": 16}), ("riemannian", {"lr": 1e-3, "reg": 1e-2}), ("SGD", {"lr": 1e-2})],
+)
+def test_optimizer_types(experiments_copy, math_fixture_params, tmp_path, optimizer_type, optimizer_kwargs):
+    params = {**math_fixture_params, "optimizer_type": optimizer_type, "optimizer_kwargs": optimizer_kwargs,
+              "max_steps": 2, "valid_size": 0, "test_size": 2}
+    result = run_in_process(experiments_copy / LORA, tmp_path, params, save_checkpoint=False)
+    assert result["peftbench"]["status"] == "success", result["peftbench"]["error_msg"]
+    assert result["run_info"]["train_config"]["optimizer_type"] == optimizer_type
+    first, last = result["peftbench"]["train_curve"][0], result["peftbench"]["train_curve"][-1]
+    assert first["loss"] != last["loss"]  # the optimizer changed the adapter
+
+
+def test_adalora_budget_follows_max_steps(experiments_copy, math_fixture_params, tmp_path):
+    folder = experiments_copy / "adalora" / "small"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "ADALORA", "task_type": "CAUSAL_LM", "init_r": 8, "target_r": 4, "tinit": 2, "tfinal": 2,
+        "deltaT": 1, "total_step": 5000, "target_modules": ["q_proj", "v_proj"],
+    }))
+    params = {**math_fixture_params, "max_steps": 6, "eval_steps": 6, "test_size": 2}
+    result = run_in_process(folder, tmp_path, params)
+    assert result["peftbench"]["status"] == "success", result["peftbench"]["error_msg"]
+    assert result["run_info"]["peft_config"]["total_step"] == 6
+    # update_and_allocate ran: the final rank budget was reached and recorded in the saved config
+    saved = json.loads((Path(result["peftbench"]["checkpoint_dir"]) / "adapter_config.json").read_text())
+    assert saved["rank_pattern"]
+
+
+def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    request = RunRequest(task="math", results_dir=str(tmp_path), experiment_dir=str(experiments_copy / LORA),
+                         overrides={**math_fixture_params, "max_steps": 100000, "eval_steps": 100000})
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(request.__dict__))
+    child = subprocess.Popen([*local.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "2/100000" not in seen and time.monotonic() < deadline:  # wait until training has made steps
+        seen += child.stderr.read(1)
+    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGINT)  # a second Ctrl-C must not interrupt writing the result
+    child.stderr.read()
+    assert child.wait(timeout=120) == 0
+    result = read_result(tmp_path / "lora--llama-3.2-3B-rank32.json")
+    assert result["peftbench"]["status"] == "cancelled" and "Ctrl-C" in result["peftbench"]["error_msg"]
+    assert 0 < result["peftbench"]["steps"] < 100000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json" or ".tmp" in p.name) == [
+        "lora--llama-3.2-3B-rank32.json", "request.json"]

@@ -242,7 +242,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
     m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
 
-    if outcome.status == "success" or (request.mode == "train" and outcome.steps_done > 0):
+    if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
 
 
