@@ -52,13 +52,13 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     outcome = runner.invoke(app, args)
     assert outcome.exit_code == 1, outcome.output
 
-    failed = read_result(results / "lora--bad-targets.json")
+    failed = read_result(results / "lora--bad-targets--seed3.json")
     assert failed["peftbench"]["status"] == "failed" == failed["train_info"]["status"]
     assert "query_key_value" in failed["peftbench"]["error_msg"]
     assert "v_proj" in failed["peftbench"]["error_msg"]  # the model's linear modules are listed
     assert failed["peftbench"]["steps"] == 0
 
-    result = read_result(results / "lora--llama-3.2-3B-rank32.json")
+    result = read_result(results / "lora--llama-3.2-3B-rank32--seed3.json")
     pb, train_info, run_info = result["peftbench"], result["train_info"], result["run_info"]
     assert pb["status"] == "success" and pb["error_msg"] == ""
     assert (pb["task"], pb["method"], pb["name"], pb["seed"]) == ("math", "lora", "llama-3.2-3B-rank32", 3)
@@ -67,7 +67,7 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     assert run_info["peft_config"]["r"] == 32 and run_info["peft_config"]["peft_type"] == "LORA"
 
     # checkpoint: real size on disk and parameter count agree with the result
-    checkpoint = results / "checkpoints" / "lora--llama-3.2-3B-rank32"
+    checkpoint = results / "checkpoints" / "lora--llama-3.2-3B-rank32--seed3"
     weights = checkpoint / "adapter_model.safetensors"
     assert pb["checkpoint_size_bytes"] == weights.stat().st_size == train_info["file_size"]
     from safetensors.torch import load_file
@@ -104,12 +104,12 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     assert PeftConfig.from_pretrained(str(checkpoint)).r == 32
 
     # a second run skips the existing result (no child starts: nothing changes)
-    before = (results / "lora--llama-3.2-3B-rank32.json").stat().st_mtime_ns
+    before = (results / "lora--llama-3.2-3B-rank32--seed3.json").stat().st_mtime_ns
     outcome = runner.invoke(app, ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(results),
-                                  *set_options(math_fixture_params)])
+                                  "--seed", "3", *set_options(math_fixture_params)])
     assert outcome.exit_code == 0, outcome.output
     assert "skip" in outcome.output
-    assert (results / "lora--llama-3.2-3B-rank32.json").stat().st_mtime_ns == before
+    assert (results / "lora--llama-3.2-3B-rank32--seed3.json").stat().st_mtime_ns == before
 
 
 def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, tmp_path):
@@ -255,3 +255,20 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
     assert 0 < result["peftbench"]["steps"] < 100000
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json" or ".tmp" in p.name) == [
         "lora--llama-3.2-3B-rank32.json", "request.json"]
+
+
+def test_force_reruns_an_existing_result(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
+    from peftbench.results.writer import write_json_atomic
+
+    existing = tmp_path / "lora--llama-3.2-3B-rank32.json"
+    write_json_atomic(existing, {"peftbench": {"status": "success"}, "train_info": {"status": "success"}})
+    starts = tmp_path / "child-started"
+    # a stand-in child that only records that it was started, then dies without writing a result
+    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"])
+    args = ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(tmp_path),
+            *set_options(math_fixture_params)]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0 and "skip" in outcome.output and not starts.exists()
+    outcome = CliRunner().invoke(app, [*args, "--force"])
+    assert outcome.exit_code == 1 and starts.read_text() == "x"
+    assert read_result(existing)["peftbench"]["status"] == "failed"

@@ -11,7 +11,7 @@ RUN_HELP = """Train and evaluate each EXPERIMENT folder on a task and write RESU
 
 An experiment folder is <method>/<name>/ with adapter_config.json (any peft config, as written by save_pretrained; none means full fine-tuning) and optionally training_params.json (overrides of the task's defaults). The PEFT suite's method_comparison folders run unchanged.
 
-Each experiment runs in its own child process: a crash or out-of-memory in one is recorded in its result (status failed / oom) and the others still run; the command then exits with code 1. An existing result is skipped unless --force (failed or cancelled results are run again). Ctrl-C stops after writing a `cancelled` result. The trained adapter is saved under RESULTS/checkpoints/<method>--<name>/ unless --no-save.
+Each experiment runs in its own child process: a crash or out-of-memory in one is recorded in its result (status failed / oom) and the others still run; the command then exits with code 1. An existing result is skipped unless --force (failed or cancelled results are run again). With --seed N the file is <method>--<name>--seed<N>.json. Ctrl-C stops after writing a `cancelled` result. The trained adapter is saved under RESULTS/checkpoints/<method>--<name>/ unless --no-save.
 
 Example: peftbench run experiments/lora/rank32 --task math-tiny --set max_steps=20 --set optimizer_kwargs.lr=1e-3
 """
@@ -28,7 +28,9 @@ def run(
         help="Override one training parameter, e.g. --set max_steps=20. Values are JSON where they parse; "
         "optimizer_kwargs.lr=1e-3 sets one key of a nested dict. Repeatable.",
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the config's `seed`, 0)."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Random seed (default: the config's `seed`, 0). Given, it adds --seed<N> to the result name."
+    ),
     force: bool = typer.Option(False, "--force", help="Run again even when a result file exists (replaces it)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not keep the trained adapter (its size is still measured)."),
     num_threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
@@ -52,7 +54,11 @@ def run(
                 task=task_name, results_dir=str(results), experiment_dir=str(experiment), overrides=overrides,
                 seed=seed, num_threads=num_threads,
             )
-            prepared.append((experiment, prepare(request)))
+            run_info = prepare(request)
+            if seed is not None:  # one file per seed, so that a second seed never "skips" onto the first one
+                request.result_name = f"{run_info.method}--{run_info.name}--seed{seed}"
+                run_info = prepare(request)
+            prepared.append((experiment, run_info))
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2)
@@ -72,7 +78,7 @@ def run(
             try:
                 path, status = run_experiment(
                     experiment, task_name, results, overrides=overrides, seed=seed, force=True,
-                    save_checkpoint=not no_save, num_threads=num_threads,
+                    save_checkpoint=not no_save, num_threads=num_threads, result_name=run_info.result_file.stem,
                 )
             except ConfigError as error:
                 console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
