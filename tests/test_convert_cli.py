@@ -101,7 +101,7 @@ def test_rank_8_table_and_no_overwrite(tmp_path):
     out_dir = tmp_path / "lora8"
     result = _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure")
     assert result.exit_code == 0, result.output
-    assert "energy kept" in result.stdout and "model.layers.1.mlp.down_proj" in result.stdout
+    assert "energy" in result.stdout and "model.layers.1.mlp.down_proj" in result.stdout
     assert json.loads((out_dir / "adapter_config.json").read_text())["r"] == 8
     again = _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure")
     assert again.exit_code == 2 and "--overwrite" in again.output
@@ -156,3 +156,43 @@ def test_rank_spec_parsing():
     for bad in ("0", "1.5", "-3", "eight", "0.0"):
         with pytest.raises(ValueError, match="--rank"):
             parse_rank_spec(bad)
+
+
+def test_evaluate_writes_a_converted_result_named_beside_the_original(tmp_path, monkeypatch):
+    """--evaluate hands the converted folder to the engine's evaluate_adapter with a `conversion` block.
+
+    The engine's own tests cover evaluate mode itself (a child process on the task); here it is recorded.
+    """
+    import peftbench.runners.local as local_runner
+
+    calls = []
+
+    def fake_evaluate_adapter(adapter_dir, task_name, results_dir, **kwargs):
+        calls.append({"adapter_dir": str(adapter_dir), "task": task_name, **kwargs})
+        return tmp_path / "results" / f"{kwargs['result_name']}.json", "success"
+
+    monkeypatch.setattr(local_runner, "evaluate_adapter", fake_evaluate_adapter)
+    base_dir, adapter_dir = _save_adapter(tmp_path, "loha")
+    checkpoint = adapter_dir.rename(tmp_path / "loha--rank4")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "loha--rank4.json").write_text("{}")
+    result = _convert(
+        checkpoint, "--out", tmp_path / "lora", "--rank", "0.9", "--json", "--no-measure",
+        "--evaluate", "--task", "math-tiny", "-r", tmp_path / "results", "--set", "test_size=20",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["evaluation"]["status"] == "success"
+    (call,) = calls
+    assert call["adapter_dir"] == str(tmp_path / "lora") and call["task"] == "math-tiny"
+    assert call["result_name"] == "loha-as-lora--rank4-e0.9"
+    assert call["overrides"] == {"test_size": 20, "model_id": str(base_dir)}
+    conversion = call["extra_result_fields"]["conversion"]
+    assert conversion["source_result"] == str(tmp_path / "results" / "loha--rank4.json")
+    assert conversion["source_peft_type"] == "LOHA" and conversion["rank"] == "energy 0.9"
+    assert 0.9 <= conversion["energy_kept_min"] <= 1.0
+    assert len(conversion["layer_ranks"]) == 14
+
+
+def test_evaluate_needs_a_task(tmp_path):
+    result = _convert(tmp_path, "--out", tmp_path / "out", "--rank", "8", "--evaluate")
+    assert result.exit_code == 2 and "--evaluate needs --task" in result.output

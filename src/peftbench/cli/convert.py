@@ -66,6 +66,20 @@ def convert(
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow the base model's own code to run (off by default: untrusted)."
     ),
+    evaluate: bool = typer.Option(
+        False, "--evaluate", help="Score the converted adapter on --task and write an ordinary result file."
+    ),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="Task for --evaluate (e.g. math-tiny); its model is the base model when the adapter "
+        "names none."
+    ),
+    set_values: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE",
+        help="With --evaluate: override one evaluation parameter of the task, e.g. --set test_size=200. Repeatable.",
+    ),
+    results_dir: Path = typer.Option(
+        Path("results"), "--results", "-r", help="Where --evaluate writes <method>-as-lora--<name>-<rank>.json."
+    ),
 ) -> None:
     """Convert ADAPTER_DIR (any peft method whose layers stay linear) to a plain LoRA adapter in OUT.
 
@@ -85,13 +99,20 @@ def convert(
 
     _quiet_libraries()
     console = Console(stderr=True)
+    if evaluate and not task:
+        console.print("[bold red]error:[/] --evaluate needs --task (e.g. --task math-tiny)")
+        raise typer.Exit(2)
     try:
+        from peftbench.config import parse_set_options
+
+        overrides = parse_set_options(set_values)
         rank_spec = parse_rank_spec(rank)
         report = convert_adapter_dir(
             adapter_dir,
             out,
             rank_spec,
             base_model=base_model,
+            fallback_base_model=_task_model(task) if task else None,
             vllm=vllm,
             fit=fit,
             overwrite=overwrite,
@@ -106,8 +127,16 @@ def convert(
         console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
+    evaluation = None
+    if evaluate:
+        from peftbench.conversion.evaluate import evaluate_converted
+
+        result_file, status = evaluate_converted(
+            report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides
+        )
+        evaluation = {"result_file": str(result_file) if result_file else None, "status": status}
     if as_json:
-        typer.echo(json.dumps(report.to_json_dict(), indent=2))
+        typer.echo(json.dumps({**report.to_json_dict(), "evaluation": evaluation}, indent=2))
         return
     out_console = Console()
     out_console.print(render_table(report))
@@ -115,6 +144,16 @@ def convert(
     for note in report.notes:
         out_console.print(f"[yellow]note:[/] {_escape(note)}", soft_wrap=True)
     out_console.print(f"wrote {_escape(str(out))}", soft_wrap=True)
+    if evaluation:
+        out_console.print(f"evaluation on {_escape(task)}: {evaluation['status']}, result {_escape(str(evaluation['result_file']))}", soft_wrap=True)
+        if evaluation["status"] != "success":
+            raise typer.Exit(1)
+
+
+def _task_model(task_name: str) -> str:
+    from peftbench.tasks import get_task
+
+    return str(get_task(task_name).default_params()["model_id"])
 
 
 def _quiet_libraries() -> None:

@@ -295,6 +295,7 @@ def convert_adapter_dir(
     rank_spec: RankSpec,
     *,
     base_model: str | None = None,
+    fallback_base_model: str | None = None,
     vllm: bool = False,
     fit: str | None = None,
     overwrite: bool = False,
@@ -305,7 +306,7 @@ def convert_adapter_dir(
     """The `peftbench convert` command without its terminal output."""
     config = read_adapter_config(adapter_dir)
     config_file = str(Path(adapter_dir) / ADAPTER_CONFIG_FILE)
-    base_model_path = resolve_base_model(config, base_model, config_file)
+    base_model_path = resolve_base_model(config, base_model, config_file, fallback_base_model)
     task_type = config.get("task_type")
     model = load_base_model(base_model_path, task_type, trust_remote_code)
     original_parameters = snapshot_parameters(model)

@@ -61,11 +61,14 @@ def render_table(report: ConversionReport):
     from rich.text import Text
 
     # names come from untrusted files: never let them be read as rich markup
-    table = Table(title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"))
+    table = Table(
+        title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"),
+        caption="energy: kept fraction of ||ΔW||²; ΔW err: ||ΔW - BA|| / ||ΔW||; how: exact or least-squares fit",
+    )
     table.add_column("module", no_wrap=True)
     table.add_column("rank", justify="right")
-    table.add_column("energy kept", justify="right")
-    table.add_column("ΔW rel. error", justify="right")
+    table.add_column("energy", justify="right")
+    table.add_column("ΔW err", justify="right")
     table.add_column("‖ΔW‖", justify="right")
     table.add_column("bias", justify="center")
     table.add_column("how", justify="center")
@@ -77,6 +80,6 @@ def render_table(report: ConversionReport):
             f"{layer.delta_relative_error:.2e}",
             f"{layer.delta_norm:.3g}",
             "changed" if layer.bias_changed else "-",
-            "exact" if layer.exact else f"fit ({layer.nonlinearity:.2e})",
+            "exact" if layer.exact else "fit",
         )
     return table

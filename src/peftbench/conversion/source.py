@@ -69,14 +69,19 @@ def _check_weights_file(adapter_dir: Path) -> None:
         raise AdapterFolderError(f"{weights_file}: not a readable safetensors file ({error})") from None
 
 
-def resolve_base_model(config: dict, base_model: str | None, config_file: str) -> str:
-    """The base model to load: the explicit `--base-model`, else the adapter config's base_model_name_or_path."""
+def resolve_base_model(config: dict, base_model: str | None, config_file: str, fallback: str | None = None) -> str:
+    """The base model to load: `--base-model`, else the adapter config's base_model_name_or_path, else `fallback`
+    (the task's model). A recorded local path that does not exist here (a folder on another machine) also falls
+    back."""
     if base_model:
         return str(base_model)
     recorded = config.get("base_model_name_or_path")
+    recorded_is_missing_path = bool(recorded) and Path(recorded).is_absolute() and not Path(recorded).exists()
+    if fallback and (not recorded or recorded_is_missing_path):
+        return str(fallback)
     if not recorded:
         raise AdapterFolderError(
-            f"{config_file}: 'base_model_name_or_path' is empty; pass --base-model PATH_OR_ID"
+            f"{config_file}: 'base_model_name_or_path' is empty; pass --base-model PATH_OR_ID (or --task)"
         )
     return str(recorded)
 

@@ -1,0 +1,85 @@
+"""Score a converted adapter on a task, as an ordinary result file beside the original's.
+
+The engine's `evaluate_adapter` (a child process: base model + adapter folder -> test score, forgetting, size,
+parameters) does the work; this module only names the result and adds the `conversion` block, so that the
+report lists `<method>-as-lora` next to `<method>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peftbench.conversion.report import ConversionReport
+
+CONVERTED_METHOD_SUFFIX = "-as-lora"
+
+
+def rank_slug(report: ConversionReport) -> str:
+    """'r8', 'e0.9', 'full' (+ '-vllm'): the converted result's name part for its rank."""
+    spec = report.rank_spec.removesuffix(" (vLLM)")
+    if spec.startswith("energy "):
+        slug = "e" + spec.removeprefix("energy ")
+    elif spec == "full":
+        slug = "full"
+    else:
+        slug = f"r{spec}"
+    return slug + ("-vllm" if report.vllm else "")
+
+
+def source_names(adapter_dir: str | Path, report: ConversionReport) -> tuple[str, str]:
+    """(method, name) of the source adapter: from a peftbench checkpoint folder `<method>--<name>`, else guessed."""
+    folder = Path(adapter_dir).resolve().name
+    if "--" in folder:
+        method, name = folder.split("--", 1)
+        return method, name
+    return report.peft_type.lower(), folder
+
+
+def conversion_block(report: ConversionReport, source_result: Path | None) -> dict:
+    layers = report.layers
+    return {
+        "source_adapter": report.source_adapter,
+        "source_result": str(source_result) if source_result else None,
+        "source_peft_type": report.peft_type,
+        "source_method": report.method,
+        "rank": report.rank_spec,
+        "vllm": report.vllm,
+        "approximate": report.approximate,
+        "lora_rank": report.lora_rank,
+        "lora_parameters": report.lora_parameters,
+        "layer_ranks": {layer.module: layer.rank for layer in layers},
+        "energy_kept_min": min(layer.energy_kept for layer in layers),
+        "energy_kept_mean": sum(layer.energy_kept for layer in layers) / len(layers),
+        "delta_relative_error_max": max(layer.delta_relative_error for layer in layers),
+        "max_logits_relative_error": report.max_logits_relative_error,
+        "adapter_logits_effect": report.adapter_logits_effect,
+    }
+
+
+def evaluate_converted(
+    report: ConversionReport,
+    adapter_dir: str | Path,
+    lora_dir: str | Path,
+    task: str,
+    results_dir: str | Path,
+    base_model: str,
+    overrides: dict | None = None,
+    show_progress: bool = True,
+) -> tuple[Path | None, str]:
+    """Evaluate the converted LoRA on `task` on the same base model; returns (result file, status)."""
+    from peftbench.runners.local import evaluate_adapter
+
+    method, name = source_names(adapter_dir, report)
+    source_result = Path(results_dir) / f"{method}--{name}.json"
+    converted_method, converted_name = f"{method}{CONVERTED_METHOD_SUFFIX}", f"{name}-{rank_slug(report)}"
+    return evaluate_adapter(
+        lora_dir,
+        task,
+        results_dir,
+        result_name=f"{converted_method}--{converted_name}",
+        method=converted_method,
+        name=converted_name,
+        overrides={**(overrides or {}), "model_id": str(base_model)},
+        extra_result_fields={"conversion": conversion_block(report, source_result if source_result.exists() else None)},
+        show_progress=show_progress,
+    )
