@@ -109,6 +109,19 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     hover = page.locator("#scatter .hoverlayer .hovertext")
     hover.wait_for(timeout=5_000)
     assert "test score:" in hover.text_content() and "GiB" in hover.text_content()
+    # clicking a point picks it: the curves show that point's runs instead of the frontier's
+    box = page.locator("#scatter .scatterlayer .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.up()
+    page.wait_for_function("state.picked.size === 1")
+    (picked,) = page.evaluate("[...state.picked]")
+    runs_with_curves = [r for p in comparison.points if p.name == picked for r in p.runs if r.train_curve]
+    assert page.locator("#train-curves .scatterlayer .trace").count() == len(runs_with_curves)
+    assert "1 picked point" in page.locator("#picked-status").text_content()
+    page.mouse.down()  # a second click unpicks it: back to the frontier's runs
+    page.mouse.up()
+    page.wait_for_function("state.picked.size === 0")
     # hostile names are text: shown as written, no dialog, no element created from them
     names = page.locator("#points-table tbody td.name").all_text_contents()
     assert XSS_NAME in names and SCRIPT_NAME in names

@@ -20,6 +20,7 @@ from typing import Any
 from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
 from peftbench.analysis.metrics import AXIS_UNITS, METRICS
 from peftbench.analysis.points import DESCRIPTIVE_FIELDS
+from peftbench.reporting.terminal import CONTEXT_METRICS
 
 _PLACEHOLDER = re.compile(r"__PEFTBENCH_(TITLE|DATA|PLOTLYJS)__")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -38,6 +39,7 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
     data["title"] = title
     data["filter_fields"] = list(DESCRIPTIVE_FIELDS)
     data["axis_units"] = AXIS_UNITS  # the plot's axis units are chosen as in the PNG plots
+    data["context_metrics"] = CONTEXT_METRICS  # the table's columns besides the chosen pair, as in the terminal
     data["metric_info"] = {
         name: {"label": m.label, "direction": m.direction, "unit": m.unit, "help": m.help}
         for name, m in METRICS.items()
