@@ -112,9 +112,10 @@ def summary_table(summary: dict[str, Any]):
     from rich.text import Text
 
     score = summary["score_name"]
-    table = Table(title_justify="left", title=Text(f"sweep {summary['sweep_id']} on {summary['task']} (rates chosen on valid {score})"))
-    for column in ("experiment", "default lr", f"default test {score}", "chosen lr",
-                   f"tuned test {score}: mean ± sd [95% CI] (n)", f"vs {summary['reference'] or 'reference'}: Δ [95% CI], P(better)"):
+    table = Table(title_justify="left", title=Text(
+        f"sweep {summary['sweep_id']} on {summary['task']}: test {score}; rates chosen on valid {score}; "
+        f"tuned = mean ± sd [95% CI] (seeds); vs {summary['reference'] or 'reference'} = paired Δ [95% CI] P(better)"))
+    for column in ("experiment", "default lr", "default test", "chosen lr", "tuned test", "vs reference"):
         table.add_column(column, overflow="fold")
     for key, entry in summary["experiments"].items():
         tuned = entry["tuned"]
