@@ -1,0 +1,121 @@
+"""Measurements of the math-tiny benchmark (numbers go to benchmarks/math-tiny.md).
+
+    .venv/bin/python benchmarks/bench_math_tiny.py base                 # base model, no fine-tuning
+    .venv/bin/python benchmarks/bench_math_tiny.py seeds EXPERIMENT --seeds 0 1 2 --results DIR
+    .venv/bin/python benchmarks/bench_math_tiny.py samples CHECKPOINT_DIR --count 5
+    .venv/bin/python benchmarks/bench_math_tiny.py table RESULTS_DIR     # accuracy, memory, size per method
+
+Everything runs offline on the shipped model with math-tiny's default training parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def default_config(**overrides):
+    from peftbench.config import build_train_config
+    from peftbench.tasks import get_task
+
+    task = get_task("math-tiny")
+    return task, build_train_config(task.default_params(), overrides=overrides)
+
+
+def measure_base(args) -> None:
+    """Test accuracy of the pretrained model without fine-tuning (it has never seen the answer format)."""
+    import torch
+
+    task, config = default_config()
+    torch.set_num_threads(args.threads)
+    tokenizer = task.load_processor(config)
+    model = task.load_model(config, "cpu")
+    rows = task.load_test_rows(config)
+    started = time.perf_counter()
+    result = task.evaluate(model, tokenizer, rows, config, desc="test")  # fp32, as the runner evaluates
+    elapsed = time.perf_counter() - started
+    print(f"base model test accuracy: {result.score:.4f} ({sum(result.per_item_correct)}/{len(rows)}), "
+          f"evaluation {elapsed:.1f} s for {len(rows)} items")
+    print("\nfirst completions (prompt, then what the base model writes):")
+    for row, completion in list(zip(rows, result.predictions))[: args.count]:
+        print(f"--- {row['query']}\n>>> {completion.strip()[:300]!r}")
+
+
+def measure_seeds(args) -> None:
+    """One experiment with several seeds, each in its own child process; mean and sd of test accuracy."""
+    from peftbench.runners.local import run_experiment
+
+    scores = []
+    for seed in args.seeds:
+        path, status = run_experiment(
+            args.experiment, "math-tiny", args.results, seed=seed, result_name=f"{Path(args.experiment).parent.name}--"
+            f"{Path(args.experiment).name}--seed{seed}", save_checkpoint=seed == args.seeds[0], num_threads=args.threads,
+        )
+        data = json.loads(Path(path).read_text())["peftbench"]
+        print(f"seed {seed}: {status}, test accuracy {data['test_score']:.4f}, valid {data['valid_score']}, "
+              f"train {data['train_time_s']:.0f} s, total {data['total_time_s']:.0f} s")
+        scores.append(data["test_score"])
+    sd = statistics.stdev(scores) if len(scores) > 1 else float("nan")
+    print(f"mean {statistics.mean(scores):.4f}, sd {sd:.4f} over seeds {args.seeds}")
+
+
+def show_samples(args) -> None:
+    """Greedy solutions of a trained adapter on the first test problems, next to the reference."""
+    import torch
+    from peft import PeftModel
+
+    task, config = default_config()
+    torch.set_num_threads(args.threads)
+    tokenizer = task.load_processor(config)
+    model = PeftModel.from_pretrained(task.load_model(config, "cpu"), args.checkpoint)
+    rows = task.load_test_rows(config)[: args.count]
+    result = task.evaluate(model, tokenizer, rows, config, desc="samples")
+    for row, completion, correct in zip(rows, result.predictions, result.per_item_correct):
+        print(f"Question: {row['query']}\nModel:     {completion.strip()!r}\nReference: {row['response']!r}\n"
+              f"{'correct' if correct else 'WRONG'}\n")
+
+
+def print_table(args) -> None:
+    """Per result file: test accuracy, peak memory, checkpoint size, trainable params, times."""
+    rows = []
+    for path in sorted(Path(args.results).glob("*.json")):
+        data = json.loads(path.read_text()).get("peftbench")
+        if not data:
+            continue
+        rows.append(data)
+    print("| experiment | status | test acc | valid acc | peak RSS train (MB) | checkpoint (KB) | trainable params "
+          "| train s | total s | forgetting |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for d in sorted(rows, key=lambda d: -(d.get("test_score") or 0)):
+        mb = (d.get("peak_memory_train_bytes") or 0) / 2**20
+        kb = (d.get("checkpoint_size_bytes") or 0) / 1024
+        forgetting = d.get("forgetting")
+        print(f"| {d['method']}/{d['name']} | {d['status']} | {d.get('test_score') or 0:.3f} | {d.get('valid_score') or 0:.3f} "
+              f"| {mb:.0f} | {kb:.0f} | {d.get('trainable_params')} | {d.get('train_time_s') or 0:.0f} "
+              f"| {d.get('total_time_s') or 0:.0f} | {forgetting if forgetting is None else f'{forgetting:.3f}'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    commands = parser.add_subparsers(dest="command", required=True)
+    base = commands.add_parser("base", help="base model accuracy")
+    base.add_argument("--count", type=int, default=3)
+    seeds = commands.add_parser("seeds", help="one experiment over several seeds")
+    seeds.add_argument("experiment")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seeds.add_argument("--results", default="results/seeds")
+    samples = commands.add_parser("samples", help="generated solutions of a trained adapter")
+    samples.add_argument("checkpoint")
+    samples.add_argument("--count", type=int, default=5)
+    table = commands.add_parser("table", help="markdown table of a results folder")
+    table.add_argument("results")
+    args = parser.parse_args()
+    {"base": measure_base, "seeds": measure_seeds, "samples": show_samples, "table": print_table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

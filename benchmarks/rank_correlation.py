@@ -1,0 +1,138 @@
+"""How far does math-tiny on a CPU predict the published GPU benchmark? Spearman rank correlation between
+math-tiny test accuracy and the published GSM8K test accuracy, over every PEFT-suite MetaMathQA config that
+fits the tiny model.
+
+    .venv/bin/python benchmarks/rank_correlation.py [--steps 120] [--test-size 300] [--results results/rankcorr]
+
+For each folder of ../shared/peft-method-comparison/MetaMathQA/experiments/<method>/<name>/:
+1. fit check: its peft config must wrap the shipped tiny model and run one forward/backward pass
+   (configs written for Llama-3.2-3B's sizes or token ids may not fit: the reason is printed);
+2. a shortened math-tiny run (`--steps` steps, `--test-size` test items) in a child process, the folder
+   unchanged except: max_steps/eval_steps shortened, and the learning rate mapped by the ratio of the two
+   tasks' default rates (math-tiny 2e-3 / PEFT suite 1e-4 = 20x), which keeps each config's rate relative
+   to the suite's default. `--lr-mapping keep` uses the published rates as they are instead;
+3. Spearman's rho (scipy.stats.spearmanr) between the math-tiny scores and the published ones, over the
+   configs that finished, and over all fitting configs counting a diverged run as 0.
+
+Result files are kept in --results, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO.parent / "shared" / "peft-method-comparison" / "MetaMathQA"
+PUBLISHED_DEFAULT_LR = 1e-4  # MetaMathQA/default_training_params.json
+
+
+def published_accuracy(method: str, name: str) -> float | None:
+    path = SUITE / "results" / f"{method}--{name}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("train_info", {}).get("status") != "success":
+        return None
+    return data["train_info"]["metrics"][-1].get("test accuracy")
+
+
+def fit_problem(folder: Path, base_model, tokenizer) -> str | None:
+    """None when the config wraps the tiny model and trains one step, else the reason it does not fit."""
+    import torch
+    from peft import get_peft_model
+
+    from peftbench.experiments import build_peft_config, load_experiment
+
+    try:
+        peft_config = build_peft_config(load_experiment(folder))
+        if peft_config is None:
+            return None
+        model = get_peft_model(copy.deepcopy(base_model), peft_config)
+        batch = tokenizer(["Question: 2 + 3? Answer: 5"], return_tensors="pt")
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        if not any(p.requires_grad for p in model.parameters()):
+            return "no trainable parameters"
+    except Exception as error:  # noqa: BLE001 - any failure means "does not fit"; the reason is reported
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    finally:
+        torch.manual_seed(0)
+    return None
+
+
+def mapped_lr(folder: Path, mapping: str, default_lr: float) -> dict:
+    params_file = folder / "training_params.json"
+    params = json.loads(params_file.read_text()) if params_file.exists() else {}
+    lr = params.get("optimizer_kwargs", {}).get("lr", PUBLISHED_DEFAULT_LR)
+    if mapping == "keep":
+        return {"optimizer_kwargs": {"lr": lr}}
+    return {"optimizer_kwargs": {"lr": lr * default_lr / PUBLISHED_DEFAULT_LR}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", type=Path, default=SUITE / "experiments")
+    parser.add_argument("--results", type=Path, default=REPO / "results" / "rankcorr")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--test-size", type=int, default=300)
+    parser.add_argument("--lr-mapping", choices=("scale", "keep"), default="scale")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default=None, help="only folders whose '<method>/<name>' contains this")
+    args = parser.parse_args()
+
+    import torch
+    from scipy.stats import spearmanr
+
+    from peftbench.runners.local import run_experiment
+    from peftbench.tasks import get_task
+
+    torch.set_num_threads(args.threads)
+    task = get_task("math-tiny")
+    from peftbench.config import build_train_config
+
+    config = build_train_config(task.default_params())
+    tokenizer = task.load_processor(config)
+    base_model = task.load_model(config, "cpu")
+    folders = sorted(p.parent for p in args.experiments.glob("*/*/adapter_config.json"))
+    folders += sorted(p.parent for p in args.experiments.glob("*/*/training_params.json") if not (p.parent / "adapter_config.json").exists())
+    if args.only:
+        folders = [f for f in folders if args.only in f"{f.parent.name}/{f.name}"]
+
+    rows = []
+    for folder in folders:
+        method, name = folder.parent.name, folder.name
+        published = published_accuracy(method, name)
+        if published is None:
+            print(f"skip {method}/{name}: no successful published result")
+            continue
+        problem = fit_problem(folder, base_model, tokenizer)
+        if problem:
+            print(f"skip {method}/{name}: does not fit the tiny model ({problem})")
+            continue
+        overrides = {
+            "max_steps": args.steps, "eval_steps": args.steps, "test_size": args.test_size,
+            "valid_size": 0, "forgetting_size": 0, **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
+        }
+        path, status = run_experiment(
+            folder, "math-tiny", args.results, overrides=overrides, save_checkpoint=False,
+            num_threads=args.threads, show_progress=False,
+        )
+        score = json.loads(Path(path).read_text())["peftbench"].get("test_score") if path else None
+        print(f"{method}/{name}: {status}, math-tiny {score}, published GSM8K {published:.3f}", flush=True)
+        rows.append((f"{method}/{name}", status, score, published))
+
+    print("\n| config | status | math-tiny test acc | published GSM8K test acc |\n|---|---|---|---|")
+    for name, status, score, published in sorted(rows, key=lambda r: -r[3]):
+        print(f"| {name} | {status} | {'-' if score is None else f'{score:.3f}'} | {published:.3f} |")
+    finished = [(s, p) for _, status, s, p in rows if status == "success" and s is not None]
+    all_fitting = [(s if s is not None else 0.0, p) for _, _, s, p in rows]
+    for label, pairs in (("finished runs", finished), ("all fitting configs (no score = 0)", all_fitting)):
+        if len(pairs) >= 3:
+            rho, p_value = spearmanr([s for s, _ in pairs], [p for _, p in pairs])
+            print(f"Spearman rho over {len(pairs)} {label}: {rho:.3f} (p = {p_value:.3g})")
+
+
+if __name__ == "__main__":
+    main()

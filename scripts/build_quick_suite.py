@@ -1,0 +1,82 @@
+"""Write the experiment folders of the built-in `quick` suite (src/peftbench/suites/quick/<method>/<name>/).
+
+    .venv/bin/python scripts/build_quick_suite.py
+
+Each folder holds an `adapter_config.json` written by peft's `config.save_pretrained` (none for full
+fine-tuning) and a `training_params.json` with the method's learning rate. The configs are the PEFT suite's
+MetaMathQA ones sized for the tiny math-tiny model (hidden 256, intermediate 704, 4 layers); the learning
+rates were chosen on the math-tiny *valid* split (benchmarks/math-tiny.md says how), never on test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+SUITE_DIR = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def experiments():
+    """(method, name, peft config or None, training params) of every quick-suite experiment."""
+    from peft import (
+        BeftConfig,
+        GraloraConfig,
+        IA3Config,
+        LilyConfig,
+        LoHaConfig,
+        LoraConfig,
+        MissConfig,
+        OFTConfig,
+        PromptTuningConfig,
+        TaskType,
+        VeraConfig,
+    )
+
+    def lr(value: float, **extra) -> dict:
+        return {"optimizer_kwargs": {"lr": value, **extra}}
+
+    causal = {"task_type": TaskType.CAUSAL_LM}
+    return [
+        ("lora", "rank16", LoraConfig(r=16, lora_alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        (
+            "lora", "rank16-rslora",
+            LoraConfig(r=16, lora_alpha=16, use_rslora=True, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3),
+        ),
+        (
+            "lora", "rank16-dora",
+            LoraConfig(r=16, lora_alpha=32, use_dora=True, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3),
+        ),
+        (
+            "lora", "rank16-lorafa",
+            LoraConfig(r=16, lora_alpha=32, target_modules=ALL_PROJECTIONS, **causal),
+            {"optimizer_type": "lora-fa", **lr(2e-3, r=16, lora_alpha=32)},
+        ),
+        ("oft", "block32", OFTConfig(oft_block_size=32, r=0, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        ("ia3", "default", IA3Config(**causal), lr(1e-2)),
+        ("prompt_tuning", "tokens20", PromptTuningConfig(num_virtual_tokens=20, **causal), lr(2e-2)),
+        ("full-finetuning", "default", None, lr(3e-4)),
+        ("loha", "rank16", LoHaConfig(r=16, alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        ("vera", "rank128", VeraConfig(r=128, target_modules=ALL_PROJECTIONS, **causal), lr(1e-2)),
+        ("gralora", "rank16", GraloraConfig(r=16, alpha=32, gralora_k=2, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        ("miss", "rank16", MissConfig(r=16, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        ("lily", "rank32", LilyConfig(r=32, stride_A=2, num_B=2, scaling=2.0, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
+        ("beft", "target-v_proj", BeftConfig(target_modules=["v_proj"], **causal), lr(1e-2)),
+    ]
+
+
+def main() -> None:
+    if SUITE_DIR.exists():
+        shutil.rmtree(SUITE_DIR)
+    for method, name, peft_config, training_params in experiments():
+        folder = SUITE_DIR / method / name
+        folder.mkdir(parents=True)
+        if peft_config is not None:
+            peft_config.save_pretrained(str(folder))
+        (folder / "training_params.json").write_text(json.dumps(training_params, indent=2) + "\n")
+        print(f"wrote {folder.relative_to(SUITE_DIR.parents[2])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""`peftbench suite`: run a built-in suite of experiments and show its Pareto table."""
+
+from __future__ import annotations
+
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+HELP = """Run a built-in suite: every experiment folder of the suite is trained and scored, each in its own
+child process, then the Pareto table of test accuracy against peak memory is printed (and an HTML report
+written with --html).
+
+`quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
+tiny model shipped in the package: about ten minutes on a 2-core CPU, no network.
+
+Results that already exist in the results folder are kept and not run again (use --force to re-run).
+
+Examples:
+  peftbench suite quick --results results/quick --html results/quick/report.html
+  peftbench suite --list
+"""
+
+SUITE_TASKS = {"quick": "math-tiny"}  # suite name -> the task its experiments run on
+
+
+def suites_root() -> Path:
+    return Path(str(files("peftbench") / "suites"))
+
+
+def available_suites() -> list[str]:
+    root = suites_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SUITE_TASKS) if root.is_dir() else []
+
+
+def suite_experiments(suite: str) -> list[Path]:
+    from peftbench.experiments import discover_experiments
+
+    return discover_experiments(suites_root() / suite)
+
+
+def print_suite_list(console) -> None:
+    from rich.table import Table
+
+    for suite in available_suites():
+        table = Table(title=f"suite {suite} (task {SUITE_TASKS[suite]})")
+        table.add_column("experiment")
+        table.add_column("training params overridden")
+        for path in suite_experiments(suite):
+            params_file = path / "training_params.json"
+            overridden = ""
+            if params_file.exists():
+                import json
+
+                overridden = ", ".join(sorted(json.loads(params_file.read_text())))
+            table.add_row(f"{path.parent.name}/{path.name}", overridden)
+        console.print(table)
+
+
+def suite(
+    name: Annotated[Optional[str], typer.Argument(help="Suite to run (built-in: quick).")] = None,
+    results: Annotated[Path, typer.Option("--results", help="Folder for the result files.")] = Path("results/quick"),
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write the HTML report here.")] = None,
+    list_suites: Annotated[bool, typer.Option("--list", help="List the built-in suites and their experiments.")] = False,
+    only: Annotated[
+        Optional[str], typer.Option("--only", help="Run only experiments whose '<method>/<name>' contains this text.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run experiments whose result file exists.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Experiments run at once (CPU cores are split).")] = 1,
+    set_params: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a training parameter for every experiment, e.g. --set max_steps=50."),
+    ] = None,
+) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from peftbench.config import ConfigError, parse_set_options
+
+    console = Console()
+    if list_suites:
+        print_suite_list(console)
+        return
+    name = name or "quick"
+    if name not in available_suites():
+        typer.echo(f"error: unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}", err=True)
+        raise typer.Exit(2)
+    try:
+        overrides = parse_set_options(set_params or [])
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
+    if not experiments:
+        typer.echo(f"error: no experiment of suite {name!r} matches --only {only!r}", err=True)
+        raise typer.Exit(2)
+    results = results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+
+    from peftbench.runners import run_trials
+
+    trials = [
+        {
+            "trial_id": f"{path.parent.name}--{path.name}",
+            "experiment_dir": str(path),
+            "task": SUITE_TASKS[name],
+            "results_dir": str(results),
+            "result_name": f"{path.parent.name}--{path.name}",
+            "overrides": overrides,
+            "seed": None,
+            "force": force,
+            "save_checkpoint": False,
+        }
+        for path in experiments
+    ]
+    console.print(f"suite {name}: {len(trials)} experiments on task {SUITE_TASKS[name]}, results in {results}")
+    started = time.perf_counter()
+    outcomes = run_trials(trials, workers=workers, description=f"suite {name}")
+    console.print(f"suite {name} finished in {time.perf_counter() - started:.0f} s")
+    failed = [o for o in outcomes if o.status != "success"]
+    for outcome in failed:
+        console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
+
+    show_results(results, html, console)
+
+
+def show_results(results: Path, html: Optional[Path], console) -> None:
+    """The Pareto table (test accuracy vs peak memory) and, if asked, the HTML report."""
+    try:
+        from peftbench.reporting.render import render_report
+    except ModuleNotFoundError:  # the HTML report is an optional feature of this build
+        render_report = None
+    if render_report is None:
+        from peftbench.analysis.comparison import compare_results
+        from peftbench.reporting.terminal import print_comparison
+        from peftbench.results.reader import load_results
+
+        print_comparison(compare_results(load_results([results]), x="peak_memory", y="test_score"), console)
+        if html is not None:
+            console.print(f"[yellow]warning:[/yellow] the HTML report is not available in this build; {html} not written")
+        return
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+    render_report([results], x="peak_memory", y="test_score", metrics=None, filter_expression=None,
+                  html=html, png_dir=None, json_out=False, console=console)
+    if html is not None:
+        console.print(f"HTML report: {html}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="suite", help=HELP)(suite)
