@@ -26,6 +26,7 @@ cancelled one is run again. `force=True` runs everything again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -497,9 +498,18 @@ def run_sweep(
                               description=description, show_progress=show_progress))
 
     plan.results_dir.mkdir(parents=True, exist_ok=True)
-    run_missing(plan.search_trials(), "lr search")
-    run_missing(plan.seed_trials(chosen_lrs(plan, higher_is_better)), "seeds")
+    with _backend_session(backend, ray_address):  # Ray starts once for both phases
+        run_missing(plan.search_trials(), "lr search")
+        run_missing(plan.seed_trials(chosen_lrs(plan, higher_is_better)), "seeds")
     summary = build_summary(plan, higher_is_better, score_name)
     summary_path = plan.results_dir / SUMMARY_FILE
     write_json_atomic(summary_path, summary)
     return SweepRun(summary, summary_path, ran, skipped)
+
+
+def _backend_session(backend: str, ray_address: Optional[str]):
+    if backend != "ray":
+        return contextlib.nullcontext()
+    from peftbench.runners.ray_backend import ray_session
+
+    return ray_session(ray_address)

@@ -12,12 +12,32 @@ the driver sees CUDA, so Ray never puts two trials on one GPU.
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, TrialOutcome, available_cores, guarded
 
 
 CANCEL_GRACE_S = 60
+
+
+@contextmanager
+def ray_session(address: Optional[str]) -> Iterator[None]:
+    """Connect to `address` or start a local Ray instance, and shut it down on leaving. Inside an
+    existing session (e.g. a sweep's two phases, or a test's Ray) this does nothing, so Ray starts once."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _cuda_available() -> bool:
@@ -45,19 +65,16 @@ def run_on_ray(
     """Run `trials` as Ray tasks, calling `on_done` as each finishes; Ctrl-C cancels the rest and re-raises."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_session(address):
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         cpus_per_trial = max(1, cluster_cpus // workers)
         if gpus_per_trial is None:
             gpus_per_trial = 1 if _cuda_available() else 0
         task = ray.remote(_run_one).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)
-        ids = {task.remote(execute, {**trial, "num_threads": trial.get("num_threads") or cpus_per_trial}): trial for trial in trials}
+        ids = {
+            task.remote(execute, {**trial, "num_threads": trial.get("num_threads") or cpus_per_trial}): trial
+            for trial in trials
+        }
         pending = list(ids)
         try:
             while pending:
@@ -77,6 +94,3 @@ def run_on_ray(
                 ray.cancel(object_ref, force=False)
             ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
             raise
-    finally:
-        if started_here:
-            ray.shutdown()
