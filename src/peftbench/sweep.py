@@ -45,6 +45,7 @@ SUMMARY_KIND = "peftbench-sweep-summary"
 SUMMARY_SCHEMA_VERSION = 1
 DEFAULT_LR_TRIALS = 3
 DEFAULT_SEEDS = 3
+ERROR_CHARS = 600  # of a failed run's error message kept in the summary (the result file has all of it)
 TIE_BREAK = "ties: the rate closest to the configured one on a log scale, then the smaller rate"
 
 
@@ -252,7 +253,6 @@ class TrialRecord:
     valid_score: Optional[float] = None
     test_score: Optional[float] = None
     per_item_correct: Optional[list[float]] = None
-    higher_is_better: Optional[bool] = None
 
     def brief(self) -> dict[str, Any]:
         return {
@@ -262,7 +262,7 @@ class TrialRecord:
             "valid_score": self.valid_score,
             "test_score": self.test_score,
             "result_file": self.path.name,
-            **({"error": self.error} if self.error else {}),
+            **({"error": self.error[-ERROR_CHARS:]} if self.error else {}),  # the end of a traceback says most
         }
 
 
@@ -283,9 +283,8 @@ def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
     if not isinstance(status, str) or not status:
         return TrialRecord(path, lr, seed, "unreadable", "no peftbench.status in the result file")
     error = own.get("error_msg") if isinstance(own.get("error_msg"), str) else ""
-    higher_is_better = own.get("higher_is_better") if isinstance(own.get("higher_is_better"), bool) else None
     if status != "success":
-        return TrialRecord(path, lr, seed, status, error, higher_is_better=higher_is_better)
+        return TrialRecord(path, lr, seed, status, error)
     record, _warning, _is_result = parse_result(data, path)
     if record is None:
         return TrialRecord(path, lr, seed, "unreadable", "not a usable result file")
@@ -298,7 +297,6 @@ def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
         valid_score=record.metrics.get("valid_score"),
         test_score=record.metrics.get("test_score"),
         per_item_correct=record.per_item_correct,
-        higher_is_better=higher_is_better,
     )
 
 
