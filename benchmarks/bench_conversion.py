@@ -16,8 +16,6 @@ import time
 import warnings
 from pathlib import Path
 
-MARKER_START = "<!-- COVERAGE:START -->"
-MARKER_END = "<!-- COVERAGE:END -->"
 SECTION_FILE = Path(__file__).with_name("conversion.md")
 
 
@@ -78,13 +76,15 @@ def coverage_table() -> str:
     return "\n".join(header + rows)
 
 
-def write_section(table: str) -> None:
-    text = SECTION_FILE.read_text(encoding="utf-8") if SECTION_FILE.exists() else ""
-    block = f"{MARKER_START}\n{table}\n{MARKER_END}"
-    if MARKER_START in text:
-        text = re.sub(re.escape(MARKER_START) + ".*?" + re.escape(MARKER_END), lambda _: block, text, flags=re.S)
+def write_marked_section(marker: str, heading: str, table: str) -> None:
+    """Replace the text between <!-- MARKER:START/END --> in conversion.md (or append it under `heading`)."""
+    start, end = f"<!-- {marker}:START -->", f"<!-- {marker}:END -->"
+    text = SECTION_FILE.read_text(encoding="utf-8") if SECTION_FILE.exists() else "# Conversion to LoRA\n"
+    block = f"{start}\n{table}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = text + ("\n\n" if text else "") + "## Conversion coverage\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n{block}\n"
     temporary = SECTION_FILE.with_suffix(".md.tmp")
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(SECTION_FILE)
@@ -93,7 +93,7 @@ def write_section(table: str) -> None:
 def main() -> int:
     table = coverage_table()
     print(table)
-    write_section(table)
+    write_marked_section("COVERAGE", "Which methods convert (coverage)", table)
     return 0
 
 
