@@ -6,6 +6,7 @@ to spread machine noise. The bare loop gets its batches pre-built (no tokenizati
 difference is everything the engine adds: batching, scheduler, clipping, method hooks, bookkeeping.
 
     .venv/bin/python benchmarks/bench_throughput.py [--task math-tiny] [--steps 30] [--rounds 3] [--threads 2]
+        [--model-id FOLDER]
 
 Prints tokens/s of each loop and the engine's relative throughput (target: at least 0.90).
 """
@@ -68,14 +69,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model-id", default=None, help="Another base model folder (default: the task's).")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     task = get_task(args.task)
-    config = build_train_config(task.default_params(), overrides={
-        "max_steps": args.steps, "eval_steps": args.steps, "valid_size": 0, "train_size": 2000,
-    })
+    overrides = {"max_steps": args.steps, "eval_steps": args.steps, "valid_size": 0, "train_size": 2000}
+    if args.model_id:
+        overrides["model_id"] = args.model_id
+    config = build_train_config(task.default_params(), overrides=overrides)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     data = task.load_data(config)
     processor = task.load_processor(config)
@@ -85,11 +88,13 @@ def main() -> None:
         engine.append(engine_tokens_per_second(task, data, processor, config, device))
         bare.append(bare_tokens_per_second(task, data, processor, config, device))
         print(f"round {round_index + 1}: engine {engine[-1]:,.0f} tok/s, bare loop {bare[-1]:,.0f} tok/s")
-    ratio = statistics.median(engine) / statistics.median(bare)
     print(f"task {args.task}, model {config.model_id}, batch {config.batch_size}, steps {args.steps}, "
           f"use_amp {config.use_amp}, device {device}, torch threads {torch.get_num_threads()}")
-    print(f"median: engine {statistics.median(engine):,.0f} tok/s, bare loop {statistics.median(bare):,.0f} tok/s, "
-          f"engine/bare = {ratio:.3f} ({'within' if ratio >= 0.9 else 'NOT within'} 10%)")
+    # best of N is the figure least disturbed by other processes (as timeit's minimum); the median is shown too
+    for label, pick in (("best", max), ("median", statistics.median)):
+        ratio = pick(engine) / pick(bare)
+        print(f"{label}: engine {pick(engine):,.0f} tok/s, bare loop {pick(bare):,.0f} tok/s, engine/bare = {ratio:.3f} "
+              f"({'within' if ratio >= 0.9 else 'NOT within'} 10%)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from peftbench.cli import app
 from peftbench.runners import local
 from peftbench.runners.execute import RunRequest, execute
 
-from conftest import FIXTURES
 
 LORA = "lora/llama-3.2-3B-rank32"
 

@@ -157,8 +157,8 @@ class MathTask(Task):
     def tokenize_example(self, row: dict[str, Any], tokenizer, config) -> tuple[list[int], int]:
         """Token ids of prompt + response + EOS (truncated to max_seq_length) and the prompt's length."""
         prompt = self.prompt(row["query"], config)
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        full_ids = tokenizer(prompt + row["response"])["input_ids"] + [tokenizer.eos_token_id]
+        prompt_ids = tokenizer(prompt, verbose=False)["input_ids"]
+        full_ids = tokenizer(prompt + row["response"], verbose=False)["input_ids"] + [tokenizer.eos_token_id]
         return full_ids[: config.max_seq_length], min(len(prompt_ids), config.max_seq_length)
 
     def train_batches(self, rows: Rows, processor, config, seed: int) -> Iterator[TrainBatch]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -115,8 +116,8 @@ def train(
             lr = scheduler.get_last_lr()[0]
             outcome.train_curve.append({"step": step, "loss": loss_value, "lr": lr})
             outcome.memory_log.append(memory_now())
+            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
 
             if step % config.eval_steps == 0 and len(data.valid) > 0:
                 tic_valid = time.perf_counter()
@@ -140,7 +141,9 @@ def train(
                     }
                 )
                 recent_losses = []
-                progress.write(f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}")
+                progress.write(
+                    f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
+                )
     except KeyboardInterrupt:
         outcome.status, outcome.error_msg = "cancelled", "cancelled by the user (Ctrl-C)"
     except (torch.OutOfMemoryError, MemoryError) as error:
