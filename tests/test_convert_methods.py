@@ -49,6 +49,21 @@ def test_full_rank_conversion_reproduces_logits(case):
     assert not converted.report.approximate
     assert converted.lora_config.use_dora is False
     assert all(layer.delta_relative_error < 1e-6 for layer in converted.report.layers)
+    assert {layer.how for layer in converted.report.layers} <= {"peft formula", "identity probe"}
+
+
+def test_peft_formula_is_used_where_exact_and_the_probe_catches_where_it_is_not():
+    _, loha, loha_original = build_adapted_model(_case("loha"))
+    assert {layer.how for layer in convert_peft_model(loha, loha_original, RankSpec()).report.layers} == {
+        "peft formula"
+    }
+    # peft declares DoRA convertible but its formula leaves out the magnitude vector: the probe rejects the
+    # formula and the identity pass takes over
+    _, dora, dora_original = build_adapted_model(_case("dora"))
+    dora_layer = dora.base_model.model.model.layers[0].self_attn.q_proj
+    assert dora_layer.supports_lora_conversion("default")
+    report = convert_peft_model(dora, dora_original, RankSpec()).report
+    assert {layer.how for layer in report.layers} == {"identity probe"}
 
 
 @pytest.mark.parametrize(
@@ -66,7 +81,7 @@ def test_non_linear_adapter_is_refused_unless_least_squares_fit_is_asked():
         convert_peft_model(model, original, RankSpec())
     fitted = convert_peft_model(model, original, RankSpec(), fit="least-squares")
     assert fitted.report.approximate
-    assert any(not layer.exact for layer in fitted.report.layers)
+    assert any(layer.how == "least-squares fit" for layer in fitted.report.layers)
     # the fit is an approximation, but much closer than dropping the adapter
     input_ids = probe_input_ids(model, seed=2, batch_size=4, length=32)
     adapter_effect = logits_relative_error(model_outputs(fresh_base(), input_ids), model_outputs(model, input_ids))
@@ -121,6 +136,9 @@ def test_vllm_rounds_to_one_allowed_rank_and_refuses_bias_changes():
         convert_peft_model(model_with_bias, original_with_bias, RankSpec(fixed_rank=8), vllm=True)
     with_bias = convert_peft_model(model_with_bias, original_with_bias, RankSpec())
     assert with_bias.lora_config.lora_bias
+    _, model_with_head, original_with_head = build_adapted_model(_case("lora-modules-to-save"))
+    with pytest.raises(ConversionRefused, match="modules_to_save"):
+        convert_peft_model(model_with_head, original_with_head, RankSpec(fixed_rank=8), vllm=True)
 
 
 def test_tiny_llama_is_small():

@@ -101,15 +101,15 @@ def _weight_changes(
     generator = torch.Generator().manual_seed(0)
     changes, non_linear = {}, []
     for name in progress(list(adapted), "reading ΔW"):
-        change = read_weight_change(adapted[name], original[f"{name}.weight"], original.get(f"{name}.bias"), generator)
+        change = read_weight_change(
+            adapted[name], original[f"{name}.weight"], original.get(f"{name}.bias"), generator, model.active_adapter
+        )
         changes[name] = change
         if change.nonlinearity > LINEARITY_TOLERANCE:
             non_linear.append(name)
     if non_linear and fit is None:
         refuse_non_linear_adapter(non_linear[0], changes[non_linear[0]].nonlinearity)
     if non_linear:
-        if fit not in FIT_METHODS:
-            raise ValueError(f"--fit {fit!r} is not valid; choose one of {', '.join(FIT_METHODS)}")
         inputs = collect_layer_inputs(model, {name: adapted[name] for name in non_linear}, calibration_input_ids)
         for name in non_linear:
             changes[name] = fit_weight_change(
@@ -164,13 +164,15 @@ def convert_peft_model(
     refuse_by_peft_type(peft_type, "adapter config")
     refuse_by_config_keys(peft_config.to_dict(), "adapter config")
 
+    if fit is not None and fit not in FIT_METHODS:
+        raise ValueError(f"--fit {fit!r} is not valid; choose one of {', '.join(FIT_METHODS)}")
     adapted, saved = _adapted_layers(model)
     _check_untouched_parameters(model, original_parameters, adapted, saved)
     if fit is not None and calibration_input_ids is None:
         calibration_input_ids = probe_input_ids(model, seed=1, batch_size=16, length=64)
     changes = _weight_changes(model, adapted, original_parameters, fit, calibration_input_ids, progress)
 
-    decompositions = {name: svd(change.delta_weight) for name, change in changes.items()}
+    decompositions = {name: svd(changes[name].delta_weight) for name in progress(list(changes), "SVD of ΔW")}
     ranks = {name: choose_rank(decompositions[name][1], rank_spec) for name in changes}
     has_bias_change = any(change.delta_bias is not None for change in changes.values())
     if vllm:
@@ -198,7 +200,7 @@ def convert_peft_model(
                 delta_relative_error=factors.relative_error,
                 delta_norm=float(change.delta_weight.norm()),
                 bias_changed=change.delta_bias is not None,
-                exact=change.exact,
+                how=change.how,
                 nonlinearity=change.nonlinearity,
             )
         )

@@ -37,6 +37,9 @@ METHOD_CASES = [
     MethodCase("lora", "LORA", {"r": 4, "target_modules": ALL_LINEAR_TARGETS}),
     MethodCase("lora-rslora", "LORA", {"r": 4, "use_rslora": True, "target_modules": ATTENTION_TARGETS}),
     MethodCase("lora-bias", "LORA", {"r": 4, "lora_bias": True, "target_modules": ATTENTION_TARGETS}),
+    MethodCase(
+        "lora-modules-to-save", "LORA", {"r": 4, "target_modules": ATTENTION_TARGETS, "modules_to_save": ["lm_head"]}
+    ),
     MethodCase("dora", "LORA", {"r": 4, "use_dora": True, "target_modules": ALL_LINEAR_TARGETS}),
     MethodCase("pissa", "LORA", {"r": 4, "init_lora_weights": "pissa", "target_modules": ATTENTION_TARGETS}),
     MethodCase("olora", "LORA", {"r": 4, "init_lora_weights": "olora", "target_modules": ATTENTION_TARGETS}),

@@ -6,8 +6,12 @@ b_eff. This reads ΔW = W_eff - W_original for any method (LoRA variants, DoRA, 
 VeRA, FourierFT, ...) without knowing its formula. W_original is the weight of the base model the user loads,
 not the layer's current base weight: PiSSA, OLoRA and CorDA rewrite the base weight when they are applied.
 
-A random probe then checks that y really is x W_eff^T + b_eff; an adapter with a non-linearity inside (PEANuT
-with ReLU) fails the probe and can only be approximated by a least-squares fit on calibration inputs.
+Where peft itself knows the layer's ΔW (`supports_lora_conversion` and `get_delta_weight`), that formula is used
+instead of the identity pass (cheaper on wide layers), but only once the probe below confirms it: peft's ΔW is
+relative to the layer's current base weight and, for some variants, incomplete (DoRA's magnitude, `lora_bias`).
+
+A random probe then checks that y really is x W_eff^T + b_eff; an adapter that is not linear in its input (Lily's
+input router) fails the probe and can only be approximated by a least-squares fit on calibration inputs.
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ class WeightChange:
     delta_weight: torch.Tensor
     delta_bias: torch.Tensor | None  # None when the bias did not change
     nonlinearity: float  # relative residual of the linear model on random probes (or on calibration rows)
-    exact: bool  # True when read exactly (identity probe), False when fitted by least squares
+    how: str  # "peft formula" or "identity probe" (both exact and probe-checked), or "least-squares fit"
+
+    @property
+    def exact(self) -> bool:
+        return self.how != "least-squares fit"
 
 
 def _float64_copy(layer: nn.Module) -> nn.Module:
@@ -87,25 +95,49 @@ def probe_nonlinearity(
     return float(residual / adapter_contribution)
 
 
+@torch.no_grad()
+def _peft_formula_weight(layer: nn.Module, adapter_name: str | None) -> torch.Tensor | None:
+    """W_eff from peft's own get_delta_weight where the layer type declares it exact, else None."""
+    if adapter_name is None or not getattr(layer, "supports_lora_conversion", lambda *_: False)(adapter_name):
+        return None
+    try:
+        delta = layer.get_delta_weight(adapter_name)
+    except Exception:  # e.g. a variant whose formula needs more arguments: the identity probe covers it
+        return None
+    base_weight = layer.get_base_layer().weight
+    if delta.shape != base_weight.shape:
+        return None
+    return base_weight + delta.to(base_weight.dtype)
+
+
 def read_weight_change(
     layer: nn.Module,
     w_original: torch.Tensor,
     b_original: torch.Tensor | None,
     generator: torch.Generator,
+    adapter_name: str | None = None,
 ) -> WeightChange:
     """Exact ΔW (and Δb) of an adapted linear layer relative to the original base weights."""
     probe_layer = _float64_copy(layer)
     w_original = w_original.to(torch.float64)
     b_original = None if b_original is None else b_original.to(torch.float64)
-    w_eff, b_eff = effective_affine_map(probe_layer, w_original.shape[1])
-    nonlinearity = probe_nonlinearity(probe_layer, w_eff, b_eff, w_original, b_original, generator)
+    in_features = w_original.shape[1]
+    b_eff = _run(probe_layer, torch.zeros(1, in_features, dtype=torch.float64))[0]
+    w_eff, how = _peft_formula_weight(probe_layer, adapter_name), "peft formula"
+    nonlinearity = None
+    if w_eff is not None:
+        nonlinearity = probe_nonlinearity(probe_layer, w_eff, b_eff, w_original, b_original, generator)
+    if w_eff is None or nonlinearity > LINEARITY_TOLERANCE:
+        w_eff, b_eff = effective_affine_map(probe_layer, in_features)
+        nonlinearity = probe_nonlinearity(probe_layer, w_eff, b_eff, w_original, b_original, generator)
+        how = "identity probe"
     delta_bias = b_eff - (0 if b_original is None else b_original)
     has_bias_change = bool(delta_bias.abs().max() > 0)
     return WeightChange(
         delta_weight=w_eff - w_original,
         delta_bias=delta_bias if has_bias_change else None,
         nonlinearity=nonlinearity,
-        exact=True,
+        how=how,
     )
 
 
@@ -133,4 +165,6 @@ def fit_weight_change(
     delta_bias = None if b_original is None else solution[inputs.shape[1]]
     fitted = design @ solution
     residual = (target - fitted).norm() / target.norm().clamp_min(torch.finfo(torch.float64).tiny)
-    return WeightChange(delta_weight=delta_weight, delta_bias=delta_bias, nonlinearity=float(residual), exact=False)
+    return WeightChange(
+        delta_weight=delta_weight, delta_bias=delta_bias, nonlinearity=float(residual), how="least-squares fit"
+    )

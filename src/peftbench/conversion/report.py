@@ -13,7 +13,7 @@ class LayerReport:
     delta_relative_error: float  # ||ΔW - lora_B lora_A||_F / ||ΔW||_F
     delta_norm: float  # ||ΔW||_F, to see which layers the adapter changed most
     bias_changed: bool
-    exact: bool  # ΔW read exactly (False: least-squares fit on calibration inputs)
+    how: str  # "peft formula" | "identity probe" (exact, probe-checked) | "least-squares fit" (approximate)
     nonlinearity: float  # relative residual of the linear model (probe, or calibration fit)
 
 
@@ -63,7 +63,8 @@ def render_table(report: ConversionReport):
     # names come from untrusted files: never let them be read as rich markup
     table = Table(
         title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"),
-        caption="energy: kept fraction of ||ΔW||²; ΔW err: ||ΔW - BA|| / ||ΔW||; how: exact or least-squares fit",
+        caption="energy: kept fraction of ||ΔW||²; ΔW err: ||ΔW - BA|| / ||ΔW||; how: ΔW from peft's formula or the "
+        "identity probe (exact, both checked on random inputs), or a least-squares fit (approximate)",
     )
     table.add_column("module", no_wrap=True)
     table.add_column("rank", justify="right")
@@ -80,6 +81,8 @@ def render_table(report: ConversionReport):
             f"{layer.delta_relative_error:.2e}",
             f"{layer.delta_norm:.3g}",
             "changed" if layer.bias_changed else "-",
-            "exact" if layer.exact else "fit",
+            layer.how.replace("least-squares fit", "fit").replace("identity probe", "probe").replace(
+                "peft formula", "peft"
+            ),
         )
     return table
