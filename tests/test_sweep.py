@@ -257,6 +257,12 @@ def test_plan_rejects_bad_settings(tmp_path, two_methods):
     assert SweepPlan("math-tiny", two_methods, tmp_path, reference="ia3").reference_experiment().key == "ia3/default"
 
 
+def test_an_explicit_thread_count_wins_over_the_fair_split(tmp_path, two_methods):
+    plan = SweepPlan("math-tiny", two_methods, tmp_path / "r", lrs=[1e-3], seeds=1, overrides={"num_threads": 3})
+    run_sweep(plan, workers=2, execute=standin_execute, show_progress=False)
+    assert read(tmp_path / "r" / "lora--r4--lr0.001--seed1.json")["peftbench"]["num_threads"] == 3
+
+
 def test_threads_are_split_fairly_between_workers():
     assert threads_per_worker(1, cores=16) == 16
     assert threads_per_worker(2, cores=16) == 8

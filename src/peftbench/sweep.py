@@ -214,8 +214,10 @@ class SweepPlan:
                     "lr_factor": lr / experiment.default_lr,
                 }
             },
-            "force": True,  # the sweep decided to run it (see `needs_run`); the engine must not skip it
+            "force": True,  # the sweep decided to run it (resume rule); the engine must not skip it
             "save_checkpoint": self.save_checkpoint,
+            # --set num_threads=N wins over the backend's fair split of the cores
+            "num_threads": self.overrides.get("num_threads"),
         }
 
     def search_trials(self) -> list[Trial]:
