@@ -2,7 +2,7 @@
 
 Both train the same LoRA adapter on the same base model with the same batches (the task's length-bucketed
 batches for the same seed), the same optimizer and the same number of steps; rounds alternate between the two
-to spread machine noise. The bare loop gets its batches pre-built (no tokenization while timed), so the
+(and which goes first) to spread machine noise. The bare loop gets its batches pre-built (no tokenization while timed), so the
 difference is everything the engine adds: batching, scheduler, clipping, method hooks, bookkeeping.
 
     .venv/bin/python benchmarks/bench_throughput.py [--task math-tiny] [--steps 30] [--rounds 3] [--threads 2]
@@ -85,8 +85,13 @@ def main() -> None:
 
     engine, bare = [], []
     for round_index in range(args.rounds):
-        engine.append(engine_tokens_per_second(task, data, processor, config, device))
-        bare.append(bare_tokens_per_second(task, data, processor, config, device))
+        # alternate which loop goes first, so that neither always meets a cold allocator or cache
+        if round_index % 2 == 0:
+            engine.append(engine_tokens_per_second(task, data, processor, config, device))
+            bare.append(bare_tokens_per_second(task, data, processor, config, device))
+        else:
+            bare.append(bare_tokens_per_second(task, data, processor, config, device))
+            engine.append(engine_tokens_per_second(task, data, processor, config, device))
         print(f"round {round_index + 1}: engine {engine[-1]:,.0f} tok/s, bare loop {bare[-1]:,.0f} tok/s")
     print(f"task {args.task}, model {config.model_id}, batch {config.batch_size}, steps {args.steps}, "
           f"use_amp {config.use_amp}, device {device}, torch threads {torch.get_num_threads()}")

@@ -154,12 +154,16 @@ class MathTask(Task):
     def prompt(self, query: str, config) -> str:
         return config.query_template.format(query=query)
 
-    def tokenize_example(self, row: dict[str, Any], tokenizer, config) -> tuple[list[int], int]:
-        """Token ids of prompt + response + EOS (truncated to max_seq_length) and the prompt's length."""
-        prompt = self.prompt(row["query"], config)
-        prompt_ids = tokenizer(prompt, verbose=False)["input_ids"]
-        full_ids = tokenizer(prompt + row["response"], verbose=False)["input_ids"] + [tokenizer.eos_token_id]
-        return full_ids[: config.max_seq_length], min(len(prompt_ids), config.max_seq_length)
+    def tokenize_examples(self, rows: list[dict[str, Any]], tokenizer, config) -> list[tuple[list[int], int]]:
+        """For each row, the token ids of prompt + response + EOS (truncated to max_seq_length) and the prompt's
+        length. One batched tokenizer call per list (fast tokenizers work in parallel on a batch)."""
+        prompts = [self.prompt(row["query"], config) for row in rows]
+        prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]
+        full_ids = tokenizer([p + row["response"] for p, row in zip(prompts, rows)], verbose=False)["input_ids"]
+        return [
+            ((ids + [tokenizer.eos_token_id])[: config.max_seq_length], min(len(prompt), config.max_seq_length))
+            for ids, prompt in zip(full_ids, prompt_ids)
+        ]
 
     def train_batches(self, rows: Rows, processor, config, seed: int) -> Iterator[TrainBatch]:
         """Length-bucketed batches: each epoch is shuffled, cut into buckets of BUCKET_FACTOR batches, and each
@@ -174,10 +178,8 @@ class MathTask(Task):
         while True:
             order = rng.permutation(len(rows))
             for bucket_start in range(0, len(order), bucket_size):
-                examples = [
-                    self.tokenize_example(rows[int(i)], processor, config)
-                    for i in order[bucket_start : bucket_start + bucket_size]
-                ]
+                bucket = [rows[int(i)] for i in order[bucket_start : bucket_start + bucket_size]]
+                examples = self.tokenize_examples(bucket, processor, config)
                 examples.sort(key=lambda example: len(example[0]), reverse=True)
                 for start in range(0, len(examples), config.batch_size):
                     chunk = examples[start : start + config.batch_size]
