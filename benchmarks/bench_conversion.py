@@ -46,10 +46,11 @@ def coverage_table() -> str:
         else:
             peft_note = ""
         rows.append(
-            "| {method} | {ptype} | {converts} | {effect} | {full} | {r8} | {pfull} | {p8} | {note} |".format(
+            "| {method} | {ptype} | {converts} | {source} | {effect} | {full} | {r8} | {pfull} | {p8} | {note} |".format(
                 method=case.name,
                 ptype=case.peft_type,
                 converts=converts.replace("|", "/"),
+                source=row.delta_source or "-",
                 effect=_number(row.adapter_effect),
                 full=_number(row.error_full_rank),
                 r8=_number(row.error_rank8),
@@ -67,11 +68,12 @@ def coverage_table() -> str:
         "Tiny random Llama (hidden 64, 2 layers), every adapter parameter perturbed with seeded noise. Errors are "
         "max over 4 probe sequences of ||logits_converted - logits_original|| / ||logits_original||; "
         "'adapter effect' is the same measure for the base model without the adapter (what there is to "
-        "reproduce). peft columns: `peft.convert_to_lora` at rank 64 (full) and 8 on the same adapter.",
+        "reproduce). 'ΔW read by': peft's own get_delta_weight where it declares one and a random probe confirms "
+        "it, else the identity probe. peft columns: `peft.convert_to_lora` at rank 64 (full) and 8 on the same adapter.",
         "",
-        "| method | peft_type | peftbench converts? | adapter effect | peftbench full rank | peftbench rank 8 "
+        "| method | peft_type | peftbench converts? | ΔW read by | adapter effect | peftbench full rank | peftbench rank 8 "
         "| peft full rank | peft rank 8 | peft's conversion |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     return "\n".join(header + rows)
 

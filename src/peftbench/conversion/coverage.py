@@ -194,6 +194,7 @@ class CoverageRow:
     error_full_rank: float | None
     error_rank8: float | None
     adapter_effect: float | None = None  # original vs base logits: how much there is to reproduce
+    delta_source: str = ""  # how ΔW was read: "peft formula", "identity probe", "least-squares fit"
     peft_error_full_rank: float | None = None
     peft_error_rank8: float | None = None
     peft_failure: str = ""
@@ -212,6 +213,7 @@ def check_method(case: MethodCase, compare_with_peft: bool = False) -> CoverageR
             row.converts, row.reason = "refused", str(refusal)
             return row
         row.converts, row.reason = "approximate", str(refusal)
+    row.delta_source = ", ".join(sorted({layer.how for layer in full.report.layers}))
     row.error_full_rank = logits_error_of(full, fresh_base(), model)
     input_ids = probe_input_ids(model, seed=2, batch_size=4, length=32)
     row.adapter_effect = logits_relative_error(model_outputs(fresh_base(), input_ids), model_outputs(model, input_ids))
