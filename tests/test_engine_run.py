@@ -271,3 +271,43 @@ def test_force_reruns_an_existing_result(experiments_copy, math_fixture_params, 
     outcome = CliRunner().invoke(app, [*args, "--force"])
     assert outcome.exit_code == 1 and starts.read_text() == "x"
     assert read_result(existing)["peftbench"]["status"] == "failed"
+
+
+def test_unknown_optimizer_type_fails_before_any_run(experiments_copy, math_fixture_params, tmp_path):
+    outcome = CliRunner().invoke(app, ["run", str(experiments_copy / LORA), "--task", "math", "--results",
+                                       str(tmp_path), *set_options({**math_fixture_params, "optimizer_type": "Adamw"})])
+    assert outcome.exit_code == 2 and "'Adamw'" in outcome.output and "lora-fa" in outcome.output
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_out_of_memory_is_recorded_as_oom(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
+    import torch
+
+    from peftbench.tasks.math import MathTask
+
+    def exhausted(self, model, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MathTask, "compute_loss", exhausted)
+    result = run_in_process(experiments_copy / LORA, tmp_path, math_fixture_params)
+    assert result["peftbench"]["status"] == "oom" == result["train_info"]["status"]
+    assert "2.00 GiB" in result["peftbench"]["error_msg"]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(experiments_copy, math_fixture_params, tmp_path):
+    params = {**math_fixture_params, "max_steps": 2, "valid_size": 0, "test_size": 1}
+    plain = run_in_process(experiments_copy / LORA, tmp_path / "plain", params, save_checkpoint=False)
+    checkpointed = run_in_process(experiments_copy / LORA, tmp_path / "gc", {**params, "use_gc": True},
+                                  save_checkpoint=False)
+    assert checkpointed["peftbench"]["status"] == "success", checkpointed["peftbench"]["error_msg"]
+    # recomputing activations changes memory, not the maths: same seed, same losses
+    plain_losses = [p["loss"] for p in plain["peftbench"]["train_curve"]]
+    gc_losses = [p["loss"] for p in checkpointed["peftbench"]["train_curve"]]
+    assert gc_losses == pytest.approx(plain_losses, rel=1e-4)
+
+
+def test_list_shows_tasks_and_experiments(experiments_copy):
+    outcome = CliRunner().invoke(app, ["list", str(experiments_copy)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "math" in outcome.output and "prompt_tuning" in outcome.output and "full fine-tuning" in outcome.output

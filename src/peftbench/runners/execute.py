@@ -87,6 +87,9 @@ def prepare(request: RunRequest) -> PreparedRun:
     if request.num_threads is not None:
         overrides["num_threads"] = request.num_threads
     config = build_train_config(task.default_params(), training_params, source, overrides, "--set")
+    from peftbench.training.methods import check_optimizer_type  # imports torch: after the cheap checks
+
+    check_optimizer_type(config.optimizer_type)
     task.check_inputs(config)
     stem = request.result_name or f"{method}--{name}"
     return PreparedRun(

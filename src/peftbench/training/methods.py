@@ -45,18 +45,26 @@ OPTIMIZER_BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], torch.optim.
 assert set(OPTIMIZER_BUILDERS) == set(PEFT_OPTIMIZER_TYPES)
 
 
-def build_optimizer(model: nn.Module, optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+def check_optimizer_type(optimizer_type: str) -> None:
+    """Raise ConfigError unless `optimizer_type` is a peft optimizer name or a torch.optim class name."""
     if optimizer_type in OPTIMIZER_BUILDERS:
-        try:
-            return OPTIMIZER_BUILDERS[optimizer_type](model, dict(optimizer_kwargs))
-        except TypeError as error:
-            raise ConfigError(f"optimizer_kwargs do not fit optimizer_type {optimizer_type!r}: {error}") from None
+        return
     optimizer_class = getattr(torch.optim, optimizer_type, None)
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
         raise ConfigError(
             f"unknown optimizer_type {optimizer_type!r}: give a torch.optim class name (e.g. 'AdamW', 'SGD') "
             f"or one of {', '.join(PEFT_OPTIMIZER_TYPES)}"
         )
+
+
+def build_optimizer(model: nn.Module, optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    check_optimizer_type(optimizer_type)
+    if optimizer_type in OPTIMIZER_BUILDERS:
+        try:
+            return OPTIMIZER_BUILDERS[optimizer_type](model, dict(optimizer_kwargs))
+        except TypeError as error:
+            raise ConfigError(f"optimizer_kwargs do not fit optimizer_type {optimizer_type!r}: {error}") from None
+    optimizer_class = getattr(torch.optim, optimizer_type)
     trainable = [p for p in model.parameters() if p.requires_grad]
     try:
         return optimizer_class(trainable, **optimizer_kwargs)
