@@ -151,3 +151,18 @@ def test_discovery_ignores_checkpoint_folders(tmp_path):
     (checkpoint / "adapter_model.safetensors").write_bytes(b"0")
     found = discover_experiments(tmp_path / "experiments")
     assert checkpoint not in found and len(found) == 5
+
+
+def test_valid_sample_is_the_peft_suites(tmp_path):
+    """The suite draws valid rows with np.random.seed(0); np.random.shuffle(arange(n)); first valid_size."""
+    import numpy as np
+
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(30)]
+    source = tmp_path / "gsm8k_train.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = get_task("math")
+    config = build_train_config(task.default_params(), overrides={"valid_data": str(source), "valid_size": 6})
+    np.random.seed(0)
+    expected = np.arange(30)
+    np.random.shuffle(expected)
+    assert [row["query"] for row in task.load_valid_rows(config)] == [f"q{i}" for i in expected[:6]]

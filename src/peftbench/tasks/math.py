@@ -103,7 +103,10 @@ class MathTask(Task):
 
     def load_valid_rows(self, config) -> Rows:
         rows = self._gsm8k_rows(config.valid_data, "train", "valid_data")
-        order = np.random.default_rng(VALID_SAMPLE_SEED).permutation(len(rows))
+        # exactly the PEFT suite's sample: np.random.seed(0); np.random.shuffle(indices) (without touching the
+        # global generator)
+        order = np.arange(len(rows))
+        np.random.RandomState(VALID_SAMPLE_SEED).shuffle(order)
         return [rows[int(i)] for i in order[: config.valid_size]]
 
     def load_test_rows(self, config) -> Rows:
