@@ -197,9 +197,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     full_finetuning = peft_config is None
 
     forgetting_rows = data.forgetting
+    forgetting_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
-        m.forgetting_loss_before = task.forgetting_loss(model, processor, forgetting_rows, config)
+        forgetting_reference = task.forgetting_reference(model, processor, forgetting_rows, config)
 
     meter.start_training()
     if request.mode == "train":
@@ -230,11 +231,13 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         test = task.evaluate(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         if len(forgetting_rows):
-            m.forgetting_loss_after = task.forgetting_loss(model, processor, forgetting_rows, config)
-            if not full_finetuning:
-                with model.disable_adapter():
-                    m.forgetting_loss_before = task.forgetting_loss(model, processor, forgetting_rows, config)
-            m.forgetting = m.forgetting_loss_after - m.forgetting_loss_before
+            forgetting = task.measure_forgetting(
+                model, processor, forgetting_rows, config, reference=forgetting_reference,
+                adapter_disabled=None if full_finetuning else model.disable_adapter,
+            )
+            m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
+                forgetting.value, forgetting.before, forgetting.after
+            )
         m.eval_time_s = outcome.valid_time_s + (time.perf_counter() - tic_eval)
     else:
         m.eval_time_s = outcome.valid_time_s

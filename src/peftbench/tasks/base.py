@@ -13,7 +13,8 @@ Call order in one run (see peftbench.runners.execute):
     batches = task.train_batches(data.train, processor, config, seed)   # endless, length-bucketed
     loss = task.compute_loss(model, task.to_device(batch, device))
     result = task.evaluate(model, processor, data.valid, config, desc="valid")
-    value = task.forgetting_loss(model, processor, data.forgetting, config)
+    reference = task.forgetting_reference(...)        # full fine-tuning only, before training
+    forgetting = task.measure_forgetting(model, processor, data.forgetting, config, adapter_disabled=...)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from peftbench.config import ConfigError
 
@@ -48,6 +49,15 @@ class TrainBatch:
 
     inputs: dict[str, Any]
     num_tokens: int
+
+
+@dataclass
+class ForgettingMeasure:
+    """Forgetting and the two losses it is the difference of (None where a task measures otherwise)."""
+
+    value: float
+    before: Optional[float] = None  # the base model's (adapter disabled)
+    after: Optional[float] = None  # after training
 
 
 @dataclass
@@ -103,6 +113,25 @@ class Task(ABC):
     @abstractmethod
     def forgetting_loss(self, model: Any, processor: Any, rows: Rows, config) -> float:
         """A loss on the forgetting set; forgetting = this after training minus with the adapter disabled."""
+
+    def forgetting_reference(self, model: Any, processor: Any, rows: Rows, config) -> Any:
+        """Measured on the untrained model before training, for full fine-tuning only (no adapter to disable
+        afterwards). Whatever it returns is handed to measure_forgetting as `reference`."""
+        return self.forgetting_loss(model, processor, rows, config)
+
+    def measure_forgetting(
+        self, model: Any, processor: Any, rows: Rows, config, *,
+        adapter_disabled: Optional[Callable[[], ContextManager]] = None, reference: Any = None,
+    ) -> ForgettingMeasure:
+        """Forgetting after training. `adapter_disabled()` is a context in which `model` is the base model
+        (adapters); `reference` is forgetting_reference's value (full fine-tuning). The default is
+        forgetting_loss after training minus the base model's; a task comparing outputs (e.g. image drift
+        against the base model's images) overrides this."""
+        after = self.forgetting_loss(model, processor, rows, config)
+        if reference is None:
+            with adapter_disabled():
+                reference = self.forgetting_loss(model, processor, rows, config)
+        return ForgettingMeasure(value=after - reference, before=reference, after=after)
 
     @staticmethod
     def to_device(batch: TrainBatch, device: Any) -> TrainBatch:
