@@ -166,3 +166,22 @@ def test_valid_sample_is_the_peft_suites(tmp_path):
     expected = np.arange(30)
     np.random.shuffle(expected)
     assert [row["query"] for row in task.load_valid_rows(config)] == [f"q{i}" for i in expected[:6]]
+
+
+def test_cpu_peak_memory_separates_training_from_the_whole_run():
+    import torch
+
+    from peftbench.training.memory import PeakMemoryMeter
+
+    meter = PeakMemoryMeter(torch.device("cpu"))
+    meter.start_run()
+    meter.start_training()
+    during_training = bytearray(96 * 2**20)  # touched pages count in RSS
+    del during_training
+    meter.end_training()
+    after_training = bytearray(192 * 2**20)
+    del after_training
+    report = meter.report()
+    assert report.kind == "cpu_rss" and report.train_allocated_bytes is None
+    assert 90 * 2**20 <= report.train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
+    assert report.total_bytes >= 180 * 2**20
