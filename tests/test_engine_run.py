@@ -311,3 +311,11 @@ def test_list_shows_tasks_and_experiments(experiments_copy):
     outcome = CliRunner().invoke(app, ["list", str(experiments_copy)])
     assert outcome.exit_code == 0, outcome.output
     assert "math" in outcome.output and "prompt_tuning" in outcome.output and "full fine-tuning" in outcome.output
+
+
+def test_child_killed_by_the_oom_killer_is_recorded_as_oom(experiments_copy, math_fixture_params, tmp_path,
+                                                             monkeypatch):
+    kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", kill])
+    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    assert status == "oom" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]

@@ -135,16 +135,27 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
     if written:
         status = existing_status(run.result_file) or "failed"
     else:
-        status = "cancelled" if interrupted else "failed"
-        message = (
-            "cancelled by the user (Ctrl-C)" if interrupted
-            else f"the child process died (exit code {process.returncode}) without writing a result; "
-            f"its stderr ended with:\n{tail.text()}"
-        )
+        status, message = _died_without_result(process.returncode, interrupted, tail.text())
         _write_fallback_result(run, request, status, message)
     if interrupted:
         raise KeyboardInterrupt
     return run.result_file, status
+
+
+def _died_without_result(returncode: int, interrupted: bool, stderr_tail: str) -> tuple[str, str]:
+    """Status and message for a child that exited without writing its result."""
+    if interrupted:
+        return "cancelled", "cancelled by the user (Ctrl-C)"
+    if returncode == -signal.SIGKILL:
+        # nobody else sends SIGKILL to a training run: it is the kernel's out-of-memory killer in practice
+        return "oom", (
+            "the child process was killed by SIGKILL, most likely by the kernel's out-of-memory killer; "
+            f"its stderr ended with:\n{stderr_tail}"
+        )
+    return "failed", (
+        f"the child process died (exit code {returncode}) without writing a result; "
+        f"its stderr ended with:\n{stderr_tail}"
+    )
 
 
 def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
