@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,19 @@ def test_cpu_peak_memory_separates_training_from_the_whole_run():
     assert report.kind == "cpu_rss" and report.train_allocated_bytes is None
     assert 90 * 2**20 <= report.train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
     assert report.total_bytes >= 180 * 2**20
+
+
+SHARED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "shared/peft-method-comparison/MetaMathQA/experiments"
+
+
+@pytest.mark.skipif(not SHARED_EXPERIMENTS.exists(), reason="../shared (the PEFT suite's folders) is not beside the repo")
+def test_every_peft_suite_experiment_folder_loads_unchanged():
+    from peftbench.experiments import build_peft_config
+
+    folders = discover_experiments(SHARED_EXPERIMENTS)
+    assert len(folders) > 50
+    for folder in folders:
+        spec = load_experiment(folder)
+        build_train_config(math_defaults(), spec.training_params, str(spec.training_params_path))
+        peft_config = build_peft_config(spec)
+        assert (peft_config is None) == (spec.method == "full-finetuning"), folder

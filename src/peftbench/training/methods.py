@@ -193,11 +193,12 @@ def wrap_model(base_model: nn.Module, peft_config, tokenizer: Any, train_config,
     check_target_modules(peft_config, base_model, source)
     try:
         model = get_peft_model(base_model, peft_config, autocast_adapter_dtype=train_config.autocast_adapter_dtype)
-    except ValueError as error:
+    except (ValueError, IndexError) as error:  # peft's checks of a config against the model it adapts
+        hint = ""
         if "target" in str(error).lower():
-            raise ConfigError(
-                f"{source}: {error}. The model's linear modules are: {', '.join(linear_module_names(base_model))}"
-            ) from None
-        raise
+            hint = f" The model's linear modules are: {', '.join(linear_module_names(base_model))}"
+        raise ConfigError(
+            f"{source} does not fit the base model {train_config.model_id}: {error}.{hint}"
+        ) from None
     support.after_wrap(model, tokenizer, train_config)
     return model
