@@ -202,3 +202,9 @@ def test_every_peft_suite_experiment_folder_loads_unchanged():
         build_train_config(math_defaults(), spec.training_params, str(spec.training_params_path))
         peft_config = build_peft_config(spec)
         assert (peft_config is None) == (spec.method == "full-finetuning"), folder
+
+
+def test_a_folder_of_experiments_is_not_taken_for_full_finetuning():
+    with pytest.raises(ConfigError) as error:
+        load_experiment(FIXTURES / "experiments" / "lora")
+    assert "not an experiment folder" in str(error.value) and "llama-3.2-3B-rank32" in str(error.value)

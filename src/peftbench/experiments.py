@@ -59,6 +59,13 @@ def load_experiment(path: str | Path, check_peft_type: bool = True) -> Experimen
     if not path.is_dir():
         raise ConfigError(f"experiment folder not found: {path}")
 
+    if not (path / ADAPTER_CONFIG_FILE).exists() and not (path / TRAINING_PARAMS_FILE).exists():
+        inside = discover_experiments(path)
+        listing = f" It holds experiment folders: {', '.join(str(p) for p in inside[:10])}" if inside else ""
+        raise ConfigError(
+            f"{path} is not an experiment folder: it has neither {ADAPTER_CONFIG_FILE} nor {TRAINING_PARAMS_FILE} "
+            f"(full fine-tuning needs at least a {TRAINING_PARAMS_FILE}, which may be {{}}).{listing}"
+        )
     adapter_config = None
     adapter_config_path = path / ADAPTER_CONFIG_FILE
     if adapter_config_path.exists():
