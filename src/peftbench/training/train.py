@@ -86,6 +86,7 @@ def train(
     forward_model = torch.compile(model, dynamic=True) if config.compile else model
     batches = task.train_batches(data.train, processor, config, seed=config.seed)
     recent_losses: list[float] = []
+    window_start = (0.0, 0)  # (train time, tokens) at the last validation
 
     model.train()
     tic_loop = time.perf_counter()
@@ -126,7 +127,11 @@ def train(
                 valid_time = time.perf_counter() - tic_valid
                 outcome.valid_time_s += valid_time
                 elapsed = time.perf_counter() - tic_loop
-                train_time_window = elapsed - outcome.valid_time_s
+                # like the PEFT suite, "train time" and "tokens / sec" cover the steps since the last validation
+                train_time_total = elapsed - outcome.valid_time_s
+                train_time_window = train_time_total - window_start[0]
+                tokens_window = outcome.total_tokens - window_start[1]
+                window_start = (train_time_total, outcome.total_tokens)
                 outcome.valid_curve.append({"step": step, "score": result.score})
                 outcome.metrics.append(
                     {
@@ -136,7 +141,7 @@ def train(
                         "train samples": outcome.total_samples,
                         "train time": train_time_window,
                         "eval time": valid_time,
-                        "tokens / sec": outcome.total_tokens / max(train_time_window, 1e-9),
+                        "tokens / sec": tokens_window / max(train_time_window, 1e-9),
                         "elapsed time": elapsed,
                     }
                 )
