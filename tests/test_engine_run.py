@@ -69,6 +69,7 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     checkpoint = results / "checkpoints" / "lora--llama-3.2-3B-rank32--seed3"
     weights = checkpoint / "adapter_model.safetensors"
     assert pb["checkpoint_size_bytes"] == weights.stat().st_size == train_info["file_size"]
+    assert pb["checkpoint_folder_bytes"] == sum(p.stat().st_size for p in checkpoint.iterdir())
     from safetensors.torch import load_file
 
     saved_params = sum(t.numel() for t in load_file(str(weights)).values())

@@ -268,6 +268,7 @@ def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m:
         os.replace(staging, final)  # a checkpoint folder is complete or absent, never half-written
         m.checkpoint_dir = str(final)
         m.checkpoint_size_bytes = weights_size_bytes(final)
+        m.extra["checkpoint_folder_bytes"] = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     elif full:
         # saving a whole model only to measure it is wasteful: its size is its parameters' bytes
         m.checkpoint_size_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
