@@ -320,3 +320,15 @@ def test_child_killed_by_the_oom_killer_is_recorded_as_oom(experiments_copy, mat
     monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", kill])
     path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
     assert status == "oom" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]
+
+
+def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_params, tmp_path):
+    params = {**math_fixture_params, "max_steps": 3, "valid_size": 0, "test_size": 1}
+
+    def losses(seed: int, folder: str) -> list[float]:
+        result = run_in_process(experiments_copy / LORA, tmp_path / folder, params, seed=seed, save_checkpoint=False)
+        return [p["loss"] for p in result["peftbench"]["train_curve"]]
+
+    first = losses(1, "a")
+    assert losses(1, "b") == first
+    assert losses(2, "c") != first  # another batch order and adapter initialisation
