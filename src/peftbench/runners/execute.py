@@ -128,18 +128,25 @@ def peft_config_dict(peft_config) -> Optional[dict[str, Any]]:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in peft_config.to_dict().items()}
 
 
+def new_measurements(run: PreparedRun, request: RunRequest, status: str, created_at: Optional[str] = None,
+                     error_msg: str = "") -> RunMeasurements:
+    """The measurements of a run before it has measured anything: who, what, which config."""
+    return RunMeasurements(
+        task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name,
+        seed=run.config.seed, status=status, error_msg=error_msg,
+        created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
+        git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
+        higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
+        model_id=run.config.model_id, extra=dict(request.extra_result_fields),
+    )
+
+
 def execute(request: RunRequest) -> tuple[Path, str]:
     """Run a request end to end in this process and write its result; returns (result file, status)."""
     tic_total = time.perf_counter()
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
-    config = run.config
-    m = RunMeasurements(
-        task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name, seed=config.seed,
-        status="failed", created_at=created_at, git_commit=run.git_commit, train_config=config.to_dict(),
-        score_name=run.task.score_name, higher_is_better=run.task.higher_is_better,
-        forgetting_name=run.task.forgetting_name, model_id=config.model_id, extra=dict(request.extra_result_fields),
-    )
+    m = new_measurements(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ without writing a result, the parent writes a `failed` result holding the tail o
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -20,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.runners.execute import PreparedRun, RunRequest, prepare
-from peftbench.results.schema import RunMeasurements, build_result
+from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare
+from peftbench.results.schema import build_result
 from peftbench.results.writer import write_json_atomic
 
 STDERR_TAIL_BYTES = 4000
@@ -159,15 +158,7 @@ def _died_without_result(returncode: int, interrupted: bool, stderr_tail: str) -
 
 
 def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
-    m = RunMeasurements(
-        task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name,
-        seed=run.config.seed, status=status, error_msg=message,
-        created_at=dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
-        git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
-        higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
-        model_id=run.config.model_id, extra=dict(request.extra_result_fields),
-    )
-    write_json_atomic(run.result_file, build_result(m))
+    write_json_atomic(run.result_file, build_result(new_measurements(run, request, status=status, error_msg=message)))
 
 
 class _StderrTail:
