@@ -269,10 +269,13 @@ def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m:
         final = Path(run.result_file).parent / CHECKPOINTS_DIR / run.result_file.stem
         staging = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)  # a checkpoint folder is complete or absent, never half-written
+        try:
+            model.save_pretrained(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)  # a checkpoint folder is complete or absent, never half-written
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         m.checkpoint_dir = str(final)
         m.checkpoint_size_bytes = weights_size_bytes(final)
         m.extra["checkpoint_folder_bytes"] = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
