@@ -8,7 +8,7 @@ not the layer's current base weight: PiSSA, OLoRA and CorDA rewrite the base wei
 
 Where peft itself knows the layer's ΔW (`supports_lora_conversion` and `get_delta_weight`), that formula is used
 instead of the identity pass (cheaper on wide layers), but only once the probe below confirms it: peft's ΔW is
-relative to the layer's current base weight and, for some variants, incomplete (DoRA's magnitude, `lora_bias`).
+relative to the layer's current base weight and, for some variants, incomplete (DoRA's magnitude).
 
 A random probe then checks that y really is x W_eff^T + b_eff; an adapter that is not linear in its input (Lily's
 input router) fails the probe and can only be approximated by a least-squares fit on calibration inputs.
