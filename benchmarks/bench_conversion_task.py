@@ -2,8 +2,9 @@
 ranks 8/16/32 and energy 0.5/0.7/0.9, each scored on the test set (like peft's lora_conversion docs table).
 
 Trains the three quick-suite experiments (or reuses their results), converts each checkpoint, evaluates every
-converted adapter through the engine (one child process per evaluation, an ordinary result file each), and
-writes the table into benchmarks/conversion.md between the TASK markers.
+converted adapter through the engine (one child process per evaluation, an ordinary result file each; finished
+ones are not redone), then builds the table from the result files and writes it into benchmarks/conversion.md
+between the TASK markers (`--table-only` rebuilds it from whatever has finished).
 
     .venv/bin/python benchmarks/bench_conversion_task.py [--results results-conversion] [--set test_size=300]
 """
@@ -14,7 +15,6 @@ import argparse
 import datetime
 import json
 import sys
-import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -22,68 +22,97 @@ from bench_conversion import write_marked_section  # this folder is on sys.path 
 
 EXPERIMENTS = ["loha/rank16", "oft/block32", "lora/rank16-dora"]
 RANK_SPECS = ["8", "16", "32", "0.5", "0.7", "0.9"]
+TASK = "math-tiny"
 
 
-def _result_fields(result_file: Path) -> dict:
-    data = json.loads(Path(result_file).read_text(encoding="utf-8"))["peftbench"]
-    return data
+def _result_fields(result_file: Path) -> dict | None:
+    try:
+        return json.loads(Path(result_file).read_text(encoding="utf-8"))["peftbench"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
-def run(results_dir: Path, overrides: dict, experiments: list[str], rank_specs: list[str]) -> str:
+def train_convert_evaluate(results_dir: Path, overrides: dict, experiments: list[str], rank_specs: list[str]) -> None:
+    """Produce the result files: one per trained experiment and one per converted adapter (resumable)."""
     from rich.progress import Progress
 
     from peftbench.conversion import convert_adapter_dir, parse_rank_spec
-    from peftbench.conversion.evaluate import evaluate_converted
+    from peftbench.conversion.evaluate import converted_result_names, evaluate_converted
     from peftbench.runners.local import run_experiment
     from peftbench.tasks import get_task
 
     suite = Path(str(files("peftbench") / "suites" / "quick"))
-    task = "math-tiny"
-    model_id = get_task(task).default_params()["model_id"]
-    rows, started = [], time.perf_counter()
+    model_id = get_task(TASK).default_params()["model_id"]
     with Progress() as progress:
         bar = progress.add_task("train + convert + evaluate", total=len(experiments) * (1 + len(rank_specs)))
         for experiment in experiments:
-            result_file, status = run_experiment(suite / experiment, task, results_dir, overrides=overrides)
+            result_file, status = run_experiment(suite / experiment, TASK, results_dir, overrides=overrides)
             progress.advance(bar)
             original = _result_fields(result_file)
-            if status != "success":
-                rows.append(f"| {experiment} | original | {status} | - | - | - |")
+            if status != "success" or original is None:
                 progress.advance(bar, len(rank_specs))
                 continue
-            rows.append(
-                f"| {experiment} | original ({original['method']}) | {original['test_score']:.3f} "
-                f"| {original['trainable_params']:,} | {original['checkpoint_size_bytes']:,} | - |"
-            )
             checkpoint = Path(original["checkpoint_dir"])
             for spec in rank_specs:
-                out_dir = results_dir / "converted" / f"{checkpoint.name}-{spec}"
-                report = convert_adapter_dir(
-                    checkpoint, out_dir, parse_rank_spec(spec), base_model=model_id, overwrite=True
+                method, name = checkpoint.name.split("--", 1)
+                converted_method, converted_name = converted_result_names(
+                    method, name, parse_rank_spec(spec).describe(), vllm=False
                 )
-                converted_file, converted_status = evaluate_converted(
-                    report, checkpoint, out_dir, task, results_dir, model_id, overrides=overrides, show_progress=False
-                )
-                converted = _result_fields(converted_file)
-                score = f"{converted['test_score']:.3f}" if converted_status == "success" else converted_status
-                ranks = sorted({layer.rank for layer in report.layers})
-                rank_text = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
-                rows.append(
-                    f"| {experiment} | LoRA {report.rank_spec} (rank {rank_text}) | {score} "
-                    f"| {report.lora_parameters:,} | {converted['checkpoint_size_bytes']:,} "
-                    f"| {report.max_logits_relative_error:.3g} |"
-                )
+                converted_file = results_dir / f"{converted_method}--{converted_name}.json"
+                if (_result_fields(converted_file) or {}).get("status") != "success":
+                    out_dir = results_dir / "converted" / f"{checkpoint.name}-{spec}"
+                    report = convert_adapter_dir(
+                        checkpoint, out_dir, parse_rank_spec(spec), base_model=model_id, overwrite=True
+                    )
+                    evaluate_converted(
+                        report, checkpoint, out_dir, TASK, results_dir, model_id, overrides=overrides,
+                        show_progress=False,
+                    )
                 progress.advance(bar)
-    elapsed = time.perf_counter() - started
+
+
+def table_from_results(results_dir: Path, overrides: dict, experiments: list[str], rank_specs: list[str]) -> str:
+    """The rank-vs-accuracy table, read back from the result files (whatever has finished)."""
+    from peftbench.conversion import parse_rank_spec
+    from peftbench.conversion.evaluate import converted_result_names
+
+    rows, test_items = [], "?"
+    for experiment in experiments:
+        method, name = experiment.split("/", 1)
+        original = _result_fields(results_dir / f"{method}--{name}.json")
+        if original and original.get("per_item_correct"):
+            test_items = len(original["per_item_correct"])
+        if original is None or original.get("status") != "success":
+            rows.append(f"| {experiment} | original | {original.get('status') if original else 'not run'} | - | - | - |")
+            continue
+        rows.append(
+            f"| {experiment} | original | {original['test_score']:.3f} | {original['trainable_params']:,} "
+            f"| {original['checkpoint_size_bytes']:,} | - |"
+        )
+        for spec in rank_specs:
+            rank_spec = parse_rank_spec(spec).describe()
+            converted_method, converted_name = converted_result_names(method, name, rank_spec, vllm=False)
+            converted = _result_fields(results_dir / f"{converted_method}--{converted_name}.json")
+            if converted is None:
+                rows.append(f"| {experiment} | LoRA {rank_spec} | not run | - | - | - |")
+                continue
+            conversion = converted["conversion"]
+            ranks = sorted(set(conversion["layer_ranks"].values()))
+            rank_text = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
+            score = f"{converted['test_score']:.3f}" if converted["status"] == "success" else converted["status"]
+            rows.append(
+                f"| {experiment} | LoRA {rank_spec} (rank {rank_text}) | {score} | {conversion['lora_parameters']:,} "
+                f"| {converted['checkpoint_size_bytes']:,} | {conversion['max_logits_relative_error']:.3g} |"
+            )
     header = [
         "Command: `.venv/bin/python benchmarks/bench_conversion_task.py "
         + " ".join(f"--set {key}={json.dumps(value)}" for key, value in overrides.items())
-        + f"` · machine: 2-core CPU · date: {datetime.date.today().isoformat()} · {elapsed / 60:.0f} min.",
+        + f"` · machine: 2-core CPU (shared with other jobs) · date: {datetime.date.today().isoformat()}.",
         "",
-        "Adapters trained on math-tiny with the quick suite's settings (one seed), converted with "
-        "`peftbench convert`, each converted adapter scored on the same test set by the engine. Accuracy is "
-        "exact match; logits error is converted vs original on a probe batch (max over sequences of relative "
-        "Frobenius error).",
+        f"Adapters trained on {TASK} with the quick suite's settings (one seed; overrides above), converted with "
+        f"`peftbench convert`, each converted adapter scored by the engine on the same {test_items} test items. "
+        "Accuracy is exact match; parameters are the adapter's; logits error is converted vs original on a probe "
+        "batch (max over sequences of relative Frobenius error).",
         "",
         "| adapter | version | test accuracy | parameters | checkpoint bytes | logits rel. error |",
         "|---|---|---|---|---|---|",
@@ -100,10 +129,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--experiments", nargs="+", default=EXPERIMENTS, help="quick-suite <method>/<name> folders")
     parser.add_argument("--ranks", nargs="+", default=RANK_SPECS, help="rank specs as for peftbench convert --rank")
     parser.add_argument("--no-write", action="store_true", help="print the table only (e.g. for a smoke run)")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from existing result files")
     arguments = parser.parse_args(argv)
-    table = run(
-        arguments.results, parse_set_options(arguments.set_values), arguments.experiments, arguments.ranks
-    )
+    overrides = parse_set_options(arguments.set_values)
+    if not arguments.table_only:
+        train_convert_evaluate(arguments.results, overrides, arguments.experiments, arguments.ranks)
+    table = table_from_results(arguments.results, overrides, arguments.experiments, arguments.ranks)
     print(table)
     if arguments.no_write:
         return 0

@@ -14,16 +14,21 @@ from peftbench.conversion.report import ConversionReport
 CONVERTED_METHOD_SUFFIX = "-as-lora"
 
 
-def rank_slug(report: ConversionReport) -> str:
-    """'r8', 'e0.9', 'full' (+ '-vllm'): the converted result's name part for its rank."""
-    spec = report.rank_spec.removesuffix(" (vLLM)")
+def rank_slug(rank_spec: str, vllm: bool) -> str:
+    """'r8', 'e0.9', 'full' (+ '-vllm') from a RankSpec.describe() text: the converted result's name part."""
+    spec = rank_spec.removesuffix(" (vLLM)")
     if spec.startswith("energy "):
         slug = "e" + spec.removeprefix("energy ")
     elif spec == "full":
         slug = "full"
     else:
         slug = f"r{spec}"
-    return slug + ("-vllm" if report.vllm else "")
+    return slug + ("-vllm" if vllm else "")
+
+
+def converted_result_names(method: str, name: str, rank_spec: str, vllm: bool) -> tuple[str, str]:
+    """(method, name) of a converted adapter's result: `<method>-as-lora`, `<name>-<rank slug>`."""
+    return f"{method}{CONVERTED_METHOD_SUFFIX}", f"{name}-{rank_slug(rank_spec, vllm)}"
 
 
 def source_names(adapter_dir: str | Path, report: ConversionReport) -> tuple[str, str]:
@@ -71,7 +76,7 @@ def evaluate_converted(
 
     method, name = source_names(adapter_dir, report)
     source_result = Path(results_dir) / f"{method}--{name}.json"
-    converted_method, converted_name = f"{method}{CONVERTED_METHOD_SUFFIX}", f"{name}-{rank_slug(report)}"
+    converted_method, converted_name = converted_result_names(method, name, report.rank_spec, report.vllm)
     return evaluate_adapter(
         lora_dir,
         task,
