@@ -80,10 +80,10 @@ def main() -> None:
     parser.add_argument("--lr-mapping", choices=("scale", "keep"), default="scale")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default=None, help="only folders whose '<method>/<name>' contains this")
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th config from the i-th (parallel runs)")
     args = parser.parse_args()
 
     import torch
-    from scipy.stats import spearmanr
 
     from peftbench.runners.local import run_experiment
     from peftbench.tasks import get_task
@@ -99,8 +99,9 @@ def main() -> None:
     folders += sorted(p.parent for p in args.experiments.glob("*/*/training_params.json") if not (p.parent / "adapter_config.json").exists())
     if args.only:
         folders = [f for f in folders if args.only in f"{f.parent.name}/{f.name}"]
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    folders = folders[shard::shards]
 
-    rows = []
     for folder in folders:
         method, name = folder.parent.name, folder.name
         published = published_accuracy(method, name)
@@ -121,8 +122,19 @@ def main() -> None:
         )
         score = json.loads(Path(path).read_text())["peftbench"].get("test_score") if path else None
         print(f"{method}/{name}: {status}, math-tiny {score}, published GSM8K {published:.3f}", flush=True)
-        rows.append((f"{method}/{name}", status, score, published))
+    summarize(args.results)
 
+
+def summarize(results: Path) -> None:
+    """Table and Spearman's rho over every result file in `results` (all shards, earlier runs too)."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text()).get("peftbench") or {}
+        published = published_accuracy(record.get("method", ""), record.get("name", ""))
+        if published is not None:
+            rows.append((f"{record['method']}/{record['name']}", record["status"], record.get("test_score"), published))
     print("\n| config | status | math-tiny test acc | published GSM8K test acc |\n|---|---|---|---|")
     for name, status, score, published in sorted(rows, key=lambda r: -r[3]):
         print(f"| {name} | {status} | {'-' if score is None else f'{score:.3f}'} | {published:.3f} |")

@@ -8,7 +8,8 @@ Steps, all deterministic from the seed:
 3. pretrain a 4-layer Llama (hidden 256, untied embeddings) on packed sequences of the corpus;
 4. write config.json, model.safetensors, the tokenizer, pretraining_info.json and a model card (README.md).
 
-About 15-20 minutes on 2 CPU cores (bf16 autocast). The output folder is replaced atomically at the end.
+About 9 minutes on 2 idle CPU cores at 2 threads (12k tokens/s, bf16 autocast), 15-25 minutes at one
+thread on a busy machine. The output folder is replaced atomically at the end.
 """
 
 from __future__ import annotations
@@ -89,13 +90,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (replaced at the end)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=2200, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=1600, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--sequence-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2.5e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--vocab-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="continue from this model folder (its tokenizer too) instead of starting from scratch",
+    )
+    parser.add_argument("--worked-share", type=float, default=0.25, help="share of worked stories in the corpus")
+    # One thread: on a shared machine two threads that must meet at every op barrier slow down many times
+    # over when another process takes a core; the shipped model was trained with one.
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     import torch
@@ -112,8 +120,13 @@ def main() -> None:
     tokens_needed = args.steps * args.batch_size * args.sequence_length
     # Documents average 50-60 tokens; 1/40 of the token budget in documents covers it in one epoch.
     document_count = tokens_needed // 40
-    documents = pretraining_corpus(document_count, args.seed)
-    tokenizer = build_tokenizer(documents[:40_000], args.vocab_size)
+    documents = pretraining_corpus(document_count, args.seed, args.worked_share)
+    if args.init_from is None:
+        tokenizer = build_tokenizer(documents[:40_000], args.vocab_size)
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
     token_lists = tokenizer(documents, add_special_tokens=True)["input_ids"]
     rows = pack(token_lists, tokenizer.eos_token_id, args.sequence_length, args.seed)
     if rows.shape[0] < args.steps * args.batch_size:
@@ -139,7 +152,7 @@ def main() -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config) if args.init_from is None else LlamaForCausalLM.from_pretrained(args.init_from)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -174,8 +187,11 @@ def main() -> None:
     final_held_out_loss = held_out_loss(model, held_out_rows)
     print(f"final train loss {final_train_loss:.4f}, held-out loss {final_held_out_loss:.4f}", flush=True)
 
-    info = {
+    stage = {
+        "command": "scripts/pretrain_tiny_model.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
+        "init_from": None if args.init_from is None else args.init_from.name,
+        "worked_share": args.worked_share,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "sequence_length": args.sequence_length,
@@ -186,8 +202,6 @@ def main() -> None:
         "schedule": "linear warm-up, cosine decay to 10% of peak",
         "optimizer": "AdamW betas (0.9, 0.95), weight decay 0.1 on matrices, grad-norm clip 1.0",
         "precision": "fp32 weights, bf16 autocast",
-        "vocab_size": len(tokenizer),
-        "parameters": sum(p.numel() for p in model.parameters()),
         "final_train_loss_last50": round(final_train_loss, 4),
         "held_out_loss": round(final_held_out_loss, 4),
         "train_seconds": round(train_seconds, 1),
@@ -196,6 +210,14 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible",
         "torch": torch.__version__,
         "loss_curve": loss_log,
+    }
+    earlier_stages = []
+    if args.init_from is not None and (args.init_from / "pretraining_info.json").exists():
+        earlier_stages = json.loads((args.init_from / "pretraining_info.json").read_text())["stages"]
+    info = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "stages": earlier_stages + [stage],
     }
     staging = args.out.with_name(args.out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -210,29 +232,39 @@ def main() -> None:
 
 
 def model_card(info: dict) -> str:
+    stages = info["stages"]
+    rows = [
+        ("command", lambda st: f"`{st['command']}`"),
+        ("starts from", lambda st: st["init_from"] or "random initialisation"),
+        ("share of worked stories", lambda st: f"{st['worked_share']:.0%}"),
+        ("steps x batch x sequence", lambda st: f"{st['steps']} x {st['batch_size']} x {st['sequence_length']} = {st['tokens_seen']:,} tokens"),
+        ("learning rate", lambda st: f"peak {st['peak_lr']}, {st['warmup_steps']} warm-up steps, {st['schedule']}"),
+        ("optimizer", lambda st: st["optimizer"]),
+        ("precision", lambda st: st["precision"]),
+        ("final train loss (mean of last 50 steps)", lambda st: str(st["final_train_loss_last50"])),
+        ("held-out loss (25%-worked-story text)", lambda st: str(st["held_out_loss"])),
+        ("wall time", lambda st: f"{st['train_seconds']:.0f} s training, {st['total_seconds']:.0f} s total, {st['threads']} thread(s), {st['machine']}, shared with other jobs"),
+    ]
+    header = "| | " + " | ".join(f"stage {i + 1}" for i in range(len(stages))) + " |"
+    table = [header, "|---" * (len(stages) + 1) + "|"]
+    table += ["| " + label + " | " + " | ".join(cell(st) for st in stages) + " |" for label, cell in rows]
+    table_text = "\n".join(table)
     return f"""# tiny-math-llama
 
 The base model of peftbench's offline `math-tiny` task. Llama architecture (4 layers, hidden 256,
 4 heads, intermediate 704, untied embeddings, {info['parameters'] / 1e6:.2f}M parameters), byte-level BPE
 tokenizer with every digit its own token (vocabulary {info['vocab_size']}).
 
-Pretrained from scratch by `scripts/pretrain_tiny_model.py --seed {info['seed']}` on a procedurally
-generated corpus (`peftbench.tasks.math_tiny_data.pretraining_corpus`): arithmetic facts, counting,
-comparisons, short stories with quantities, and (a quarter of the documents) "worked stories" told in the
-problems' sentence templates and recapped in styles other than the task's answer format. No
-"Question:/Answer:" and no "####" lines appear, and no number chain of a valid or test problem does.
+Pretrained from scratch by `scripts/pretrain_tiny_model.py` on a procedurally generated corpus
+(`peftbench.tasks.math_tiny_data.pretraining_corpus`): arithmetic facts, counting, comparisons, short
+stories with quantities, and "worked stories" told in the problems' sentence templates and recapped in
+styles other than the task's answer format. No "Question:/Answer:" and no "####" lines appear, and no
+number chain of a valid or test problem does. A second stage continues on a corpus richer in worked
+stories: after the first stage alone the model wrote recaps but did not read the story's numbers.
 
-| recipe | value |
-|---|---|
-| steps x batch x sequence | {info['steps']} x {info['batch_size']} x {info['sequence_length']} = {info['tokens_seen']:,} tokens |
-| optimizer | {info['optimizer']} |
-| learning rate | peak {info['peak_lr']}, {info['warmup_steps']} warm-up steps, {info['schedule']} |
-| precision | {info['precision']} |
-| final train loss (mean of last 50 steps) | {info['final_train_loss_last50']} |
-| held-out loss (forgetting-distribution text) | {info['held_out_loss']} |
-| wall time | {info['train_seconds']:.0f} s training, {info['total_seconds']:.0f} s total, {info['threads']} threads ({info['machine']}, shared) |
+{table_text}
 
-The full loss curve and settings are in `pretraining_info.json`.
+The full loss curves and settings are in `pretraining_info.json`.
 """
 
 

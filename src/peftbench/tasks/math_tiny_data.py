@@ -304,22 +304,28 @@ def _plain_story(rng: random.Random) -> str:
     return " ".join(sentences[: rng.randint(3, 5)])
 
 
-def pretraining_document(rng: random.Random) -> str:
-    """One document of the pretraining distribution (a quarter are worked stories)."""
+WORKED_STORY_SHARE = 0.25
+
+
+def pretraining_document(rng: random.Random, worked_share: float = WORKED_STORY_SHARE) -> str:
+    """One document of the pretraining distribution: `worked_share` worked stories, the rest arithmetic
+    facts (1/3), counting and comparisons (4/15) and plain stories (6/15)."""
     draw = rng.random()
-    if draw < 0.25:
+    if draw < worked_share:
         return _worked_story(rng)
-    if draw < 0.50:
+    rest = (draw - worked_share) / (1 - worked_share)
+    if rest < 1 / 3:
         return _arithmetic_facts(rng)
-    if draw < 0.70:
+    if rest < 0.6:
         return _counting(rng)
     return _plain_story(rng)
 
 
-def pretraining_corpus(count: int, seed: int) -> list[str]:
-    """`count` pretraining documents, deterministic from `seed`."""
-    rng = random.Random(f"math-tiny/pretrain/{seed}")
-    return [pretraining_document(rng) for _ in range(count)]
+def pretraining_corpus(count: int, seed: int, worked_share: float = WORKED_STORY_SHARE) -> list[str]:
+    """`count` pretraining documents, deterministic from `seed` (and from the mix, which names the stream)."""
+    stream = f"math-tiny/pretrain/{seed}" if worked_share == WORKED_STORY_SHARE else f"math-tiny/pretrain/{seed}/worked{worked_share}"
+    rng = random.Random(stream)
+    return [pretraining_document(rng, worked_share) for _ in range(count)]
 
 
 def forgetting_texts(count: int, seed: int) -> list[str]:
