@@ -21,13 +21,9 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 def experiments():
     """(method, name, peft config or None, training params) of every quick-suite experiment."""
     from peft import (
-        BeftConfig,
-        GraloraConfig,
         IA3Config,
-        LilyConfig,
         LoHaConfig,
         LoraConfig,
-        MissConfig,
         OFTConfig,
         PromptTuningConfig,
         TaskType,
@@ -38,6 +34,8 @@ def experiments():
         return {"optimizer_kwargs": {"lr": value, **extra}}
 
     causal = {"task_type": TaskType.CAUSAL_LM}
+    # 10 experiments keep the suite near ten minutes on 2 cores; GraLoRA, MiSS, Lily and BEFT configs sized
+    # for this model apply too (tests/test_math_tiny_task.py checked them) but did not fit the time budget.
     return [
         ("lora", "rank16", LoraConfig(r=16, lora_alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
         (
@@ -59,10 +57,6 @@ def experiments():
         ("full-finetuning", "default", None, lr(3e-4)),
         ("loha", "rank16", LoHaConfig(r=16, alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
         ("vera", "rank128", VeraConfig(r=128, target_modules=ALL_PROJECTIONS, **causal), lr(1e-2)),
-        ("gralora", "rank16", GraloraConfig(r=16, alpha=32, gralora_k=2, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
-        ("miss", "rank16", MissConfig(r=16, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
-        ("lily", "rank32", LilyConfig(r=32, stride_A=2, num_B=2, scaling=2.0, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
-        ("beft", "target-v_proj", BeftConfig(target_modules=["v_proj"], **causal), lr(1e-2)),
     ]
 
 

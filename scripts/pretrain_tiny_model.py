@@ -213,7 +213,8 @@ def main() -> None:
     }
     earlier_stages = []
     if args.init_from is not None and (args.init_from / "pretraining_info.json").exists():
-        earlier_stages = json.loads((args.init_from / "pretraining_info.json").read_text())["stages"]
+        earlier = json.loads((args.init_from / "pretraining_info.json").read_text())
+        earlier_stages = earlier.get("stages", [earlier])  # a one-stage model may predate the stage list
     info = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),

@@ -43,3 +43,18 @@ def test_bad_set_option_is_rejected_before_anything_runs(tmp_path):
     assert result.exit_code == 2
     assert "max_step" in result.output and "max_steps" in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_suite_runs_an_experiment_end_to_end_and_prints_the_table(tmp_path):
+    """One quick-suite experiment, a few steps on a few rows, through the real child-process runner."""
+    tiny = ["--set", "max_steps=2", "--set", "eval_steps=2", "--set", "train_size=16", "--set", "valid_size=4",
+            "--set", "test_size=6", "--set", "forgetting_size=2", "--set", "batch_size=4", "--set", "num_threads=1"]
+    result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path), *tiny])
+    assert result.exit_code == 0, result.output
+    import json
+
+    record = json.loads((tmp_path / "ia3--default.json").read_text())["peftbench"]
+    assert record["status"] == "success"
+    assert record["task"] == "math-tiny"
+    assert len(record["per_item_correct"]) == 6
+    assert "ia3/default" in result.output  # the table names the experiment

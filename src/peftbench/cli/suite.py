@@ -68,7 +68,9 @@ def suite(
         Optional[str], typer.Option("--only", help="Run only experiments whose '<method>/<name>' contains this text.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run experiments whose result file exists.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Experiments run at once (CPU cores are split).")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Experiments run at once; the CPU cores are split between them.")
+    ] = 2,  # two single-thread runs keep both cores busy through generation and small-batch steps
     set_params: Annotated[
         Optional[list[str]],
         typer.Option("--set", help="Override a training parameter for every experiment, e.g. --set max_steps=50."),
