@@ -4,8 +4,9 @@
 
 Each folder holds an `adapter_config.json` written by peft's `config.save_pretrained` (none for full
 fine-tuning) and a `training_params.json` with the method's learning rate. The configs are the PEFT suite's
-MetaMathQA ones sized for the tiny math-tiny model (hidden 256, intermediate 704, 4 layers); the learning
-rates were chosen on the math-tiny *valid* split (benchmarks/math-tiny.md says how), never on test.
+MetaMathQA ones sized for the tiny math-tiny model (hidden 256, intermediate 704, 4 layers). The learning
+rates are first guesses, not yet tuned: they must be chosen on the math-tiny *valid* split (never on test)
+once the base model learns the task (benchmarks/math-tiny.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`math-tiny`: the offline default task. Generated multi-step word problems, the tiny model shipped in the
-package, and defaults sized so that one LoRA experiment takes about a minute on 2 CPU cores.
+package, and defaults sized for about a minute of LoRA training on 2 CPU cores (117 s measured at one thread
+on a busy shared machine).
 
 It is the `math` task with generated rows: the same prompt template, tokenization, answer-only loss,
 greedy generation, `#### N` scoring and forgetting measure (see peftbench.tasks.math). The rows come from
@@ -38,7 +39,7 @@ class MathTinyTask(MathTask):
     name = "math-tiny"
     description = (
         "generated multi-step word problems, tiny Llama-architecture model shipped in the package "
-        "(offline; ~1 minute per LoRA experiment on 2 CPU cores)"
+        "(offline; a couple of minutes per experiment on a 2-core CPU)"
     )
 
     def default_params(self) -> dict[str, Any]:
