@@ -132,25 +132,12 @@ def suite(
 
 def show_results(results: Path, html: Optional[Path], console) -> None:
     """The Pareto table (test accuracy vs peak memory) and, if asked, the HTML report."""
-    try:
-        from peftbench.reporting.render import render_report
-    except ModuleNotFoundError:  # the HTML report is an optional feature of this build
-        render_report = None
-    if render_report is None:
-        from peftbench.analysis.comparison import compare_results
-        from peftbench.reporting.terminal import print_comparison
-        from peftbench.results.reader import load_results
+    from peftbench.reporting.render import render_report
 
-        print_comparison(compare_results(load_results([results]), x="peak_memory", y="test_score"), console)
-        if html is not None:
-            console.print(f"[yellow]warning:[/yellow] the HTML report is not available in this build; {html} not written")
-        return
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
     render_report([results], x="peak_memory", y="test_score", metrics=None, filter_expression=None,
                   html=html, png_dir=None, json_out=False, console=console)
-    if html is not None:
-        console.print(f"HTML report: {html}")
 
 
 def register(app: typer.Typer) -> None:
