@@ -111,7 +111,11 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     assert "test score:" in hover.text_content() and "GiB" in hover.text_content()
     # clicking a point picks it: the curves show that point's runs instead of the frontier's
     box = page.locator("#scatter .scatterlayer .point").first.bounding_box()
+    page.mouse.move(5, 5)  # off the plot: clear the hover state left by the check above
+    page.wait_for_selector("#scatter .hoverlayer .hovertext", state="detached", timeout=5_000)
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # plotly's click handler reads its hover state, which it updates asynchronously after a move
+    hover.wait_for(timeout=5_000)
     page.mouse.down()
     page.mouse.up()
     page.wait_for_function("state.picked.size === 1")
