@@ -112,7 +112,9 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
             [*CHILD_COMMAND, request_file],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        tail = _StderrTail(process.stderr)
+        # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
+        # own bars and warnings would interleave into noise: keep only their tail for the result.
+        tail = _StderrTail(process.stderr, echo=request.show_progress)
         try:
             process.wait()
         except KeyboardInterrupt:
@@ -162,10 +164,12 @@ def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, m
 
 
 class _StderrTail:
-    """Copies a child's stderr to ours as it comes (progress bars stay live) and keeps its last bytes."""
+    """Copies a child's stderr to ours as it comes (progress bars stay live, unless `echo` is off) and keeps
+    its last bytes."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, echo: bool = True) -> None:
         self._stream = stream
+        self._echo = echo
         self._tail = b""
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -174,6 +178,8 @@ class _StderrTail:
         out = getattr(sys.stderr, "buffer", None)
         while chunk := os.read(self._stream.fileno(), 8192):
             self._tail = (self._tail + chunk)[-STDERR_TAIL_BYTES:]
+            if not self._echo:
+                continue
             try:
                 if out is not None:
                     out.write(chunk)
