@@ -222,14 +222,26 @@ def main() -> None:
     }
     staging = args.out.with_name(args.out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "pretraining_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    (staging / "README.md").write_text(model_card(info))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "pretraining_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        (staging / "README.md").write_text(model_card(info))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written model folder behind
+        raise
     if args.out.exists():
         shutil.rmtree(args.out)
     os.replace(staging, args.out)
     print(f"wrote {args.out} in {info['total_seconds']:.0f} s", flush=True)
+
+
+def _cell(cell, stage: dict) -> str:
+    """A stage recorded before a field existed (the first shipped model has no `command`) says so."""
+    try:
+        return cell(stage)
+    except KeyError:
+        return "not recorded"
 
 
 def model_card(info: dict) -> str:
@@ -248,7 +260,7 @@ def model_card(info: dict) -> str:
     ]
     header = "| | " + " | ".join(f"stage {i + 1}" for i in range(len(stages))) + " |"
     table = [header, "|---" * (len(stages) + 1) + "|"]
-    table += ["| " + label + " | " + " | ".join(cell(st) for st in stages) + " |" for label, cell in rows]
+    table += ["| " + label + " | " + " | ".join(_cell(cell, st) for st in stages) + " |" for label, cell in rows]
     table_text = "\n".join(table)
     return f"""# tiny-math-llama
 
