@@ -233,7 +233,7 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     os.replace(staging, args.out)
-    print(f"wrote {args.out} in {info['total_seconds']:.0f} s", flush=True)
+    print(f"wrote {args.out} in {stage['total_seconds']:.0f} s", flush=True)
 
 
 def _cell(cell, stage: dict) -> str:
