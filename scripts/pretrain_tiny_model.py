@@ -1,6 +1,6 @@
 """Pretrain the tiny Llama-architecture model shipped for the offline `math-tiny` task.
 
-    .venv/bin/python scripts/pretrain_tiny_model.py [--out src/peftbench/assets/tiny-math-llama] [--seed 0]
+    .venv/bin/python scripts/pretrain_tiny_model.py --threads 2 [--out src/peftbench/assets/tiny-math-llama] [--seed 0]
 
 Steps, all deterministic from the seed:
 1. generate the pretraining corpus (peftbench.tasks.math_tiny_data.pretraining_corpus);
@@ -8,7 +8,7 @@ Steps, all deterministic from the seed:
 3. pretrain a 4-layer Llama (hidden 256, untied embeddings) on packed sequences of the corpus;
 4. write config.json, model.safetensors, the tokenizer, pretraining_info.json and a model card (README.md).
 
-About 9 minutes on 2 idle CPU cores at 2 threads (12k tokens/s, bf16 autocast), 15-25 minutes at one
+The shipped model: 9 min 14 s on 2 idle CPU cores at 2 threads (12.4k tokens/s, bf16 autocast), 15-25 minutes at one
 thread on a busy machine. The output folder is replaced atomically at the end.
 """
 
@@ -24,6 +24,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from peftbench.tasks.math_tiny_data import WORKED_STORY_SHARE  # noqa: E402  (no heavy imports)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "assets" / "tiny-math-llama"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
@@ -100,7 +102,7 @@ def main() -> None:
         "--init-from", type=Path, default=None,
         help="continue from this model folder (its tokenizer too) instead of starting from scratch",
     )
-    parser.add_argument("--worked-share", type=float, default=0.25, help="share of worked stories in the corpus")
+    parser.add_argument("--worked-share", type=float, default=WORKED_STORY_SHARE, help="share of worked stories in the corpus")
     # One thread: on a shared machine two threads that must meet at every op barrier slow down many times
     # over when another process takes a core; the shipped model was trained with one.
     parser.add_argument("--threads", type=int, default=1)
@@ -255,8 +257,8 @@ def model_card(info: dict) -> str:
         ("optimizer", lambda st: st["optimizer"]),
         ("precision", lambda st: st["precision"]),
         ("final train loss (mean of last 50 steps)", lambda st: str(st["final_train_loss_last50"])),
-        ("held-out loss (25%-worked-story text)", lambda st: str(st["held_out_loss"])),
-        ("wall time", lambda st: f"{st['train_seconds']:.0f} s training, {st['total_seconds']:.0f} s total, {st['threads']} thread(s), {st['machine']}, shared with other jobs"),
+        ("held-out loss (text of the same mix)", lambda st: str(st["held_out_loss"])),
+        ("wall time", lambda st: f"{st['train_seconds']:.0f} s training, {st['total_seconds']:.0f} s total, {st['threads']} thread(s), {st['machine']}"),
     ]
     header = "| | " + " | ".join(f"stage {i + 1}" for i in range(len(stages))) + " |"
     table = [header, "|---" * (len(stages) + 1) + "|"]
@@ -270,10 +272,12 @@ tokenizer with every digit its own token (vocabulary {info['vocab_size']}).
 
 Pretrained from scratch by `scripts/pretrain_tiny_model.py` on a procedurally generated corpus
 (`peftbench.tasks.math_tiny_data.pretraining_corpus`): arithmetic facts, counting, comparisons, short
-stories with quantities, and "worked stories" told in the problems' sentence templates and recapped in
-styles other than the task's answer format. No "Question:/Answer:" and no "####" lines appear, and no
-number chain of a valid or test problem does. A second stage continues on a corpus richer in worked
-stories: after the first stage alone the model wrote recaps but did not read the story's numbers.
+stories with quantities, and (half the documents) "worked stories" told in the problems' sentence
+templates and then recapped: sentence by sentence with each step's arithmetic, or in a compact equation
+chain. No "Question:/Answer:" and no "####" lines appear, and no number chain of a valid or test
+problem does. The recaps restate the story's own sentences because copying is what a model this small
+must learn before it can read a problem: an earlier model pretrained on compact recaps only could not
+even copy the item's name from the story (no induction), and no fine-tuning method got above 2%.
 
 {table_text}
 

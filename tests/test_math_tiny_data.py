@@ -49,10 +49,22 @@ def test_pretraining_corpus_holds_no_test_problem_and_no_answer_format():
         assert marker not in text
 
 
-def test_worked_stories_are_about_a_quarter_of_the_corpus():
+def test_worked_stories_are_about_half_of_the_corpus():
     documents = data.pretraining_corpus(2000, seed=0)
     worked = sum(1 for d in documents if "\n" in d)
-    assert 0.2 < worked / len(documents) < 0.3
+    assert 0.45 < worked / len(documents) < 0.55
+
+
+def test_solution_restates_the_relevant_sentences_in_order_and_skips_the_distractor():
+    problems = [p for p in data.generate_problems("test", 100, seed=0) if p.distractor is not None]
+    assert problems
+    for problem in problems:
+        response = problem.as_row()["response"]
+        assert response.startswith(" ")  # appended to "...Answer:" as it is (see Problem.as_row)
+        assert problem.distractor not in response
+        position = 0
+        for sentence in problem.relevant_sentences():  # each found after the one before it (same text may repeat)
+            position = response.index(sentence, position) + len(sentence)
 
 
 def test_solution_steps_are_correct_and_end_in_the_answer_line():

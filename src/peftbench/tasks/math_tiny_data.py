@@ -131,17 +131,31 @@ class Problem:
         ask = QUESTION_TEMPLATES[self.question_template].format(name=self.name, item=self.item)
         return " ".join(self.story_sentences() + [ask])
 
+    def relevant_sentences(self) -> list[str]:
+        """The start and operation sentences as the story tells them (the distractor left out)."""
+        fill = {"name": self.name, "item": self.item}
+        sentences = [START_TEMPLATES[self.start_template].format(n=self.start, **fill)]
+        for (kind, operand), template in zip(self.operations, self.operation_templates):
+            sentences.append(OPERATION_TEMPLATES[kind][template].format(n=operand, **fill))
+        return sentences
+
     def solution(self) -> str:
-        """Step-by-step solution ending in the `#### <answer>` line the math task scores."""
+        """Step-by-step solution ending in the `#### <answer>` line the math task scores: each relevant
+        sentence of the story restated, then the step it implies. Restating keeps the model's place in the
+        story (the next step is read from the sentence after the one just restated), which a 4-layer model
+        can do; picking the k-th operand out of the question from a bare equation chain, it could not."""
         values = self.intermediate_values()
-        steps = [f"{self.name} starts with {self.start} {self.item}."]
-        for (kind, operand), before, after in zip(self.operations, values, values[1:]):
-            steps.append(f"{before} {SYMBOL[kind]} {operand} = {after}.")
+        sentences = self.relevant_sentences()
+        steps = [sentences[0]]
+        for sentence, (kind, operand), before, after in zip(sentences[1:], self.operations, values, values[1:]):
+            steps.append(f"{sentence} {before} {SYMBOL[kind]} {operand} = {after}.")
         return " ".join(steps) + f"\n#### {values[-1]}"
 
     def as_row(self) -> dict[str, str]:
-        """The `math` task's schema: a query and a response whose last line is `#### N`."""
-        return {"query": self.question(), "response": self.solution()}
+        """The `math` task's schema: a query and a response whose last line is `#### N`. The response starts
+        with a space because the task appends it to the prompt as it is ("...Answer:" + response): without
+        it, the first word would be a no-space token that the model only ever saw at the start of a text."""
+        return {"query": self.question(), "response": " " + self.solution()}
 
 
 def _apply(kind: str, value: int, operand: int) -> int:
@@ -246,19 +260,28 @@ def _worked_story(rng: random.Random) -> str:
         story += " " + QUESTION_TEMPLATES[problem.question_template].format(name=problem.name, item=problem.item)
     values = problem.intermediate_values()
     pairs = list(zip(problem.operations, values, values[1:]))
-    style = rng.randrange(3)
-    if style == 0:
+    style = rng.random()
+    if style < 0.4:  # walk through every sentence in order, the distractor too
+        recap = []
+        steps = iter(pairs)
+        for sentence in problem.story_sentences():
+            if sentence == problem.distractor:
+                recap.append(f"{sentence} That does not change the {problem.item}.")
+            elif not recap:
+                recap.append(f"{sentence} That is {problem.start}.")
+            else:
+                (k, n), a, b = next(steps)
+                recap.append(f"{sentence} So {a} {SYMBOL[k]} {n} = {b}.")
+        recap_text = " ".join(recap) + f" In the end there are {values[-1]} {problem.item}."
+    elif style < 0.8:  # the relevant sentences only, each with its step in brackets
+        sentences = problem.relevant_sentences()
+        recap = [sentences[0]] + [f"{s} ({a} {SYMBOL[k]} {n} = {b})" for s, ((k, n), a, b) in zip(sentences[1:], pairs)]
+        recap_text = " ".join(recap) + f" So {problem.name} has {values[-1]} {problem.item}."
+    else:
         recap = [f"At first there are {problem.start} {problem.item}."]
         recap += [f"Then there are {a} {SYMBOL[k]} {n} = {b} {problem.item}." for (k, n), a, b in pairs]
         recap.append(f"In the end there are {values[-1]} {problem.item}.")
         recap_text = " ".join(recap)
-    elif style == 1:
-        work = ", then ".join(f"{a} {SYMBOL[k]} {n} = {b}" for (k, n), a, b in pairs)
-        recap_text = f"Work: {work}. So {problem.name} has {values[-1]} {problem.item}."
-    else:
-        verbs = {"add": "adding {n} gives {b}", "sub": "taking away {n} leaves {b}", "mul": "{n} times that is {b}"}
-        steps = "; ".join(verbs[k].format(n=n, b=b) for (k, n), a, b in pairs)
-        recap_text = f"{problem.name} had {problem.start} {problem.item}; {steps}. The total is {values[-1]}."
     return story + "\n" + recap_text
 
 
@@ -304,7 +327,7 @@ def _plain_story(rng: random.Random) -> str:
     return " ".join(sentences[: rng.randint(3, 5)])
 
 
-WORKED_STORY_SHARE = 0.25
+WORKED_STORY_SHARE = 0.5
 
 
 def pretraining_document(rng: random.Random, worked_share: float = WORKED_STORY_SHARE) -> str:
