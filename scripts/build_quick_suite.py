@@ -28,14 +28,18 @@ def experiments():
         OFTConfig,
         PromptTuningConfig,
         TaskType,
-        VeraConfig,
     )
 
     def lr(value: float, **extra) -> dict:
         return {"optimizer_kwargs": {"lr": value, **extra}}
 
     causal = {"task_type": TaskType.CAUSAL_LM}
-    # 10 experiments keep the suite near ten minutes on 2 cores; GraLoRA, MiSS, Lily and BEFT configs sized
+    # Learning rates: 20x the PEFT suite's published rate for the method (its default 1e-4 -> math-tiny's LoRA
+    # rate 2e-3, the one the feasibility probe found), so every method keeps its rate relative to LoRA's:
+    # full fine-tuning 1e-5 -> 2e-4, prompt tuning 1e-3 -> 2e-2, IA3 5e-3 -> 0.1. Not tuned here;
+    # `peftbench sweep` tunes them on the valid split.
+    # 9 experiments keep the suite within ten minutes on 2 idle cores (VeRA rank 128, lr 2e-2, was the tenth: 31%
+    # test accuracy, 133 s, and the suite took 10 min 29 s); GraLoRA, MiSS, Lily and BEFT configs sized
     # for this model apply too (tests/test_math_tiny_task.py checked them) but did not fit the time budget.
     return [
         ("lora", "rank16", LoraConfig(r=16, lora_alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
@@ -53,11 +57,10 @@ def experiments():
             {"optimizer_type": "lora-fa", **lr(2e-3, r=16, lora_alpha=32)},
         ),
         ("oft", "block32", OFTConfig(oft_block_size=32, r=0, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
-        ("ia3", "default", IA3Config(**causal), lr(1e-2)),
+        ("ia3", "default", IA3Config(**causal), lr(0.1)),
         ("prompt_tuning", "tokens20", PromptTuningConfig(num_virtual_tokens=20, **causal), lr(2e-2)),
-        ("full-finetuning", "default", None, lr(3e-4)),
+        ("full-finetuning", "default", None, lr(2e-4)),
         ("loha", "rank16", LoHaConfig(r=16, alpha=32, target_modules=ALL_PROJECTIONS, **causal), lr(2e-3)),
-        ("vera", "rank128", VeraConfig(r=128, target_modules=ALL_PROJECTIONS, **causal), lr(1e-2)),
     ]
 
 

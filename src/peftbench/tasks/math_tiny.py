@@ -51,8 +51,8 @@ class MathTinyTask(MathTask):
             "max_seq_length": 256,
             "batch_size": 16,
             "batch_size_eval": 100,
-            "max_steps": 240,
-            "eval_steps": 240,  # validation once, at the end: generation dominates the CPU time
+            "max_steps": 200,
+            "eval_steps": 200,  # validation once, at the end: generation dominates the CPU time
             "optimizer_kwargs": {"lr": 2e-3, "weight_decay": 0.1},
             "generation_kwargs": {"max_length": 256, "max_new_tokens": 100},  # solutions: 46-94 tokens
             "train_data": None,
