@@ -8,7 +8,7 @@ For each folder of ../shared/peft-method-comparison/MetaMathQA/experiments/<meth
 1. fit check: its peft config must wrap the shipped tiny model and run one forward/backward pass
    (configs written for Llama-3.2-3B's sizes or token ids may not fit: the reason is printed);
 2. a shortened math-tiny run (`--steps` steps, `--test-size` test items) in a child process, the folder
-   unchanged except: max_steps/eval_steps shortened, and the learning rate mapped by the ratio of the two
+   unchanged except: max_steps/eval_steps shortened (AdaLoRA's tinit/tfinal/total_step scaled with them), model_id and batch_size set to math-tiny's, and the learning rate mapped by the ratio of the two
    tasks' default rates (math-tiny 2e-3 / PEFT suite 1e-4 = 20x), which keeps each config's rate relative
    to the suite's default. `--lr-mapping keep` uses the published rates as they are instead;
 3. Spearman's rho (scipy.stats.spearmanr) between the math-tiny scores and the published ones, over the
@@ -27,6 +27,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO.parent / "shared" / "peft-method-comparison" / "MetaMathQA"
 PUBLISHED_DEFAULT_LR = 1e-4  # MetaMathQA/default_training_params.json
+PUBLISHED_STEPS = 5000  # idem, max_steps
+SCHEDULE_KEYS = ("tinit", "tfinal", "total_step")  # AdaLoRA's rank-pruning schedule, in steps
+
+
+def with_scaled_schedule(folder: Path, steps: int, scratch: Path) -> Path:
+    """The folder itself, or, for configs with a step schedule (AdaLoRA), a copy in `scratch` whose
+    schedule is scaled from the published 5000 steps to `steps` (same <method>/<name>, so the same result name)."""
+    import shutil
+
+    config = json.loads((folder / "adapter_config.json").read_text()) if (folder / "adapter_config.json").exists() else {}
+    if not any(config.get(key) for key in SCHEDULE_KEYS):
+        return folder
+    copy_dir = scratch / folder.parent.name / folder.name
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    shutil.copytree(folder, copy_dir)
+    for key in SCHEDULE_KEYS:
+        if config.get(key):
+            config[key] = max(1, round(config[key] * steps / PUBLISHED_STEPS))
+    (copy_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return copy_dir
 
 
 def published_accuracy(method: str, name: str) -> float | None:
@@ -113,11 +133,13 @@ def main() -> None:
             print(f"skip {method}/{name}: does not fit the tiny model ({problem})")
             continue
         overrides = {
+            # a folder may pin the published model and batch (ADAMSS does): the tiny task's own apply
+            "model_id": config.model_id, "batch_size": config.batch_size,
             "max_steps": args.steps, "eval_steps": args.steps, "test_size": args.test_size,
             "valid_size": 0, "forgetting_size": 0, **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
         }
         path, status = run_experiment(
-            folder, "math-tiny", args.results, overrides=overrides, save_checkpoint=False,
+            with_scaled_schedule(folder, args.steps, args.results / "_scaled"), "math-tiny", args.results, overrides=overrides, save_checkpoint=False,
             num_threads=args.threads, show_progress=False,
         )
         score = json.loads(Path(path).read_text())["peftbench"].get("test_score") if path else None

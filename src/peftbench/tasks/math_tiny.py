@@ -1,6 +1,6 @@
 """`math-tiny`: the offline default task. Generated multi-step word problems, the tiny model shipped in the
-package, and defaults sized for about a minute of LoRA training on 2 CPU cores (117 s measured at one thread
-on a busy shared machine).
+package, and defaults sized for about a minute of LoRA training on 2 CPU cores (41 s at 2 threads on the idle
+machine, about 70 s at one thread next to a second experiment).
 
 It is the `math` task with generated rows: the same prompt template, tokenization, answer-only loss,
 greedy generation, `#### N` scoring and forgetting measure (see peftbench.tasks.math). The rows come from
