@@ -107,7 +107,7 @@ def table_from_results(results_dir: Path, overrides: dict, experiments: list[str
     header = [
         "Command: `.venv/bin/python benchmarks/bench_conversion_task.py "
         + " ".join(f"--set {key}={json.dumps(value)}" for key, value in overrides.items())
-        + f"` · machine: 2-core CPU (shared with other jobs) · date: {datetime.date.today().isoformat()}.",
+        + f"` · machine: 2-core CPU · date: {datetime.date.today().isoformat()}.",
         "",
         f"Adapters trained on {TASK} with the quick suite's settings (one seed; overrides above), converted with "
         f"`peftbench convert`, each converted adapter scored by the engine on the same {test_items} test items. "
