@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # Benchmarks
 
 Measured numbers, each with the command that produced it. Every section names its machine and date.
-All of them were measured on 2026-11-29 on a 2-core x86_64 CPU VM (torch 2.13.0+cpu, peft 0.21.2)
-that five engineers shared at the same time, so wall times are pessimistic unless a section says
-the machine was idle. No GPU was available: the CUDA paths (memory figures, bf16) are not measured yet.
+All of them were measured on 2026-11-29 on a 2-core x86_64 CPU VM (torch 2.13.0+cpu, peft 0.21.2).
+The first numbers were measured while five engineers shared the machine, so their wall times are
+pessimistic unless a section says the machine was idle; those re-measured after the math-tiny fix
+(math-tiny, conversion on math-tiny, default-vs-tuned sweep) were taken on the idle machine. No GPU was available: the CUDA paths (memory
+figures, bf16) are not measured yet.
 
 Regenerate this file with `bash scripts/assemble_benchmarks.sh` after running a benchmark script.
 
