@@ -70,7 +70,7 @@ def show_samples(args) -> None:
     task, config = default_config()
     torch.set_num_threads(args.threads)
     tokenizer = task.load_processor(config)
-    model = PeftModel.from_pretrained(task.load_model(config, "cpu"), args.checkpoint)  # base: --model-id
+    model = PeftModel.from_pretrained(task.load_model(config, "cpu"), args.checkpoint)
     rows = task.load_test_rows(config)[: args.count]
     result = task.evaluate(model, tokenizer, rows, config, desc="samples")
     for row, completion, correct in zip(rows, result.predictions, result.per_item_correct):

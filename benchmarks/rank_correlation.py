@@ -8,7 +8,8 @@ For each folder of ../shared/peft-method-comparison/MetaMathQA/experiments/<meth
 1. fit check: its peft config must wrap the shipped tiny model and run one forward/backward pass
    (configs written for Llama-3.2-3B's sizes or token ids may not fit: the reason is printed);
 2. a shortened math-tiny run (`--steps` steps, `--test-size` test items) in a child process, the folder
-   unchanged except: max_steps/eval_steps shortened (AdaLoRA's tinit/tfinal/total_step scaled with them), model_id and batch_size set to math-tiny's, and the learning rate mapped by the ratio of the two
+   unchanged except: max_steps/eval_steps shortened (AdaLoRA's tinit/tfinal/total_step scaled with them),
+   model_id and batch_size set to math-tiny's, and the learning rate mapped by the ratio of the two
    tasks' default rates (math-tiny 2e-3 / PEFT suite 1e-4 = 20x), which keeps each config's rate relative
    to the suite's default. `--lr-mapping keep` uses the published rates as they are instead;
 3. Spearman's rho (scipy.stats.spearmanr) between the math-tiny scores and the published ones, over the
@@ -139,8 +140,8 @@ def main() -> None:
             "valid_size": 0, "forgetting_size": 0, **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
         }
         path, status = run_experiment(
-            with_scaled_schedule(folder, args.steps, args.results / "_scaled"), "math-tiny", args.results, overrides=overrides, save_checkpoint=False,
-            num_threads=args.threads, show_progress=False,
+            with_scaled_schedule(folder, args.steps, args.results / "_scaled"), "math-tiny", args.results,
+            overrides=overrides, save_checkpoint=False, num_threads=args.threads, show_progress=False,
         )
         score = json.loads(Path(path).read_text())["peftbench"].get("test_score") if path else None
         print(f"{method}/{name}: {status}, math-tiny {score}, published GSM8K {published:.3f}", flush=True)

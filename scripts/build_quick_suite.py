@@ -5,8 +5,7 @@
 Each folder holds an `adapter_config.json` written by peft's `config.save_pretrained` (none for full
 fine-tuning) and a `training_params.json` with the method's learning rate. The configs are the PEFT suite's
 MetaMathQA ones sized for the tiny math-tiny model (hidden 256, intermediate 704, 4 layers). The learning
-rates are first guesses, not yet tuned: they must be chosen on the math-tiny *valid* split (never on test)
-once the base model learns the task (benchmarks/math-tiny.md).
+rates follow one rule for every method (see experiments()); tuning them is `peftbench sweep`'s job.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ Steps, all deterministic from the seed:
 3. pretrain a 4-layer Llama (hidden 256, untied embeddings) on packed sequences of the corpus;
 4. write config.json, model.safetensors, the tokenizer, pretraining_info.json and a model card (README.md).
 
-The shipped model: 9 min 14 s on 2 idle CPU cores at 2 threads (12.4k tokens/s, bf16 autocast), 15-25 minutes at one
-thread on a busy machine. The output folder is replaced atomically at the end.
+The shipped model: 9 min 14 s on 2 idle CPU cores at 2 threads (12.4k tokens/s, bf16 autocast). The output folder is replaced atomically at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from peftbench.tasks.math_tiny_data import WORKED_STORY_SHARE  # noqa: E402  (no heavy imports)
+from peftbench.tasks.math_tiny_data import WORKED_STORY_SHARE  # standard library only, no torch
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "assets" / "tiny-math-llama"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
@@ -104,7 +103,7 @@ def main() -> None:
     )
     parser.add_argument("--worked-share", type=float, default=WORKED_STORY_SHARE, help="share of worked stories in the corpus")
     # One thread: on a shared machine two threads that must meet at every op barrier slow down many times
-    # over when another process takes a core; the shipped model was trained with one.
+    # over when another process takes a core. On an idle machine use 2 (the shipped model was trained so).
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -277,7 +276,7 @@ templates and then recapped: sentence by sentence with each step's arithmetic, o
 chain. No "Question:/Answer:" and no "####" lines appear, and no number chain of a valid or test
 problem does. The recaps restate the story's own sentences because copying is what a model this small
 must learn before it can read a problem: an earlier model pretrained on compact recaps only could not
-even copy the item's name from the story (no induction), and no fine-tuning method got above 2%.
+even copy the item's name from the story, and no fine-tuning method got above 2%.
 
 {table_text}
 

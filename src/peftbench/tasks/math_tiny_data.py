@@ -10,8 +10,8 @@ problem's numbers never appear as a chain in any training problem or pretraining
 phrasing: this is stricter than "the same template and numbers".
 
 The pretraining corpus teaches the language of the problems without their question/answer format: a
-quarter of its documents are "worked stories" (a narrative in the problems' own sentence templates,
-followed by a recap in a style different from the solutions), the rest are arithmetic facts, counting,
+half of its documents are "worked stories" (a narrative in the problems' own sentence templates,
+followed by a recap that restates it step by step, without the answer format), the rest are arithmetic facts, counting,
 comparisons and plain stories with quantities. It never contains "Question:", "Answer:" or "####", so the
 base model cannot answer in the task's format before fine-tuning.
 """
@@ -119,10 +119,7 @@ class Problem:
 
     def story_sentences(self) -> list[str]:
         """The narrative: start, operations, with the distractor inserted (no question)."""
-        fill = {"name": self.name, "item": self.item}
-        sentences = [START_TEMPLATES[self.start_template].format(n=self.start, **fill)]
-        for (kind, operand), template in zip(self.operations, self.operation_templates):
-            sentences.append(OPERATION_TEMPLATES[kind][template].format(n=operand, **fill))
+        sentences = self.relevant_sentences()
         if self.distractor is not None:
             sentences.insert(1 + self.distractor_position, self.distractor)
         return sentences
