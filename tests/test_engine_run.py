@@ -314,12 +314,18 @@ def test_list_shows_tasks_and_experiments(experiments_copy):
     assert "math" in outcome.output and "prompt_tuning" in outcome.output and "full fine-tuning" in outcome.output
 
 
-def test_child_killed_by_the_oom_killer_is_recorded_as_oom(experiments_copy, math_fixture_params, tmp_path,
-                                                             monkeypatch):
+def test_sigkill_is_oom_only_with_the_oom_killers_evidence(experiments_copy, math_fixture_params, tmp_path,
+                                                            monkeypatch):
     kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", kill])
+    monkeypatch.setattr(local, "killed_by_oom_killer", lambda pid, count_before: False)
     path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
-    assert status == "oom" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]
+    assert status == "killed" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]
+    monkeypatch.setattr(local, "killed_by_oom_killer", lambda pid, count_before: True)
+    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    assert status == "oom" and "out-of-memory killer" in read_result(path)["peftbench"]["error_msg"]
+    # both are run again by default (memory may be free now), kept on request
+    assert not local.should_skip(path, force=False) and local.should_skip(path, force=False, keep_killed=True)
 
 
 def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_params, tmp_path):

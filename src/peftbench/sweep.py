@@ -129,10 +129,15 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ConfigError(f"optimizer_kwargs.lr of {spec.path} is {lr!r}; a sweep needs a positive number")
         experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed)))
-    keys = [e.key for e in experiments]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise ConfigError(f"experiment {repeated[0]!r} is given twice; each experiment may appear once in a sweep")
+    first_by_key: dict[str, SweepExperiment] = {}
+    for experiment in experiments:
+        first = first_by_key.setdefault(experiment.key, experiment)
+        if first is not experiment:
+            where = f"{first.path} and {experiment.path}" if first.path != experiment.path else f"{first.path} twice"
+            raise ConfigError(
+                f"experiment {experiment.key!r} is given twice ({where}); their trials would write the same result "
+                "files, so each experiment may appear once in a sweep"
+            )
     return experiments
 
 
@@ -219,6 +224,17 @@ class SweepPlan:
             # --set num_threads=N wins over the backend's fair split of the cores
             "num_threads": self.overrides.get("num_threads"),
         }
+
+    def check_before_running(self) -> None:
+        """ConfigError unless every trial's result name fits the file system and the results folder takes a
+        real file write: found before the first trial, not after it."""
+        from peftbench.results.writer import check_writable, result_path
+
+        for experiment in self.experiments:
+            for lr in self.grid(experiment):
+                for seed in [experiment.default_seed, *self.seed_list(experiment)]:
+                    result_path(self.results_dir, trial_result_name(experiment.method, experiment.name, lr, seed))
+        check_writable(self.results_dir)
 
     def search_trials(self) -> list[Trial]:
         """Every grid point of every experiment, plus a "default" run where the grid lacks the configured rate."""

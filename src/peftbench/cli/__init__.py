@@ -41,4 +41,7 @@ _register_all()
 
 
 def main() -> None:
+    from peftbench.runners.cancel import cancel_on_signals
+
+    cancel_on_signals()  # SIGTERM and SIGHUP cancel like Ctrl-C: `cancelled` results, no files left behind
     app()

@@ -16,7 +16,8 @@ written with --html).
 `quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
 tiny model shipped in the package, offline: about nine minutes on an idle 2-core CPU.
 
-Results that already exist in the results folder are kept and not run again (use --force to re-run).
+Results that already exist in the results folder are kept and not run again (use --force to re-run); failed,
+cancelled, oom and killed ones are run again (--keep-killed keeps oom and killed ones).
 
 Examples:
   peftbench suite quick --results results/quick --html results/quick/report.html
@@ -68,6 +69,9 @@ def suite(
         Optional[str], typer.Option("--only", help="Run only experiments whose '<method>/<name>' contains this text.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run experiments whose result file exists.")] = False,
+    keep_killed: Annotated[
+        bool, typer.Option("--keep-killed", help="Keep existing oom and killed results instead of running them again.")
+    ] = False,
     workers: Annotated[
         int, typer.Option("--workers", help="Experiments run at once; the CPU cores are split between them.")
     ] = 2,  # two single-thread runs keep both cores busy through generation and small-batch steps
@@ -100,7 +104,13 @@ def suite(
         typer.echo(f"error: no experiment of suite {name!r} matches --only {only!r}", err=True)
         raise typer.Exit(2)
     results = results.resolve()
-    results.mkdir(parents=True, exist_ok=True)
+    from peftbench.results.writer import check_writable
+
+    try:
+        check_writable(results)  # before any training, not after the first run
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
     from peftbench.runners import run_trials
 
@@ -114,6 +124,7 @@ def suite(
             "overrides": overrides,
             "seed": None,
             "force": force,
+            "keep_killed": keep_killed,
             "save_checkpoint": False,
         }
         for path in experiments

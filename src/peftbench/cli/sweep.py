@@ -68,6 +68,7 @@ def sweep(
             reference=reference,
             save_checkpoint=save_checkpoint,
         )
+        plan.check_before_running()
     except ConfigError as error:
         console.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(2) from None

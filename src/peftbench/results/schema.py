@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 SCHEMA_VERSION = 1
-STATUSES = ("success", "failed", "oom", "diverged", "cancelled")
+STATUSES = ("success", "failed", "oom", "killed", "diverged", "cancelled")  # docs/reliability.md
 
 
 @dataclass

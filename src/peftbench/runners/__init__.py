@@ -12,6 +12,7 @@ boundaries unchanged (Ray ships it to a worker as it is):
     seed                the run's seed
     extra_result_fields fields added to the result's `peftbench` section, e.g. {"sweep": {...}}
     force               run even when a result file exists
+    keep_killed         keep existing oom/killed results instead of running them again
     save_checkpoint     keep the trained adapter
     num_threads         torch CPU threads; set by the backend (cores split fairly between workers)
     show_progress       the child's own progress bars (default off: the batch has one bar)
@@ -47,7 +48,7 @@ class TrialOutcome:
     """What a backend reports for one trial. The result file is the record; this is only the receipt."""
 
     trial_id: str
-    status: str  # success | failed | oom | diverged | cancelled (the result file's status)
+    status: str  # success | failed | oom | killed | diverged | cancelled (the result file's status)
     result_path: Optional[str]
     error: str = ""
 
@@ -94,6 +95,7 @@ def execute_trial(trial: Trial) -> TrialOutcome:
         overrides=trial.get("overrides") or {},
         seed=trial.get("seed"),
         force=trial.get("force", False),
+        keep_killed=trial.get("keep_killed", False),
         save_checkpoint=trial.get("save_checkpoint", False),
         result_name=trial.get("result_name"),
         extra_result_fields=trial.get("extra_result_fields"),

@@ -1,8 +1,9 @@
-"""Child-process entry point: `python -m peftbench.runners.child REQUEST.json`.
+"""Child-process entry point: `python -m peftbench.runners.child REQUEST` (a JSON file, or `-` for stdin).
 
-The request is a JSON file (runners.execute.RunRequest fields); nothing is unpickled. The child writes the
-result file itself and exits 0 once it is written, whatever the run's status; any other exit means it died
-before writing, and the parent records `failed` with the child's stderr tail.
+The request holds runners.execute.RunRequest fields (plus the parent's pid); nothing is unpickled. The child
+writes the result file itself and exits 0 once it is written, whatever the run's status; any other exit means
+it died before writing, and the parent records the result. Ctrl-C, SIGTERM and SIGHUP cancel the run (a
+`cancelled` result); so does the parent's death, which the kernel reports as SIGTERM (Linux).
 """
 
 from __future__ import annotations
@@ -11,28 +12,38 @@ import json
 import signal
 import sys
 
-
-def _interrupt_once(signum, frame) -> None:
-    # The first Ctrl-C cancels the run; later ones are ignored so that the `cancelled` result gets written.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+EXIT_BAD_INPUT = 3
+EXIT_NOT_WRITTEN = 4
+EXIT_CANCELLED = 5  # cancelled before the run began: nothing to record but that
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m peftbench.runners.child REQUEST.json", file=sys.stderr)
+        print("usage: python -m peftbench.runners.child REQUEST.json|-", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, _interrupt_once)
+    from peftbench.runners.cancel import cancel_on_signals, die_with_parent
+
+    fields = json.load(sys.stdin) if argv[0] == "-" else json.load(open(argv[0], encoding="utf-8"))
+    parent_pid = fields.pop("parent_pid", None)
+    cancel_on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), parent_pid=parent_pid)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     from peftbench.config import ConfigError
+    from peftbench.results.writer import ResultWriteError
     from peftbench.runners.execute import RunRequest, execute
 
-    with open(argv[0], encoding="utf-8") as handle:
-        request = RunRequest(**json.load(handle))
+    request = RunRequest(**fields)
     try:
         path, status = execute(request)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return EXIT_BAD_INPUT
+    except ResultWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
+    except KeyboardInterrupt as interrupt:
+        print(f"{interrupt}", file=sys.stderr)
+        return EXIT_CANCELLED
     print(json.dumps({"result": str(path), "status": status}))
     return 0
 

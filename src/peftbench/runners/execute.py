@@ -4,7 +4,8 @@ This is what the child process (runners/child.py) does; the parent (runners/loca
 waits. Two modes share the same steps:
 - train:    experiment folder -> (peft) model -> training loop -> test score, forgetting, checkpoint;
 - evaluate: base model + a saved adapter folder -> test score, forgetting (no training), e.g. after conversion.
-Whatever happens, a result file is written (status success, failed, oom, diverged or cancelled).
+Whatever happens, a result file is written (status success, failed, oom, diverged or cancelled), or
+ResultWriteError says why it could not be.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from peftbench.config import ConfigError, TrainConfig, build_train_config
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.results.schema import RunMeasurements, build_result
 from peftbench.results.writer import result_path, write_json_atomic
+from peftbench.runners.cancel import ORPHANED, cancel_reason
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
 
@@ -61,6 +63,7 @@ class PreparedRun:
     result_file: Path
     spec: Optional[ExperimentSpec]
     git_commit: Optional[str]
+    source: Path  # the experiment folder (train) or adapter folder (evaluate)
 
 
 def prepare(request: RunRequest) -> PreparedRun:
@@ -95,7 +98,22 @@ def prepare(request: RunRequest) -> PreparedRun:
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",
         result_file=result_path(request.results_dir, stem), spec=spec, git_commit=git_commit_of(location),
+        source=location,
     )
+
+
+def check_distinct_result_files(runs: list[PreparedRun]) -> None:
+    """Refuse a batch in which two different folders would write the same result file (the second would
+    otherwise be skipped with the first one's numbers, or overwrite them)."""
+    first_by_file: dict[Path, PreparedRun] = {}
+    for run in runs:
+        first = first_by_file.setdefault(run.result_file, run)
+        if first.source != run.source:
+            raise ConfigError(
+                f"two experiment folders would write the same result file {run.result_file}: {first.source} and "
+                f"{run.source} (both are {run.experiment_name!r}); rename one of them, or run them with "
+                "different --results folders"
+            )
 
 
 def resolve_device(config: TrainConfig):
@@ -149,8 +167,8 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     m = new_measurements(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)
-    except KeyboardInterrupt:
-        m.status, m.error_msg = "cancelled", "cancelled by the user (Ctrl-C)"
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
+        m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
     except MemoryError as error:
         m.status, m.error_msg = "oom", f"out of memory: {error}"
     except ConfigError as error:  # bad input found once the model exists (e.g. target modules)
@@ -160,6 +178,8 @@ def execute(request: RunRequest) -> tuple[Path, str]:
 
         if isinstance(error, torch.OutOfMemoryError):
             m.status, m.error_msg = "oom", f"out of memory: {error}"
+        elif isinstance(error, BrokenPipeError):  # its stderr's reader, the parent, is gone
+            m.status, m.error_msg = "cancelled", ORPHANED
         else:
             m.status = "failed"
             m.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=10)}"

@@ -1,9 +1,13 @@
 """Run one experiment in a child process on this machine, and wait for its result file.
 
-The child (`python -m peftbench.runners.child`) gets its request as a JSON file. A crash, an OOM kill or a
-leak in the child cannot take the parent down, and the child's memory figures are its own. If the child dies
-without writing a result, the parent writes a `failed` result holding the tail of the child's stderr (or
-`cancelled` after Ctrl-C). The child's stderr (progress bars, warnings) passes through to ours.
+The child (`python -m peftbench.runners.child -`) reads its request as JSON from stdin, so no request file
+exists to be left behind. A crash, an OOM kill or a leak in the child cannot take the parent down, and the
+child's memory figures are its own. If the child dies without writing a result, the parent writes one itself:
+`failed` with the tail of the child's stderr, `oom` or `killed` after a SIGKILL, or `cancelled` after Ctrl-C,
+SIGTERM or SIGHUP. The child's stderr (progress bars, warnings) passes through to ours.
+
+While the child runs, the parent holds the result file's advisory lock (results/lock.py): a second process
+asked for the same result waits, then skips it if the first one produced it.
 """
 
 from __future__ import annotations
@@ -13,21 +17,26 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
+from peftbench.runners.cancel import cancel_reason, cancel_signal
+from peftbench.runners.child import EXIT_CANCELLED
 from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare
+from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count
+from peftbench.results.lock import result_lock
 from peftbench.results.schema import build_result
-from peftbench.results.writer import write_json_atomic
+from peftbench.results.writer import ResultWriteError, write_json_atomic
 
 STDERR_TAIL_BYTES = 4000
 # Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
-FINAL_STATUSES = ("success", "diverged", "oom")
-CANCEL_GRACE_S = 120  # how long a Ctrl-C'd child may take to write its `cancelled` result
-CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + the request file
+FINAL_STATUSES = ("success", "diverged")
+# Runs stopped from outside: run again by default (memory may be free now), kept with `keep_killed`.
+KILLED_STATUSES = ("oom", "killed")
+CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancelled` result
+CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the request comes on stdin
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -39,9 +48,11 @@ def existing_status(result_file: Path) -> Optional[str]:
         return None
 
 
-def should_skip(result_file: Path, force: bool) -> bool:
-    """An existing result with a final status is kept unless forced; failed/cancelled runs are retried."""
-    return not force and existing_status(result_file) in FINAL_STATUSES
+def should_skip(result_file: Path, force: bool, keep_killed: bool = False) -> bool:
+    """An existing result with a final status is kept unless forced; failed/cancelled runs are retried, and
+    so are oom/killed ones unless `keep_killed`."""
+    final = FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ())
+    return not force and existing_status(result_file) in final
 
 
 def run_experiment(
@@ -56,11 +67,13 @@ def run_experiment(
     extra_result_fields: Optional[dict[str, Any]] = None,
     num_threads: Optional[int] = None,
     show_progress: bool = True,
+    keep_killed: bool = False,
 ) -> tuple[Optional[Path], str]:
     """Train and evaluate one experiment in a child process; returns (result file, status).
 
     Bad input (ConfigError) is raised before any child starts. An existing result with a final status
-    (success, diverged, oom) is not run again unless `force`; then its own status is returned.
+    (success, diverged; with `keep_killed` also oom, killed) is not run again unless `force`; then its own
+    status is returned. A result that cannot be written raises ResultWriteError, naming the file.
     """
     request = RunRequest(
         task=task_name, results_dir=str(Path(results_dir).resolve()), mode="train",
@@ -68,7 +81,7 @@ def run_experiment(
         save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
         num_threads=num_threads, show_progress=show_progress,
     )
-    return run_request(request, force=force)
+    return run_request(request, force=force, keep_killed=keep_killed)
 
 
 def evaluate_adapter(
@@ -96,71 +109,100 @@ def evaluate_adapter(
     return run_request(request, force=force)
 
 
-def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path], str]:
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def run_request(request: RunRequest, force: bool = False, keep_killed: bool = False) -> tuple[Optional[Path], str]:
     run = prepare(request)  # raises ConfigError before anything starts
-    if should_skip(run.result_file, force):
+    if should_skip(run.result_file, force, keep_killed):
         return run.result_file, existing_status(run.result_file)
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
-    before = run.result_file.stat().st_mtime_ns if run.result_file.exists() else None
+    asked_at = _mtime(run.result_file)
 
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="peftbench-request-", delete=False) as handle:
-        json.dump(asdict(request), handle)
-        request_file = handle.name
-    interrupted = False
+    def tell_waiting() -> None:
+        print(f"waiting for {run.result_file}: another process is running it", file=sys.stderr, flush=True)
+
+    with result_lock(run.result_file, on_wait=tell_waiting) as waited:
+        # Whoever held the lock may have just produced this result: then it is not run twice, even if forced.
+        if waited and _mtime(run.result_file) != asked_at and existing_status(run.result_file) in FINAL_STATUSES:
+            status = existing_status(run.result_file)
+            print(f"skip {run.result_file}: another process has just written it ({status})", file=sys.stderr)
+            return run.result_file, status
+        return _run_child(run, request)
+
+
+def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
+    before = _mtime(run.result_file)
+    oom_kills_before = oom_kill_count()
+    interrupt: Optional[KeyboardInterrupt] = None
+    process = subprocess.Popen(
+        [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
+    # own bars and warnings would interleave into noise: keep only their tail for the result.
+    tail = _StderrTail(process.stderr, echo=request.show_progress)
     try:
-        process = subprocess.Popen(
-            [*CHILD_COMMAND, request_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
-        # own bars and warnings would interleave into noise: keep only their tail for the result.
-        tail = _StderrTail(process.stderr, echo=request.show_progress)
         try:
+            process.stdin.write(json.dumps({**asdict(request), "parent_pid": os.getpid()}).encode("utf-8"))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died at once; its exit code and stderr say why
+        process.wait()
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (runners.cancel)
+        # Forward the signal (the terminal may have sent it to the child already; the child ignores
+        # repeats) and give the child time to write its `cancelled` result.
+        interrupt = error
+        if process.poll() is None:
+            process.send_signal(cancel_signal(error))
+        try:
+            process.wait(timeout=CANCEL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
             process.wait()
-        except KeyboardInterrupt:
-            # Forward the interrupt (the terminal may have sent it to the child already; the child ignores
-            # repeats) and give the child time to write its `cancelled` result.
-            interrupted = True
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=CANCEL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        tail.join()
-    finally:
-        os.unlink(request_file)
+    tail.join()
 
-    written = run.result_file.exists() and run.result_file.stat().st_mtime_ns != before
-    if written:
+    if _mtime(run.result_file) not in (None, before):
         status = existing_status(run.result_file) or "failed"
     else:
-        status, message = _died_without_result(process.returncode, interrupted, tail.text())
+        status, message = _died_without_result(process, interrupt, tail.text(), oom_kills_before)
         _write_fallback_result(run, request, status, message)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupt is not None:
+        raise interrupt
     return run.result_file, status
 
 
-def _died_without_result(returncode: int, interrupted: bool, stderr_tail: str) -> tuple[str, str]:
+def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr_tail: str,
+                         oom_kills_before: Optional[int]) -> tuple[str, str]:
     """Status and message for a child that exited without writing its result."""
-    if interrupted:
-        return "cancelled", "cancelled by the user (Ctrl-C)"
-    if returncode == -signal.SIGKILL:
-        # nobody else sends SIGKILL to a training run: it is the kernel's out-of-memory killer in practice
-        return "oom", (
-            "the child process was killed by SIGKILL, most likely by the kernel's out-of-memory killer; "
-            f"its stderr ended with:\n{stderr_tail}"
+    if interrupt is not None:
+        return "cancelled", cancel_reason(interrupt)
+    if process.returncode == -signal.SIGKILL:
+        if killed_by_oom_killer(process.pid, oom_kills_before):
+            return "oom", f"the kernel's out-of-memory killer killed the child process; its stderr ended with:\n{stderr_tail}"
+        return "killed", (
+            "the child process was killed by SIGKILL, and neither the cgroup's OOM-kill counter nor the kernel "
+            f"log says it was the out-of-memory killer; its stderr ended with:\n{stderr_tail}"
         )
+    if process.returncode in (-signal.SIGTERM, -signal.SIGHUP, -signal.SIGINT):
+        return "cancelled", f"the child process was stopped by {signal.Signals(-process.returncode).name}"
+    if process.returncode == EXIT_CANCELLED:
+        return "cancelled", f"the child process was cancelled before its run began: {stderr_tail}"
     return "failed", (
-        f"the child process died (exit code {returncode}) without writing a result; "
+        f"the child process died (exit code {process.returncode}) without writing a result; "
         f"its stderr ended with:\n{stderr_tail}"
     )
 
 
 def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
-    write_json_atomic(run.result_file, build_result(new_measurements(run, request, status=status, error_msg=message)))
+    try:
+        write_json_atomic(run.result_file, build_result(new_measurements(run, request, status=status, error_msg=message)))
+    except ResultWriteError as error:
+        last_line = message.strip().splitlines()[-1] if message.strip() else ""
+        raise ResultWriteError(error.errno, f"{error.strerror}; the run ended {status}: {last_line}") from None
 
 
 class _StderrTail:

@@ -12,6 +12,7 @@ import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, guarded, threads_per_worker
+from peftbench.runners.cancel import cancel_signal
 
 
 def run_local_pool(
@@ -19,8 +20,9 @@ def run_local_pool(
 ) -> None:
     """Run `trials`, at most `workers` at once, calling `on_done` (in this thread) as each one finishes.
 
-    On Ctrl-C, trials not yet started are cancelled, running children are asked to stop (SIGINT: they
-    write a `cancelled` result, atomically) and KeyboardInterrupt propagates once they have.
+    On Ctrl-C (or SIGTERM, SIGHUP), trials not yet started are cancelled, running children are asked to stop
+    (the same signal: they write a `cancelled` result, atomically) and KeyboardInterrupt propagates once they
+    have.
     """
     num_threads = threads_per_worker(workers, cores)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peftbench-trial")
@@ -33,9 +35,10 @@ def run_local_pool(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 on_done(future.result())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM or SIGHUP (runners.cancel)
         pool.shutdown(wait=False, cancel_futures=True)
-        _interrupt_children()  # the terminal's Ctrl-C reached them too, unless SIGINT went to this process only
+        # the terminal's Ctrl-C reached them too, unless the signal went to this process only
+        _interrupt_children(cancel_signal(interrupt))
         pool.shutdown(wait=True)
         raise
     except BaseException:
@@ -44,13 +47,13 @@ def run_local_pool(
     pool.shutdown(wait=True)
 
 
-def _interrupt_children() -> None:
-    """Send SIGINT to this process's direct children: the trials' child processes, which treat the first
-    SIGINT as "cancel, write a cancelled result" and ignore repeats."""
+def _interrupt_children(signum: int = signal.SIGINT) -> None:
+    """Send `signum` to this process's direct children: the trials' child processes, which treat the first
+    SIGINT, SIGTERM or SIGHUP as "cancel, write a cancelled result" and ignore repeats."""
     import psutil
 
     for child in psutil.Process().children():
         try:
-            child.send_signal(signal.SIGINT)
+            child.send_signal(signum)
         except psutil.Error:
             pass  # it has just exited

@@ -1,0 +1,76 @@
+"""SIGINT (Ctrl-C), SIGTERM and SIGHUP all mean "cancel": the run stops and records a `cancelled` result.
+
+Both the parent and the child turn these signals into `Cancelled`, a KeyboardInterrupt that says which
+signal it was, so that every `except KeyboardInterrupt` cleanup path (writing the `cancelled` result,
+deleting temp files, stopping the other trials) runs for all three, not only for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Optional
+
+REASONS = {
+    signal.SIGINT: "cancelled by the user (Ctrl-C)",
+    signal.SIGTERM: "cancelled by SIGTERM",
+    signal.SIGHUP: "cancelled by SIGHUP (the terminal closed)",
+}
+ORPHANED = "cancelled: the parent peftbench process exited"
+
+
+class Cancelled(KeyboardInterrupt):
+    def __init__(self, signum: int, reason: str) -> None:
+        super().__init__(reason)
+        self.signum, self.reason = signum, reason
+
+
+def cancel_reason(interrupt: BaseException) -> str:
+    return getattr(interrupt, "reason", REASONS[signal.SIGINT])
+
+
+def cancel_signal(interrupt: BaseException) -> int:
+    return getattr(interrupt, "signum", signal.SIGINT)
+
+
+def cancel_on_signals(signals=(signal.SIGTERM, signal.SIGHUP), parent_pid: Optional[int] = None) -> None:
+    """Raise Cancelled on the first of `signals`; ignore the later ones, so that cleanup is not interrupted.
+
+    With `parent_pid` (the child), a signal that arrives after that parent has exited is reported as such.
+    Call from the main thread.
+    """
+
+    def handler(signum, frame) -> None:
+        for other in signals:
+            signal.signal(other, signal.SIG_IGN)
+        reason = REASONS.get(signum, f"cancelled by signal {signum}")
+        if parent_pid is not None and os.getppid() != parent_pid:
+            reason = ORPHANED
+            _silence_stderr()  # its reader is gone: writing to it would raise BrokenPipeError
+        raise Cancelled(signum, reason)
+
+    for signum in signals:
+        signal.signal(signum, handler)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to send SIGTERM to this process when its parent exits (Linux), then check it has not."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: an orphan notices when its output pipe breaks (recorded as cancelled too)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _silence_stderr() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass
