@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -76,8 +77,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"invalid value for '{key}': {getattr(self, key)!r} ({why})")
+        def bad(key: str, why: str, value: Any = dataclasses.MISSING) -> ConfigError:
+            shown = getattr(self, key) if value is dataclasses.MISSING else value
+            error = ConfigError(f"invalid value for '{key}': {shown!r} ({why})")
+            error.key = key  # build_train_config adds where the value came from
+            return error
 
         if not isinstance(self.model_id, str) or not self.model_id:
             raise bad("model_id", "must be a hub id or a local folder")
@@ -95,8 +99,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise bad(key, "must be an integer >= 0")
-        if not isinstance(self.grad_norm_clip, (int, float)) or self.grad_norm_clip < 0:
-            raise bad("grad_norm_clip", "must be >= 0; 0 disables clipping")
+        if not _is_number(self.grad_norm_clip) or not 0 <= self.grad_norm_clip < math.inf:
+            raise bad("grad_norm_clip", "must be a finite number >= 0; 0 disables clipping")
         if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
             raise bad("warmup_ratio", "must be in [0, 1)")
         if self.lr_scheduler not in LR_SCHEDULERS:
@@ -108,6 +112,12 @@ class TrainConfig:
                 raise bad(key, "must be a JSON object")
         if "lr" not in self.optimizer_kwargs:
             raise bad("optimizer_kwargs", "must contain 'lr'")
+        lr = self.optimizer_kwargs["lr"]
+        if not _is_number(lr) or not 0 <= lr < math.inf:
+            raise bad("optimizer_kwargs.lr", "the learning rate must be a finite number >= 0", lr)
+        for name, value in self.optimizer_kwargs.items():  # NaN or inf (JSON allows them) would poison every step
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f"optimizer_kwargs.{name}", "must be a finite number", value)
         if not isinstance(self.optimizer_type, str):
             raise bad("optimizer_type", f"a torch.optim class name (e.g. 'AdamW') or one of {PEFT_OPTIMIZER_TYPES}")
         for key in ("compile", "use_gc", "use_amp", "autocast_adapter_dtype", "trust_remote_code"):
@@ -118,6 +128,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value)
+    )
 
 
 def config_keys() -> list[str]:
@@ -212,3 +228,17 @@ def build_train_config(
         return TrainConfig(**merged)
     except TypeError as error:  # a required key is missing
         raise ConfigError(f"incomplete training parameters: {error}") from None
+    except ConfigError as error:
+        key = getattr(error, "key", None)
+        if key is None:
+            raise
+        sources = [(overrides, overrides_source), (training_params, training_params_source)]
+        origin = next((source for params, source in sources if _has_key(params, key)), "the task's defaults")
+        raise ConfigError(f"{error}, from {origin}") from None
+
+
+def _has_key(params: dict[str, Any], dotted_key: str) -> bool:
+    outer, _, inner = dotted_key.partition(".")
+    if outer not in params:
+        return False
+    return not inner or (isinstance(params[outer], dict) and inner in params[outer])

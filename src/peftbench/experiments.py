@@ -95,15 +95,96 @@ def load_experiment(path: str | Path, check_peft_type: bool = True) -> Experimen
 
 
 def build_peft_config(spec: ExperimentSpec):
-    """The peft config object of an experiment (None for full fine-tuning)."""
+    """The peft config object of an experiment (None for full fine-tuning).
+
+    Raises ConfigError, naming the file and the key, for a value peft's config class would accept but the
+    model build would choke on later (`r: "big"`, `target_modules: 5`): peft does not check its fields' types.
+    """
     if spec.adapter_config is None:
         return None
     from peft import PeftConfig
 
+    path = spec.path / ADAPTER_CONFIG_FILE
     try:
-        return PeftConfig.from_pretrained(str(spec.path))
+        config = PeftConfig.from_pretrained(str(spec.path))
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"invalid adapter config {spec.path / ADAPTER_CONFIG_FILE}: {error}") from None
+        raise ConfigError(f"invalid adapter config {path}: {error}") from None
+    check_field_types(config, spec.adapter_config, path)
+    return config
+
+
+def check_field_types(config, given: dict[str, Any], source: Path) -> None:
+    """Check each value the user gave (`given`) against the type annotation of the config dataclass's field."""
+    import dataclasses
+    import typing
+
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is not the user's error
+        return
+    for field in dataclasses.fields(config):
+        if field.name not in given or field.name not in hints:
+            continue
+        if given[field.name] is None and field.default is None:  # peft's "unset" even where annotated `int`
+            continue
+        if _fits(given[field.name], hints[field.name]) is False:
+            expected = _type_name(hints[field.name])
+            raise ConfigError(
+                f"invalid value in {source}: '{field.name}' is {given[field.name]!r}, "
+                f"but {type(config).__name__}.{field.name} must be {expected}"
+            )
+
+
+def _type_name(annotation: Any) -> str:
+    """`int`, `str or list[str] or null`: an annotation as a user reads it."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Union:
+        return " or ".join(_type_name(arm) for arm in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _fits(value: Any, annotation: Any) -> Optional[bool]:
+    """Whether a JSON value fits a type annotation; None where the annotation is beyond this simple check."""
+    import enum
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Union:
+        verdicts = [_fits(value, arm) for arm in args]
+        return True if True in verdicts else None if None in verdicts else False
+    if origin is typing.Literal:  # peft accepts patterns beyond its Literal (e.g. "pissa_niter_16"): types only
+        return any(type(value) is type(arg) for arg in args)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:  # 16.0 for an int is harmless (JSON writers produce it); 2.5 or "8" are not
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, str) and value in {member.value for member in annotation}
+    if annotation in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if not args or (origin is tuple and Ellipsis not in args and len(args) != 1):
+            return True if origin is not tuple or not args or len(value) == len(args) else False
+        verdicts = [_fits(item, args[0]) for item in value]
+        return False if False in verdicts else None if None in verdicts else True
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return None  # nested config classes and the like: peft checks those itself
 
 
 def discover_experiments(root: str | Path) -> list[Path]:

@@ -93,6 +93,8 @@ def prepare(request: RunRequest) -> PreparedRun:
     from peftbench.training.methods import check_optimizer_type  # imports torch: after the cheap checks
 
     check_optimizer_type(config.optimizer_type)
+    if spec is not None:
+        build_peft_config(spec)  # the adapter config's values, checked before any model loads
     task.check_inputs(config)
     stem = request.result_name or f"{method}--{name}"
     return PreparedRun(

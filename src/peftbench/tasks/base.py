@@ -19,6 +19,10 @@ Call order in one run (see peftbench.runners.execute):
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,14 +150,78 @@ def is_local_source(source: str) -> bool:
 
 
 def check_local_source(source: Optional[str], key: str) -> None:
-    """Raise ConfigError if `source` (the value of config key `key`) names a local file that does not exist."""
+    """Raise ConfigError if `source` (the value of config key `key`) names a local file that does not exist or
+    is empty. A source that is not local is a hub dataset id: say so, and when the hub cannot be reached,
+    switch to offline mode so that loading fails in seconds (or uses the local cache) instead of retrying."""
     if source is None:
         raise ConfigError(f"training parameter '{key}' is not set: give a hub dataset id or a local file")
-    if is_local_source(source) and not Path(source).expanduser().exists():
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"invalid value for '{key}': {source!r} (give a hub dataset id or a local file path)")
+    if not is_local_source(source):
+        _hub_source(source, key)
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
         raise ConfigError(
             f"data file not found for '{key}': {source} (give an existing local file "
             f"({', '.join(LOCAL_DATA_BUILDERS)}) or a hub dataset id)"
         )
+    if path.is_file() and _is_blank(path):
+        raise ConfigError(f"data file for '{key}' is empty: {source}")
+
+
+def _is_blank(path: Path) -> bool:
+    size = path.stat().st_size
+    return size == 0 or (size <= 4096 and not path.read_bytes().strip())
+
+
+_HUB_SOURCES_TOLD: set[str] = set()
+
+
+def _hub_source(source: str, key: str) -> None:
+    if source in _HUB_SOURCES_TOLD:
+        return
+    _HUB_SOURCES_TOLD.add(source)
+    print(f"'{key}': {source} not found locally, trying the hub", file=sys.stderr)
+    if hub_offline():
+        return
+    reason = hub_unreachable_reason()
+    if reason:
+        # Children inherit this: datasets and transformers then use the local cache only and fail at once.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        print(f"the hub cannot be reached ({reason}): offline mode (HF_HUB_OFFLINE=1), local cache only",
+              file=sys.stderr)
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+_HUB_REACHABILITY: dict[str, str] = {}
+
+
+def hub_unreachable_reason(timeout_s: float = 3.0) -> str:
+    """Why the hub endpoint cannot be reached over TCP within `timeout_s` ("" when it can)."""
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if endpoint in _HUB_REACHABILITY:
+        return _HUB_REACHABILITY[endpoint]
+    url = urlparse(endpoint)
+    outcome = [f"no answer from {url.hostname} within {timeout_s:.0f} s"]
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+            outcome[0] = ""
+        except OSError as error:
+            outcome[0] = f"{url.hostname}: {error.strerror or error}"
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    _HUB_REACHABILITY[endpoint] = outcome[0]
+    return outcome[0]
 
 
 def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = None, key: str = "data") -> Any:
@@ -173,8 +241,16 @@ def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = 
             raise ConfigError(
                 f"unsupported data file type for '{key}': {source} (valid: {', '.join(LOCAL_DATA_BUILDERS)})"
             )
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    return datasets.load_dataset(source, hub_config, split=split)
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as error:  # noqa: BLE001 - datasets raises many kinds (StopIteration for an empty file)
+            raise ConfigError(f"cannot read '{key}' from {source}: {type(error).__name__}: {error}") from None
+    try:
+        return datasets.load_dataset(source, hub_config, split=split)
+    except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such dataset or split
+        raise ConfigError(
+            f"'{key}': {source} is not a local file and cannot be loaded from the hub: {error}"
+        ) from None
 
 
 def load_first_rows_streaming(source: str, count: int, *, key: str = "data", split: str = "train") -> list[dict]:
