@@ -26,6 +26,14 @@ class Metric:
     exact: bool = False
 
     @property
+    def valid_range(self) -> tuple[float, float]:
+        return UNIT_RANGES[self.unit]
+
+    def in_range(self, value: float) -> bool:
+        low, high = UNIT_RANGES[self.unit]
+        return low <= value <= high
+
+    @property
     def higher_is_better(self) -> bool:
         return self.direction == "max"
 
@@ -37,6 +45,18 @@ class Metric:
         """How much better `a` is than `b`, positive when better, in the metric's own unit."""
         return a - b if self.higher_is_better else b - a
 
+
+# The physically possible values per unit, generously. A value outside is not a measurement but a corrupt or
+# hostile file (a test score of 1e308, memory of -5 B): the reader drops it with a warning, so that it can
+# neither win a comparison nor break a table or a plot.
+UNIT_RANGES: dict[str, tuple[float, float]] = {
+    "score": (-1.0, 1.0),  # accuracy is in [0, 1]; DINO similarity, a cosine, in [-1, 1]
+    "bytes": (0.0, 2.0**60),  # up to 1 EiB
+    "seconds": (0.0, 1e8),  # up to three years
+    "count": (0.0, 1e15),
+    "rate": (0.0, 1e12),
+    "loss": (-1e6, 1e6),  # forgetting is a loss difference, so it may be negative
+}
 
 METRICS: dict[str, Metric] = {
     metric.name: metric

@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.analysis.metrics import METRICS, UNIT_RANGES
+from peftbench.printable import printable
+
 # A result file is a few hundred KB; anything far larger is not one and is not worth reading.
 MAX_RESULT_FILE_BYTES = 64 * 2**20
+# Beyond these a curve step or a learning rate is corrupt data, not a run (metrics have their own ranges).
+MAX_STEP = 1e12
+MAX_LEARNING_RATE = 1e3
 
 FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
 
@@ -61,7 +67,7 @@ class LoadWarning:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        return printable(f"{self.path}: {self.message}")
 
 
 @dataclass
@@ -123,10 +129,13 @@ def _dict(container: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _string(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string, stripped of control characters and escape sequences (they would reach terminals)."""
+    text = printable(value) if isinstance(value, str) else None
+    return text or None
 
 
-def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _Problems) -> list[CurvePoint]:
+def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _Problems,
+           value_range: tuple[float, float]) -> list[CurvePoint]:
     points: list[CurvePoint] = []
     if not isinstance(entries, list):
         return points
@@ -135,16 +144,20 @@ def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _P
             continue
         step = _number(entry, step_key, f"{where}[{i}]", problems)
         value = _number(entry, value_key, f"{where}[{i}]", problems)
-        if step is not None and value is not None:
-            points.append(CurvePoint(step, value))
+        if step is None or value is None:
+            continue
+        if not (0 <= step <= MAX_STEP and value_range[0] <= value <= value_range[1]):
+            problems.add(f"{where} has a point outside the possible range (step {step:.3g}, value {value:.3g}); left out")
+            continue
+        points.append(CurvePoint(step, value))
     return points
 
 
 def _per_item_correct(value: Any, problems: _Problems) -> list[float] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(finite_number(v) is not None for v in value):
-        problems.add("peftbench.per_item_correct is not a list of numbers; paired statistics skip this run")
+    if not isinstance(value, list) or not all(finite_number(v) is not None and 0 <= v <= 1 for v in value):
+        problems.add("peftbench.per_item_correct is not a list of numbers in [0, 1]; paired statistics skip this run")
         return None
     return [float(v) for v in value]
 
@@ -188,7 +201,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     method = _string(own.get("method"))
     config_name = _string(own.get("name"))
     if experiment_name is None:
-        experiment_name = f"{method}/{config_name}" if method and config_name else path.stem
+        experiment_name = f"{method}/{config_name}" if method and config_name else printable(path.stem)
     if method is None or config_name is None:
         head, _, tail = experiment_name.partition("/")
         method, config_name = method or head, config_name or (tail or head)
@@ -205,6 +218,9 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         peft_type = FULL_FINETUNING if "peft_config" in run_info and peft_config is None else None
     train_config = _dict(run_info, "train_config")
     learning_rate = _number(_dict(train_config, "optimizer_kwargs"), "lr", "run_info.train_config.optimizer_kwargs", problems)
+    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
+        problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
+        learning_rate = None
     seed = own.get("seed", train_config.get("seed"))
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
@@ -247,13 +263,14 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     }
 
     if isinstance(own.get("train_curve"), list):
-        train_curve = _curve(own["train_curve"], "step", "loss", "peftbench.train_curve", problems)
+        train_curve = _curve(own["train_curve"], "step", "loss", "peftbench.train_curve", problems, UNIT_RANGES["loss"])
     else:
-        train_curve = _curve(metrics_log, "step", "train loss", "train_info.metrics", problems)
+        train_curve = _curve(metrics_log, "step", "train loss", "train_info.metrics", problems, UNIT_RANGES["loss"])
     if isinstance(own.get("valid_curve"), list):
-        valid_curve = _curve(own["valid_curve"], "step", "score", "peftbench.valid_curve", problems)
+        valid_curve = _curve(own["valid_curve"], "step", "score", "peftbench.valid_curve", problems, UNIT_RANGES["score"])
     else:
-        valid_curve = _curve(valid_entries, "step", f"valid {score_name}", "train_info.metrics", problems)
+        valid_curve = _curve(valid_entries, "step", f"valid {score_name}", "train_info.metrics", problems,
+                             UNIT_RANGES["score"])
 
     record = RunRecord(
         path=path,
@@ -273,10 +290,20 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
         source="peftbench" if own else "peft-suite",
     )
+    _drop_out_of_range(metrics, problems)
     if own.get("higher_is_better") is False:
         problems.add(f"its score {score_name!r} is lower-is-better, but test_score is compared as higher-is-better")
     warning = problems.summary()
     return record, warning, True
+
+
+def _drop_out_of_range(metrics: dict[str, float | None], problems: _Problems) -> None:
+    """Values outside their metric's physical range (analysis.metrics.UNIT_RANGES) become None, with a problem."""
+    for name, value in metrics.items():
+        if value is not None and not METRICS[name].in_range(value):
+            low, high = METRICS[name].valid_range
+            problems.add(f"{name} {value:.3g} is outside its possible range [{low:g}, {high:g}]; left out")
+            metrics[name] = None
 
 
 def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> list[Path]:
