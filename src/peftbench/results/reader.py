@@ -302,7 +302,7 @@ def _drop_out_of_range(metrics: dict[str, float | None], problems: _Problems) ->
     for name, value in metrics.items():
         if value is not None and not METRICS[name].in_range(value):
             low, high = METRICS[name].valid_range
-            problems.add(f"{name} {value:.3g} is outside its possible range [{low:g}, {high:g}]; left out")
+            problems.add(f"{name} {value:.3g} is outside its possible range [{low:.3g}, {high:.3g}]; left out")
             metrics[name] = None
 
 

@@ -63,10 +63,13 @@ def check_writable(folder: str | Path) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".peftbench-write-check-") as handle:
-            handle.write(b"{}\n" * 1024)  # a few KB, about a small result file's size
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".peftbench-write-check-")
+        try:
+            os.write(fd, b"{}\n" * 1024)  # a few KB, about a small result file's size
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
     except OSError as error:
         raise ConfigError(f"results folder {folder} is not writable: {error.strerror or error}") from None
 

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peftbench.config import TrainConfig
+from peftbench.runners.cancel import ORPHANED, cancel_reason
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
 
@@ -149,10 +150,12 @@ def train(
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
-    except KeyboardInterrupt:
-        outcome.status, outcome.error_msg = "cancelled", "cancelled by the user (Ctrl-C)"
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
+        outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
     except (torch.OutOfMemoryError, MemoryError) as error:
         outcome.status, outcome.error_msg = "oom", f"out of memory during training: {error}"
+    except BrokenPipeError:  # the progress output's reader, the parent process, is gone
+        outcome.status, outcome.error_msg = "cancelled", ORPHANED
     except Exception as error:  # recorded in the result; the runner goes on with the next experiment
         outcome.status = "failed"
         outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
