@@ -500,7 +500,7 @@ def run_sweep(
     and running the same sweep again resumes it. `execute` runs one trial (default: the engine's
     child-process runner, `peftbench.runners.execute_trial`).
     """
-    from peftbench.runners.local import should_skip  # the engine's rule: success, diverged, oom are final
+    from peftbench.runners.local import should_skip  # the engine's rule: success and diverged are final
 
     ran: list[TrialOutcome] = []
     skipped = 0
