@@ -117,6 +117,14 @@ def test_empty_data_file_is_named(lora, math_fixture_params, tmp_path):
                       *set_options({**math_fixture_params, "train_data": str(empty)}))
     assert outcome.exit_code == 2, outcome.output
     assert "empty" in outcome.output and "train_data" in outcome.output and "StopIteration" not in outcome.output
+    assert "from --set" in outcome.output
+
+
+def test_unknown_optimizer_in_training_params_names_the_file(lora, math_fixture_params, tmp_path):
+    folder = edited_copy(lora, tmp_path / "lora" / "typo", training_params={"optimizer_type": "Adamw"})
+    outcome = run_cli("run", folder, "--task", "math", "--results", tmp_path / "r", *set_options(math_fixture_params))
+    assert outcome.exit_code == 2 and "'Adamw'" in outcome.output, outcome.output
+    assert f"from {folder / 'training_params.json'}" in outcome.output
 
 
 def test_bare_data_name_says_it_tries_the_hub_and_fails_fast_offline(monkeypatch, capsys):

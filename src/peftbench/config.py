@@ -20,7 +20,14 @@ from typing import Any, Optional
 
 
 class ConfigError(ValueError):
-    """Bad user input (a config file, a key, a value). The message says what is wrong and what is valid."""
+    """Bad user input (a config file, a key, a value). The message says what is wrong and what is valid.
+
+    `key` names the training parameter at fault, where there is one, so that the caller that knows where
+    each value came from can say so (`value_origin`)."""
+
+    def __init__(self, message: str, key: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -79,9 +86,7 @@ class TrainConfig:
     def validate(self) -> None:
         def bad(key: str, why: str, value: Any = dataclasses.MISSING) -> ConfigError:
             shown = getattr(self, key) if value is dataclasses.MISSING else value
-            error = ConfigError(f"invalid value for '{key}': {shown!r} ({why})")
-            error.key = key  # build_train_config adds where the value came from
-            return error
+            return ConfigError(f"invalid value for '{key}': {shown!r} ({why})", key=key)
 
         if not isinstance(self.model_id, str) or not self.model_id:
             raise bad("model_id", "must be a hub id or a local folder")
@@ -229,12 +234,16 @@ def build_train_config(
     except TypeError as error:  # a required key is missing
         raise ConfigError(f"incomplete training parameters: {error}") from None
     except ConfigError as error:
-        key = getattr(error, "key", None)
-        if key is None:
-            raise
-        sources = [(overrides, overrides_source), (training_params, training_params_source)]
-        origin = next((source for params, source in sources if _has_key(params, key)), "the task's defaults")
-        raise ConfigError(f"{error}, from {origin}") from None
+        raise with_origin(error, [(overrides, overrides_source), (training_params, training_params_source)]) from None
+
+
+def with_origin(error: ConfigError, layers: list[tuple[dict[str, Any], str]]) -> ConfigError:
+    """`error` with where its key's value came from: the first of `layers` (params, source name), highest
+    precedence first, that sets the key, else the task's defaults. Unchanged when the error has no key."""
+    if error.key is None:
+        return error
+    origin = next((source for params, source in layers if _has_key(params, error.key)), "the task's defaults")
+    return ConfigError(f"{error}, from {origin}", key=error.key)
 
 
 def _has_key(params: dict[str, Any], dotted_key: str) -> bool:

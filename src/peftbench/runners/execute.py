@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.config import ConfigError, TrainConfig, build_train_config
+from peftbench.config import ConfigError, TrainConfig, build_train_config, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.results.schema import RunMeasurements, build_result
 from peftbench.results.writer import result_path, write_json_atomic
@@ -92,10 +92,13 @@ def prepare(request: RunRequest) -> PreparedRun:
     config = build_train_config(task.default_params(), training_params, source, overrides, "--set")
     from peftbench.training.methods import check_optimizer_type  # imports torch: after the cheap checks
 
-    check_optimizer_type(config.optimizer_type)
+    try:
+        check_optimizer_type(config.optimizer_type)
+        task.check_inputs(config)
+    except ConfigError as error:
+        raise with_origin(error, [(overrides, "--set"), (training_params, source)]) from None
     if spec is not None:
         build_peft_config(spec)  # the adapter config's values, checked before any model loads
-    task.check_inputs(config)
     stem = request.result_name or f"{method}--{name}"
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",

@@ -154,9 +154,9 @@ def check_local_source(source: Optional[str], key: str) -> None:
     is empty. A source that is not local is a hub dataset id: say so, and when the hub cannot be reached,
     switch to offline mode so that loading fails in seconds (or uses the local cache) instead of retrying."""
     if source is None:
-        raise ConfigError(f"training parameter '{key}' is not set: give a hub dataset id or a local file")
+        raise ConfigError(f"training parameter '{key}' is not set: give a hub dataset id or a local file", key=key)
     if not isinstance(source, str) or not source:
-        raise ConfigError(f"invalid value for '{key}': {source!r} (give a hub dataset id or a local file path)")
+        raise ConfigError(f"invalid value for '{key}': {source!r} (give a hub dataset id or a local file path)", key=key)
     if not is_local_source(source):
         _hub_source(source, key)
         return
@@ -164,10 +164,10 @@ def check_local_source(source: Optional[str], key: str) -> None:
     if not path.exists():
         raise ConfigError(
             f"data file not found for '{key}': {source} (give an existing local file "
-            f"({', '.join(LOCAL_DATA_BUILDERS)}) or a hub dataset id)"
+            f"({', '.join(LOCAL_DATA_BUILDERS)}) or a hub dataset id)", key=key,
         )
     if path.is_file() and _is_blank(path):
-        raise ConfigError(f"data file for '{key}' is empty: {source}")
+        raise ConfigError(f"data file for '{key}' is empty: {source}", key=key)
 
 
 def _is_blank(path: Path) -> bool:

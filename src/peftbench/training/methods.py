@@ -53,7 +53,7 @@ def check_optimizer_type(optimizer_type: str) -> None:
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
         raise ConfigError(
             f"unknown optimizer_type {optimizer_type!r}: give a torch.optim class name (e.g. 'AdamW', 'SGD') "
-            f"or one of {', '.join(PEFT_OPTIMIZER_TYPES)}"
+            f"or one of {', '.join(PEFT_OPTIMIZER_TYPES)}", key="optimizer_type",
         )
 
 
