@@ -23,7 +23,11 @@ def main(argv: list[str]) -> int:
         return 2
     from peftbench.runners.cancel import cancel_on_signals, die_with_parent
 
-    fields = json.load(sys.stdin) if argv[0] == "-" else json.load(open(argv[0], encoding="utf-8"))
+    if argv[0] == "-":
+        fields = json.load(sys.stdin)
+    else:
+        with open(argv[0], encoding="utf-8") as handle:
+            fields = json.load(handle)
     parent_pid = fields.pop("parent_pid", None)
     cancel_on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), parent_pid=parent_pid)
     if parent_pid is not None:
