@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Optional
 
 REASONS = {
@@ -17,6 +18,7 @@ REASONS = {
     signal.SIGHUP: "cancelled by SIGHUP (the terminal closed)",
 }
 ORPHANED = "cancelled: the parent peftbench process exited"
+PARENT_DEATH_SIGNAL = signal.SIGTERM  # what the kernel sends a child when its parent dies (die_with_parent)
 
 
 class Cancelled(KeyboardInterrupt):
@@ -44,13 +46,26 @@ def cancel_on_signals(signals=(signal.SIGTERM, signal.SIGHUP), parent_pid: Optio
         for other in signals:
             signal.signal(other, signal.SIG_IGN)
         reason = REASONS.get(signum, f"cancelled by signal {signum}")
-        if parent_pid is not None and os.getppid() != parent_pid:
+        if parent_pid is not None and _parent_gone(parent_pid, wait_s=0.5 if signum == PARENT_DEATH_SIGNAL else 0):
             reason = ORPHANED
             _silence_stderr()  # its reader is gone: writing to it would raise BrokenPipeError
         raise Cancelled(signum, reason)
 
     for signum in signals:
         signal.signal(signum, handler)
+
+
+def _parent_gone(parent_pid: int, wait_s: float) -> bool:
+    """Whether this process has been re-parented away from `parent_pid`, waiting up to `wait_s` for it.
+
+    The kernel sends the parent-death signal when the thread that started us exits, which in a dying
+    multi-threaded parent can come before the last of its threads is gone and we are re-parented."""
+    deadline = time.monotonic() + wait_s
+    while os.getppid() == parent_pid:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -60,7 +75,7 @@ def die_with_parent(parent_pid: int) -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, PARENT_DEATH_SIGNAL, 0, 0, 0)
     except (OSError, AttributeError):
         return  # not Linux: an orphan notices when its output pipe breaks (recorded as cancelled too)
     if os.getppid() != parent_pid:
