@@ -19,9 +19,9 @@ A sweep compares methods fairly (docs/sweep.md has the user's view):
    items against a reference experiment (default: the first `lora` one). Everything in it is computed
    from the result files, so anyone can recompute it.
 
-Resume: a trial whose result file exists with status success, diverged or oom is finished (those are
-outcomes of the configuration; running it again would repeat them); a missing, unreadable, failed or
-cancelled one is run again. `force=True` runs everything again.
+Resume: a trial whose result file exists with status success or diverged is finished (those are outcomes
+of the configuration; running it again would repeat them); a missing, unreadable, failed, cancelled, oom or
+killed one is run again (`keep_killed=True` keeps oom and killed ones). `force=True` runs everything again.
 """
 
 from __future__ import annotations
@@ -489,6 +489,7 @@ def run_sweep(
     workers: int = 1,
     ray_address: Optional[str] = None,
     force: bool = False,
+    keep_killed: bool = False,
     execute: Optional[TrialExecutor] = None,
     higher_is_better: bool = True,
     score_name: str = "accuracy",
@@ -507,7 +508,8 @@ def run_sweep(
 
     def run_missing(trials: list[Trial], description: str) -> None:
         nonlocal skipped
-        todo = [t for t in trials if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force)]
+        todo = [t for t in trials
+                if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force, keep_killed)]
         skipped += len(trials) - len(todo)
         ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address,
                               execute=execute or execute_trial,

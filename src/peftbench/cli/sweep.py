@@ -42,6 +42,7 @@ def sweep(
     reference: Annotated[Optional[str], typer.Option(help="Experiment the others are compared with (method or method/name). Default: the first lora experiment.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a training parameter for every trial, e.g. --set max_steps=100 (repeatable). The sweep sets the learning rate itself.")] = None,
     force: Annotated[bool, typer.Option(help="Run every trial again, even finished ones.")] = False,
+    keep_killed: Annotated[bool, typer.Option("--keep-killed", help="Keep oom and killed trials instead of running them again.")] = False,
     save_checkpoint: Annotated[bool, typer.Option(help="Keep every trial's trained adapter.")] = False,
 ) -> None:
     from rich.console import Console
@@ -86,6 +87,7 @@ def sweep(
             workers=workers,
             ray_address=ray_address,
             force=force,
+            keep_killed=keep_killed,
             higher_is_better=task_info.higher_is_better,
             score_name=task_info.score_name,
         )
