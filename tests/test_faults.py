@@ -339,15 +339,17 @@ def start_cli_run(lora: Path, results: Path, params: dict, tmp_path: Path) -> su
                             env=subprocess_env(tmp_path))
 
 
-def test_sigterm_to_the_parent_cancels_like_ctrl_c(lora, math_fixture_params, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_to_the_parent_cancels_like_ctrl_c(lora, math_fixture_params, tmp_path, signum):
     results = tmp_path / "r"
     parent = start_cli_run(lora, results, long_run(math_fixture_params), tmp_path)
     wait_for_training(parent.stderr)
-    parent.send_signal(signal.SIGTERM)
+    parent.send_signal(signum)
     parent.stderr.read()
     assert parent.wait(timeout=180) == 130
     result = read_result(results / "lora--llama-3.2-3B-rank32.json")["peftbench"]
-    assert result["status"] == "cancelled" and "SIGTERM" in result["error_msg"] and result["steps"] > 0
+    assert result["status"] == "cancelled" and signal.Signals(signum).name in result["error_msg"]
+    assert result["steps"] > 0
     assert leftovers(results) == [] and list((tmp_path / "tmp").iterdir()) == []  # no request file either
 
 
