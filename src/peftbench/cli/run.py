@@ -20,7 +20,8 @@ Example: peftbench run experiments/lora/rank32 --task math-tiny --set max_steps=
 def run(
     experiments: list[Path] = typer.Argument(..., help="Experiment folders (<method>/<name>/).", show_default=False),
     task: Optional[str] = typer.Option(
-        None, "--task", "-t", help="Task name (see `peftbench list`). Default: math-tiny, the offline tiny benchmark."
+        None, "--task", "-t", help="Task name (see `peftbench list`) or a task file (my_task.yaml, see docs/custom-task.md). "
+        "Default: math-tiny, the offline tiny benchmark."
     ),
     results: Path = typer.Option(Path("results"), "--results", "-r", help="Folder for result files and checkpoints."),
     set_values: list[str] = typer.Option(
@@ -41,10 +42,10 @@ def run(
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.runners.execute import RunRequest, prepare
     from peftbench.runners.local import existing_status, run_experiment, should_skip
-    from peftbench.tasks import DEFAULT_TASK, available_tasks
+    from peftbench.tasks import DEFAULT_TASK, available_tasks, resolve_task_name
 
     console = Console(stderr=True)
-    task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
+    task_name = resolve_task_name(task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math"))
     try:
         overrides = parse_set_options(set_values)
         # check every experiment before running any, so that a typo does not surface after an hour of training
@@ -74,7 +75,7 @@ def run(
                 )
                 rows.append((run_info.experiment_name, "skipped", run_info.result_file))
                 continue
-            console.rule(escape(f"{run_info.experiment_name} on {task_name}"))
+            console.rule(escape(f"{run_info.experiment_name} on {run_info.task.name}"))
             try:
                 path, status = run_experiment(
                     experiment, task_name, results, overrides=overrides, seed=seed, force=True,

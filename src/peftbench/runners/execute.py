@@ -137,7 +137,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
-        model_id=run.config.model_id, extra=dict(request.extra_result_fields),
+        model_id=run.config.model_id, extra={**run.task.provenance(), **request.extra_result_fields},
     )
 
 
@@ -237,6 +237,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         tic_eval = time.perf_counter()
         test = task.evaluate(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
+        m.predictions = test_predictions(test)
         if len(forgetting_rows):
             forgetting = task.measure_forgetting(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
@@ -257,6 +258,17 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+
+
+def test_predictions(test) -> list[dict[str, Any]]:
+    """Each test item's input, prediction, target and score, for people to read (the report shows some)."""
+    if not test.targets:
+        return []
+    inputs = test.inputs or [None] * len(test.targets)
+    return [
+        {"input": text, "prediction": prediction, "target": target, "score": score}
+        for text, prediction, target, score in zip(inputs, test.predictions, test.targets, test.per_item_correct)
+    ]
 
 
 def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunMeasurements, full: bool) -> None:

@@ -68,6 +68,10 @@ class EvalResult:
     per_item_correct: list[int]
     predictions: list[str]
     num_generated_tokens: int = 0
+    # Per item, what the model was asked and the reference it is scored against (kept in the result file so
+    # that people can read what each method wrote); empty where a task has no text to show.
+    targets: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
 
 
 class Task(ABC):
@@ -132,6 +136,11 @@ class Task(ABC):
             with adapter_disabled():
                 reference = self.forgetting_loss(model, processor, rows, config)
         return ForgettingMeasure(value=after - reference, before=reference, after=after)
+
+    def provenance(self) -> dict[str, Any]:
+        """Fields that identify where the task itself came from, written into the result's `peftbench`
+        section (e.g. a task file's name and content hash)."""
+        return {}
 
     @staticmethod
     def to_device(batch: TrainBatch, device: Any) -> TrainBatch:
