@@ -121,6 +121,9 @@ class DeclaredTask(MathTask):
         return f"carved from {origin} by data.split" if split in self.spec.data.carve else f"from {origin}"
 
     def _load_source(self, key: str, source: str) -> list[dict[str, Any]]:
+        path = Path(source)
+        if path.is_file() and path.stat().st_size < 4096 and not path.read_bytes().strip():
+            return []  # an empty file: `datasets` cannot read it, and the caller says which split is empty
         try:
             rows = load_rows(source, split=HUB_SPLIT_NAMES[key], key=f"data.{key}")
         except ConfigError as error:
