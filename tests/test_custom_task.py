@@ -254,3 +254,37 @@ def test_bad_task_file_fails_the_cli_before_any_run(task_dir, tmp_path):
     ])
     assert outcome.exit_code == 2 and "nope" in outcome.output
     assert not (tmp_path / "results").exists()
+
+
+# ---- init-task ----
+def test_init_task_writes_a_task_file_that_runs(task_dir, tmp_path):
+    data = task_dir / "qa.jsonl"
+    rows = [json.loads(line) for line in (task_dir / "all.jsonl").read_text().splitlines()]
+    data.write_text("".join(json.dumps({"customer_question": f"What colour is {r['item']}?", "reply": r["colour"]}) + "\n"
+                            for r in rows))
+    task_file = tmp_path / "tasks" / "qa.yaml"
+    outcome = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(data)])
+    assert outcome.exit_code == 0, outcome.output
+    text = task_file.read_text()
+    spec = yaml.safe_load(text)
+    assert spec["doc_to_text"] == "{customer_question}\nAnswer:" and spec["doc_to_target"] == "reply"
+    assert spec["output_type"] == "generate_until" and spec["data"]["file"] == "../custom_task/qa.jsonl"
+    assert "# The data's columns: customer_question, reply" in text
+    task = get_task(str(task_file))
+    config = _config(task)
+    task.check_inputs(config)
+    data_rows = task.load_data(config)
+    assert len(data_rows.test) == round(0.2 * 48) and len(data_rows.valid) == round(0.1 * 48)
+    assert data_rows.test[0]["response"] == " " + data_rows.test[0]["doc"]["reply"]
+
+    again = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(data)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_init_task_makes_a_list_column_multiple_choice(task_dir, tmp_path):
+    task_file = tmp_path / "mc.yaml"
+    outcome = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(task_dir / "all.jsonl")])
+    assert outcome.exit_code == 0, outcome.output
+    spec = yaml.safe_load(task_file.read_text())
+    assert spec["output_type"] == "multiple_choice" and spec["doc_to_choice"] == "options"
+    assert spec["doc_to_target"] == "label"
