@@ -35,6 +35,18 @@ def run(
     force: bool = typer.Option(False, "--force", help="Run again even when a result file exists (replaces it)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not keep the trained adapter (its size is still measured)."),
     num_threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
+    harness_tasks: Optional[str] = typer.Option(
+        None, "--harness-tasks", metavar="TASK,...",
+        help="lm-evaluation-harness tasks (e.g. hellaswag,arc_easy) to run after training, with the adapter active "
+        "and disabled; scores and differences go into the result. Needs pip install 'peftbench[harness]'. "
+        "Default: the task file's harness_tasks, if any.",
+    ),
+    harness_include: Optional[Path] = typer.Option(
+        None, "--harness-include", help="A folder of your own lm-eval task YAMLs (lm-eval's --include_path)."
+    ),
+    harness_limit: Optional[int] = typer.Option(
+        None, "--harness-limit", min=1, help="At most this many items per harness task (lm-eval's --limit)."
+    ),
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -48,12 +60,13 @@ def run(
     task_name = resolve_task_name(task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math"))
     try:
         overrides = parse_set_options(set_values)
+        harness = harness_request(harness_tasks, harness_include, harness_limit)
         # check every experiment before running any, so that a typo does not surface after an hour of training
         prepared = []
         for experiment in experiments:
             request = RunRequest(
                 task=task_name, results_dir=str(results), experiment_dir=str(experiment), overrides=overrides,
-                seed=seed, num_threads=num_threads,
+                seed=seed, num_threads=num_threads, harness=harness,
             )
             run_info = prepare(request)
             if seed is not None:  # one file per seed, so that a second seed never "skips" onto the first one
@@ -80,6 +93,7 @@ def run(
                 path, status = run_experiment(
                     experiment, task_name, results, overrides=overrides, seed=seed, force=True,
                     save_checkpoint=not no_save, num_threads=num_threads, result_name=run_info.result_file.stem,
+                    harness=harness,
                 )
             except ConfigError as error:
                 console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
@@ -92,6 +106,21 @@ def run(
     _print_summary(console, rows)
     if any(status not in ("success", "skipped", "diverged") for _, status, _ in rows):
         raise typer.Exit(1)
+
+
+def harness_request(tasks: Optional[str], include: Optional[Path], limit: Optional[int]) -> dict:
+    """The --harness-* options as a RunRequest's `harness` (empty: the task file's, if any)."""
+    from peftbench.config import ConfigError
+    from peftbench.tasks.task_file import parse_harness_tasks
+
+    names = parse_harness_tasks(tasks, "--harness-tasks")
+    if not names:
+        if include is not None or limit is not None:
+            raise ConfigError("--harness-include and --harness-limit need --harness-tasks")
+        return {}
+    if include is not None and not include.exists():
+        raise ConfigError(f"--harness-include: not found: {include} (a folder of lm-eval task YAMLs)")
+    return {"tasks": names, "include_path": str(include.resolve()) if include else None, "limit": limit}
 
 
 def _print_summary(console, rows) -> None:

@@ -260,6 +260,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         "total_params": own_or("total_params", _number(train_info, "num_total_params", "train_info", problems)),
         "forgetting": own_or("forgetting", _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
         "final_train_loss": _number(final, "train loss", "train_info.metrics[-1]", problems),
+        "harness_change": _number(_dict(own, "harness"), "mean_difference", "peftbench.harness", problems),
     }
 
     if isinstance(own.get("train_curve"), list):

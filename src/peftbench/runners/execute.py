@@ -47,6 +47,8 @@ class RunRequest:
     extra_result_fields: dict[str, Any] = field(default_factory=dict)
     num_threads: Optional[int] = None
     show_progress: bool = True
+    # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
+    harness: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class PreparedRun:
     result_file: Path
     spec: Optional[ExperimentSpec]
     git_commit: Optional[str]
+    harness: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(request: RunRequest) -> PreparedRun:
@@ -91,10 +94,16 @@ def prepare(request: RunRequest) -> PreparedRun:
 
     check_optimizer_type(config.optimizer_type)
     task.check_inputs(config)
+    harness = dict(request.harness) if request.harness.get("tasks") else dict(task.harness)
+    if harness.get("tasks"):
+        from peftbench.evaluation.harness import check_harness
+
+        check_harness(harness["tasks"], harness.get("include_path"))
     stem = request.result_name or f"{method}--{name}"
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",
         result_file=result_path(request.results_dir, stem), spec=spec, git_commit=git_commit_of(location),
+        harness=harness,
     )
 
 
@@ -204,10 +213,14 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     full_finetuning = peft_config is None
 
     forgetting_rows = data.forgetting
-    forgetting_reference = None
+    forgetting_reference = harness_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
         forgetting_reference = task.forgetting_reference(model, processor, forgetting_rows, config)
+    if full_finetuning and run.harness and request.mode == "train":
+        from peftbench.evaluation.harness import harness_scores
+
+        harness_reference = harness_scores(model, processor, run.harness["tasks"], **_harness_options(run, config))
 
     meter.start_training()
     if request.mode == "train":
@@ -256,8 +269,21 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
     m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
 
+    if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
+        from peftbench.evaluation.harness import measure_harness
+
+        m.extra["harness"] = measure_harness(
+            model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
+            adapter_disabled=None if full_finetuning else model.disable_adapter,
+        )
+
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+
+
+def _harness_options(run: PreparedRun, config: TrainConfig) -> dict[str, Any]:
+    return {"include_path": run.harness.get("include_path"), "limit": run.harness.get("limit"),
+            "batch_size": config.batch_size_eval, "max_length": config.max_seq_length}
 
 
 def test_predictions(test) -> list[dict[str, Any]]:

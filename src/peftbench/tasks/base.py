@@ -82,6 +82,8 @@ class Task(ABC):
     score_name: str = "accuracy"  # result field `score_name`; the metrics entry is f"test {score_name}"
     higher_is_better: bool = True
     forgetting_name: str = "forgetting"
+    # lm-evaluation-harness tasks run after training unless the command line names others (evaluation/harness.py)
+    harness: dict[str, Any] = {}
 
     @abstractmethod
     def default_params(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class DeclaredTask(MathTask):
             self.score_name = "accuracy"
         else:  # a user's module:function is not a name to put in a metrics key
             self.score_name = self.spec.metric if ":" not in self.spec.metric else "score"
+        self.harness = self.spec.harness
         self._data: Optional[TaskData] = None
         self._tokenizer = None
 

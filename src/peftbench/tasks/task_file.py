@@ -36,7 +36,7 @@ DECLARED_ELSEWHERE = {
 TOP_LEVEL_KEYS = (
     "task", "model", "data", "doc_to_text", "doc_to_target", "output_type", "doc_to_choice", "target_delimiter",
     "apply_chat_template", "system_instruction", "metric", "metric_args", "metric_list", "generation_kwargs",
-    "forgetting", "training_params", "harness_tasks",
+    "forgetting", "training_params", "harness_tasks", "harness_include_path", "harness_limit",
 )
 # lm-eval keys that mean something else here, with what to write instead.
 LM_EVAL_HINTS = {
@@ -130,7 +130,7 @@ class TaskFile:
     max_gen_toks: Optional[int]
     forgetting: str  # "default", "none" or a local file (absolute)
     training_params: dict[str, Any]
-    harness_tasks: list[str] = field(default_factory=list)
+    harness: dict[str, Any] = field(default_factory=dict)  # {tasks, include_path, limit} (evaluation/harness.py)
 
     @property
     def identity(self) -> str:
@@ -369,13 +369,32 @@ def _parse_training_params(value: Any, path: Path) -> dict[str, Any]:
     return dict(value)
 
 
-def _harness_tasks(value: Any, path: Path) -> list[str]:
+def parse_harness_tasks(value: Any, where: str) -> list[str]:
+    """lm-eval task names from a list or a comma-separated string."""
     if value is None:
         return []
     names = value.split(",") if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ConfigError(f"{path}: 'harness_tasks' must be a list of lm-eval task names (or a comma-separated string)")
+        raise ConfigError(f"{where} must be a list of lm-eval task names (or a comma-separated string)")
     return [n.strip() for n in names]
+
+
+def _parse_harness(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    tasks = parse_harness_tasks(data.get("harness_tasks"), f"{path}: 'harness_tasks'")
+    if not tasks:
+        if "harness_include_path" in data or "harness_limit" in data:
+            raise ConfigError(f"{path}: 'harness_include_path' and 'harness_limit' need 'harness_tasks'")
+        return {}
+    include = data.get("harness_include_path")
+    if include is not None:
+        folder = _resolve_local(str(include), path.parent)
+        if not folder.exists():
+            raise ConfigError(f"{path}: 'harness_include_path': not found: {folder} (a folder of lm-eval task YAMLs)")
+        include = str(folder.resolve())
+    limit = data.get("harness_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ConfigError(f"{path}: 'harness_limit' must be a positive integer (items per harness task)")
+    return {"tasks": tasks, "include_path": include, "limit": limit}
 
 
 def content_hash(paths: list[Path]) -> str:
@@ -421,7 +440,7 @@ def read_task_file(path: str | Path) -> TaskFile:
         system_instruction=system, metric=metric, metric_args=metric_args, until=until, max_gen_toks=max_gen_toks,
         forgetting=_parse_forgetting(data.get("forgetting"), path),
         training_params=_parse_training_params(data.get("training_params"), path),
-        harness_tasks=_harness_tasks(data.get("harness_tasks"), path),
+        harness=_parse_harness(data, path),
     )
     check_model_folder(task.model, apply_chat, path)
     task.sha256 = content_hash([path, *task.local_files()])
