@@ -288,3 +288,22 @@ def test_init_task_makes_a_list_column_multiple_choice(task_dir, tmp_path):
     spec = yaml.safe_load(task_file.read_text())
     assert spec["output_type"] == "multiple_choice" and spec["doc_to_choice"] == "options"
     assert spec["doc_to_target"] == "label"
+
+
+def test_suite_runs_on_a_task_file_and_reruns_after_an_edit(task_dir, tmp_path):
+    results = tmp_path / "suite"
+    task_file = task_dir / "fruit_colour_mc.yaml"
+    args = ["suite", "quick", "--task", str(task_file), "--only", "lora/rank16", "--results", str(results),
+            "--workers", "1"]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    first = json.loads((results / "lora--rank16.json").read_text())
+    assert first["peftbench"]["task"] == get_task(str(task_file)).name
+
+    # the same task file: the finished result is kept; an edited one is another task, so it runs again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert json.loads((results / "lora--rank16.json").read_text())["run_info"]["created_at"] == first["run_info"]["created_at"]
+    task_file.write_text(task_file.read_text().replace("max_steps: 4", "max_steps: 3"))
+    assert CliRunner().invoke(app, args).exit_code == 0
+    second = json.loads((results / "lora--rank16.json").read_text())["peftbench"]
+    assert second["task"] == get_task(str(task_file)).name != first["peftbench"]["task"] and second["steps"] == 3

@@ -80,7 +80,7 @@ def run(
     rows = []
     try:
         for experiment, run_info in prepared:
-            if should_skip(run_info.result_file, force):
+            if should_skip(run_info.result_file, force, run_info.task.name):
                 status = existing_status(run_info.result_file)
                 console.print(
                     f"skip {run_info.experiment_name}: {run_info.result_file} exists ({status}); --force reruns",

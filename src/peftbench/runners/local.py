@@ -39,9 +39,19 @@ def existing_status(result_file: Path) -> Optional[str]:
         return None
 
 
-def should_skip(result_file: Path, force: bool) -> bool:
-    """An existing result with a final status is kept unless forced; failed/cancelled runs are retried."""
-    return not force and existing_status(result_file) in FINAL_STATUSES
+def recorded_task(result_file: Path) -> Optional[str]:
+    try:
+        return json.loads(result_file.read_text(encoding="utf-8")).get("peftbench", {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def should_skip(result_file: Path, force: bool, task: Optional[str] = None) -> bool:
+    """An existing result with a final status is kept unless forced; failed/cancelled runs are retried. A
+    result of another task (e.g. of a task file since edited: another content hash) is run again."""
+    if force or existing_status(result_file) not in FINAL_STATUSES:
+        return False
+    return task is None or recorded_task(result_file) in (None, task)
 
 
 def run_experiment(
@@ -99,7 +109,7 @@ def evaluate_adapter(
 
 def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path], str]:
     run = prepare(request)  # raises ConfigError before anything starts
-    if should_skip(run.result_file, force):
+    if should_skip(run.result_file, force, run.task.name):
         return run.result_file, existing_status(run.result_file)
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     before = run.result_file.stat().st_mtime_ns if run.result_file.exists() else None
