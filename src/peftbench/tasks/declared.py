@@ -31,6 +31,7 @@ from peftbench.tasks.task_file import (
 )
 
 MATH_FORGETTING_DATA = "HuggingFaceFW/finewiki"  # `forgetting: default` for a model other than the shipped one
+DATA_PARAMS = tuple(key for key in DECLARED_ELSEWHERE if key.endswith("_data"))  # unused by a declared task
 HUB_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test", "file": "train"}
 
 
@@ -65,7 +66,7 @@ class DeclaredTask(MathTask):
         defaults = {
             **base, "model_id": self.spec.model, "query_template": "{query}", "generation_kwargs": generation,
             "train_size": None, "test_size": None,
-            **{key: None for key in DECLARED_ELSEWHERE if key.endswith("_data")},
+            **{key: None for key in DATA_PARAMS},
         }
         defaults.update(self.spec.training_params)
         return defaults
@@ -74,9 +75,12 @@ class DeclaredTask(MathTask):
         from peftbench.evaluation.scorers import load_scorer
 
         source = str(self.spec.path)
-        for key, instead in DECLARED_ELSEWHERE.items():
-            if key != "model_id" and key != "query_template" and getattr(config, key) is not None:
-                raise ConfigError(f"training parameter '{key}' does not apply to a task file; its '{instead}' key declares it")
+        for key in DATA_PARAMS:  # e.g. --set train_data=...: the task file's keys declare the data
+            if getattr(config, key) is not None:
+                raise ConfigError(
+                    f"training parameter '{key}' does not apply to a task file; its '{DECLARED_ELSEWHERE[key]}' key "
+                    f"declares it ({source})"
+                )
         if self.spec.output_type == "generate_until":
             self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
         elif self.spec.metric not in ("acc", "acc_norm"):
@@ -92,13 +96,10 @@ class DeclaredTask(MathTask):
     def _read_data(self, config) -> TaskData:
         raw = {key: self._load_source(key, source) for key, source in self.spec.data.sources.items()}
         splits = self._carve(raw)
-        for split in SPLITS:
-            if len(splits.get(split, [])) == 0 and split != "valid":
+        for split in SPLITS:  # valid may be left out of the file, but a declared split must have rows
+            declared = split != "valid" or split in self.spec.data.sources or split in self.spec.data.carve
+            if declared and not splits.get(split):
                 raise ConfigError(f"{self.spec.path}: 'data.{split}' has no rows ({self._where(split)})")
-        valid = splits.get("valid", [])
-        if "valid" in self.spec.data.sources or "valid" in self.spec.data.carve:
-            if len(valid) == 0:
-                raise ConfigError(f"{self.spec.path}: 'data.valid' has no rows ({self._where('valid')})")
         rows = {split: self._to_rows(split, splits.get(split, [])) for split in SPLITS}
         train = rows["train"]
         if config.train_size is not None and config.train_size < len(train):

@@ -193,8 +193,8 @@ def _check_top_level(data: dict[str, Any], path: Path) -> None:
             raise ConfigError(f"{path}: required key '{key}' is missing (see docs/custom-task.md)")
 
 
-def _resolve_local(value: str, base_dir: Path) -> Optional[Path]:
-    """`value` as a path relative to the task file's folder (or absolute), if it looks like or is a path."""
+def _resolve_local(value: str, base_dir: Path) -> Path:
+    """`value` as a path: relative ones are relative to the task file's folder."""
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = base_dir / path
