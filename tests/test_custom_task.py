@@ -307,3 +307,20 @@ def test_suite_runs_on_a_task_file_and_reruns_after_an_edit(task_dir, tmp_path):
     assert CliRunner().invoke(app, args).exit_code == 0
     second = json.loads((results / "lora--rank16.json").read_text())["peftbench"]
     assert second["task"] == get_task(str(task_file)).name != first["peftbench"]["task"] and second["steps"] == 3
+
+
+def test_loss_is_on_the_completion_only_by_default(task_dir, tiny_model_dir):
+    """Any model (here the tests' tiny Llama, not the shipped one): prompt tokens are masked out of the loss,
+    the target and its EOS are learned."""
+    task = get_task(str(edit_task(task_dir, model=str(tiny_model_dir), forgetting="none")))
+    config = _config(task)
+    task.check_inputs(config)
+    tokenizer = task.load_processor(config)
+    rows = task.load_data(config).train
+    batch = next(task.train_batches(rows, tokenizer, config, seed=0))
+    labels, ids = batch.inputs["labels"], batch.inputs["input_ids"]
+    for row_labels, row_ids in zip(labels.tolist(), ids.tolist()):
+        learned = [token for token, label in zip(row_ids, row_labels) if label != -100]
+        text = tokenizer.decode(learned, skip_special_tokens=True)
+        assert learned[-1] == tokenizer.eos_token_id
+        assert "What colour" not in text and text.strip() in {r["target"] for r in rows}

@@ -48,8 +48,9 @@ class DeclaredTask(MathTask):
         else:  # a user's module:function is not a name to put in a metrics key
             self.score_name = self.spec.metric if ":" not in self.spec.metric else "score"
         self.harness = self.spec.harness
+        self.scorer = None  # generate_until: set by check_inputs (evaluation/scorers.py)
         self._data: Optional[TaskData] = None
-        self._tokenizer = None
+        self._tokenizer = None  # for the chat template: set by load_processor
 
     def provenance(self) -> dict[str, Any]:
         return {"task_file": {"name": self.spec.path.name, "path": str(self.spec.path), "sha256": self.spec.sha256,
