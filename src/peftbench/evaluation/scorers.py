@@ -70,8 +70,18 @@ def contains(prediction: str, target: str, *, ignore_case: bool = False) -> bool
     return target.strip() in prediction
 
 
-BUILTIN_SCORERS: dict[str, Callable[..., bool]] = {
-    "exact_match": exact_match, "last_number": last_number, "regex": regex, "contains": contains,
+ROUGE_VARIANTS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def rouge(prediction: str, target: str, *, variant: str = "rougeL") -> float:
+    """ROUGE F-measure of the prediction against the target (Google's rouge-score package)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([variant]).score(target, prediction)[variant].fmeasure
+
+
+BUILTIN_SCORERS: dict[str, Callable[..., float]] = {
+    "exact_match": exact_match, "last_number": last_number, "regex": regex, "contains": contains, "rouge": rouge,
 }
 
 
@@ -84,6 +94,11 @@ def _check_arguments(function: Callable, args: dict[str, Any], name: str, source
             f"{source}: 'metric_args' {sorted(args)} do not fit metric {name!r}; it accepts: "
             f"{', '.join(accepted) or 'no arguments'}"
         ) from None
+    if name == "rouge":
+        if args.get("variant", "rougeL") not in ROUGE_VARIANTS:
+            raise ConfigError(f"{source}: 'metric_args.variant' must be one of {', '.join(ROUGE_VARIANTS)}")
+        if importlib.util.find_spec("rouge_score") is None:
+            raise ConfigError(f"{source}: 'metric' rouge needs the rouge-score package: pip install 'peftbench[rouge]'")
     if name == "regex":
         try:
             re.compile(args["pattern"])
