@@ -324,3 +324,20 @@ def test_loss_is_on_the_completion_only_by_default(task_dir, tiny_model_dir):
         text = tokenizer.decode(learned, skip_special_tokens=True)
         assert learned[-1] == tokenizer.eos_token_id
         assert "What colour" not in text and text.strip() in {r["target"] for r in rows}
+
+
+def test_lm_eval_style_jinja_templates_and_valid_carved_from_train(task_dir):
+    task = get_task(str(edit_task(
+        task_dir, doc_to_text="Question: What colour is {{item}}?\nAnswer:", doc_to_target="{{colour | upper}}",
+        data={"train": "train.jsonl", "test": "test.jsonl", "split": {"valid": 5}, "seed": 1},
+    )))
+    config = _config(task)
+    task.check_inputs(config)
+    data = task.load_data(config)
+    assert len(data.valid) == 5 and len(data.train) == 32 - 5 and len(data.test) == 8
+    row = data.test[0]
+    assert row["query"] == f"Question: What colour is {row['doc']['item']}?\nAnswer:"
+    assert row["target"] == row["doc"]["colour"].upper() and row["response"] == " " + row["target"]
+    # the valid rows are train rows (carved with data.seed), disjoint from what is left to train on
+    train_items = {r["doc"]["item"] for r in data.train}
+    assert not {r["doc"]["item"] for r in data.valid} & train_items
