@@ -250,7 +250,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         tic_eval = time.perf_counter()
         test = task.evaluate(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
-        m.predictions = test_predictions(test)
+        m.predictions = item_predictions(test)
         if len(forgetting_rows):
             forgetting = task.measure_forgetting(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
@@ -272,10 +272,13 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
         from peftbench.evaluation.harness import measure_harness
 
-        m.extra["harness"] = measure_harness(
-            model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
-            adapter_disabled=None if full_finetuning else model.disable_adapter,
-        )
+        try:
+            m.extra["harness"] = measure_harness(
+                model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
+                adapter_disabled=None if full_finetuning else model.disable_adapter,
+            )
+        except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
+            m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
 
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
@@ -286,7 +289,7 @@ def _harness_options(run: PreparedRun, config: TrainConfig) -> dict[str, Any]:
             "batch_size": config.batch_size_eval, "max_length": config.max_seq_length}
 
 
-def test_predictions(test) -> list[dict[str, Any]]:
+def item_predictions(test) -> list[dict[str, Any]]:
     """Each test item's input, prediction, target and score, for people to read (the report shows some)."""
     if not test.targets:
         return []
