@@ -83,3 +83,22 @@ def test_harness_options_need_tasks(tmp_path):
     outcome = CliRunner().invoke(app, ["run", str(QUICK / "lora" / "rank16"), "--harness-limit", "3",
                                        "--results", str(tmp_path)])
     assert outcome.exit_code == 2 and "--harness-tasks" in outcome.output
+
+
+def test_a_failing_harness_keeps_the_finished_run(tmp_path, monkeypatch):
+    from peftbench.evaluation import harness
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("dataset unreachable")
+
+    monkeypatch.setattr(harness, "check_harness", lambda tasks, include_path: None)
+    monkeypatch.setattr(harness, "measure_harness", broken)
+    request = RunRequest(
+        task=str(FIXTURES / "custom_task" / "fruit_colour_mc.yaml"), results_dir=str(tmp_path),
+        experiment_dir=str(QUICK / "lora" / "rank16"), save_checkpoint=False, show_progress=False,
+        harness={"tasks": ["hellaswag"]},
+    )
+    path, status = execute(request)
+    own = json.loads(path.read_text())["peftbench"]
+    assert status == "success" and own["test_score"] is not None
+    assert own["harness"] == {"error": "RuntimeError: dataset unreachable"}
