@@ -47,7 +47,8 @@ def init_task(
             from peftbench.tasks.declared import DeclaredTask
 
             task = DeclaredTask(staging)
-            task.check_inputs(build_train_config(task.default_params()))
+            # forgetting_size 0: the default forgetting set of a hub model need not be downloaded to check this
+            task.check_inputs(build_train_config(task.default_params(), overrides={"forgetting_size": 0}))
         except ConfigError:
             staging.unlink()
             raise
