@@ -163,3 +163,62 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     assert page.locator("#train-curves .scatterlayer .trace").count() > 0
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     page.close()
+
+
+HOSTILE_PREDICTION = "</pre><img src=x onerror=alert(3)><script>alert(4)</script>"
+
+
+@pytest.fixture(scope="module")
+def predictions_report(tmp_path_factory) -> tuple[Path, object]:
+    """Three methods' results on math-tiny, each with its test items' predictions (one of them hostile)."""
+    folder = tmp_path_factory.mktemp("predictions")
+    for name in ("ia3--default--seed0.json", "lora--rank8--seed0.json", "vera--default--seed0.json"):
+        data = json.loads((RESULTS / "peftbench" / name).read_text())
+        own = data["peftbench"]
+        own["predictions"] = [
+            {"input": f"Question: item {i}?\nAnswer:", "target": f"#### {i}",
+             "prediction": (HOSTILE_PREDICTION if name.startswith("vera") and not correct else f"{name[:4]} says #### "
+                            + (str(i) if correct else "-1")),
+             "score": correct}
+            for i, correct in enumerate(own["per_item_correct"])
+        ]
+        (folder / name).write_text(json.dumps(data))
+    path = folder / "report.html"
+    comparison = render_report([folder], html=path, console=Console(file=io.StringIO()))
+    return path, comparison
+
+
+def test_report_shows_what_the_models_wrote(predictions_report, browser):
+    path, comparison = predictions_report
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors, dialogs = [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(path.as_uri())
+    page.wait_for_selector("#samples .sample", timeout=30_000)
+    samples = page.locator("#samples .sample")
+    assert 1 <= samples.count() <= 6
+    runs = {p.name: p.runs[0] for p in comparison.points}
+    shown_items = []
+    for k in range(samples.count()):
+        sample = samples.nth(k)
+        index = int(sample.locator(".what").first.text_content().rsplit(" ", 1)[1])
+        shown_items.append(index)
+        assert sample.locator("pre").nth(1).text_content() == f"#### {index}"  # the reference
+        rows = sample.locator("table tr")
+        assert rows.count() == len(runs)  # every method on the same item
+        for r in range(rows.count()):
+            row = rows.nth(r)
+            name = row.locator("td.name").text_content()
+            expected = runs[name].predictions[index]
+            assert row.locator("pre").text_content() == expected["prediction"]  # as written, as text
+            assert row.get_attribute("class") == ("pass" if expected["score"] == 1 else "fail")
+    # every method's failures are represented, and the hostile prediction is text, not markup
+    for name, run in runs.items():
+        if any(item["score"] == 0 for item in run.predictions):
+            assert any(run.predictions[i]["score"] == 0 for i in shown_items), name
+    assert HOSTILE_PREDICTION in page.locator("#samples").text_content()  # vera's failures are hostile
+    assert page.locator("#samples img, #samples script").count() == 0
+    assert not dialogs and not errors, (dialogs, errors)
+    page.close()

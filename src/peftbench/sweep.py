@@ -502,14 +502,17 @@ def run_sweep(
     child-process runner, `peftbench.runners.execute_trial`).
     """
     from peftbench.runners.local import should_skip  # the engine's rule: success and diverged are final
+    from peftbench.tasks import get_task
 
+    task_identity = get_task(plan.task).name  # a result of another task (or task file version) is no skip
     ran: list[TrialOutcome] = []
     skipped = 0
 
     def run_missing(trials: list[Trial], description: str) -> None:
         nonlocal skipped
         todo = [t for t in trials
-                if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force, keep_killed)]
+                if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force, keep_killed,
+                                   task_identity)]
         skipped += len(trials) - len(todo)
         ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address,
                               execute=execute or execute_trial,

@@ -75,6 +75,8 @@ METRICS: dict[str, Metric] = {
         Metric("trainable_params", "trainable params", "min", "count", "trainable parameters", exact=True),
         Metric("total_params", "total params", "min", "count", "all parameters of the model", exact=True),
         Metric("forgetting", "forgetting", "min", "loss", "loss increase on held-out base text (image: drift)"),
+        Metric("harness_change", "harness change", "max", "score",
+               "lm-eval score with the adapter minus without it, mean over the run's harness tasks"),
         Metric("final_train_loss", "final train loss", "min", "loss", "train loss of the last logged step"),
     ]
 }

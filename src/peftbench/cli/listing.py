@@ -35,6 +35,7 @@ def list_command(
         label = f"{name} (default)" if name == DEFAULT_TASK else name
         score = f"{task.score_name} ({'higher' if task.higher_is_better else 'lower'} is better)"
         tasks.add_row(escape(label), escape(task.description), escape(str(task.default_params().get("model_id"))), score)
+    tasks.caption = "or your own: --task my_task.yaml (peftbench init-task; docs/custom-task.md)"
     console.print(tasks)
 
     search = roots or [p for p in (Path("experiments"), BUILTIN_SUITES) if p.exists()]

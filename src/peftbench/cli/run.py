@@ -20,7 +20,8 @@ Example: peftbench run experiments/lora/rank32 --task math-tiny --set max_steps=
 def run(
     experiments: list[Path] = typer.Argument(..., help="Experiment folders (<method>/<name>/).", show_default=False),
     task: Optional[str] = typer.Option(
-        None, "--task", "-t", help="Task name (see `peftbench list`). Default: math-tiny, the offline tiny benchmark."
+        None, "--task", "-t", help="Task name (see `peftbench list`) or a task file (my_task.yaml, see docs/custom-task.md). "
+        "Default: math-tiny, the offline tiny benchmark."
     ),
     results: Path = typer.Option(Path("results"), "--results", "-r", help="Folder for result files and checkpoints."),
     set_values: list[str] = typer.Option(
@@ -37,6 +38,18 @@ def run(
     ),
     no_save: bool = typer.Option(False, "--no-save", help="Do not keep the trained adapter (its size is still measured)."),
     num_threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
+    harness_tasks: Optional[str] = typer.Option(
+        None, "--harness-tasks", metavar="TASK,...",
+        help="lm-evaluation-harness tasks (e.g. hellaswag,arc_easy) to run after training, with the adapter active "
+        "and disabled; scores and differences go into the result. Needs pip install 'peftbench[harness]'. "
+        "Default: the task file's harness_tasks, if any.",
+    ),
+    harness_include: Optional[Path] = typer.Option(
+        None, "--harness-include", help="A folder of your own lm-eval task YAMLs (lm-eval's --include_path)."
+    ),
+    harness_limit: Optional[int] = typer.Option(
+        None, "--harness-limit", min=1, help="At most this many items per harness task (lm-eval's --limit)."
+    ),
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -46,18 +59,19 @@ def run(
     from peftbench.results.writer import ResultWriteError, check_writable
     from peftbench.runners.execute import RunRequest, check_distinct_result_files, prepare
     from peftbench.runners.local import existing_status, run_experiment, should_skip
-    from peftbench.tasks import DEFAULT_TASK, available_tasks
+    from peftbench.tasks import DEFAULT_TASK, available_tasks, resolve_task_name
 
     console = Console(stderr=True)
-    task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
+    task_name = resolve_task_name(task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math"))
     try:
         overrides = parse_set_options(set_values)
+        harness = harness_request(harness_tasks, harness_include, harness_limit)
         # check every experiment before running any, so that a typo does not surface after an hour of training
         prepared = []
         for experiment in experiments:
             request = RunRequest(
                 task=task_name, results_dir=str(results), experiment_dir=str(experiment), overrides=overrides,
-                seed=seed, num_threads=num_threads,
+                seed=seed, num_threads=num_threads, harness=harness,
             )
             run_info = prepare(request)
             if seed is not None:  # one file per seed, so that a second seed never "skips" onto the first one
@@ -74,7 +88,7 @@ def run(
     rows = []
     try:
         for experiment, run_info in prepared:
-            if should_skip(run_info.result_file, force, keep_killed):
+            if should_skip(run_info.result_file, force, keep_killed, run_info.task.name):
                 status = existing_status(run_info.result_file)
                 console.print(
                     printable(f"skip {run_info.experiment_name}: {run_info.result_file} exists ({status}); --force reruns"),
@@ -82,11 +96,12 @@ def run(
                 )
                 rows.append((run_info.experiment_name, "skipped", run_info.result_file, None))
                 continue
-            console.rule(escape(printable(f"{run_info.experiment_name} on {task_name}")))
+            console.rule(escape(printable(f"{run_info.experiment_name} on {run_info.task.name}")))
             try:
                 path, status = run_experiment(
                     experiment, task_name, results, overrides=overrides, seed=seed, force=True, keep_killed=keep_killed,
                     save_checkpoint=not no_save, num_threads=num_threads, result_name=run_info.result_file.stem,
+                    harness=harness,
                 )
             except (ConfigError, ResultWriteError) as error:  # the other experiments still run
                 console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
@@ -100,6 +115,21 @@ def run(
     _print_summary(console, rows)
     if any(status not in ("success", "skipped", "diverged") for _, status, _, _ in rows):
         raise typer.Exit(1)
+
+
+def harness_request(tasks: Optional[str], include: Optional[Path], limit: Optional[int]) -> dict:
+    """The --harness-* options as a RunRequest's `harness` (empty: the task file's, if any)."""
+    from peftbench.config import ConfigError
+    from peftbench.tasks.task_file import parse_harness_tasks
+
+    names = parse_harness_tasks(tasks, "--harness-tasks")
+    if not names:
+        if include is not None or limit is not None:
+            raise ConfigError("--harness-include and --harness-limit need --harness-tasks")
+        return {}
+    if include is not None and not include.exists():
+        raise ConfigError(f"--harness-include: not found: {include} (a folder of lm-eval task YAMLs)")
+    return {"tasks": names, "include_path": str(include.resolve()) if include else None, "limit": limit}
 
 
 def _print_summary(console, rows) -> None:

@@ -62,7 +62,14 @@ def print_suite_list(console) -> None:
 
 def suite(
     name: Annotated[Optional[str], typer.Argument(help="Suite to run (built-in: quick).")] = None,
-    results: Annotated[Path, typer.Option("--results", help="Folder for the result files.")] = Path("results/quick"),
+    results: Annotated[
+        Optional[Path], typer.Option("--results", help="Folder for the result files. Default: results/<suite>, or "
+                                     "results/<suite>-<task file name> with --task.")
+    ] = None,
+    task: Annotated[
+        Optional[str], typer.Option("--task", help="Run the suite's experiments on this task (a name, or a task "
+                                    "file: my_task.yaml, docs/custom-task.md) instead of the suite's own.")
+    ] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write the HTML report here.")] = None,
     list_suites: Annotated[bool, typer.Option("--list", help="List the built-in suites and their experiments.")] = False,
     only: Annotated[
@@ -84,6 +91,7 @@ def suite(
     from rich.text import Text
 
     from peftbench.config import ConfigError, parse_set_options
+    from peftbench.tasks import get_task, resolve_task_name
 
     console = Console()
     if list_suites:
@@ -95,6 +103,8 @@ def suite(
         raise typer.Exit(2)
     try:
         overrides = parse_set_options(set_params or [])
+        task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
+        task_label = get_task(task_name).name  # a bad task file stops here, before any run
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -103,6 +113,8 @@ def suite(
     if not experiments:
         typer.echo(f"error: no experiment of suite {name!r} matches --only {only!r}", err=True)
         raise typer.Exit(2)
+    if results is None:
+        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
     results = results.resolve()
     from peftbench.results.writer import check_writable
 
@@ -118,7 +130,7 @@ def suite(
         {
             "trial_id": f"{path.parent.name}--{path.name}",
             "experiment_dir": str(path),
-            "task": SUITE_TASKS[name],
+            "task": task_name,
             "results_dir": str(results),
             "result_name": f"{path.parent.name}--{path.name}",
             "overrides": overrides,
@@ -129,7 +141,7 @@ def suite(
         }
         for path in experiments
     ]
-    console.print(f"suite {name}: {len(trials)} experiments on task {SUITE_TASKS[name]}, results in {results}")
+    console.print(f"suite {name}: {len(trials)} experiments on task {task_label}, results in {results}")
     started = time.perf_counter()
     outcomes = run_trials(trials, workers=workers, description=f"suite {name}")
     console.print(f"suite {name} finished in {time.perf_counter() - started:.0f} s")

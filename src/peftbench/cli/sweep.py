@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
 def sweep(
     experiments: Annotated[list[Path], typer.Argument(help="Experiment folders <method>/<name>/ (adapter_config.json, optional training_params.json).", show_default=False)],
-    task: Annotated[str, typer.Option(help="Task to train and score on, e.g. math-tiny (see `peftbench list`).")] = "math-tiny",
+    task: Annotated[str, typer.Option(help="Task to train and score on, e.g. math-tiny (see `peftbench list`), or a task file (my_task.yaml, docs/custom-task.md).")] = "math-tiny",
     lrs: Annotated[Optional[str], typer.Option(help="Explicit comma-separated learning rates, the same for every method, e.g. 1e-4,3e-4,1e-3. Excludes --lr-trials.")] = None,
     lr_trials: Annotated[Optional[int], typer.Option(help="Trials per method on a grid of factor 10^(1/2) around each method's configured rate (which is always included). Default 3.", min=1)] = None,
     seeds: Annotated[int, typer.Option(help="Seeds run at each method's chosen rate (configured seed + 1 ... + K).", min=1)] = 3,
@@ -50,9 +50,10 @@ def sweep(
 
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.sweep import DEFAULT_LR_TRIALS, SweepPlan, parse_lrs, resolve_experiments, run_sweep
-    from peftbench.tasks import get_task
+    from peftbench.tasks import get_task, resolve_task_name
 
     console = Console(stderr=True)
+    task = resolve_task_name(task)
     try:
         if lrs is not None and lr_trials is not None:
             raise ConfigError("give either --lrs or --lr-trials, not both")

@@ -20,6 +20,7 @@ from typing import Any
 from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
 from peftbench.analysis.metrics import AXIS_UNITS, METRICS
 from peftbench.analysis.points import DESCRIPTIVE_FIELDS
+from peftbench.reporting.samples import prediction_samples
 from peftbench.reporting.terminal import CONTEXT_METRICS
 
 _PLACEHOLDER = re.compile(r"__PEFTBENCH_(TITLE|DATA|PLOTLYJS)__")
@@ -37,6 +38,7 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
     data = comparison_dict(comparison)
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
+    data["samples"] = prediction_samples(comparison.points)  # what the models wrote, a few items per task
     data["filter_fields"] = list(DESCRIPTIVE_FIELDS)
     data["axis_units"] = AXIS_UNITS  # the plot's axis units are chosen as in the PNG plots
     data["context_metrics"] = CONTEXT_METRICS  # the table's columns besides the chosen pair, as in the terminal

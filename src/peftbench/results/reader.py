@@ -53,6 +53,8 @@ class RunRecord:
     score_name: str
     metrics: dict[str, float | None]
     per_item_correct: list[float] | None = None
+    # per test item {input, prediction, target, score}, as the run wrote them (text tasks)
+    predictions: list[dict[str, Any]] | None = None
     train_curve: list[CurvePoint] = field(default_factory=list)
     valid_curve: list[CurvePoint] = field(default_factory=list)
     learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
@@ -162,6 +164,20 @@ def _per_item_correct(value: Any, problems: _Problems) -> list[float] | None:
     return [float(v) for v in value]
 
 
+def _predictions(value: Any, problems: _Problems) -> list[dict[str, Any]] | None:
+    """Each item's texts as strings (or None) and its score as a number; anything else makes them unusable."""
+    if value is None or value == []:
+        return None
+    fields = ("input", "prediction", "target")
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict) and all(item.get(f) is None or isinstance(item.get(f), str) for f in fields)
+        for item in value
+    ):
+        problems.add("peftbench.predictions is not a list of {input, prediction, target, score}; not shown")
+        return None
+    return [{**{f: item.get(f) for f in fields}, "score": finite_number(item.get("score"))} for item in value]
+
+
 def _score_key(entry: Mapping[str, Any], prefix: str) -> str | None:
     """The `<prefix> <score>` key of a PEFT-suite metrics entry (`test accuracy`, `valid dino_similarity`)."""
     for score in SCORE_KEYS:
@@ -260,6 +276,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         "total_params": own_or("total_params", _number(train_info, "num_total_params", "train_info", problems)),
         "forgetting": own_or("forgetting", _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
         "final_train_loss": _number(final, "train loss", "train_info.metrics[-1]", problems),
+        "harness_change": _number(_dict(own, "harness"), "mean_difference", "peftbench.harness", problems),
     }
 
     if isinstance(own.get("train_curve"), list):
@@ -283,6 +300,7 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         score_name=score_name,
         metrics=metrics,
         per_item_correct=_per_item_correct(own.get("per_item_correct"), problems),
+        predictions=_predictions(own.get("predictions"), problems),
         train_curve=train_curve,
         valid_curve=valid_curve,
         learning_rate=learning_rate,

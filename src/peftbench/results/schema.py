@@ -35,6 +35,8 @@ class RunMeasurements:
     test_score: Optional[float] = None
     valid_score: Optional[float] = None
     per_item_correct: list[int] = field(default_factory=list)
+    # per test item: {input, prediction, target, score} (text tasks), in the order of per_item_correct
+    predictions: list[dict[str, Any]] = field(default_factory=list)
     train_curve: list[dict[str, Any]] = field(default_factory=list)
     valid_curve: list[dict[str, Any]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics
@@ -136,6 +138,7 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         "test_score": m.test_score,
         "valid_score": m.valid_score,
         "per_item_correct": m.per_item_correct,
+        "predictions": m.predictions,
         "train_curve": m.train_curve,
         "valid_curve": m.valid_curve,
         "forgetting": m.forgetting,

@@ -49,6 +49,8 @@ class RunRequest:
     extra_result_fields: dict[str, Any] = field(default_factory=dict)
     num_threads: Optional[int] = None
     show_progress: bool = True
+    # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
+    harness: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class PreparedRun:
     spec: Optional[ExperimentSpec]
     git_commit: Optional[str]
     source: Path  # the experiment folder (train) or adapter folder (evaluate)
+    harness: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(request: RunRequest) -> PreparedRun:
@@ -99,11 +102,17 @@ def prepare(request: RunRequest) -> PreparedRun:
         raise with_origin(error, [(overrides, "--set"), (training_params, source)]) from None
     if spec is not None:
         build_peft_config(spec)  # the adapter config's values, checked before any model loads
+    harness = dict(request.harness) if request.harness.get("tasks") else dict(task.harness)
+    if harness.get("tasks"):
+        from peftbench.evaluation.harness import check_harness
+
+        check_harness(harness["tasks"], harness.get("include_path"))
     stem = request.result_name or f"{method}--{name}"
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",
         result_file=result_path(request.results_dir, stem), spec=spec, git_commit=git_commit_of(location),
         source=location,
+        harness=harness,
     )
 
 
@@ -160,7 +169,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
-        model_id=run.config.model_id, extra=dict(request.extra_result_fields),
+        model_id=run.config.model_id, extra={**run.task.provenance(), **request.extra_result_fields},
     )
 
 
@@ -229,10 +238,14 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     full_finetuning = peft_config is None
 
     forgetting_rows = data.forgetting
-    forgetting_reference = None
+    forgetting_reference = harness_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
         forgetting_reference = task.forgetting_reference(model, processor, forgetting_rows, config)
+    if full_finetuning and run.harness and request.mode == "train":
+        from peftbench.evaluation.harness import harness_scores
+
+        harness_reference = harness_scores(model, processor, run.harness["tasks"], **_harness_options(run, config))
 
     meter.start_training()
     if request.mode == "train":
@@ -262,6 +275,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         tic_eval = time.perf_counter()
         test = task.evaluate(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
+        m.predictions = item_predictions(test)
         if len(forgetting_rows):
             forgetting = task.measure_forgetting(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
@@ -280,8 +294,35 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
     m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
 
+    if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
+        from peftbench.evaluation.harness import measure_harness
+
+        try:
+            m.extra["harness"] = measure_harness(
+                model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
+                adapter_disabled=None if full_finetuning else model.disable_adapter,
+            )
+        except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
+            m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+
+
+def _harness_options(run: PreparedRun, config: TrainConfig) -> dict[str, Any]:
+    return {"include_path": run.harness.get("include_path"), "limit": run.harness.get("limit"),
+            "batch_size": config.batch_size_eval, "max_length": config.max_seq_length}
+
+
+def item_predictions(test) -> list[dict[str, Any]]:
+    """Each test item's input, prediction, target and score, for people to read (the report shows some)."""
+    if not test.targets:
+        return []
+    inputs = test.inputs or [None] * len(test.targets)
+    return [
+        {"input": text, "prediction": prediction, "target": target, "score": score}
+        for text, prediction, target, score in zip(inputs, test.predictions, test.targets, test.per_item_correct)
+    ]
 
 
 def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunMeasurements, full: bool) -> None:

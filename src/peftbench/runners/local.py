@@ -48,11 +48,21 @@ def existing_status(result_file: Path) -> Optional[str]:
         return None
 
 
-def should_skip(result_file: Path, force: bool, keep_killed: bool = False) -> bool:
+def recorded_task(result_file: Path) -> Optional[str]:
+    try:
+        return json.loads(result_file.read_text(encoding="utf-8")).get("peftbench", {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def should_skip(result_file: Path, force: bool, keep_killed: bool = False, task: Optional[str] = None) -> bool:
     """An existing result with a final status is kept unless forced; failed/cancelled runs are retried, and
-    so are oom/killed ones unless `keep_killed`."""
+    so are oom/killed ones unless `keep_killed`. A result of another task (e.g. of a task file since edited:
+    another content hash) is run again."""
     final = FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ())
-    return not force and existing_status(result_file) in final
+    if force or existing_status(result_file) not in final:
+        return False
+    return task is None or recorded_task(result_file) in (None, task)
 
 
 def run_experiment(
@@ -68,6 +78,7 @@ def run_experiment(
     num_threads: Optional[int] = None,
     show_progress: bool = True,
     keep_killed: bool = False,
+    harness: Optional[dict[str, Any]] = None,
 ) -> tuple[Optional[Path], str]:
     """Train and evaluate one experiment in a child process; returns (result file, status).
 
@@ -79,7 +90,7 @@ def run_experiment(
         task=task_name, results_dir=str(Path(results_dir).resolve()), mode="train",
         experiment_dir=str(Path(experiment_dir).resolve()), overrides=dict(overrides or {}), seed=seed,
         save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
-        num_threads=num_threads, show_progress=show_progress,
+        num_threads=num_threads, show_progress=show_progress, harness=dict(harness or {}),
     )
     return run_request(request, force=force, keep_killed=keep_killed)
 
@@ -118,7 +129,7 @@ def _mtime(path: Path) -> Optional[int]:
 
 def run_request(request: RunRequest, force: bool = False, keep_killed: bool = False) -> tuple[Optional[Path], str]:
     run = prepare(request)  # raises ConfigError before anything starts
-    if should_skip(run.result_file, force, keep_killed):
+    if should_skip(run.result_file, force, keep_killed, run.task.name):
         return run.result_file, existing_status(run.result_file)
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     asked_at = _mtime(run.result_file)

@@ -27,10 +27,29 @@ def available_tasks() -> list[str]:
     return [name for name, (module, _) in TASKS.items() if importlib.util.find_spec(module) is not None]
 
 
+def resolve_task_name(name: str) -> str:
+    """A --task value as runs record and children receive it: a task file becomes an absolute path."""
+    from pathlib import Path
+
+    from peftbench.tasks.task_file import is_task_file
+
+    return str(Path(name).expanduser().resolve()) if name not in TASKS and is_task_file(name) else name
+
+
 def get_task(name: str) -> Task:
-    """An instance of the task called `name`; an unknown name raises ConfigError listing the valid ones."""
+    """An instance of the task called `name`, or of the task declared in the YAML file `name` (see
+    tasks/declared.py); an unknown name raises ConfigError listing the valid ones."""
+    from peftbench.tasks.task_file import is_task_file
+
+    if name not in TASKS and is_task_file(name):
+        from peftbench.tasks.declared import DeclaredTask
+
+        return DeclaredTask(name)
     if name not in TASKS or name not in available_tasks():
-        raise ConfigError(f"unknown task {name!r}. Valid tasks: {', '.join(available_tasks())}")
+        raise ConfigError(
+            f"unknown task {name!r}. Valid tasks: {', '.join(available_tasks())}, or a task file (.yaml, see "
+            "docs/custom-task.md)"
+        )
     module_name, class_name = TASKS[name]
     module = importlib.import_module(module_name)
     task_class = getattr(module, class_name, None)

@@ -72,6 +72,10 @@ class EvalResult:
     per_item_correct: list[int]
     predictions: list[str]
     num_generated_tokens: int = 0
+    # Per item, what the model was asked and the reference it is scored against (kept in the result file so
+    # that people can read what each method wrote); empty where a task has no text to show.
+    targets: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
 
 
 class Task(ABC):
@@ -82,6 +86,8 @@ class Task(ABC):
     score_name: str = "accuracy"  # result field `score_name`; the metrics entry is f"test {score_name}"
     higher_is_better: bool = True
     forgetting_name: str = "forgetting"
+    # lm-evaluation-harness tasks run after training unless the command line names others (evaluation/harness.py)
+    harness: dict[str, Any] = {}
 
     @abstractmethod
     def default_params(self) -> dict[str, Any]:
@@ -136,6 +142,11 @@ class Task(ABC):
             with adapter_disabled():
                 reference = self.forgetting_loss(model, processor, rows, config)
         return ForgettingMeasure(value=after - reference, before=reference, after=after)
+
+    def provenance(self) -> dict[str, Any]:
+        """Fields that identify where the task itself came from, written into the result's `peftbench`
+        section (e.g. a task file's name and content hash)."""
+        return {}
 
     @staticmethod
     def to_device(batch: TrainBatch, device: Any) -> TrainBatch:

@@ -217,7 +217,7 @@ class MathTask(Task):
         correct = [int(is_correct(c, row["response"])) for c, row in zip(completions, rows)]
         score = sum(correct) / len(correct) if correct else float("nan")
         return EvalResult(score=score, per_item_correct=correct, predictions=completions,
-                          num_generated_tokens=generated)
+                          num_generated_tokens=generated, targets=[row["response"] for row in rows], inputs=prompts)
 
     def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
         from peftbench.evaluation.forgetting import mean_token_loss

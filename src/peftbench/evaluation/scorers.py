@@ -1,0 +1,155 @@
+"""Scorers for generated text: built-in ones by name, or a user's `module:function`.
+
+A scorer, as the declared task calls it, takes the prediction (the generated text), the rendered target
+and the row as the data file has it, and returns a score in [0, 1] (True/False count as 1/0). Built-ins
+compare the prediction with the target; a user's `function(prediction, row)` gets the prediction and the row.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import re
+import string
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from peftbench.config import ConfigError
+
+Scorer = Callable[[str, str, dict[str, Any]], float]
+# A number as people write it: sign, thousands separators, decimals.
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def exact_match(prediction: str, target: str, *, ignore_case: bool = False, ignore_punctuation: bool = False,
+                regexes_to_ignore: Optional[list[str]] = None) -> bool:
+    """Equal after stripping whitespace and the optional normalisations (lm-eval's exact_match arguments)."""
+    def normalise(text: str) -> str:
+        for pattern in regexes_to_ignore or []:
+            text = re.sub(pattern, "", text)
+        if ignore_case:
+            text = text.lower()
+        if ignore_punctuation:
+            text = text.translate(str.maketrans("", "", string.punctuation))
+        return text.strip()
+
+    return normalise(prediction) == normalise(target)
+
+
+def last_number(prediction: str, target: str) -> bool:
+    """The last number in the prediction equals the last number in the target (numerically; 1,000 == 1000)."""
+    def last(text: str) -> Optional[float]:
+        found = NUMBER.findall(text)
+        return float(found[-1].replace(",", "")) if found else None
+
+    expected = last(target)
+    if expected is None:
+        raise ValueError(f"the target has no number for last_number: {target!r}")
+    got = last(prediction)
+    return got is not None and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def regex(prediction: str, target: str, *, pattern: str, group: int = 1, ignore_case: bool = False) -> bool:
+    """The first match of `pattern` in the prediction (its `group`, or the whole match when it has no groups)
+    equals the target, after stripping whitespace; no match scores 0."""
+    compiled = re.compile(pattern)
+    found = compiled.search(prediction)
+    if found is None:
+        return False
+    extracted = found.group(group if compiled.groups >= group else 0)
+    return exact_match(extracted, target, ignore_case=ignore_case)
+
+
+def contains(prediction: str, target: str, *, ignore_case: bool = False) -> bool:
+    """The (stripped) target occurs in the prediction."""
+    if ignore_case:
+        prediction, target = prediction.lower(), target.lower()
+    return target.strip() in prediction
+
+
+ROUGE_VARIANTS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def rouge(prediction: str, target: str, *, variant: str = "rougeL") -> float:
+    """ROUGE F-measure of the prediction against the target (Google's rouge-score package)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([variant]).score(target, prediction)[variant].fmeasure
+
+
+BUILTIN_SCORERS: dict[str, Callable[..., float]] = {
+    "exact_match": exact_match, "last_number": last_number, "regex": regex, "contains": contains, "rouge": rouge,
+}
+
+
+def _check_arguments(function: Callable, args: dict[str, Any], name: str, source: str) -> None:
+    try:
+        inspect.signature(function).bind("prediction", "target", **args)
+    except TypeError:
+        accepted = [p for p in inspect.signature(function).parameters if p not in ("prediction", "target")]
+        raise ConfigError(
+            f"{source}: 'metric_args' {sorted(args)} do not fit metric {name!r}; it accepts: "
+            f"{', '.join(accepted) or 'no arguments'}"
+        ) from None
+    if name == "rouge":
+        if args.get("variant", "rougeL") not in ROUGE_VARIANTS:
+            raise ConfigError(f"{source}: 'metric_args.variant' must be one of {', '.join(ROUGE_VARIANTS)}")
+        if importlib.util.find_spec("rouge_score") is None:
+            raise ConfigError(f"{source}: 'metric' rouge needs the rouge-score package: pip install 'peftbench[rouge]'")
+    if name == "regex":
+        try:
+            re.compile(args["pattern"])
+        except re.error as error:
+            raise ConfigError(f"{source}: 'metric_args.pattern' is not a valid regular expression: {error}") from None
+
+
+def load_scorer(metric: str, args: dict[str, Any], base_dir: Path, source: str) -> Scorer:
+    """The scorer called `metric`: a built-in name or `module:function` (module: a .py file in `base_dir`,
+    the task file's folder, or an importable module). Errors name `source` (the task file) and the key."""
+    if metric in BUILTIN_SCORERS:
+        function = BUILTIN_SCORERS[metric]
+        _check_arguments(function, args, metric, source)
+        return lambda prediction, target, row: float(function(prediction, target, **args))
+    module_name, sep, function_name = metric.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(
+            f"{source}: unknown 'metric' {metric!r}; valid: {', '.join(BUILTIN_SCORERS)} "
+            "or module:function (module: a .py file beside the task file, or an importable module)"
+        )
+    if args:
+        raise ConfigError(f"{source}: 'metric_args' only apply to built-in metrics; {metric} gets (prediction, row)")
+    module = _import_scorer_module(module_name, base_dir, source)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"{source}: 'metric' {metric!r}: module {module_name} has no function {function_name!r}")
+
+    def score(prediction: str, target: str, row: dict[str, Any]) -> float:
+        value = function(prediction, row)
+        number = float(value) if isinstance(value, (bool, int, float)) else float("nan")
+        if not 0 <= number <= 1:
+            raise ValueError(f"scorer {metric} returned {value!r}; a scorer returns a number in [0, 1] or a bool")
+        return number
+
+    return score
+
+
+def _import_scorer_module(module_name: str, base_dir: Path, source: str):
+    file = base_dir / (module_name.replace(".", "/") + ".py")
+    try:
+        if file.is_file():
+            # a private module name, so that a user's `scorer.py` never shadows or replaces another module
+            unique = f"peftbench_user_scorer_{abs(hash(str(file.resolve())))}"
+            spec = importlib.util.spec_from_file_location(unique, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[unique] = module
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(module_name)
+    except Exception as error:  # any failure of the user's module: name the file and what went wrong
+        where = file if file.is_file() else f"module {module_name!r} (no {file.name} beside the task file)"
+        raise ConfigError(
+            f"{source}: 'metric': the scorer in {where} does not import: {type(error).__name__}: {error}"
+        ) from None

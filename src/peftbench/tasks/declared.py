@@ -1,0 +1,300 @@
+"""A task declared in a YAML file (`peftbench run EXP --task my_task.yaml`): any causal LM, the user's data,
+templates and scorer. See docs/custom-task.md for the format and tasks/task_file.py for its parsing.
+
+It is the `math` task's engine with the user's rows: each row becomes {query: the rendered prompt,
+response: target delimiter + the rendered target}, so tokenization, batching, the loss (on the completion,
+the prompt masked) and the forgetting measure are MathTask's. Evaluation is the task file's: generation
+scored by a built-in or user scorer, or multiple choice by the log-likelihood of each option.
+
+Everything that can be checked without a model is checked in `check_inputs`: the file's keys, the data
+(every split has rows, every template field exists in it, every multiple-choice target is an option), the
+scorer imports, the model folder has a tokenizer (and a chat template when the file asks for one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from peftbench.config import ConfigError
+from peftbench.tasks.base import EvalResult, Rows, TaskData, load_first_rows_streaming, load_rows, require_columns
+from peftbench.tasks.math import MathTask
+from peftbench.tasks.task_file import (
+    DECLARED_ELSEWHERE,
+    SPLITS,
+    TaskFile,
+    builtin_model_path,
+    parse_template,
+    read_task_file,
+)
+
+MATH_FORGETTING_DATA = "HuggingFaceFW/finewiki"  # `forgetting: default` for a model other than the shipped one
+DATA_PARAMS = tuple(key for key in DECLARED_ELSEWHERE if key.endswith("_data"))  # unused by a declared task
+HUB_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test", "file": "train"}
+
+
+class DeclaredTask(MathTask):
+    score_name = "score"
+    higher_is_better = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.spec: TaskFile = read_task_file(path)
+        self.name = self.spec.identity
+        self.description = f"{self.spec.name} (task file {self.spec.path})"
+        if self.spec.output_type == "multiple_choice":
+            self.score_name = "accuracy"
+        else:  # a user's module:function is not a name to put in a metrics key
+            self.score_name = self.spec.metric if ":" not in self.spec.metric else "score"
+        self.harness = self.spec.harness
+        self.scorer = None  # generate_until: set by check_inputs (evaluation/scorers.py)
+        self._data: Optional[TaskData] = None
+        self._tokenizer = None  # for the chat template: set by load_processor
+
+    def provenance(self) -> dict[str, Any]:
+        return {"task_file": {"name": self.spec.path.name, "path": str(self.spec.path), "sha256": self.spec.sha256,
+                              "task": self.spec.name}}
+
+    # ---- configuration ----
+    def default_params(self) -> dict[str, Any]:
+        from peftbench.tasks.math_tiny import MathTinyTask
+
+        builtin = Path(self.spec.model) == builtin_model_path("tiny-math-llama")
+        # the shipped tiny model gets math-tiny's CPU-sized recipe; any other model the published one
+        base = (MathTinyTask() if builtin else MathTask()).default_params()
+        generation = {"max_length": None, "max_new_tokens": self.spec.max_gen_toks or 256}
+        defaults = {
+            **base, "model_id": self.spec.model, "query_template": "{query}", "generation_kwargs": generation,
+            "train_size": None, "test_size": None,
+            **{key: None for key in DATA_PARAMS},
+        }
+        defaults.update(self.spec.training_params)
+        return defaults
+
+    def check_inputs(self, config) -> None:
+        from peftbench.evaluation.scorers import load_scorer
+
+        source = str(self.spec.path)
+        for key in DATA_PARAMS:  # e.g. --set train_data=...: the task file's keys declare the data
+            if getattr(config, key) is not None:
+                raise ConfigError(
+                    f"training parameter '{key}' does not apply to a task file; its '{DECLARED_ELSEWHERE[key]}' key "
+                    f"declares it ({source})"
+                )
+        if self.spec.output_type == "generate_until":
+            self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
+        elif self.spec.metric not in ("acc", "acc_norm"):
+            raise ConfigError(f"{source}: 'metric' {self.spec.metric!r} for multiple_choice; valid: acc, acc_norm")
+        self._data = self._read_data(config)
+
+    # ---- data ----
+    def load_data(self, config) -> TaskData:
+        if self._data is None:
+            self.check_inputs(config)
+        return self._data
+
+    def _read_data(self, config) -> TaskData:
+        raw = {key: self._load_source(key, source) for key, source in self.spec.data.sources.items()}
+        splits = self._carve(raw)
+        for split in SPLITS:  # valid may be left out of the file, but a declared split must have rows
+            declared = split != "valid" or split in self.spec.data.sources or split in self.spec.data.carve
+            if declared and not splits.get(split):
+                raise ConfigError(f"{self.spec.path}: 'data.{split}' has no rows ({self._where(split)})")
+        rows = {split: self._to_rows(split, splits.get(split, [])) for split in SPLITS}
+        train = rows["train"]
+        if config.train_size is not None and config.train_size < len(train):
+            order = np.random.default_rng(self.spec.data.seed).permutation(len(train))[: config.train_size]
+            train = [train[int(i)] for i in order]
+        test = rows["test"][: config.test_size] if config.test_size is not None else rows["test"]
+        return TaskData(
+            train=train, valid=rows["valid"][: config.valid_size], test=test,
+            forgetting=self._forgetting_rows(config),
+            info={"task_file": str(self.spec.path), "task_sha256": self.spec.sha256,
+                  **{f"data.{key}": source for key, source in self.spec.data.sources.items()},
+                  "data.split": self.spec.data.carve, "data.seed": self.spec.data.seed,
+                  "forgetting": self.spec.forgetting},
+        )
+
+    def _where(self, split: str) -> str:
+        sources = self.spec.data.sources
+        if split in sources:
+            return sources[split]
+        origin = sources.get("file", sources.get("train"))
+        return f"carved from {origin} by data.split" if split in self.spec.data.carve else f"from {origin}"
+
+    def _load_source(self, key: str, source: str) -> list[dict[str, Any]]:
+        path = Path(source)
+        if path.is_file() and path.stat().st_size < 4096 and not path.read_bytes().strip():
+            return []  # an empty file: `datasets` cannot read it, and the caller says which split is empty
+        try:
+            rows = load_rows(source, split=HUB_SPLIT_NAMES[key], key=f"data.{key}")
+        except ConfigError as error:
+            raise ConfigError(f"{self.spec.path}: {error}") from None
+        except Exception as error:  # a malformed file: name it
+            raise ConfigError(f"{self.spec.path}: 'data.{key}' ({source}) cannot be read: {error}") from None
+        return [dict(row) for row in rows]
+
+    def _carve(self, raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        """Cut valid/test out of `file` (or train) by data.split, with data.seed; the rest is train."""
+        splits = {key: rows for key, rows in raw.items() if key in SPLITS}
+        carve = self.spec.data.carve
+        if not carve:
+            return splits
+        origin_key = "file" if "file" in raw else "train"
+        pool = raw[origin_key]
+        order = [int(i) for i in np.random.default_rng(self.spec.data.seed).permutation(len(pool))]
+        start = 0
+        for split in ("test", "valid"):
+            if split in carve:
+                amount = carve[split]
+                count = int(round(amount * len(pool))) if isinstance(amount, float) else int(amount)
+                splits[split] = [pool[i] for i in order[start : start + count]]
+                start += count
+        splits["train"] = [pool[i] for i in order[start:]]
+        return splits
+
+    def _to_rows(self, split: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Render the templates on every row; a missing field or a bad option is an error naming the split."""
+        if not docs:
+            return []
+        source, where = self.spec.path, f"data.{split} ({self._where(split)})"
+        columns = set().union(*(doc.keys() for doc in docs))
+        text = parse_template(self.spec.doc_to_text, "doc_to_text", source, columns)
+        target = parse_template(self.spec.doc_to_target, "doc_to_target", source, columns)
+        for template in (text, target):
+            missing = sorted(template.fields - columns)
+            if missing:
+                raise ConfigError(
+                    f"{source}: '{template.key}' uses field(s) {', '.join(missing)} that {where} lacks; "
+                    f"its fields: {', '.join(sorted(columns))}"
+                )
+        rows = []
+        for index, doc in enumerate(docs):
+            try:
+                prompt, rendered_target = text.render(doc), target.render(doc)
+            except Exception as error:  # e.g. a field missing from this one row
+                raise ConfigError(f"{source}: cannot render row {index} of {where}: {type(error).__name__}: {error}") from None
+            row = {"query": prompt, "target": rendered_target, "doc": doc}
+            if self.spec.output_type == "multiple_choice":
+                row["choices"], row["gold"] = self._choices(doc, rendered_target, columns, index, where)
+                rendered_target = row["choices"][row["gold"]]
+                row["target"] = rendered_target
+            row["response"] = self.spec.target_delimiter + rendered_target
+            rows.append(row)
+        return rows
+
+    def _choices(self, doc, target: str, columns: set[str], index: int, where: str) -> tuple[list[str], int]:
+        source, choice = self.spec.path, self.spec.doc_to_choice
+        if isinstance(choice, list):
+            options = choice
+        elif isinstance(choice, str) and choice in columns:
+            options = doc[choice]
+        else:
+            raise ConfigError(
+                f"{source}: 'doc_to_choice' must name the field holding the options (one of {', '.join(sorted(columns))}) "
+                "or list the options"
+            )
+        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, (str, int, float)) for o in options):
+            raise ConfigError(f"{source}: 'doc_to_choice': row {index} of {where} has {options!r}, not a list of 2+ options")
+        options = [str(o) for o in options]
+        stripped = target.strip()
+        if stripped in options:
+            return options, options.index(stripped)
+        if stripped.lstrip("-").isdigit() and 0 <= int(stripped) < len(options):
+            return options, int(stripped)
+        raise ConfigError(
+            f"{source}: 'doc_to_target' of row {index} of {where} is {target!r}: neither one of its options "
+            f"{options} nor an index 0..{len(options) - 1}"
+        )
+
+    def _forgetting_rows(self, config) -> Rows:
+        from peftbench.tasks import math_tiny, math_tiny_data
+
+        choice = self.spec.forgetting
+        if choice == "none" or config.forgetting_size == 0:
+            return []
+        if choice == "default":
+            if Path(self.spec.model) == builtin_model_path("tiny-math-llama"):
+                # the shipped model's own pretraining distribution, as math-tiny
+                texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=math_tiny.DATA_SEED)
+                return [{"text": t} for t in texts]
+            rows = load_first_rows_streaming(MATH_FORGETTING_DATA, config.forgetting_size, key="forgetting")
+            require_columns(rows, ["text"], MATH_FORGETTING_DATA, "forgetting")
+            return rows
+        path = Path(choice)
+        if path.suffix.lower() == ".txt":
+            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [{"text": t} for t in texts[: config.forgetting_size]]
+        else:
+            rows = [dict(r) for r in load_rows(choice, key="forgetting")][: config.forgetting_size]
+            if rows and "text" not in rows[0]:
+                raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) needs a 'text' field (or give a .txt file)")
+        if not rows:
+            raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) has no text; give text or 'none'")
+        return rows
+
+    # ---- model ----
+    def load_processor(self, config):
+        tokenizer = super().load_processor(config)
+        if self.spec.apply_chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"{self.spec.path}: 'apply_chat_template' is true but the tokenizer of {config.model_id} has no chat template"
+            )
+        self._tokenizer = tokenizer
+        return tokenizer
+
+    def prompt(self, query: str, config) -> str:
+        if not self.spec.apply_chat_template:
+            return query
+        messages = [{"role": "user", "content": query}]
+        if self.spec.system_instruction:
+            messages.insert(0, {"role": "system", "content": self.spec.system_instruction})
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # ---- evaluation ----
+    def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
+        prompts = [self.prompt(row["query"], config) for row in rows]
+        if self.spec.output_type == "multiple_choice":
+            predictions, scores = self._choose(model, processor, prompts, rows, config)
+            generated = 0
+        else:
+            from peftbench.evaluation.generation import generate_greedy
+
+            completions, generated = generate_greedy(
+                model, processor, prompts, batch_size=config.batch_size_eval,
+                generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
+            )
+            predictions = [self._cut_at_stop(c) for c in completions]
+            scores = [self.scorer(p, row["target"], row["doc"]) for p, row in zip(predictions, rows)]
+        per_item = [int(s) if float(s).is_integer() else s for s in scores]
+        return EvalResult(
+            score=sum(scores) / len(scores) if scores else float("nan"), per_item_correct=per_item,
+            predictions=predictions, targets=[row["target"] for row in rows], inputs=prompts,
+            num_generated_tokens=generated,
+        )
+
+    def _cut_at_stop(self, completion: str) -> str:
+        for stop in self.spec.until:
+            completion = completion.split(stop, 1)[0]
+        return completion
+
+    def _choose(self, model, tokenizer, prompts, rows, config) -> tuple[list[str], list[float]]:
+        """The option with the highest log-likelihood (acc) or per character (acc_norm, as lm-eval)."""
+        from peftbench.evaluation.loglikelihood import continuation_logprobs
+
+        pairs = [(p, self.spec.target_delimiter + o) for p, row in zip(prompts, rows) for o in row["choices"]]
+        logprobs = continuation_logprobs(
+            model, tokenizer, pairs, batch_size=config.batch_size_eval, max_length=config.max_seq_length
+        )
+        predictions, scores, position = [], [], 0
+        for row in rows:
+            options = row["choices"]
+            values = logprobs[position : position + len(options)]
+            position += len(options)
+            if self.spec.metric == "acc_norm":
+                values = [v / max(len(o.encode("utf-8")), 1) for v, o in zip(values, options)]
+            best = int(np.argmax(values))
+            predictions.append(options[best])
+            scores.append(float(best == row["gold"]))
+        return predictions, scores

@@ -1,0 +1,343 @@
+"""Bring your own task: a task declared in one YAML file (tests/fixtures/custom_task: fruit colours, a dataset
+peftbench has never seen, with its own field names and a scorer in a local .py file).
+
+Runs train LoRA and IA3 for a few steps on the shipped tiny model, in this process, then `report`; the
+multiple-choice variant runs through the CLI. Every bad input listed in docs/custom-task.md is an error
+naming the file and the key, before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+from peftbench.config import ConfigError
+from peftbench.runners.execute import RunRequest, execute, prepare
+from peftbench.tasks import get_task
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
+
+
+@pytest.fixture()
+def task_dir(tmp_path) -> Path:
+    """A writable copy of the fruit-colour task folder (task files, data, scorer)."""
+    destination = tmp_path / "custom_task"
+    shutil.copytree(FIXTURES / "custom_task", destination)
+    return destination
+
+
+def edit_task(task_dir: Path, name: str = "fruit_colour.yaml", **changes) -> Path:
+    """A variant of a task file with some keys replaced (None deletes a key)."""
+    data = yaml.safe_load((task_dir / name).read_text())
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path = task_dir / f"variant-{len(list(task_dir.glob('variant-*')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def prepare_error(task_file: Path, tmp_path: Path) -> str:
+    request = RunRequest(task=str(task_file), results_dir=str(tmp_path / "results"),
+                         experiment_dir=str(QUICK / "lora" / "rank16"))
+    with pytest.raises(ConfigError) as error:
+        prepare(request)
+    return str(error.value)
+
+
+def run_in_process(task_file: Path, experiment: Path, results: Path) -> dict:
+    request = RunRequest(task=str(task_file), results_dir=str(results), experiment_dir=str(experiment),
+                         save_checkpoint=False, show_progress=False)
+    path, status = execute(request)
+    assert status == "success", json.loads(path.read_text())["peftbench"]["error_msg"]
+    return json.loads(path.read_text())
+
+
+def test_lora_and_ia3_on_a_task_file_then_report(task_dir, tmp_path):
+    results = tmp_path / "results"
+    task_file = task_dir / "fruit_colour.yaml"
+    lora = run_in_process(task_file, QUICK / "lora" / "rank16", results)
+    ia3 = run_in_process(task_file, QUICK / "ia3" / "default", results)
+
+    digest = get_task(str(task_file)).provenance()["task_file"]["sha256"]
+    for result in (lora, ia3):
+        own = result["peftbench"]
+        assert own["task"] == f"fruit_colour.yaml@{digest[:12]}"
+        assert own["task_file"]["name"] == "fruit_colour.yaml" and own["task_file"]["sha256"] == digest
+        assert own["score_name"] == "score"  # a user's module:function
+        # the test split's 8 rows, each with what the model was asked, wrote and should have written
+        assert len(own["predictions"]) == len(own["per_item_correct"]) == 8
+        first = own["predictions"][0]
+        assert first["input"].startswith("Question: What colour is a ") and first["input"].endswith("?\nAnswer:")
+        assert first["target"] in ("yellow", "red", "green", "blue", "purple", "orange")
+        assert "\n" not in first["prediction"]  # cut at generation_kwargs.until
+        assert own["forgetting"] is not None  # default: the shipped model's own pretraining text
+        assert result["run_info"]["train_config"]["max_steps"] == 4  # the task file's training_params
+    assert lora["peftbench"]["trainable_params"] != ia3["peftbench"]["trainable_params"]
+
+    report = CliRunner().invoke(app, ["report", str(results), "--json"])
+    assert report.exit_code == 0, report.output
+    points = json.loads(report.output)["points"]
+    assert {p["task"] for p in points} == {f"fruit_colour.yaml@{digest[:12]}"}
+    assert {p["method"] for p in points} == {"lora", "ia3"}
+
+
+def test_custom_scorer_decides_the_score(task_dir):
+    task = get_task(str(task_dir / "fruit_colour.yaml"))
+    config = _config(task)
+    task.check_inputs(config)
+    row = task.load_data(config).test[0]
+    colour = row["doc"]["colour"]
+    assert task.scorer(f" {colour.upper()}, of course", row["target"], row["doc"]) == 1.0
+    assert task.scorer(f" not {colour}", row["target"], row["doc"]) == 0.0
+
+
+def test_results_of_two_task_files_are_never_one_task(task_dir, tmp_path):
+    one = get_task(str(task_dir / "fruit_colour.yaml"))
+    (task_dir / "fruit_colour.yaml").write_text((task_dir / "fruit_colour.yaml").read_text() + "\n# edited\n")
+    edited = get_task(str(task_dir / "fruit_colour.yaml"))
+    assert one.name.split("@")[0] == edited.name.split("@")[0] == "fruit_colour.yaml"
+    assert one.name != edited.name  # same file name, other content
+    before = get_task(str(task_dir / "fruit_colour.yaml")).name
+    (task_dir / "colour_scorer.py").write_text((task_dir / "colour_scorer.py").read_text() + "\n")
+    assert get_task(str(task_dir / "fruit_colour.yaml")).name != before  # the scorer is part of the task
+
+
+def test_multiple_choice_variant_through_the_cli(task_dir, tmp_path):
+    results = tmp_path / "results"
+    outcome = CliRunner().invoke(app, [
+        "run", str(QUICK / "lora" / "rank16"), "--task", str(task_dir / "fruit_colour_mc.yaml"),
+        "--results", str(results), "--no-save",
+    ])
+    assert outcome.exit_code == 0, outcome.output
+    own = json.loads((results / "lora--rank16.json").read_text())["peftbench"]
+    assert own["task"].startswith("fruit_colour_mc.yaml@") and own["score_name"] == "accuracy"
+    # data.split carves 15% of 48 rows for test with data.seed; the prediction is always one of the options
+    assert len(own["predictions"]) == 7
+    for item in own["predictions"]:
+        assert item["score"] == int(item["prediction"] == item["target"])
+    assert own["test_score"] == pytest.approx(sum(i["score"] for i in own["predictions"]) / 7)
+    assert own["forgetting"] is None  # forgetting: none
+
+
+def test_multiple_choice_picks_the_most_likely_option(task_dir):
+    """The log-likelihood of each option decides: an option the model finds far likelier wins."""
+    import torch
+
+    from peftbench.evaluation.loglikelihood import continuation_logprobs
+
+    task = get_task(str(task_dir / "fruit_colour_mc.yaml"))
+    config = _config(task)
+    tokenizer = task.load_processor(config)
+    model = task.load_model(config, "cpu")
+    pairs = [("Question: 12 + 30 = ", "42"), ("Question: 12 + 30 = ", "purple elephant")]
+    together = continuation_logprobs(model, tokenizer, pairs, batch_size=2, max_length=64)
+    alone = [continuation_logprobs(model, tokenizer, [p], batch_size=1, max_length=64)[0] for p in pairs]
+    assert together == pytest.approx(alone, abs=1e-4)  # padding in a batch changes nothing
+    # by hand: the sum of log-probabilities of the continuation's tokens
+    ids = tokenizer("Question: 12 + 30 = 42")["input_ids"]
+    n_context = len(tokenizer("Question: 12 + 30 = ")["input_ids"])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+    expected = sum(float(logprobs[t - 1, ids[t]]) for t in range(n_context, len(ids)))
+    assert alone[0] == pytest.approx(expected, abs=1e-4)
+
+
+def _config(task):
+    from peftbench.config import build_train_config
+
+    return build_train_config(task.default_params())
+
+
+# ---- bad input: an error naming the file and the key, before anything loads ----
+def test_template_field_the_data_lacks(task_dir, tmp_path):
+    message = prepare_error(edit_task(task_dir, doc_to_text="What colour is {fruit}?"), tmp_path)
+    assert "variant-0.yaml" in message and "'doc_to_text'" in message and "fruit" in message
+    assert "item" in message  # the fields the data has
+
+
+def test_empty_split(task_dir, tmp_path):
+    (task_dir / "valid.jsonl").write_text("\n")
+    message = prepare_error(task_dir / "fruit_colour.yaml", tmp_path)
+    assert "fruit_colour.yaml" in message and "'data.valid'" in message and "no rows" in message
+
+
+def test_unknown_metric(task_dir, tmp_path):
+    message = prepare_error(edit_task(task_dir, metric="f1_scorez"), tmp_path)
+    assert "'metric'" in message and "f1_scorez" in message and "exact_match" in message
+
+
+def test_scorer_that_does_not_import(task_dir, tmp_path):
+    (task_dir / "colour_scorer.py").write_text("import no_such_module_here\n")
+    message = prepare_error(task_dir / "fruit_colour.yaml", tmp_path)
+    assert "'metric'" in message and "colour_scorer.py" in message and "no_such_module_here" in message
+
+
+def test_scorer_function_missing(task_dir, tmp_path):
+    message = prepare_error(edit_task(task_dir, metric="colour_scorer:nope"), tmp_path)
+    assert "'metric'" in message and "nope" in message
+
+
+def test_model_folder_without_tokenizer(task_dir, tmp_path):
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "model-without-tokenizer"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(builtin_model_path("tiny-math-llama") / name, model / name)
+    message = prepare_error(edit_task(task_dir, model=str(model)), tmp_path)
+    assert "'model'" in message and "no tokenizer" in message and str(model) in message
+
+
+def test_chat_template_from_a_tokenizer_without_one(task_dir, tmp_path):
+    message = prepare_error(edit_task(task_dir, apply_chat_template=True), tmp_path)
+    assert "'apply_chat_template'" in message and "no chat template" in message
+
+
+def test_chat_template_renders_the_prompt(task_dir, tmp_path):
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
+    config_file = model / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_file.read_text())
+    tokenizer_config["chat_template"] = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    config_file.write_text(json.dumps(tokenizer_config))
+    task = get_task(str(edit_task(task_dir, model=str(model), apply_chat_template=True, system_instruction="Be brief.",
+                               forgetting="none")))
+    config = _config(task)
+    task.check_inputs(config)
+    task.load_processor(config)
+    row = task.load_data(config).test[0]
+    assert task.prompt(row["query"], config) == (
+        f"<|system|>Be brief.\n<|user|>{row['query']}\n<|assistant|>"
+    )
+    assert row["response"] == row["target"]  # no delimiter after the assistant header
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"doc_to_txt": "x"}, "doc_to_txt"),  # a typo: unknown key, with the close match
+    ({"output_type": "loglikelihood"}, "output_type"),
+    ({"dataset_path": "x"}, "dataset_path"),  # lm-eval's key, with what to write instead
+    ({"training_params": {"max_stepz": 3}}, "max_stepz"),
+    ({"training_params": {"train_data": "x.jsonl"}}, "training_params.train_data"),
+    ({"data": {"train": "missing.jsonl", "test": "test.jsonl"}}, "data.train"),
+    ({"data": {"file": "all.jsonl", "split": {"test": 1.5}}}, "data.split.test"),
+    ({"metric_args": {"ignore_case": True}}, "metric_args"),  # arguments for a user's scorer
+])
+def test_other_bad_keys_are_named(task_dir, tmp_path, changes, key):
+    message = prepare_error(edit_task(task_dir, **changes), tmp_path)
+    assert key in message and "variant-0.yaml" in message
+
+
+def test_multiple_choice_target_must_be_an_option(task_dir, tmp_path):
+    message = prepare_error(edit_task(task_dir, "fruit_colour_mc.yaml", doc_to_target="{item}"), tmp_path)
+    assert "'doc_to_target'" in message and "options" in message
+
+
+def test_bad_task_file_fails_the_cli_before_any_run(task_dir, tmp_path):
+    outcome = CliRunner().invoke(app, [
+        "run", str(QUICK / "lora" / "rank16"), "--task", str(edit_task(task_dir, metric="nope")),
+        "--results", str(tmp_path / "results"),
+    ])
+    assert outcome.exit_code == 2 and "nope" in outcome.output
+    assert not (tmp_path / "results").exists()
+
+
+# ---- init-task ----
+def test_init_task_writes_a_task_file_that_runs(task_dir, tmp_path):
+    data = task_dir / "qa.jsonl"
+    rows = [json.loads(line) for line in (task_dir / "all.jsonl").read_text().splitlines()]
+    data.write_text("".join(json.dumps({"customer_question": f"What colour is {r['item']}?", "reply": r["colour"]}) + "\n"
+                            for r in rows))
+    task_file = tmp_path / "tasks" / "qa.yaml"
+    outcome = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(data)])
+    assert outcome.exit_code == 0, outcome.output
+    text = task_file.read_text()
+    spec = yaml.safe_load(text)
+    assert spec["doc_to_text"] == "{customer_question}\nAnswer:" and spec["doc_to_target"] == "reply"
+    assert spec["output_type"] == "generate_until" and spec["data"]["file"] == "../custom_task/qa.jsonl"
+    assert "# The data's columns: customer_question, reply" in text
+    task = get_task(str(task_file))
+    config = _config(task)
+    task.check_inputs(config)
+    data_rows = task.load_data(config)
+    assert len(data_rows.test) == round(0.2 * 48) and len(data_rows.valid) == round(0.1 * 48)
+    assert data_rows.test[0]["response"] == " " + data_rows.test[0]["doc"]["reply"]
+
+    again = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(data)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_init_task_makes_a_list_column_multiple_choice(task_dir, tmp_path):
+    task_file = tmp_path / "mc.yaml"
+    outcome = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(task_dir / "all.jsonl")])
+    assert outcome.exit_code == 0, outcome.output
+    spec = yaml.safe_load(task_file.read_text())
+    assert spec["output_type"] == "multiple_choice" and spec["doc_to_choice"] == "options"
+    assert spec["doc_to_target"] == "label"
+
+
+def test_suite_runs_on_a_task_file_and_reruns_after_an_edit(task_dir, tmp_path):
+    results = tmp_path / "suite"
+    task_file = task_dir / "fruit_colour_mc.yaml"
+    args = ["suite", "quick", "--task", str(task_file), "--only", "lora/rank16", "--results", str(results),
+            "--workers", "1"]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    first = json.loads((results / "lora--rank16.json").read_text())
+    assert first["peftbench"]["task"] == get_task(str(task_file)).name
+
+    # the same task file: the finished result is kept; an edited one is another task, so it runs again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert json.loads((results / "lora--rank16.json").read_text())["run_info"]["created_at"] == first["run_info"]["created_at"]
+    task_file.write_text(task_file.read_text().replace("max_steps: 4", "max_steps: 3"))
+    assert CliRunner().invoke(app, args).exit_code == 0
+    second = json.loads((results / "lora--rank16.json").read_text())["peftbench"]
+    assert second["task"] == get_task(str(task_file)).name != first["peftbench"]["task"] and second["steps"] == 3
+
+
+def test_loss_is_on_the_completion_only_by_default(task_dir, tiny_model_dir):
+    """Any model (here the tests' tiny Llama, not the shipped one): prompt tokens are masked out of the loss,
+    the target and its EOS are learned."""
+    task = get_task(str(edit_task(task_dir, model=str(tiny_model_dir), forgetting="none")))
+    config = _config(task)
+    task.check_inputs(config)
+    tokenizer = task.load_processor(config)
+    rows = task.load_data(config).train
+    batch = next(task.train_batches(rows, tokenizer, config, seed=0))
+    labels, ids = batch.inputs["labels"], batch.inputs["input_ids"]
+    for row_labels, row_ids in zip(labels.tolist(), ids.tolist()):
+        learned = [token for token, label in zip(row_ids, row_labels) if label != -100]
+        text = tokenizer.decode(learned, skip_special_tokens=True)
+        assert learned[-1] == tokenizer.eos_token_id
+        assert "What colour" not in text and text.strip() in {r["target"] for r in rows}
+
+
+def test_lm_eval_style_jinja_templates_and_valid_carved_from_train(task_dir):
+    task = get_task(str(edit_task(
+        task_dir, doc_to_text="Question: What colour is {{item}}?\nAnswer:", doc_to_target="{{colour | upper}}",
+        data={"train": "train.jsonl", "test": "test.jsonl", "split": {"valid": 5}, "seed": 1},
+    )))
+    config = _config(task)
+    task.check_inputs(config)
+    data = task.load_data(config)
+    assert len(data.valid) == 5 and len(data.train) == 32 - 5 and len(data.test) == 8
+    row = data.test[0]
+    assert row["query"] == f"Question: What colour is {row['doc']['item']}?\nAnswer:"
+    assert row["target"] == row["doc"]["colour"].upper() and row["response"] == " " + row["target"]
+    # the valid rows are train rows (carved with data.seed), disjoint from what is left to train on
+    train_items = {r["doc"]["item"] for r in data.train}
+    assert not {r["doc"]["item"] for r in data.valid} & train_items
