@@ -187,3 +187,33 @@ def test_every_peft_metamathqa_config_converts_exactly_after_training(tmp_path, 
         assert outcome["error"] <= FULL_RANK_TOLERANCE, f"{name}: {outcome}"
         # conversion measured the same adapter effect as plain peft in the other process (a loaded adapter)
         assert reports[name].adapter_logits_effect > 1e-5, name
+
+
+def test_issue_repro_ia3_and_oft_trained_by_peftbench_run_convert_with_their_effect(tmp_path):
+    """PEFT's IA3 and OFT configs (task_type null) trained 20 steps on math-tiny by `peftbench run`, converted at
+    full rank onto the shipped model: once reported "error 0 (the adapter itself moves logits by 0)"."""
+    from typer.testing import CliRunner
+
+    from peftbench.cli import app
+    from peftbench.tasks import get_task
+
+    shipped_model = get_task("math-tiny").default_params()["model_id"]
+    experiments = [CONFIGS / "ia3/llama-3.2-3B-default", CONFIGS / "oft/llama-3.2-3B-rank32"]
+    small = ["max_steps=20", "eval_steps=20", "batch_size=4", "valid_size=2", "test_size=2", "forgetting_size=2"]
+    run = CliRunner().invoke(
+        app, ["run", *map(str, experiments), "--task", "math-tiny", "-r", str(tmp_path), "--threads", "1",
+              *[part for value in small for part in ("--set", value)]],
+    )
+    assert run.exit_code == 0, run.output
+    for experiment in experiments:
+        checkpoint = tmp_path / "checkpoints" / f"{experiment.parent.name}--{experiment.name}"
+        converted = CliRunner().invoke(
+            app, ["convert", str(checkpoint), "--out", str(tmp_path / f"lora-{checkpoint.name}"), "--rank", "full",
+                  "--base-model", shipped_model, "--json"],
+        )
+        assert converted.exit_code == 0, converted.output
+        report = json.loads(converted.stdout)
+        assert report["base_model_loaded_as"].startswith("math-tiny's model")
+        assert report["adapter_logits_effect"] > 1e-3, report["adapter_logits_effect"]
+        assert report["max_logits_relative_error"] <= FULL_RANK_TOLERANCE
+        assert report["lora_parameters"] > 10_000  # full rank of every adapted layer, not rank 1
