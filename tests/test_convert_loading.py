@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from peftbench.adapter_loading import AdapterLoadError, load_adapter_strictly
 from peftbench.cli import app
-from peftbench.conversion import AdapterFolderError, ConversionFailed, ConversionRefused, RankSpec, convert_adapter_dir
+from peftbench.conversion import AdapterFolderError, ConversionFailed, RankSpec, convert_adapter_dir
 from peftbench.conversion.coverage import METHOD_CASES, build_adapted_model, make_config, tiny_llama
 from peftbench.conversion.fidelity import check_fidelity
 from peftbench.conversion.report import ConversionReport
@@ -76,7 +76,8 @@ def test_the_bare_model_or_a_partial_checkpoint_is_an_error(tmp_path):
     weights = load_file(adapter_dir / WEIGHTS)
     dropped = sorted(weights)[0]
     save_file({key: value for key, value in weights.items() if key != dropped}, adapter_dir / WEIGHTS)
-    with pytest.raises(AdapterLoadError, match=f"1 adapter weights of the model are not in the checkpoint \\({dropped}\\)"):
+    missing_one = f"1 adapter weights of the model are not in the checkpoint \\({dropped}\\)"
+    with pytest.raises(AdapterLoadError, match=missing_one):
         load_adapter_strictly(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir)
 
     # more weights than the config builds: the config names fewer target modules than were trained
@@ -99,7 +100,8 @@ def test_evaluate_mode_records_a_partial_checkpoint_as_failed(tmp_path, tiny_mod
     from peftbench.runners.execute import RunRequest, execute
 
     adapter_dir = tmp_path / "adapter"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora_config = LoraConfig(r=2, target_modules=["q_proj"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_config)
     model.save_pretrained(adapter_dir)
     weights = load_file(adapter_dir / WEIGHTS)
     save_file({key: value for key, value in weights.items() if "layers.1." not in key}, adapter_dir / WEIGHTS)

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.adapter_loading import AdapterLoadError, load_adapter_strictly
-from peftbench.conversion import AdapterFolderError, ConversionFailed, ConversionRefused, RankSpec, convert_adapter_dir
+from peftbench.conversion import AdapterFolderError, ConversionRefused, RankSpec, convert_adapter_dir
 from peftbench.conversion.source import read_adapter_config
 
 warnings.filterwarnings("ignore", category=UserWarning)

@@ -40,7 +40,9 @@ def load_adapter_strictly(base_model, adapter_dir: str | Path, *, is_trainable: 
     adapter_name = model.active_adapter
     peft_config = model.peft_config[adapter_name]
     # the same key mapping from_pretrained applies, so both sides name modules alike
-    key_mapping = None if peft_config.is_prompt_learning else getattr(base_model, "_checkpoint_conversion_mapping", None)
+    key_mapping = None
+    if not peft_config.is_prompt_learning:
+        key_mapping = getattr(base_model, "_checkpoint_conversion_mapping", None)
     in_file = set(load_peft_weights(adapter_dir, device="cpu", key_mapping=key_mapping or None))
     # save_embedding_layers=False: what the adapter itself consists of; True adds the (resized) embedding layers
     # that save_pretrained may also write, which are not adapter weights but are expected in a file
@@ -52,7 +54,9 @@ def load_adapter_strictly(base_model, adapter_dir: str | Path, *, is_trainable: 
     if missing or unexpected:
         problems = []
         if missing:
-            problems.append(f"{len(missing)} adapter weights of the model are not in the checkpoint ({_sample(missing)})")
+            problems.append(
+                f"{len(missing)} adapter weights of the model are not in the checkpoint ({_sample(missing)})"
+            )
         if unexpected:
             problems.append(
                 f"{len(unexpected)} checkpoint weights have no place in the model ({_sample(unexpected)})"

@@ -323,7 +323,9 @@ def apply_weight_changes(base_model: nn.Module, converted: ConvertedAdapter) -> 
 
 
 @torch.no_grad()
-def measure_fidelity(loader: BaseModelLoader, adapter_dir: str | Path, lora_dir: str | Path, converted: ConvertedAdapter):
+def measure_fidelity(
+    loader: BaseModelLoader, adapter_dir: str | Path, lora_dir: str | Path, converted: ConvertedAdapter
+) -> None:
     """Fill the report's logits measures and fail (ConversionFailed) where they show a wrong conversion.
 
     Every model is loaded fresh as a user would: the original adapter and the converted LoRA through plain

@@ -171,13 +171,15 @@ def base_model_loader(
         return BaseModelLoader(model_path, f"task of {result_file}", task=task, trust_remote_code=trust_remote_code)
     config_file = Path(adapter_dir) / ADAPTER_CONFIG_FILE
     auto_mapping = config.get("auto_mapping")
-    recorded = _transformers_model_class(auto_mapping.get("base_model_class") if isinstance(auto_mapping, dict) else None)
+    recorded_class = auto_mapping.get("base_model_class") if isinstance(auto_mapping, dict) else None
+    recorded = _transformers_model_class(recorded_class)
     if recorded:
         return BaseModelLoader(
             model_path, f"{config_file} auto_mapping", model_class=recorded, trust_remote_code=trust_remote_code
         )
+    model_class = _architecture_class(model_path, trust_remote_code)
     return BaseModelLoader(
-        model_path, f"{model_path} config.json architectures", model_class=_architecture_class(model_path, trust_remote_code),
+        model_path, f"{model_path} config.json architectures", model_class=model_class,
         trust_remote_code=trust_remote_code,
     )
 
