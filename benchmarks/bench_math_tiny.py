@@ -65,12 +65,12 @@ def measure_seeds(args) -> None:
 def show_samples(args) -> None:
     """Greedy solutions of a trained adapter on the first test problems, next to the reference."""
     import torch
-    from peft import PeftModel
+    from peftbench.adapter_loading import load_adapter_strictly
 
     task, config = default_config()
     torch.set_num_threads(args.threads)
     tokenizer = task.load_processor(config)
-    model = PeftModel.from_pretrained(task.load_model(config, "cpu"), args.checkpoint)
+    model = load_adapter_strictly(task.load_model(config, "cpu"), args.checkpoint)
     rows = task.load_test_rows(config)[: args.count]
     result = task.evaluate(model, tokenizer, rows, config, desc="samples")
     for row, completion, correct in zip(rows, result.predictions, result.per_item_correct):

@@ -31,8 +31,7 @@ def test_every_peft_type_is_covered_by_a_case():
     covered = {case.peft_type for case in METHOD_CASES}
     # refused by their peft_type alone (tests/test_convert_cli.py checks those messages)
     refused_by_type = {"XLORA", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT", "CPT", "CARTRIDGE"}
-    needs_scikit_learn = {"ADAMSS"}  # not installed here; its layers are linear and would go through ΔW
-    missing = {member.value for member in PeftType} - covered - refused_by_type - needs_scikit_learn
+    missing = {member.value for member in PeftType} - covered - refused_by_type
     assert not missing, f"peft types without a conversion case: {sorted(missing)}"
 
 

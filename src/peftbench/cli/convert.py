@@ -94,6 +94,7 @@ def convert(
 
     from peftbench.conversion import (
         AdapterFolderError,
+        ConversionFailed,
         ConversionRefused,
         convert_adapter_dir,
         parse_rank_spec,
@@ -126,6 +127,9 @@ def convert(
     except ConversionRefused as refusal:
         console.print(f"[bold red]refused:[/] {_escape(str(refusal))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except ConversionFailed as failure:  # measured wrong: nothing was written
+        console.print(f"[bold red]conversion failed:[/] {_escape(str(failure))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     except (AdapterFolderError, FileExistsError, ValueError) as error:
         console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -144,6 +148,7 @@ def convert(
     out_console = Console()
     out_console.print(render_table(report))
     out_console.print(_escape(report.summary_line()), soft_wrap=True)
+    out_console.print(f"base model loaded as {_escape(str(report.base_model_loaded_as))}", soft_wrap=True)
     for note in report.notes:
         out_console.print(f"[yellow]note:[/] {_escape(note)}", soft_wrap=True)
     out_console.print(f"wrote {_escape(str(out))}", soft_wrap=True)

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from peftbench.conversion.delta import LINEARITY_TOLERANCE, WeightChange, fit_weight_change, read_weight_change
-from peftbench.conversion.fidelity import collect_layer_inputs, logits_relative_error, model_outputs, probe_input_ids
+from peftbench.conversion.fidelity import (
+    check_fidelity,
+    collect_layer_inputs,
+    logits_relative_error,
+    model_outputs,
+    probe_input_ids,
+)
 from peftbench.conversion.lowrank import RankSpec, choose_rank, factorize, round_up_to_vllm_rank, svd
 from peftbench.conversion.refusals import (
     ConversionRefused,
@@ -34,8 +40,9 @@ from peftbench.conversion.report import ConversionReport, LayerReport
 from peftbench.conversion.source import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    BaseModelLoader,
+    base_model_loader,
     load_adapter,
-    load_base_model,
     read_adapter_config,
     resolve_base_model,
     snapshot_parameters,
@@ -52,6 +59,9 @@ class ConvertedAdapter:
     lora_config: object  # peft.LoraConfig
     state_dict: dict[str, torch.Tensor]
     report: ConversionReport
+    # the full-rank ΔW (and Δb) per layer that the factors were cut from: conversion's own view of the adapter,
+    # checked against peft's forward pass before any result is reported
+    weight_changes: dict[str, WeightChange]
 
 
 def _strip_prefix(name: str) -> str:
@@ -118,6 +128,24 @@ def _weight_changes(
     return changes
 
 
+# A layer whose ||ΔW|| is below this fraction of ||W|| is unchanged (reading ΔW in float64 leaves ~1e-16).
+UNCHANGED_LAYER_TOLERANCE = 1e-12
+
+
+def _refuse_no_op(changes: dict[str, WeightChange], saved: dict, original: dict[str, torch.Tensor]) -> None:
+    """An adapter that changes no weight is untrained or was not loaded: never a result to report."""
+    if saved or any(change.delta_bias is not None for change in changes.values()):
+        return
+    if all(
+        float(change.delta_weight.norm()) <= UNCHANGED_LAYER_TOLERANCE * float(original[f"{name}.weight"].norm())
+        for name, change in changes.items()
+    ):
+        raise ConversionRefused(
+            f"the adapter changes none of its {len(changes)} layers' weights: it is at its initialisation (a no-op, "
+            "e.g. untrained) or its weights did not load; there is nothing to convert"
+        )
+
+
 def method_label(peft_config) -> str:
     """The peft type plus the variant that matters for conversion (DoRA, a base-rewriting init, ...)."""
     peft_type = str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
@@ -171,6 +199,7 @@ def convert_peft_model(
     if fit is not None and calibration_input_ids is None:
         calibration_input_ids = probe_input_ids(model, seed=1, batch_size=16, length=64)
     changes = _weight_changes(model, adapted, original_parameters, fit, calibration_input_ids, progress)
+    _refuse_no_op(changes, saved, original_parameters)
 
     decompositions = {name: svd(changes[name].delta_weight) for name in progress(list(changes), "SVD of ΔW")}
     ranks = {name: choose_rank(decompositions[name][1], rank_spec) for name in changes}
@@ -241,7 +270,7 @@ def convert_peft_model(
             "Some layers are not linear in their input; their weight change was fitted by least squares on "
             "calibration inputs (random token ids). The converted adapter is an approximation."
         )
-    return ConvertedAdapter(lora_config=lora_config, state_dict=state_dict, report=report)
+    return ConvertedAdapter(lora_config=lora_config, state_dict=state_dict, report=report, weight_changes=changes)
 
 
 def save_converted(converted: ConvertedAdapter, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -275,20 +304,46 @@ def save_converted(converted: ConvertedAdapter, out_dir: str | Path, overwrite: 
 
 
 @torch.no_grad()
-def measure_fidelity(original_model: nn.Module, fresh_base_model: nn.Module, lora_dir: str | Path) -> tuple[float, float]:
-    """(max relative logits error converted vs original, the original adapter's own effect on the logits).
+def apply_weight_changes(base_model: nn.Module, converted: ConvertedAdapter) -> nn.Module:
+    """`base_model` with conversion's full-rank view of the adapter merged into its weights (and the
+    modules_to_save copied in): what the converted LoRA is cut from, before any rank truncation."""
+    for name, change in converted.weight_changes.items():
+        layer = base_model.get_submodule(name)
+        layer.weight += change.delta_weight.to(layer.weight.dtype)
+        if change.delta_bias is not None:
+            delta_bias = change.delta_bias.to(layer.weight.dtype)
+            if layer.bias is None:
+                layer.bias = nn.Parameter(delta_bias, requires_grad=False)
+            else:
+                layer.bias += delta_bias
+    for key, value in converted.state_dict.items():
+        if ".lora_A." not in key and ".lora_B." not in key:  # modules_to_save, stored under their module's name
+            base_model.get_parameter(_strip_prefix(key)).copy_(value)
+    return base_model
 
-    The converted adapter is loaded by plain `PeftModel.from_pretrained` on a freshly loaded base model, as a
-    user would load it.
+
+@torch.no_grad()
+def measure_fidelity(
+    loader: BaseModelLoader, adapter_dir: str | Path, lora_dir: str | Path, converted: ConvertedAdapter
+) -> None:
+    """Fill the report's logits measures and fail (ConversionFailed) where they show a wrong conversion.
+
+    Every model is loaded fresh as a user would: the original adapter and the converted LoRA through plain
+    `PeftModel.from_pretrained` (strictly: every checkpoint weight must load), and conversion's own view (the
+    full-rank ΔW merged into the base weights). All run on the same probe batch.
     """
-    from peft import PeftModel
-
-    input_ids = probe_input_ids(original_model, seed=2, batch_size=4, length=32)
-    original = model_outputs(original_model, input_ids)
-    base = model_outputs(fresh_base_model, input_ids)
-    converted_model = PeftModel.from_pretrained(fresh_base_model, str(lora_dir)).eval()
-    converted = model_outputs(converted_model, input_ids)
-    return logits_relative_error(converted, original), logits_relative_error(base, original)
+    report = converted.report
+    base = loader.load()
+    input_ids = probe_input_ids(base, seed=2, batch_size=4, length=32)
+    base_logits = model_outputs(base, input_ids)
+    original_logits = model_outputs(load_adapter(base, adapter_dir), input_ids)
+    del base
+    view_logits = model_outputs(apply_weight_changes(loader.load(), converted), input_ids)
+    converted_logits = model_outputs(load_adapter(loader.load(), lora_dir), input_ids)
+    report.adapter_logits_effect = logits_relative_error(base_logits, original_logits)
+    report.weight_change_view_error = logits_relative_error(view_logits, original_logits)
+    report.max_logits_relative_error = logits_relative_error(converted_logits, original_logits)
+    check_fidelity(report)
 
 
 def convert_adapter_dir(
@@ -309,8 +364,8 @@ def convert_adapter_dir(
     config = read_adapter_config(adapter_dir)
     config_file = str(Path(adapter_dir) / ADAPTER_CONFIG_FILE)
     base_model_path = resolve_base_model(config, base_model, config_file, fallback_base_model)
-    task_type = config.get("task_type")
-    model = load_base_model(base_model_path, task_type, trust_remote_code)
+    loader = base_model_loader(adapter_dir, config, base_model_path, trust_remote_code)
+    model = loader.load()
     original_parameters = snapshot_parameters(model)
     model = load_adapter(model, adapter_dir)
     converted = convert_peft_model(
@@ -323,16 +378,14 @@ def convert_adapter_dir(
         source_adapter=str(adapter_dir),
         progress=progress,
     )
-    del original_parameters
+    del model, original_parameters
     report = converted.report
+    report.base_model_loaded_as = f"{loader.describe()} ({loader.source})"
     report.output_dir = str(out_dir)
     if measure:
-        # measured on a staged copy first so that the written report holds the numbers
+        # measured on a staged copy first: nothing is written unless the check passes, and the report holds the numbers
         with tempfile.TemporaryDirectory() as staged:
             save_converted(converted, Path(staged) / "lora")
-            fresh_base = load_base_model(base_model_path, task_type, trust_remote_code)
-            report.max_logits_relative_error, report.adapter_logits_effect = measure_fidelity(
-                model, fresh_base, Path(staged) / "lora"
-            )
+            measure_fidelity(loader, adapter_dir, Path(staged) / "lora", converted)
     save_converted(converted, out_dir, overwrite=overwrite)
     return report

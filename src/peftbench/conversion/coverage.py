@@ -81,6 +81,7 @@ METHOD_CASES = [
     MethodCase("pvera", "PVERA", {"target_modules": ATTENTION_TARGETS}),
     MethodCase("unilora", "UNILORA", {"target_modules": ATTENTION_TARGETS}),
     MethodCase("tinylora", "TINYLORA", {"target_modules": ATTENTION_TARGETS}),
+    MethodCase("adamss", "ADAMSS", {"r": 16, "num_subspaces": 4, "target_modules": ATTENTION_TARGETS}),
     MethodCase("psoft", "PSOFT", {"target_modules": ATTENTION_TARGETS}),
     # ShadowPEFT wraps whole decoder blocks with a parallel network: no linear layer's weight changes.
     MethodCase("shadow", "SHADOW", {}, expect="refused"),

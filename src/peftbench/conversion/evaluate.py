@@ -58,6 +58,8 @@ def conversion_block(report: ConversionReport, source_result: Path | None) -> di
         "delta_relative_error_max": max(layer.delta_relative_error for layer in layers),
         "max_logits_relative_error": report.max_logits_relative_error,
         "adapter_logits_effect": report.adapter_logits_effect,
+        "weight_change_view_error": report.weight_change_view_error,
+        "base_model_loaded_as": report.base_model_loaded_as,
     }
 
 

@@ -1,9 +1,39 @@
-"""Probe batches and logits comparisons: how close a converted adapter is to the original, model-wide."""
+"""Probe batches and logits comparisons: how close a converted adapter is to the original, model-wide, and when
+that comparison means the conversion failed."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+# Relative logits change below which the original adapter does nothing measurable: float32 round-off is ~1e-7.
+NO_EFFECT_TOLERANCE = 1e-6
+# Conversion's full-rank view of an exact conversion must reproduce peft's forward pass to this relative logits
+# error (float32 round-off gives ~1e-7), and to a tenth of what the adapter changes at most.
+VIEW_TOLERANCE = 1e-4
+VIEW_SHARE_OF_EFFECT = 0.1
+
+
+class ConversionFailed(ValueError):
+    """The measured logits show that the conversion did not capture the adapter; nothing is written."""
+
+
+def check_fidelity(report) -> None:
+    """Fail a conversion whose measures show it wrong: an original adapter that does nothing on the probe (untrained
+    or not loaded), or, for an exact conversion, a full-rank ΔW view that disagrees with peft's own forward pass."""
+    effect, view_error = report.adapter_logits_effect, report.weight_change_view_error
+    if effect <= NO_EFFECT_TOLERANCE:
+        raise ConversionFailed(
+            f"{report.source_adapter}: the original adapter, loaded by plain peft, moves the logits by {effect:.3g} "
+            f"(at most {NO_EFFECT_TOLERANCE:g}): it is untrained or its weights did not load; nothing to convert"
+        )
+    if not report.approximate and view_error > min(VIEW_TOLERANCE, VIEW_SHARE_OF_EFFECT * effect):
+        raise ConversionFailed(
+            f"{report.source_adapter}: conversion's view of the adapter (its ΔW at full rank) differs from plain "
+            f"peft's forward pass by {view_error:.3g} relative logits error (the adapter itself moves them by "
+            f"{effect:.3g}; allowed: {min(VIEW_TOLERANCE, VIEW_SHARE_OF_EFFECT * effect):.3g}); the conversion "
+            "did not capture this adapter"
+        )
 
 
 def probe_input_ids(model: nn.Module, seed: int, batch_size: int, length: int) -> torch.Tensor:

@@ -34,6 +34,9 @@ class ConversionReport:
     max_logits_relative_error: float | None = None
     # how much the original adapter moves the logits (same measure, original vs base model), for scale
     adapter_logits_effect: float | None = None
+    # conversion's full-rank ΔW view (merged into the base weights) vs the original through plain peft
+    weight_change_view_error: float | None = None
+    base_model_loaded_as: str | None = None  # the class or task, and where that came from
     notes: list[str] = field(default_factory=list)
 
     def to_json_dict(self) -> dict:
@@ -49,6 +52,8 @@ class ConversionReport:
             line += f", max relative logits error {self.max_logits_relative_error:.3g}"
             if self.adapter_logits_effect is not None:
                 line += f" (the adapter itself moves logits by {self.adapter_logits_effect:.3g})"
+            if self.weight_change_view_error is not None:
+                line += f", full-rank ΔW vs plain peft {self.weight_change_view_error:.3g}"
         if self.approximate:
             line += " [APPROXIMATE: least-squares fit]"
         return line

@@ -227,10 +227,11 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         peft_config = build_peft_config(run.spec)
         model = wrap_model(base_model, peft_config, processor, config, source=str(run.spec.path / "adapter_config.json"))
     else:
-        from peft import PeftModel
+        from peftbench.adapter_loading import load_adapter_strictly
 
-        # is_trainable=True so that the trainable-parameter count is the adapter's, as after training
-        model = PeftModel.from_pretrained(base_model, request.adapter_dir, is_trainable=True)
+        # is_trainable=True so that the trainable-parameter count is the adapter's, as after training; strictly, so
+        # that a partly loaded adapter (AdapterLoadError, a ConfigError) is recorded as failed, never measured
+        model = load_adapter_strictly(base_model, request.adapter_dir, is_trainable=True)
         peft_config = model.peft_config[model.active_adapter]
     model.to(device)
     m.peft_config = peft_config_dict(peft_config)
