@@ -213,7 +213,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, show_progress=request.show_progress,
+            memory_now=meter.current, tensor_memory=meter.tensors, show_progress=request.show_progress,
         )
     else:
         from peftbench.training.train import TrainOutcome
@@ -253,7 +253,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_kind = report.kind
     m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
-    m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
+    m.peak_memory_train_breakdown = report.train_breakdown
+    m.peak_memory_tracked_steps = outcome.memory_tracked_steps
+    m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
+    m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
 
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)

@@ -1,10 +1,13 @@
 """Peak memory of one run, for training alone and for the whole run.
 
-CUDA: torch's max_memory_reserved / max_memory_allocated, reset before training.
-CPU: the process's peak resident set size (RSS) above a baseline taken before the model is built. Each run
-is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
-high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling thread
-(psutil, every 10 ms) records the peak instead.
+The headline figure, on every device, is tensor-level: the peak bytes of live tensors during training, with
+a breakdown by category (training.tensor_memory), which is what torch.cuda.max_memory_allocated reports on a
+GPU. Beside it, the process-level figure:
+- CUDA: torch's max_memory_reserved (and max_memory_allocated, to compare with the tracker), reset before training.
+- CPU: the process's peak resident set size (RSS) above a baseline taken before the model is built. Each run
+  is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
+  high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling
+  thread (psutil, every 10 ms) records the peak instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
+from peftbench.training.tensor_memory import TensorMemoryTracker
 
 _STATUS = Path("/proc/self/status")
 
@@ -67,11 +72,13 @@ class _RssSampler:
 
 @dataclass
 class MemoryReport:
-    kind: str  # "cuda" | "cpu_rss"
-    train_bytes: int  # peak during training (reserved on CUDA)
-    total_bytes: int  # peak over the whole run
-    train_allocated_bytes: Optional[int]  # CUDA only
-    total_allocated_bytes: Optional[int]  # CUDA only
+    kind: str  # of train_bytes / total_bytes: "cuda" (reserved) | "cpu_rss"
+    train_bytes: int  # process-level peak during training (reserved on CUDA, RSS on CPU)
+    total_bytes: int  # process-level peak over the whole run
+    train_allocated_bytes: Optional[int]  # tensor tracker: peak of live tensors during training
+    train_breakdown: dict[str, int]  # the tracker's categories at that peak
+    cuda_train_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during training
+    cuda_total_allocated_bytes: Optional[int] = None  # the same over the whole run
 
 
 class PeakMemoryMeter:
@@ -79,6 +86,7 @@ class PeakMemoryMeter:
     and report() at the end."""
 
     def __init__(self, device: torch.device) -> None:
+        self.tensors = TensorMemoryTracker()  # the training loop enters it on the steps it samples
         self.cuda = device.type == "cuda"
         self.device = device
         self.baseline = 0
@@ -127,6 +135,8 @@ class PeakMemoryMeter:
             self._sampler = _RssSampler()
 
     def report(self) -> MemoryReport:
+        tracked = self.tensors.peak_total or None  # None: no step was tracked (no training)
+        breakdown = dict(self.tensors.peak_breakdown) if tracked else {}
         if self.cuda:
             # after end_training the peak counters were not reset: they cover training and what followed
             total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device))
@@ -135,8 +145,10 @@ class PeakMemoryMeter:
                 kind="cuda",
                 train_bytes=self._train[0] - self.baseline,
                 total_bytes=total - self.baseline,
-                train_allocated_bytes=self._train[1] - self._allocated_baseline,
-                total_allocated_bytes=total_allocated - self._allocated_baseline,
+                train_allocated_bytes=tracked,
+                train_breakdown=breakdown,
+                cuda_train_allocated_bytes=self._train[1] - self._allocated_baseline,
+                cuda_total_allocated_bytes=total_allocated - self._allocated_baseline,
             )
         if self._use_hwm:
             after = _read_status_kib("VmHWM")
@@ -148,6 +160,6 @@ class PeakMemoryMeter:
             kind="cpu_rss",
             train_bytes=max(train_peak - self.baseline, 0),
             total_bytes=max(total - self.baseline, 0),
-            train_allocated_bytes=None,
-            total_allocated_bytes=None,
+            train_allocated_bytes=tracked,
+            train_breakdown=breakdown,
         )
