@@ -44,7 +44,7 @@ def memory(
     task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
 
     def fail(error: Exception) -> None:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
     try:
         from peftbench.training.memory_estimate import check_text_task, load_model_config
@@ -93,7 +93,7 @@ def _estimate_all(prepared, console, fail, quiet: bool):
                 continue
         if shapes.source not in shape_lines:
             shape_lines.add(shapes.source)
-            console.print(shapes.source, markup=False, highlight=False)
+            console.print(shapes.source, markup=False, highlight=False, soft_wrap=True)
     return estimates, failed
 
 

@@ -213,7 +213,9 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, tensor_memory=meter.tensors, show_progress=request.show_progress,
+            memory_now=meter.current, show_progress=request.show_progress,
+            # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
+            tensor_memory=None if config.compile else meter.tensors,
         )
     else:
         from peftbench.training.train import TrainOutcome

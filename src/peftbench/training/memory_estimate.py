@@ -148,9 +148,11 @@ def batch_shapes(task: Task, config: TrainConfig, tokenizer: Optional[Any]) -> B
     )
 
 
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device_type: str) -> torch.optim.Optimizer:
     from peftbench.training.methods import build_optimizer
 
+    if device_type != "cuda":
+        return build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
     try:  # foreach: the implementation torch picks on CUDA
         return build_optimizer(model, config.optimizer_type, {**config.optimizer_kwargs, "foreach": True})
     except ConfigError:  # an optimizer without a foreach option
@@ -158,8 +160,12 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
 
 
 def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConfig, shapes: BatchShapes,
-                             tokenizer: Optional[Any] = None) -> MemoryEstimate:
-    """Trace training steps of `spec` on the fake base model at `shapes`; raises ConfigError on bad input."""
+                             tokenizer: Optional[Any] = None, device_type: str = "cuda") -> MemoryEstimate:
+    """Trace training steps of `spec` on the fake base model at `shapes`; raises ConfigError on bad input.
+
+    `device_type` "cuda" emulates a GPU run (see the module doc); "cpu" counts as a CPU run does (exact bytes,
+    the optimizer's CPU implementation), to check the estimate against a measured CPU run.
+    """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
 
@@ -167,7 +173,7 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
     from peftbench.training.train import autocast_context, trainable_and_total_params
 
     model_config = load_model_config(config)
-    tracker = _FakeRunTracker(device_type="cuda")
+    tracker = _FakeRunTracker(device_type=device_type)
     device = torch.device("cpu")
     with torch.device("meta"):  # built and wrapped without data, then given fake storages (see _to_fake)
         base = AutoModelForCausalLM.from_config(
@@ -178,7 +184,7 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
     _to_fake(model, fake_mode, device)
     with fake_mode:
         model.train()
-        optimizer = _optimizer(model, config)
+        optimizer = _optimizer(model, config, device_type)
         trainable = [p for p in model.parameters() if p.requires_grad]
         # the first step creates the optimizer state; then one steady-state step per shape
         largest = max(shapes.shapes, key=lambda shape: shape[0] * shape[1])

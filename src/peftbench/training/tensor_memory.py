@@ -66,7 +66,12 @@ class TensorMemoryTracker(TorchDispatchMode):
         self.current_total = 0
         self.peak_total = 0
         self.peak_breakdown = dict(self.current)
-        self._live: dict[int, list] = {}  # id(storage) -> [bytes, category, weakref to the storage]
+        self._live: dict[int, list] = {}  # id(storage) -> [bytes, category, weakref to the storage, serial]
+        # Storages are numbered as they are first seen; one seen before the peak and still alive when its
+        # category is refined (a forward result found to be saved for backward) was live at the peak, so the
+        # peak's breakdown is refined with it.
+        self._serial = 0
+        self._peak_serial = 0
         self._optimizer_depth = 0
         self._hooks: list[Any] = []
         self._stack: Optional[ExitStack] = None
@@ -102,17 +107,18 @@ class TensorMemoryTracker(TorchDispatchMode):
         nbytes = _allocated_bytes(storage.nbytes(), self.device_type or tensor.device.type)
         entry = self._live.get(key)
         if entry is None:
-            entry = [0, category, weakref.ref(storage, lambda _, key=key: self._forget(key))]
+            self._serial += 1
+            entry = [nbytes, category, weakref.ref(storage, lambda _, key=key: self._forget(key)), self._serial]
             self._live[key] = entry
             self._add(category, nbytes)
-            entry[0] = nbytes
             return
         if entry[0] != nbytes:  # resized in place
             self._add(entry[1], nbytes - entry[0])
             entry[0] = nbytes
         if entry[1] != category and entry[1] in _REFINABLE and category not in _REFINABLE:
-            self.current[entry[1]] -= entry[0]
-            self.current[category] += entry[0]
+            for breakdown in (self.current, self.peak_breakdown) if entry[3] <= self._peak_serial else (self.current,):
+                breakdown[entry[1]] -= entry[0]
+                breakdown[category] += entry[0]
             entry[1] = category
 
     def _add(self, category: str, nbytes: int) -> None:
@@ -121,6 +127,7 @@ class TensorMemoryTracker(TorchDispatchMode):
         if self.current_total > self.peak_total:
             self.peak_total = self.current_total
             self.peak_breakdown = dict(self.current)
+            self._peak_serial = self._serial
 
     def _forget(self, key: int) -> None:
         entry = self._live.pop(key, None)
@@ -172,9 +179,6 @@ class TensorMemoryTracker(TorchDispatchMode):
         self._optimizer_depth -= 1
         self._track_optimizer_state(optimizer)
 
-    def reset_peak(self) -> None:
-        self.peak_total = self.current_total
-        self.peak_breakdown = dict(self.current)
 
 
 class StepSampler:
