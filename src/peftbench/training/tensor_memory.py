@@ -56,7 +56,8 @@ class TensorMemoryTracker(TorchDispatchMode):
     Storages registered or created while tracking stay counted until they are freed, tracked or not; the
     tracker must therefore see every long-lived tensor: call `register` with the model and optimizer (and the
     batch) each time before entering. What was registered before is not counted twice.
-    `round_to_device` False counts exact storage bytes (tests); True, the allocator's blocks.
+    `device_type` "cuda" counts every storage in the CUDA allocator's 512-byte blocks, "cpu" in exact bytes;
+    None goes by each tensor's own device.
     """
 
     def __init__(self, device_type: Optional[str] = None) -> None:
@@ -73,6 +74,8 @@ class TensorMemoryTracker(TorchDispatchMode):
         self._serial = 0
         self._peak_serial = 0
         self._optimizer_depth = 0
+        self._model: Optional[torch.nn.Module] = None  # the last registered: its gradients are watched
+        self._optimizer: Optional[torch.optim.Optimizer] = None  # the last registered: its steps are watched
         self._hooks: list[Any] = []
         self._stack: Optional[ExitStack] = None
 
@@ -150,15 +153,14 @@ class TensorMemoryTracker(TorchDispatchMode):
     def __enter__(self):
         stack = ExitStack()
         stack.enter_context(torch.autograd.graph.saved_tensors_hooks(self._saved, lambda tensor: tensor))
-        model, optimizer = getattr(self, "_model", None), getattr(self, "_optimizer", None)
-        if model is not None:
-            for parameter in model.parameters():
+        if self._model is not None:
+            for parameter in self._model.parameters():
                 if parameter.requires_grad:
                     self._hooks.append(parameter.register_post_accumulate_grad_hook(
                         lambda p: self._track(p.grad, "gradients")))
-        if optimizer is not None:
-            self._hooks.append(optimizer.register_step_pre_hook(self._optimizer_step_starts))
-            self._hooks.append(optimizer.register_step_post_hook(self._optimizer_step_ends))
+        if self._optimizer is not None:
+            self._hooks.append(self._optimizer.register_step_pre_hook(self._optimizer_step_starts))
+            self._hooks.append(self._optimizer.register_step_post_hook(self._optimizer_step_ends))
         self._stack = stack
         return super().__enter__()
 
