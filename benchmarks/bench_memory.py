@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_memory.py overhead [--reps 8]     # tracker cost per training step
     .venv/bin/python benchmarks/bench_memory.py suite RESULTS_DIR       # quick-suite runs by tracked peak
     .venv/bin/python benchmarks/bench_memory.py estimate CONFIG_DIR EXP_DIR...  # peftbench memory, GiB table
+    .venv/bin/python benchmarks/bench_memory.py compare RESULTS_DIR SUITE_DIR   # estimate vs measured runs
 
 `overhead` times the same math-tiny training step (the task's first batch, its default settings) with and
 without the tracker, alternating, after two warm-up steps; the ratio of medians is the cost of a tracked step.
@@ -104,10 +105,38 @@ def estimate(config_dir: str, experiments: list[str], extra: list[str]) -> None:
               + f" | {row['trainable_params']:,} |")
 
 
+def compare(results_dir: str, suite_dir: str) -> None:
+    """The estimator, counting as a CPU run does, against measured runs with the same training config."""
+    import warnings
+
+    from peftbench.runners.execute import RunRequest, prepare
+    from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
+
+    print("| experiment | measured peak (MiB) | estimated (MiB) | estimated - measured (bytes) | estimate's optimizer state (MiB) |")
+    print("|---|---|---|---|---|")
+    for path in sorted(Path(results_dir).glob("*.json")):
+        data = json.loads(path.read_text())
+        pb = data.get("peftbench") or {}
+        if pb.get("status") != "success":
+            continue
+        run = prepare(RunRequest(task=pb["task"], results_dir=".", experiment_dir=str(Path(suite_dir) / pb["method"] / pb["name"]),
+                                 overrides=data["run_info"]["train_config"]))
+        tokenizer = load_tokenizer_if_any(run.task, run.config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimate = estimate_training_memory(run.spec, run.task, run.config, batch_shapes(run.task, run.config, tokenizer),
+                                                tokenizer, device_type="cpu")
+        measured = pb["peak_memory_train_allocated_bytes"]
+        print(f"| {pb['method']}/{pb['name']} | {measured / MIB:.1f} | {estimate.peak_bytes / MIB:.1f} | "
+              f"{estimate.peak_bytes - measured:,} | {estimate.breakdown['optimizer_state'] / MIB:.1f} |")
+
+
 if __name__ == "__main__":
     part, args = sys.argv[1], sys.argv[2:]
     if part == "overhead":
         overhead(int(args[args.index("--reps") + 1]) if "--reps" in args else 8)
+    elif part == "compare":
+        compare(args[0], args[1])
     elif part == "suite":
         suite(args[0])
     elif part == "estimate":
