@@ -67,7 +67,7 @@ def memory(
     else:
         _print_table(estimates)
     if failed:
-        raise typer.Exit(2)
+        raise typer.Exit(failed)
 
 
 def _estimate_all(prepared, console, fail, quiet: bool):
@@ -77,7 +77,7 @@ def _estimate_all(prepared, console, fail, quiet: bool):
     from peftbench.config import ConfigError
     from peftbench.training.memory_estimate import load_tokenizer_if_any, batch_shapes, estimate_training_memory
 
-    estimates, failed = [], False
+    estimates, failed = [], 0  # exit code: 2 bad input, 1 an experiment that could not be traced
     shape_lines: set[str] = set()
     for run in prepared:
         with nullcontext() if quiet else console.status(f"tracing {run.experiment_name}", spinner="dots"):
@@ -89,7 +89,14 @@ def _estimate_all(prepared, console, fail, quiet: bool):
                     estimates.append(estimate_training_memory(run.spec, run.task, run.config, shapes, tokenizer))
             except ConfigError as error:
                 fail(f"{run.experiment_name}: {error}")
-                failed = True
+                failed = max(failed, 2)
+                continue
+            except Exception as error:  # e.g. a method whose initialisation needs the weights' values
+                first_line = (str(error).splitlines() or [""])[0][:200]
+                fail(f"{run.experiment_name}: could not be traced without the model's weights "
+                     f"({type(error).__name__}: {first_line}); a method whose adapter shapes depend on the weights' "
+                     "values (a clustering or decomposition at initialisation) cannot be estimated this way")
+                failed = max(failed, 1)
                 continue
         if shapes.source not in shape_lines:
             shape_lines.add(shapes.source)

@@ -35,6 +35,7 @@ from peftbench.config import ConfigError, TrainConfig
 from peftbench.experiments import ExperimentSpec, build_peft_config
 from peftbench.tasks.base import Task, is_local_source
 from peftbench.training.tensor_memory import TensorMemoryTracker
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DATA_KEYS = ("train_data", "valid_data", "test_data", "forgetting_data")
 
@@ -69,6 +70,22 @@ class MemoryEstimate:
             "total_params": self.total_params,
             "notes": self.notes,
         }
+
+
+class _NoDataOnMeta(TorchDispatchMode):
+    """While a model is built on the meta device: data-dependent scalars read as 1, and data copied off the
+    meta device (a method's initialisation from the base weights, e.g. an SVD) arrives as zeros. Only shapes
+    matter for memory; the values of such an initialisation are never used."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:
+            return True if args[0].dtype == torch.bool else 1
+        if func is torch.ops.aten._to_copy.default and args[0].is_meta and kwargs.get("device", args[0].device).type != "meta":
+            return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype, device=kwargs["device"])
+        if func is torch.ops.aten.copy_.default and args[1].is_meta and not args[0].is_meta:
+            return args[0].zero_()
+        return func(*args, **kwargs)
 
 
 class _FakeRunTracker(TensorMemoryTracker):
@@ -175,7 +192,7 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
     model_config = load_model_config(config)
     tracker = _FakeRunTracker(device_type=device_type)
     device = torch.device("cpu")
-    with torch.device("meta"):  # built and wrapped without data, then given fake storages (see _to_fake)
+    with torch.device("meta"), _NoDataOnMeta():  # built and wrapped without data, then given fake storages (_to_fake)
         base = AutoModelForCausalLM.from_config(
             model_config, dtype=getattr(torch, config.dtype), attn_implementation=config.attn_implementation
         )
