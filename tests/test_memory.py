@@ -227,3 +227,15 @@ def test_memory_command_bad_inputs_fail_clearly(tmp_path):
                                         "--set", f"{key}=0"])
         assert bad_shape.exit_code == 2
         assert f"invalid value for '{key}': 0 (must be a positive integer)" in bad_shape.output
+
+
+def test_memory_command_names_a_method_it_cannot_trace_and_goes_on(tmp_path):
+    # SHiRA's sparse mask is found with nonzero(): a shape that depends on values, which fake tensors lack
+    shira = _write_experiment(tmp_path / "shira" / "default", {"peft_type": "SHIRA", "r": 8, "target_modules": ["q_proj"]})
+    ia3 = _write_experiment(tmp_path / "ia3" / "default", {"peft_type": "IA3", "target_modules": ["v_proj", "down_proj"],
+                                                          "feedforward_modules": ["down_proj"]})
+    outcome = CliRunner().invoke(app, ["memory", str(shira), str(ia3), "--task", "math", "--json",
+                                       "--set", f"model_id={LLAMA_3B}", "--set", "max_seq_length=64"])
+    assert outcome.exit_code == 1
+    assert "shira/default: could not be traced without the model's weights" in outcome.stderr
+    assert [e["experiment_name"] for e in json.loads(outcome.stdout)] == ["ia3/default"]

@@ -94,8 +94,8 @@ def _estimate_all(prepared, console, fail, quiet: bool):
             except Exception as error:  # e.g. a method whose initialisation needs the weights' values
                 first_line = (str(error).splitlines() or [""])[0][:200]
                 fail(f"{run.experiment_name}: could not be traced without the model's weights "
-                     f"({type(error).__name__}: {first_line}); a method whose adapter shapes depend on the weights' "
-                     "values (a clustering or decomposition at initialisation) cannot be estimated this way")
+                     f"({type(error).__name__}: {first_line}); this method computes shapes from tensor values "
+                     "(nonzero, bincount, a clustering of the weights), which a model without data cannot give")
                 failed = max(failed, 1)
                 continue
         if shapes.source not in shape_lines:

@@ -14,8 +14,9 @@ What is emulated, because the estimate is for a CUDA GPU while this runs on a CP
 Allocator caching and fragmentation (the difference between torch.cuda.max_memory_reserved and
 max_memory_allocated) are not modelled: the estimate is allocated memory.
 
-Data-dependent values (`.item()`, `bool(tensor)`) have no data to come from: they read as 1, which makes
-the optimizer's step count 1 and every "is the attention mask all ones?" check true (no padding).
+Data-dependent values have no data to come from: `.item()` reads 1 (the optimizer's step count) and
+`bool(tensor)` False (so that checks such as "any NaN or inf?" pass). Transformers treats fake tensors as
+traced and builds the attention mask without asking whether there is padding (see batch shapes below).
 
 Batch shapes: those of the run's real training batches (the task's own length-bucketed batches, max_steps of
 them) where the training data and tokenizer are at hand, else batch_size x max_seq_length. Only the shapes
@@ -72,17 +73,25 @@ class MemoryEstimate:
         }
 
 
+def _scalar_without_data(tensor: torch.Tensor):
+    """`.item()` of a tensor without data: 1 (an optimizer's step count), or False for a bool (a check such as
+    "any NaN?" passes)."""
+    return False if tensor.dtype == torch.bool else 1
+
+
 class _NoDataOnMeta(TorchDispatchMode):
-    """While a model is built on the meta device: data-dependent scalars read as 1, and data copied off the
-    meta device (a method's initialisation from the base weights, e.g. an SVD) arrives as zeros. Only shapes
-    matter for memory; the values of such an initialisation are never used."""
+    """While a model is built on the meta device: data-dependent scalars as in `_scalar_without_data`, data
+    copied off the meta device (a method's initialisation from the base weights, e.g. an SVD) arrives as zeros.
+    Only shapes matter for memory; the values of such an initialisation are never used."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.ops.aten._local_scalar_dense.default:
-            return True if args[0].dtype == torch.bool else 1
-        if func is torch.ops.aten._to_copy.default and args[0].is_meta and kwargs.get("device", args[0].device).type != "meta":
-            return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype, device=kwargs["device"])
+            return _scalar_without_data(args[0])
+        if func is torch.ops.aten._to_copy.default and args[0].is_meta:
+            target = kwargs.get("device") or args[0].device
+            if target.type != "meta":
+                return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype, device=target)
         if func is torch.ops.aten.copy_.default and args[1].is_meta and not args[0].is_meta:
             return args[0].zero_()
         return func(*args, **kwargs)
@@ -93,7 +102,7 @@ class _FakeRunTracker(TensorMemoryTracker):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
-            return True if args[0].dtype == torch.bool else 1
+            return _scalar_without_data(args[0])
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
@@ -128,7 +137,8 @@ def load_model_config(config: TrainConfig):
         architectures = ", ".join(getattr(model_config, "architectures", None) or []) or "none listed"
         raise ConfigError(
             f"model config {config.model_id} (model_type {model_type!r}, architectures: {architectures}) is not a "
-            "causal language model, which this task trains (causal model types: llama, mistral, qwen2, gemma, gpt2, ...)"
+            "causal language model, which this task trains "
+            "(causal model types: llama, mistral, qwen2, gemma, gpt2, ...)"
         )
     return model_config
 
@@ -146,9 +156,10 @@ def batch_shapes(task: Task, config: TrainConfig, tokenizer: Optional[Any]) -> B
         [(config.batch_size, config.max_seq_length)],
         f"batch shape {config.batch_size} x {config.max_seq_length} (batch_size x max_seq_length): ",
     )
-    not_local = [key for key in DATA_KEYS if getattr(config, key) is not None and not is_local_source(getattr(config, key))]
+    sources = {key: getattr(config, key) for key in DATA_KEYS}
+    not_local = [f"{key}={source}" for key, source in sources.items() if source is not None and not is_local_source(source)]
     if not_local:
-        fixed.source += f"the training data is not at hand ({', '.join(f'{k}={getattr(config, k)}' for k in not_local)})"
+        fixed.source += f"the training data is not at hand ({', '.join(not_local)})"
         return fixed
     if tokenizer is None:
         fixed.source += f"no tokenizer in {config.model_id}"
@@ -196,7 +207,8 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
         base = AutoModelForCausalLM.from_config(
             model_config, dtype=getattr(torch, config.dtype), attn_implementation=config.attn_implementation
         )
-        model = wrap_model(base, build_peft_config(spec), tokenizer, config, source=str(spec.path / "adapter_config.json"))
+        source = str(spec.path / "adapter_config.json")
+        model = wrap_model(base, build_peft_config(spec), tokenizer, config, source=source)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, fake_mode, device)
     with fake_mode:
