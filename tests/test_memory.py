@@ -239,3 +239,16 @@ def test_memory_command_names_a_method_it_cannot_trace_and_goes_on(tmp_path):
     assert outcome.exit_code == 1
     assert "shira/default: could not be traced without the model's weights" in outcome.stderr
     assert [e["experiment_name"] for e in json.loads(outcome.stdout)] == ["ia3/default"]
+
+
+def test_track_memory_run_also_watches_evaluation(tmp_path, math_fixture_params):
+    experiment = tmp_path / "experiments" / LORA
+    shutil.copytree(FIXTURES / "experiments" / LORA, experiment)
+    params = {**math_fixture_params, "valid_size": 0, "max_steps": 2, "track_memory": "run"}
+    outcome = CliRunner().invoke(app, ["run", str(experiment), "--task", "math", "--results", str(tmp_path / "r"),
+                                       "--no-save", *set_options(params)])
+    assert outcome.exit_code == 0, outcome.output
+    pb = json.loads((tmp_path / "r" / (LORA.replace("/", "--") + ".json")).read_text())["peftbench"]
+    assert pb["peak_memory_total_allocated_bytes"] >= pb["peak_memory_train_allocated_bytes"] > 0
+    bad = CliRunner().invoke(app, ["run", str(experiment), "--task", "math", "--set", "track_memory=always"])
+    assert bad.exit_code == 2 and "invalid value for 'track_memory'" in bad.output

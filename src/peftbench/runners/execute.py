@@ -204,10 +204,12 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     full_finetuning = peft_config is None
 
     forgetting_rows = data.forgetting
+    # track_memory "run": the tensor tracker also watches evaluation and forgetting (see docs/engine.md "Memory")
+    track = (lambda function: meter.tracked(model, function)) if config.track_memory == "run" else (lambda f: f)
     forgetting_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
-        forgetting_reference = task.forgetting_reference(model, processor, forgetting_rows, config)
+        forgetting_reference = track(task.forgetting_reference)(model, processor, forgetting_rows, config)
 
     meter.start_training()
     if request.mode == "train":
@@ -237,10 +239,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":
         tic_eval = time.perf_counter()
-        test = task.evaluate(model, processor, data.test, config, desc="test")
+        test = track(task.evaluate)(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         if len(forgetting_rows):
-            forgetting = task.measure_forgetting(
+            forgetting = track(task.measure_forgetting)(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
                 adapter_disabled=None if full_finetuning else model.disable_adapter,
             )
@@ -255,6 +257,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_kind = report.kind
     m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
+    m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
     m.peak_memory_train_breakdown = report.train_breakdown
     m.peak_memory_tracked_steps = outcome.memory_tracked_steps
     m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes

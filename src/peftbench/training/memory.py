@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -77,6 +77,7 @@ class MemoryReport:
     total_bytes: int  # process-level peak over the whole run
     train_allocated_bytes: Optional[int]  # tensor tracker: peak of live tensors during training
     train_breakdown: dict[str, int]  # the tracker's categories at that peak
+    total_allocated_bytes: Optional[int] = None  # the same over the whole run (track_memory "run" only)
     cuda_train_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during training
     cuda_total_allocated_bytes: Optional[int] = None  # the same over the whole run
 
@@ -87,6 +88,8 @@ class PeakMemoryMeter:
 
     def __init__(self, device: torch.device) -> None:
         self.tensors = TensorMemoryTracker()  # the training loop enters it on the steps it samples
+        self._tensor_peaks: dict[str, tuple[int, dict[str, int]]] = {}  # phase -> (peak, breakdown)
+        self._tracks_run = False  # whether phases outside training were tracked too (track_memory "run")
         self.cuda = device.type == "cuda"
         self.device = device
         self.baseline = 0
@@ -113,7 +116,19 @@ class PeakMemoryMeter:
             return torch.cuda.memory_reserved(self.device) - self.baseline
         return current_rss_bytes() - self.baseline
 
+    def tracked(self, model: torch.nn.Module, function: Callable) -> Callable:
+        """`function` run under the tensor tracker (for track_memory "run": evaluation, forgetting)."""
+        self._tracks_run = True
+
+        def run_tracked(*args, **kwargs):
+            self.tensors.register(model)
+            with self.tensors:
+                return function(*args, **kwargs)
+
+        return run_tracked
+
     def start_training(self) -> None:
+        self._tensor_peaks["before"] = self.tensors.reset_peak()
         if self.cuda:
             self._peak_before_training = torch.cuda.max_memory_reserved(self.device)
             self._total_allocated_before_training = torch.cuda.max_memory_allocated(self.device)
@@ -126,6 +141,7 @@ class PeakMemoryMeter:
             self._sampler = _RssSampler()
 
     def end_training(self) -> None:
+        self._tensor_peaks["train"] = self.tensors.reset_peak()
         if self.cuda:
             self._train = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
         elif self._use_hwm:
@@ -135,8 +151,11 @@ class PeakMemoryMeter:
             self._sampler = _RssSampler()
 
     def report(self) -> MemoryReport:
-        tracked = self.tensors.peak_total or None  # None: no step was tracked (no training)
-        breakdown = dict(self.tensors.peak_breakdown) if tracked else {}
+        train_peak, train_breakdown = self._tensor_peaks.get("train", (0, {}))
+        tracked = train_peak or None  # None: no step was tracked (no training, or compiled)
+        breakdown = train_breakdown if tracked else {}
+        peaks = [self._tensor_peaks.get("before", (0, {}))[0], train_peak, self.tensors.peak_total]
+        tracked_total = max(peaks) if self._tracks_run and tracked else None
         if self.cuda:
             # after end_training the peak counters were not reset: they cover training and what followed
             total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device))
@@ -147,6 +166,7 @@ class PeakMemoryMeter:
                 total_bytes=total - self.baseline,
                 train_allocated_bytes=tracked,
                 train_breakdown=breakdown,
+                total_allocated_bytes=tracked_total,
                 cuda_train_allocated_bytes=self._train[1] - self._allocated_baseline,
                 cuda_total_allocated_bytes=total_allocated - self._allocated_baseline,
             )
@@ -162,4 +182,5 @@ class PeakMemoryMeter:
             total_bytes=max(total - self.baseline, 0),
             train_allocated_bytes=tracked,
             train_breakdown=breakdown,
+            total_allocated_bytes=tracked_total,
         )

@@ -132,6 +132,12 @@ class TensorMemoryTracker(TorchDispatchMode):
             self.peak_breakdown = dict(self.current)
             self._peak_serial = self._serial
 
+    def reset_peak(self) -> tuple[int, dict[str, int]]:
+        """Start a new peak from what is live now; returns the previous peak and its breakdown."""
+        previous = (self.peak_total, dict(self.peak_breakdown))
+        self.peak_total, self.peak_breakdown, self._peak_serial = self.current_total, dict(self.current), self._serial
+        return previous
+
     def _forget(self, key: int) -> None:
         entry = self._live.pop(key, None)
         if entry is not None:
