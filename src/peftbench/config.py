@@ -79,6 +79,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
     trust_remote_code: bool = False  # never run a model repo's code unless the user asks
+    # Tensor-level memory: "train" tracks the training steps that can set the peak; "run" also evaluation and
+    # the forgetting measure (slower: every operator of generation goes through Python).
+    track_memory: str = "train"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +131,8 @@ class TrainConfig:
         for key in ("compile", "use_gc", "use_amp", "autocast_adapter_dtype", "trust_remote_code"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
+        if self.track_memory not in ("train", "run"):
+            raise bad("track_memory", "valid: 'train', 'run'")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise bad("device", "valid: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
 

@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert"]
+SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory"]
 
 app = typer.Typer(
     name="peftbench",

@@ -19,7 +19,7 @@ Example: peftbench recommend results/ --max-memory 20GB --max-train-time 30m --p
 
 def recommend(
     results: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Peak training memory limit, e.g. 20GB.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Peak training memory limit (peak_memory: tensor level, as torch.cuda.max_memory_allocated), e.g. 20GB.")] = None,
     max_train_time: Annotated[Optional[str], typer.Option("--max-train-time", help="Training time limit, e.g. 30m.")] = None,
     max_total_time: Annotated[Optional[str], typer.Option("--max-total-time", help="Whole-run time limit, e.g. 1h.")] = None,
     max_file_size: Annotated[Optional[str], typer.Option("--max-file-size", help="Adapter checkpoint size limit, e.g. 50MB.")] = None,

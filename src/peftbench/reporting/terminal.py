@@ -16,7 +16,7 @@ from peftbench.analysis.points import Point
 
 # Columns shown besides the chosen pair, when the points have them.
 NARROW_WIDTH = 120
-CONTEXT_METRICS = ["test_score", "peak_memory", "train_time", "file_size", "trainable_params", "forgetting"]
+CONTEXT_METRICS = ["test_score", "peak_memory", "peak_memory_process", "train_time", "file_size", "trainable_params", "forgetting"]
 
 
 def format_with_interval(point: Point, metric: Metric) -> str:

@@ -251,16 +251,16 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
     train_time = own_or("train_time_s", _number(train_info, "train_time", "train_info", problems))
     eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
     eval_times = [t for t in eval_times if t is not None]
+    suite_peak = _number(train_info, "accelerator_memory_max", "train_info", problems)
     metrics = {
         "test_score": own_or("test_score", _number(final, f"test {score_name}", "train_info.metrics[-1]", problems)),
         "valid_score": own_or("valid_score", _number(last_valid, last_valid_key, "train_info.metrics", problems)),
-        "peak_memory": own_or(
-            "peak_memory_train_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
-        ),
-        # The PEFT suite never resets its peak counter: its accelerator_memory_max covers the whole run.
-        "peak_memory_total": own_or(
-            "peak_memory_total_bytes", _number(train_info, "accelerator_memory_max", "train_info", problems)
-        ),
+        # The memory axis: peak bytes of live tensors in training (peftbench's tracker, on every device). The
+        # PEFT suite publishes only its whole run's peak *reserved* memory, the closest figure it has.
+        "peak_memory": _number(own, "peak_memory_train_allocated_bytes", "peftbench", problems) if own else suite_peak,
+        # Process level, secondary: peak RSS on CPU, peak reserved on CUDA, training alone and the whole run.
+        "peak_memory_process": own_or("peak_memory_train_bytes", None if own else suite_peak),
+        "peak_memory_total": own_or("peak_memory_total_bytes", None if own else suite_peak),
         "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
         "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
         "train_time": train_time,

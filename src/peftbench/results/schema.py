@@ -50,8 +50,14 @@ class RunMeasurements:
     peak_memory_kind: Optional[str] = None
     peak_memory_train_bytes: Optional[int] = None
     peak_memory_total_bytes: Optional[int] = None
+    # tensor-level (training.tensor_memory), every device: the headline memory figure
     peak_memory_train_allocated_bytes: Optional[int] = None
     peak_memory_total_allocated_bytes: Optional[int] = None
+    peak_memory_train_breakdown: dict[str, int] = field(default_factory=dict)  # category -> bytes at the peak
+    peak_memory_tracked_steps: list[int] = field(default_factory=list)
+    # CUDA only: torch.cuda.max_memory_allocated of the same run, to check the tracker against
+    peak_memory_cuda_train_allocated_bytes: Optional[int] = None
+    peak_memory_cuda_total_allocated_bytes: Optional[int] = None
     memory_log: list[int] = field(default_factory=list)
     train_time_s: Optional[float] = None
     eval_time_s: Optional[float] = None
@@ -149,6 +155,10 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         "peak_memory_total_bytes": m.peak_memory_total_bytes,
         "peak_memory_train_allocated_bytes": m.peak_memory_train_allocated_bytes,
         "peak_memory_total_allocated_bytes": m.peak_memory_total_allocated_bytes,
+        "peak_memory_train_breakdown": m.peak_memory_train_breakdown,
+        "peak_memory_tracked_steps": m.peak_memory_tracked_steps,
+        "peak_memory_cuda_train_allocated_bytes": m.peak_memory_cuda_train_allocated_bytes,
+        "peak_memory_cuda_total_allocated_bytes": m.peak_memory_cuda_total_allocated_bytes,
         "train_time_s": m.train_time_s,
         "eval_time_s": m.eval_time_s,
         "total_time_s": m.total_time_s,

@@ -239,10 +239,12 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     full_finetuning = peft_config is None
 
     forgetting_rows = data.forgetting
+    # track_memory "run": the tensor tracker also watches evaluation and forgetting (see docs/engine.md "Memory")
+    track = (lambda function: meter.tracked(model, function)) if config.track_memory == "run" else (lambda f: f)
     forgetting_reference = harness_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
-        forgetting_reference = task.forgetting_reference(model, processor, forgetting_rows, config)
+        forgetting_reference = track(task.forgetting_reference)(model, processor, forgetting_rows, config)
     if full_finetuning and run.harness and request.mode == "train":
         from peftbench.evaluation.harness import harness_scores
 
@@ -253,6 +255,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
             memory_now=meter.current, show_progress=request.show_progress,
+            # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
+            tensor_memory=None if config.compile else meter.tensors,
         )
     else:
         from peftbench.training.train import TrainOutcome
@@ -274,11 +278,11 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":
         tic_eval = time.perf_counter()
-        test = task.evaluate(model, processor, data.test, config, desc="test")
+        test = track(task.evaluate)(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         m.predictions = item_predictions(test)
         if len(forgetting_rows):
-            forgetting = task.measure_forgetting(
+            forgetting = track(task.measure_forgetting)(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
                 adapter_disabled=None if full_finetuning else model.disable_adapter,
             )
@@ -294,6 +298,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
     m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
     m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
+    m.peak_memory_train_breakdown = report.train_breakdown
+    m.peak_memory_tracked_steps = outcome.memory_tracked_steps
+    m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
+    m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
 
     if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
         from peftbench.evaluation.harness import measure_harness

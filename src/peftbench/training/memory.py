@@ -1,10 +1,13 @@
 """Peak memory of one run, for training alone and for the whole run.
 
-CUDA: torch's max_memory_reserved / max_memory_allocated, reset before training.
-CPU: the process's peak resident set size (RSS) above a baseline taken before the model is built. Each run
-is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
-high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling thread
-(psutil, every 10 ms) records the peak instead.
+The headline figure, on every device, is tensor-level: the peak bytes of live tensors during training, with
+a breakdown by category (training.tensor_memory), which is what torch.cuda.max_memory_allocated reports on a
+GPU. Beside it, the process-level figure:
+- CUDA: torch's max_memory_reserved (and max_memory_allocated, to compare with the tracker), reset before training.
+- CPU: the process's peak resident set size (RSS) above a baseline taken before the model is built. Each run
+  is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
+  high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling
+  thread (psutil, every 10 ms) records the peak instead.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+
+from peftbench.training.tensor_memory import TensorMemoryTracker
 
 _STATUS = Path("/proc/self/status")
 
@@ -67,11 +72,14 @@ class _RssSampler:
 
 @dataclass
 class MemoryReport:
-    kind: str  # "cuda" | "cpu_rss"
-    train_bytes: int  # peak during training (reserved on CUDA)
-    total_bytes: int  # peak over the whole run
-    train_allocated_bytes: Optional[int]  # CUDA only
-    total_allocated_bytes: Optional[int]  # CUDA only
+    kind: str  # of train_bytes / total_bytes: "cuda" (reserved) | "cpu_rss"
+    train_bytes: int  # process-level peak during training (reserved on CUDA, RSS on CPU)
+    total_bytes: int  # process-level peak over the whole run
+    train_allocated_bytes: Optional[int]  # tensor tracker: peak of live tensors during training
+    train_breakdown: dict[str, int]  # the tracker's categories at that peak
+    total_allocated_bytes: Optional[int] = None  # the same over the whole run (track_memory "run" only)
+    cuda_train_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during training
+    cuda_total_allocated_bytes: Optional[int] = None  # the same over the whole run
 
 
 class PeakMemoryMeter:
@@ -79,6 +87,9 @@ class PeakMemoryMeter:
     and report() at the end."""
 
     def __init__(self, device: torch.device) -> None:
+        self.tensors = TensorMemoryTracker()  # the training loop enters it on the steps it samples
+        self._tensor_peaks: dict[str, tuple[int, dict[str, int]]] = {}  # phase -> (peak, breakdown)
+        self._tracks_run = False  # whether phases outside training were tracked too (track_memory "run")
         self.cuda = device.type == "cuda"
         self.device = device
         self.baseline = 0
@@ -105,7 +116,19 @@ class PeakMemoryMeter:
             return torch.cuda.memory_reserved(self.device) - self.baseline
         return current_rss_bytes() - self.baseline
 
+    def tracked(self, model: torch.nn.Module, function: Callable) -> Callable:
+        """`function` run under the tensor tracker (for track_memory "run": evaluation, forgetting)."""
+        self._tracks_run = True
+
+        def run_tracked(*args, **kwargs):
+            self.tensors.register(model)
+            with self.tensors:
+                return function(*args, **kwargs)
+
+        return run_tracked
+
     def start_training(self) -> None:
+        self._tensor_peaks["before"] = self.tensors.reset_peak()
         if self.cuda:
             self._peak_before_training = torch.cuda.max_memory_reserved(self.device)
             self._total_allocated_before_training = torch.cuda.max_memory_allocated(self.device)
@@ -118,6 +141,7 @@ class PeakMemoryMeter:
             self._sampler = _RssSampler()
 
     def end_training(self) -> None:
+        self._tensor_peaks["train"] = self.tensors.reset_peak()
         if self.cuda:
             self._train = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
         elif self._use_hwm:
@@ -127,6 +151,11 @@ class PeakMemoryMeter:
             self._sampler = _RssSampler()
 
     def report(self) -> MemoryReport:
+        train_peak, train_breakdown = self._tensor_peaks.get("train", (0, {}))
+        tracked = train_peak or None  # None: no step was tracked (no training, or compiled)
+        breakdown = train_breakdown if tracked else {}
+        peaks = [self._tensor_peaks.get("before", (0, {}))[0], train_peak, self.tensors.peak_total]
+        tracked_total = max(peaks) if self._tracks_run and tracked else None
         if self.cuda:
             # after end_training the peak counters were not reset: they cover training and what followed
             total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device))
@@ -135,8 +164,11 @@ class PeakMemoryMeter:
                 kind="cuda",
                 train_bytes=self._train[0] - self.baseline,
                 total_bytes=total - self.baseline,
-                train_allocated_bytes=self._train[1] - self._allocated_baseline,
-                total_allocated_bytes=total_allocated - self._allocated_baseline,
+                train_allocated_bytes=tracked,
+                train_breakdown=breakdown,
+                total_allocated_bytes=tracked_total,
+                cuda_train_allocated_bytes=self._train[1] - self._allocated_baseline,
+                cuda_total_allocated_bytes=total_allocated - self._allocated_baseline,
             )
         if self._use_hwm:
             after = _read_status_kib("VmHWM")
@@ -148,6 +180,7 @@ class PeakMemoryMeter:
             kind="cpu_rss",
             train_bytes=max(train_peak - self.baseline, 0),
             total_bytes=max(total - self.baseline, 0),
-            train_allocated_bytes=None,
-            total_allocated_bytes=None,
+            train_allocated_bytes=tracked,
+            train_breakdown=breakdown,
+            total_allocated_bytes=tracked_total,
         )

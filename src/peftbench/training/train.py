@@ -16,7 +16,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from peftbench.config import TrainConfig
 from peftbench.runners.cancel import ORPHANED, cancel_reason
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
+from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainOutcome:
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, score}
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
+    memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
 
 
 def seed_everything(seed: int) -> None:
@@ -78,6 +80,7 @@ def train(
     device: torch.device,
     support: MethodSupport,
     memory_now: Callable[[], int] = lambda: 0,
+    tensor_memory: Optional[TensorMemoryTracker] = None,
     show_progress: bool = True,
 ) -> TrainOutcome:
     outcome = TrainOutcome()
@@ -88,6 +91,8 @@ def train(
     batches = task.train_batches(data.train, processor, config, seed=config.seed)
     recent_losses: list[float] = []
     window_start = (0.0, 0)  # (train time, tokens) at the last validation
+    # tensor-level peak memory, on the few steps that can set it (see training.tensor_memory.StepSampler)
+    sampler = StepSampler(tensor_memory, model, optimizer) if tensor_memory is not None else None
 
     model.train()
     tic_loop = time.perf_counter()
@@ -95,6 +100,8 @@ def train(
     try:
         for step in range(1, config.max_steps + 1):
             batch = task.to_device(next(batches), device)
+            if sampler:
+                sampler.begin(step, batch.inputs)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(config, device):
                 loss = task.compute_loss(forward_model, batch)
@@ -109,6 +116,8 @@ def train(
             optimizer.step()
             scheduler.step()
             support.after_optimizer_step(model, step)
+            if sampler:
+                sampler.end()
 
             outcome.steps_done = step
             outcome.total_tokens += batch.num_tokens
@@ -160,6 +169,9 @@ def train(
         outcome.status = "failed"
         outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
     finally:
+        if sampler:
+            sampler.end()
+            outcome.memory_tracked_steps = sampler.tracked_steps
         progress.close()
     outcome.train_time_s = time.perf_counter() - tic_loop - outcome.valid_time_s
     model.eval()
