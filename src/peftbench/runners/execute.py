@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from peftbench.config import ConfigError, TrainConfig, build_train_config
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
+from peftbench.hardware import precision_name
 from peftbench.results.schema import RunMeasurements, build_result
 from peftbench.results.writer import result_path, write_json_atomic
 from peftbench.tasks import get_task
@@ -47,6 +48,9 @@ class RunRequest:
     extra_result_fields: dict[str, Any] = field(default_factory=dict)
     num_threads: Optional[int] = None
     show_progress: bool = True
+    # hardware.Hardware.to_dict() of the parent that resolved `use_amp: "auto"` (then overrides hold the answer)
+    hardware: Optional[dict[str, Any]] = None
+    progress_file: Optional[str] = None  # where the child writes its step progress for the parent to poll
 
 
 @dataclass
@@ -98,6 +102,21 @@ def prepare(request: RunRequest) -> PreparedRun:
     )
 
 
+def resolve_precision(request: RunRequest, config: TrainConfig) -> None:
+    """Decide `use_amp: "auto"` for this machine, once, and note in `request` what decided it.
+
+    The answer goes into the request's overrides (so the child trains with it and its result records it) and
+    the hardware description into `request.hardware`; a cached detection gives every run of this process the
+    same answer. An explicit true/false is kept, with the hardware recorded beside it.
+    """
+    from peftbench.hardware import resolve_use_amp
+
+    use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
+    request.hardware = {**hardware.to_dict(), "use_amp_setting": config.use_amp}
+    request.overrides["use_amp"] = use_amp
+    config.use_amp = use_amp
+
+
 def resolve_device(config: TrainConfig):
     import torch
 
@@ -138,6 +157,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
         model_id=run.config.model_id, extra=dict(request.extra_result_fields),
+        precision=precision_name(run.config.dtype, run.config.use_amp), hardware=request.hardware,
     )
 
 
@@ -146,6 +166,8 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     tic_total = time.perf_counter()
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
+    if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
+        resolve_precision(request, run.config)
     m = new_measurements(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare
+from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare, resolve_precision
 from peftbench.results.schema import build_result
 from peftbench.results.writer import write_json_atomic
 
@@ -100,6 +100,7 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
     run = prepare(request)  # raises ConfigError before anything starts
     if should_skip(run.result_file, force):
         return run.result_file, existing_status(run.result_file)
+    resolve_precision(request, run.config)  # here, in the parent: every run of a batch gets the same precision
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     before = run.result_file.stat().st_mtime_ns if run.result_file.exists() else None
 

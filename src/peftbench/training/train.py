@@ -61,7 +61,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 
 def autocast_context(config: TrainConfig, device: torch.device):
-    """bf16 autocast when use_amp is set (bf16 needs no gradient scaler)."""
+    """bf16 autocast when use_amp is set (bf16 needs no gradient scaler). "auto" must have been resolved by the
+    runner (peftbench.hardware) before training: precision is recorded, never decided silently here."""
+    if config.use_amp == "auto":
+        raise ValueError("use_amp 'auto' reached the training loop unresolved; resolve it with peftbench.hardware")
     if config.use_amp:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
