@@ -70,28 +70,34 @@ def _restricting_env() -> list[str]:
     return [f"{key}={os.environ[key]}" for key in KERNEL_RESTRICTING_ENV if os.environ.get(key)]
 
 
-def bf16_matmul_is_fast(size: int = 128, repeats: int = 3) -> tuple[bool, float, float]:
+def bf16_matmul_is_fast(size: int = 128, repeats: int = 10) -> tuple[bool, float, float]:
     """Time a (2*size x size) @ (size x 3*size) matmul in fp32 and under bf16 autocast (ms where bf16 is native,
     about 0.1 s where it is emulated).
 
+    One thread, alternating the two, best of `repeats` each: other processes on the machine only ever add time,
+    and two threads that must meet at every op are slowed down many times over when another process takes a
+    core, which made an fp32 matmul look as slow as emulated bf16 on a loaded machine.
     Returns (bf16 at least as fast as fp32, best fp32 seconds, best bf16 seconds).
     """
     import torch
 
     a = torch.randn(2 * size, size)
     b = torch.randn(size, 3 * size)
-
-    def best(amp: bool) -> float:
-        times = []
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            for _ in range(repeats + 1):  # the first call allocates and picks kernels: not counted
-                tic = time.perf_counter()
-                a @ b
-                times.append(time.perf_counter() - tic)
-        return min(times[1:])
-
-    fp32, bf16 = best(False), best(True)
-    return bf16 <= fp32, fp32, bf16
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = {False: float("inf"), True: float("inf")}
+    try:
+        for repeat in range(repeats + 1):
+            for amp in (False, True):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    tic = time.perf_counter()
+                    a @ b
+                    elapsed = time.perf_counter() - tic
+                if repeat:  # the first call allocates and picks kernels: not counted
+                    best[amp] = min(best[amp], elapsed)
+    finally:
+        torch.set_num_threads(threads)
+    return best[True] <= best[False], best[False], best[True]
 
 
 def _cpu_hardware() -> Hardware:
