@@ -193,11 +193,14 @@ def execute(request: RunRequest) -> tuple[Path, str]:
 def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> None:
     import torch
 
+    from peftbench.runners.progress import ProgressFile
     from peftbench.training.memory import PeakMemoryMeter
     from peftbench.training.methods import method_support, peft_type_name, wrap_model
     from peftbench.training.train import seed_everything, train, trainable_and_total_params
 
     config, task = run.config, run.task
+    progress = ProgressFile(request.progress_file)
+    progress.update("loading")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
@@ -235,7 +238,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, show_progress=request.show_progress,
+            memory_now=meter.current, show_progress=request.show_progress, on_progress=progress.update,
         )
     else:
         from peftbench.training.train import TrainOutcome
@@ -257,9 +260,11 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":
         tic_eval = time.perf_counter()
+        progress.update("test")
         test = task.evaluate(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         if len(forgetting_rows):
+            progress.update("forgetting")
             forgetting = task.measure_forgetting(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
                 adapter_disabled=None if full_finetuning else model.disable_adapter,

@@ -56,6 +56,7 @@ def run_experiment(
     extra_result_fields: Optional[dict[str, Any]] = None,
     num_threads: Optional[int] = None,
     show_progress: bool = True,
+    progress_file: Optional[str] = None,
 ) -> tuple[Optional[Path], str]:
     """Train and evaluate one experiment in a child process; returns (result file, status).
 
@@ -66,7 +67,7 @@ def run_experiment(
         task=task_name, results_dir=str(Path(results_dir).resolve()), mode="train",
         experiment_dir=str(Path(experiment_dir).resolve()), overrides=dict(overrides or {}), seed=seed,
         save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
-        num_threads=num_threads, show_progress=show_progress,
+        num_threads=num_threads, show_progress=show_progress, progress_file=progress_file,
     )
     return run_request(request, force=force)
 

@@ -81,6 +81,7 @@ def train(
     support: MethodSupport,
     memory_now: Callable[[], int] = lambda: 0,
     show_progress: bool = True,
+    on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
@@ -122,8 +123,10 @@ def train(
             outcome.memory_log.append(memory_now())
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
+            on_progress("train", step, config.max_steps)
 
             if step % config.eval_steps == 0 and len(data.valid) > 0:
+                on_progress("valid", step, config.max_steps)
                 tic_valid = time.perf_counter()
                 result = task.evaluate(model, processor, data.valid, config, desc="valid")
                 model.train()
