@@ -186,6 +186,9 @@ def execute(request: RunRequest) -> tuple[Path, str]:
             m.status = "failed"
             m.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=10)}"
     m.total_time_s = time.perf_counter() - tic_total
+    # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
+    # processes on the machine, and at one torch thread equal to the wall time on an idle core
+    m.extra["cpu_time_s"] = time.process_time()
     write_json_atomic(run.result_file, build_result(m))
     return run.result_file, m.status
 
