@@ -79,23 +79,32 @@ def show_samples(args) -> None:
 
 
 def print_table(args) -> None:
-    """Per result file: test accuracy, peak memory, checkpoint size, trainable params, times."""
+    """Per result file: test accuracy, peak memory, checkpoint size, trainable params, times; then the suite's
+    wall time estimated from the children's CPU seconds (load-robust) on `--workers` workers."""
     rows = []
     for path in sorted(Path(args.results).glob("*.json")):
         data = json.loads(path.read_text()).get("peftbench")
         if not data:
             continue
         rows.append(data)
-    print("| experiment | status | test acc | valid acc | peak RSS train (MB) | checkpoint (KB) | trainable params "
-          "| train s | total s | forgetting |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| experiment | status | precision | test acc | peak RSS train (MB) | checkpoint (KB) | trainable params "
+          "| train s | total s | CPU s | forgetting |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for d in sorted(rows, key=lambda d: -(d.get("test_score") or 0)):
         mb = (d.get("peak_memory_train_bytes") or 0) / 2**20
         kb = (d.get("checkpoint_size_bytes") or 0) / 1024
         forgetting = d.get("forgetting")
-        print(f"| {d['method']}/{d['name']} | {d['status']} | {d.get('test_score') or 0:.3f} | {d.get('valid_score') or 0:.3f} "
+        print(f"| {d['method']}/{d['name']} | {d['status']} | {d.get('precision')} | {d.get('test_score') or 0:.3f} "
               f"| {mb:.0f} | {kb:.0f} | {d.get('trainable_params')} | {d.get('train_time_s') or 0:.0f} "
-              f"| {d.get('total_time_s') or 0:.0f} | {forgetting if forgetting is None else f'{forgetting:.3f}'} |")
+              f"| {d.get('total_time_s') or 0:.0f} | {d.get('cpu_time_s') or 0:.0f} "
+              f"| {forgetting if forgetting is None else f'{forgetting:.3f}'} |")
+    cpu = [d.get("cpu_time_s") or 0.0 for d in rows]  # in suite order (the files sort like the experiments)
+    workers_free = [0.0] * args.workers
+    for seconds in cpu:  # the pool: each experiment goes to the first free worker
+        first = workers_free.index(min(workers_free))
+        workers_free[first] += seconds * args.cpu_factor
+    print(f"\nCPU seconds of the {len(cpu)} children: {sum(cpu):.0f}; scaled by {args.cpu_factor} and scheduled on "
+          f"{args.workers} workers in suite order: {max(workers_free):.0f} s wall (parent start-up not included)")
 
 
 def main() -> None:
@@ -113,6 +122,9 @@ def main() -> None:
     samples.add_argument("--count", type=int, default=5)
     table = commands.add_parser("table", help="markdown table of a results folder")
     table.add_argument("results")
+    table.add_argument("--workers", type=int, default=2)
+    table.add_argument("--cpu-factor", type=float, default=1.0,
+                       help="seconds on the target CPU per CPU second measured here (calibration)")
     args = parser.parse_args()
     {"base": measure_base, "seeds": measure_seeds, "samples": show_samples, "table": print_table}[args.command](args)
 

@@ -97,6 +97,10 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     assert pb["peak_memory_train_allocated_bytes"] == sum(pb["peak_memory_train_breakdown"].values()) > 0
     assert 0 < pb["train_time_s"] and 0 < pb["eval_time_s"] and pb["total_time_s"] >= pb["train_time_s"] + pb["eval_time_s"]
     assert result["meta_info"]["package_info"]["peft-version"]
+    # the precision used, and the hardware that decided it (issue 10)
+    assert run_info["train_config"]["dtype"] == "float32" and run_info["train_config"]["use_amp"] is False
+    assert pb["precision"] == "fp32"
+    assert pb["hardware"]["device"] == "cpu" and pb["hardware"]["name"] and pb["hardware"]["use_amp_setting"] is False
 
     # peft loads the checkpoint back
     from peft import PeftConfig
@@ -133,6 +137,7 @@ def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_pa
     assert result["peftbench"]["status"] == "failed"
     assert "exit code 139" in result["peftbench"]["error_msg"]
     assert "segfault-like crash" in result["peftbench"]["error_msg"]
+    assert result["peftbench"]["precision"] == "fp32" and result["peftbench"]["hardware"]["device"] == "cpu"
     # a failed result is retried on the next run, a successful one is not
     assert not local.should_skip(path, force=False)
 
@@ -165,6 +170,18 @@ def test_lora_fa_prompt_tuning_and_full_finetuning(experiments_copy, math_fixtur
     assert pb["trainable_params"] == pb["total_params"]
     assert pb["checkpoint_size_bytes"] == 4 * pb["total_params"] and pb["checkpoint_size_estimated"]
     assert pb["forgetting"] == pytest.approx(pb["forgetting_loss_after"] - pb["forgetting_loss_before"])
+
+
+def test_use_amp_auto_is_resolved_and_recorded(experiments_copy, math_fixture_params, tmp_path):
+    from peftbench.hardware import detect_hardware
+
+    result = run_in_process(experiments_copy / LORA, tmp_path, {**math_fixture_params, "use_amp": "auto", "max_steps": 2})
+    pb, native = result["peftbench"], detect_hardware("cpu").bf16_native
+    assert pb["status"] == "success", pb["error_msg"]
+    assert result["run_info"]["train_config"]["use_amp"] is native  # the decision, not "auto"
+    assert pb["precision"] == ("bf16-autocast" if native else "fp32")
+    assert pb["hardware"]["use_amp_setting"] == "auto" and pb["hardware"]["bf16_native"] is native
+    assert pb["hardware"]["decided_by"]
 
 
 def test_prefix_tuning_with_kv_cache_init(experiments_copy, math_fixture_params, tmp_path):

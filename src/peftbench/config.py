@@ -58,7 +58,7 @@ class TrainConfig:
     optimizer_type: str = "AdamW"
     optimizer_kwargs: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-4, "weight_decay": 0.1})
     lr_scheduler: Optional[str] = "cosine"
-    use_amp: bool = False
+    use_amp: bool | str = False  # true: bf16 autocast; "auto": bf16 autocast where the hardware runs it natively
     autocast_adapter_dtype: bool = True
     generation_kwargs: dict[str, Any] = field(default_factory=lambda: {"max_length": 800, "max_new_tokens": 300})
     attn_implementation: Optional[str] = None
@@ -128,7 +128,9 @@ class TrainConfig:
                 raise bad(f"optimizer_kwargs.{name}", "must be a finite number", value)
         if not isinstance(self.optimizer_type, str):
             raise bad("optimizer_type", f"a torch.optim class name (e.g. 'AdamW') or one of {PEFT_OPTIMIZER_TYPES}")
-        for key in ("compile", "use_gc", "use_amp", "autocast_adapter_dtype", "trust_remote_code"):
+        if not isinstance(self.use_amp, bool) and self.use_amp != "auto":
+            raise bad("use_amp", "valid: true, false, or \"auto\" (bf16 autocast only where the hardware runs bf16 natively)")
+        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
         if self.track_memory not in ("train", "run"):

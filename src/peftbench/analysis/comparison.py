@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.analysis.conditions import ConditionWarning, condition_warnings
 from peftbench.analysis.filters import Filter
 from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
@@ -35,7 +36,7 @@ class Comparison:
     y: Metric
     pair: FrontierView  # the x-y frontier
     multi: FrontierView | None  # over --metrics, when given
-    warnings: list[LoadWarning]
+    warnings: list[LoadWarning | ConditionWarning]  # condition warnings (unfair comparisons) last
     ignored: list[Path]
     filter_text: str | None = None
     filtered_out: list[str] = field(default_factory=list)
@@ -151,7 +152,7 @@ def compare_results(
     warnings = list(loaded.warnings) + grouping_warnings + _missing_warnings(points, pair)
     if multi is not None:
         warnings += _missing_warnings(points, multi)
-    warnings = _one_line_per_file(warnings)
+    warnings = _one_line_per_file(warnings) + condition_warnings(points)
     return Comparison(
         points=points,
         x=x_metric,

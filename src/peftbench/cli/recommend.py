@@ -38,6 +38,7 @@ def recommend(
     from rich.console import Console
     from rich.text import Text
 
+    from peftbench.analysis.conditions import condition_warnings
     from peftbench.analysis.filters import FilterError, parse_filter
     from peftbench.analysis.metrics import format_value, get_metric
     from peftbench.analysis.points import FILTER_FIELDS, build_points
@@ -86,6 +87,9 @@ def recommend(
         fail(f"results of several tasks ({', '.join(tasks)}) cannot be ranked together; choose one with --task")
     if point_filter is not None:
         points = [p for p in points if point_filter.matches(p.fields())]
+    unfair = condition_warnings(points)
+    for warning in unfair:
+        console.print(Text(f"warning: {warning}", style="yellow"))
     result = rank(points, constraints, priority_metric)
 
     if json_out:
@@ -99,6 +103,7 @@ def recommend(
             "ranking": [{"name": p.name, priority_metric.name: p.mean(priority_metric.name)} for p in result.ranked],
             "reasons": result.reasons,
             "excluded": [{"name": name, "why": why} for name, why in result.excluded],
+            "condition_warnings": [str(w) for w in unfair],
         }, indent=2))  # fmt: skip
         return
     if result.best is None:

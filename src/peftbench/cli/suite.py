@@ -14,7 +14,9 @@ child process, then the Pareto table of test accuracy against peak memory is pri
 written with --html).
 
 `quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
-tiny model shipped in the package, offline: about nine minutes on an idle 2-core CPU.
+tiny model shipped in the package, offline: about ten minutes on a 2-core AVX2-only CPU, less where the CPU runs
+bf16 natively (precision: `use_amp` "auto"). Progress: each experiment's start, its step and ETA at least every
+20 s, its score and time with the time left (live bars in a terminal, plain lines in a log).
 
 Results that already exist in the results folder are kept and not run again (use --force to re-run); failed,
 cancelled, oom and killed ones are run again (--keep-killed keeps oom and killed ones).

@@ -61,6 +61,10 @@ class RunRecord:
     sweep: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
     source: str = "peft-suite"  # or "peftbench"
+    train_config: dict[str, Any] = field(default_factory=dict)  # run_info.train_config, as written (untrusted)
+    precision: str | None = None  # peftbench.precision (peftbench results from issue 10 on)
+    hardware: dict[str, Any] | None = None  # peftbench.hardware: CPU model and flags, or GPU, that decided it
+    device: str | None = None  # peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,10 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
         conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
         source="peftbench" if own else "peft-suite",
+        train_config=train_config,
+        precision=_string(own.get("precision")),
+        hardware=own.get("hardware") if isinstance(own.get("hardware"), dict) else None,
+        device=_string(own.get("device")),
     )
     _drop_out_of_range(metrics, problems)
     if own.get("higher_is_better") is False:

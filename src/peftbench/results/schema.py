@@ -68,6 +68,8 @@ class RunMeasurements:
     trainable_params: Optional[int] = None
     total_params: Optional[int] = None
     device: Optional[str] = None
+    precision: Optional[str] = None  # hardware.precision_name: "fp32", "bf16-autocast", ...
+    hardware: Optional[dict[str, Any]] = None  # hardware.Hardware.to_dict(): what decided the precision
     dataset_info: dict[str, Any] = field(default_factory=dict)
     model_id: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"sweep": {...}}, {"conversion": {...}}
@@ -170,6 +172,8 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         "steps": m.steps,
         "train_tokens": m.train_tokens,
         "device": m.device,
+        "precision": m.precision,
+        "hardware": m.hardware,
         **m.extra,
     }
     memory_log = m.memory_log

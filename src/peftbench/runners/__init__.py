@@ -15,7 +15,8 @@ boundaries unchanged (Ray ships it to a worker as it is):
     keep_killed         keep existing oom/killed results instead of running them again
     save_checkpoint     keep the trained adapter
     num_threads         torch CPU threads; set by the backend (cores split fairly between workers)
-    show_progress       the child's own progress bars (default off: the batch has one bar)
+    show_progress       the child's own progress bars (default off: the batch reports progress itself)
+    progress_file       where the child writes its step progress (set by run_trials; see runners.progress)
 
 `execute_trial(trial)` runs one trial through the engine's single-experiment runner, which starts its
 own child process, so a crash, an OOM or a leak stays inside that child. Both backends call the same
@@ -25,20 +26,12 @@ function; they differ only in where and how many at once. This module imports no
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from peftbench.runners.progress import PROGRESS_DIR
 
 BACKENDS = ("local", "ray")
 
@@ -59,15 +52,6 @@ class TrialOutcome:
 Trial = dict[str, Any]
 TrialExecutor = Callable[[Trial], TrialOutcome]
 OutcomeCallback = Callable[[TrialOutcome], None]
-
-
-class SecondsPerTrialColumn(ProgressColumn):
-    """The rate as seconds per finished trial (trials take seconds to hours, so s/trial reads better)."""
-
-    def render(self, task) -> Text:
-        if not task.completed or task.elapsed is None:
-            return Text("- s/trial")
-        return Text(f"{task.elapsed / task.completed:.1f} s/trial")
 
 
 def available_cores() -> int:
@@ -100,7 +84,8 @@ def execute_trial(trial: Trial) -> TrialOutcome:
         result_name=trial.get("result_name"),
         extra_result_fields=trial.get("extra_result_fields"),
         num_threads=trial.get("num_threads"),
-        show_progress=trial.get("show_progress", False),  # one bar for the whole batch, not one per child
+        show_progress=trial.get("show_progress", False),  # the batch reports progress, not each child
+        progress_file=trial.get("progress_file"),
     )
     return TrialOutcome(trial_id=trial["trial_id"], status=status, result_path=str(result_path) if result_path else None)
 
@@ -136,21 +121,29 @@ def run_trials(
     if not trials:
         return []
 
+    from rich.console import Console
+
+    from peftbench.runners.progress import BatchProgress
+
     outcomes: list[TrialOutcome] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SecondsPerTrialColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress:
-        bar = progress.add_task(description, total=len(trials))
+    results_dirs = {trial.get("results_dir") for trial in trials}
+    progress_root = Path(results_dirs.pop()) / PROGRESS_DIR if len(results_dirs) == 1 and None not in results_dirs else None
+    progress = BatchProgress(
+        [trial["trial_id"] for trial in trials], workers, description,
+        console=Console(stderr=True, quiet=not show_progress),
+        # under the results folder, which Ray workers share; one private folder per batch
+        progress_dir=progress_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}" if progress_root else None,
+    )
+    trials = [{**trial, "progress_file": progress.file_for(trial["trial_id"])} for trial in trials]
 
-        def record(outcome: TrialOutcome) -> None:
-            outcomes.append(outcome)
-            progress.advance(bar)
-            if outcome.status != "success":
-                first_line = outcome.error.strip().splitlines()[0] if outcome.error.strip() else ""
-                progress.console.print(f"  {outcome.trial_id}: {outcome.status} {first_line}".rstrip(), markup=False)
-            if on_done is not None:
-                on_done(outcome)
+    def record(outcome: TrialOutcome) -> None:
+        outcomes.append(outcome)
+        progress.finished(outcome.trial_id, outcome.status, outcome.result_path, outcome.error)
+        if on_done is not None:
+            on_done(outcome)
 
+    progress.start()
+    try:
         if backend == "local":
             from peftbench.runners.pool import run_local_pool
 
@@ -159,5 +152,6 @@ def run_trials(
             from peftbench.runners.ray_backend import run_on_ray
 
             run_on_ray(trials, workers=workers, address=ray_address, execute=execute, on_done=record)
+    finally:
+        progress.stop()
     return outcomes
-

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from peftbench.config import ConfigError, TrainConfig, build_train_config, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
+from peftbench.hardware import precision_name
 from peftbench.results.schema import RunMeasurements, build_result
 from peftbench.results.writer import result_path, write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason
@@ -51,6 +52,9 @@ class RunRequest:
     show_progress: bool = True
     # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
     harness: dict[str, Any] = field(default_factory=dict)
+    # hardware.Hardware.to_dict() of the parent that resolved `use_amp: "auto"` (then overrides hold the answer)
+    hardware: Optional[dict[str, Any]] = None
+    progress_file: Optional[str] = None  # where the child writes its step progress for the parent to poll
 
 
 @dataclass
@@ -130,6 +134,21 @@ def check_distinct_result_files(runs: list[PreparedRun]) -> None:
             )
 
 
+def resolve_precision(request: RunRequest, config: TrainConfig) -> None:
+    """Decide `use_amp: "auto"` for this machine, once, and note in `request` what decided it.
+
+    The answer goes into the request's overrides (so the child trains with it and its result records it) and
+    the hardware description into `request.hardware`; a cached detection gives every run of this process the
+    same answer. An explicit true/false is kept, with the hardware recorded beside it.
+    """
+    from peftbench.hardware import resolve_use_amp
+
+    use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
+    request.hardware = {**hardware.to_dict(), "use_amp_setting": config.use_amp}
+    request.overrides["use_amp"] = use_amp
+    config.use_amp = use_amp
+
+
 def resolve_device(config: TrainConfig):
     import torch
 
@@ -170,6 +189,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
         model_id=run.config.model_id, extra={**run.task.provenance(), **request.extra_result_fields},
+        precision=precision_name(run.config.dtype, run.config.use_amp), hardware=request.hardware,
     )
 
 
@@ -178,6 +198,8 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     tic_total = time.perf_counter()
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
+    if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
+        resolve_precision(request, run.config)
     m = new_measurements(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)
@@ -198,6 +220,9 @@ def execute(request: RunRequest) -> tuple[Path, str]:
             m.status = "failed"
             m.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=10)}"
     m.total_time_s = time.perf_counter() - tic_total
+    # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
+    # processes on the machine, and at one torch thread equal to the wall time on an idle core
+    m.extra["cpu_time_s"] = time.process_time()
     write_json_atomic(run.result_file, build_result(m))
     return run.result_file, m.status
 
@@ -205,11 +230,14 @@ def execute(request: RunRequest) -> tuple[Path, str]:
 def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> None:
     import torch
 
+    from peftbench.runners.progress import ProgressFile
     from peftbench.training.memory import PeakMemoryMeter
     from peftbench.training.methods import method_support, peft_type_name, wrap_model
     from peftbench.training.train import seed_everything, train, trainable_and_total_params
 
     config, task = run.config, run.task
+    progress = ProgressFile(request.progress_file)
+    progress.update("loading")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
@@ -254,7 +282,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, show_progress=request.show_progress,
+            memory_now=meter.current, show_progress=request.show_progress, on_progress=progress.update,
             # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
             tensor_memory=None if config.compile else meter.tensors,
         )
@@ -278,10 +306,12 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":
         tic_eval = time.perf_counter()
+        progress.update("test")
         test = track(task.evaluate)(model, processor, data.test, config, desc="test")
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         m.predictions = item_predictions(test)
         if len(forgetting_rows):
+            progress.update("forgetting")
             forgetting = track(task.measure_forgetting)(
                 model, processor, forgetting_rows, config, reference=forgetting_reference,
                 adapter_disabled=None if full_finetuning else model.disable_adapter,

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
-from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare
+from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare, resolve_precision
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count
 from peftbench.results.lock import result_lock
 from peftbench.results.schema import build_result
@@ -79,6 +79,7 @@ def run_experiment(
     show_progress: bool = True,
     keep_killed: bool = False,
     harness: Optional[dict[str, Any]] = None,
+    progress_file: Optional[str] = None,
 ) -> tuple[Optional[Path], str]:
     """Train and evaluate one experiment in a child process; returns (result file, status).
 
@@ -91,6 +92,7 @@ def run_experiment(
         experiment_dir=str(Path(experiment_dir).resolve()), overrides=dict(overrides or {}), seed=seed,
         save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
         num_threads=num_threads, show_progress=show_progress, harness=dict(harness or {}),
+        progress_file=progress_file,
     )
     return run_request(request, force=force, keep_killed=keep_killed)
 
@@ -131,6 +133,7 @@ def run_request(request: RunRequest, force: bool = False, keep_killed: bool = Fa
     run = prepare(request)  # raises ConfigError before anything starts
     if should_skip(run.result_file, force, keep_killed, run.task.name):
         return run.result_file, existing_status(run.result_file)
+    resolve_precision(request, run.config)  # here, in the parent: every run of a batch gets the same precision
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     asked_at = _mtime(run.result_file)
 

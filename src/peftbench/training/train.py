@@ -64,7 +64,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 
 def autocast_context(config: TrainConfig, device: torch.device):
-    """bf16 autocast when use_amp is set (bf16 needs no gradient scaler)."""
+    """bf16 autocast when use_amp is set (bf16 needs no gradient scaler). "auto" must have been resolved by the
+    runner (peftbench.hardware) before training: precision is recorded, never decided silently here."""
+    if config.use_amp == "auto":
+        raise ValueError("use_amp 'auto' reached the training loop unresolved; resolve it with peftbench.hardware")
     if config.use_amp:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -82,6 +85,7 @@ def train(
     memory_now: Callable[[], int] = lambda: 0,
     tensor_memory: Optional[TensorMemoryTracker] = None,
     show_progress: bool = True,
+    on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
@@ -129,8 +133,10 @@ def train(
             outcome.memory_log.append(memory_now())
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
+            on_progress("train", step, config.max_steps)
 
             if step % config.eval_steps == 0 and len(data.valid) > 0:
+                on_progress("valid", step, config.max_steps)
                 tic_valid = time.perf_counter()
                 result = task.evaluate(model, processor, data.valid, config, desc="valid")
                 model.train()

@@ -1,0 +1,109 @@
+"""Progress of a suite or sweep: children write progress files, the parent prints start, step/ETA and finish
+lines. The plain-line path (stdout/stderr not a terminal: CI logs, nohup, tee) is what is tested here."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from peftbench.runners import TrialOutcome, run_trials
+from peftbench.runners import progress as progress_module
+from peftbench.runners.progress import ProgressFile, format_duration, read_progress
+
+
+def test_progress_file_is_throttled_and_phase_changes_are_written_at_once(tmp_path):
+    path = tmp_path / "trial.json"
+    assert read_progress(path) is None
+    writer = ProgressFile(path)
+    writer.update("train", 1, 10)
+    writer.update("train", 2, 10)  # within a second of the last write: skipped
+    assert read_progress(path)["step"] == 1
+    writer.update("valid", 2, 10)  # a new phase: written
+    assert read_progress(path)["phase"] == "valid"
+    writer.update("train", 10, 10)  # the last step: written
+    assert read_progress(path) == {**read_progress(path), "phase": "train", "step": 10, "total": 10}
+    ProgressFile(None).update("train", 1, 10)  # no file asked for: nothing happens
+    path.write_text("{not json")
+    assert read_progress(path) is None
+
+
+def test_durations_read_well():
+    assert [format_duration(s) for s in (None, 4.4, 59.6, 61, 3725)] == ["?", "4 s", "1 min 00 s", "1 min 01 s", "1 h 02 min"]
+
+
+@pytest.fixture
+def fast_progress(monkeypatch):
+    monkeypatch.setattr(progress_module, "WRITE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress_module, "POLL_INTERVAL_S", 0.05)
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.2)
+
+
+def fake_child(tmp_path: Path, steps: int = 6, step_s: float = 0.1):
+    """An executor that behaves like a child: progress file while it trains, then a result file."""
+
+    def execute(trial):
+        writer = ProgressFile(trial["progress_file"])
+        writer.update("loading")
+        for step in range(1, steps + 1):
+            time.sleep(step_s)
+            writer.update("train", step, steps)
+        if trial["trial_id"] == "broken":
+            return TrialOutcome(trial["trial_id"], "failed", None, "RuntimeError: boom\ntraceback")
+        result = tmp_path / f"{trial['trial_id']}.json"
+        result.write_text(json.dumps({"peftbench": {"test_score": 0.5, "score_name": "accuracy"}}))
+        return TrialOutcome(trial["trial_id"], "success", str(result))
+
+    return execute
+
+
+def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress):
+    trials = [{"trial_id": name, "results_dir": str(tmp_path)} for name in ("lora--rank16", "broken", "ia3--default")]
+    outcomes = run_trials(trials, workers=1, execute=fake_child(tmp_path), description="suite quick")
+    assert [o.status for o in outcomes] == ["success", "failed", "success"]
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and "\r" not in err  # plain lines, no bars or cursor movement
+    lines = err.splitlines()
+    assert lines[0] == "[start] lora--rank16 (1/3 started, 1 at a time)"
+    assert re.search(r"^  lora--rank16: train step \d/6, training ETA \d+ s \(\d+ s in\)$", err, re.M), err
+    first_done = next(line for line in lines if line.startswith("[1/3 done]"))
+    assert re.fullmatch(r"\[1/3 done\] lora--rank16: test accuracy 50\.0%, \d+ s; suite quick \d+ s elapsed, "
+                        r"about \d+ s left", first_done), first_done
+    assert any(line.startswith("[2/3 done] broken: failed (RuntimeError: boom)") for line in lines)
+    assert lines[-1].startswith("[3/3 done] ia3--default: test accuracy 50.0%") and "left" not in lines[-1]
+    # each experiment's start comes before its finish, and the progress files are cleaned up
+    for name in ("lora--rank16", "broken", "ia3--default"):
+        assert err.index(f"[start] {name}") < err.index(f"] {name}: ", err.index(f"[start] {name}") + 1)
+    assert not (tmp_path / progress_module.PROGRESS_DIR).exists()
+
+
+def test_kept_results_finish_without_starting(tmp_path, capsys, fast_progress):
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({"peftbench": {"test_score": 0.25, "score_name": "accuracy"}}))
+    run_trials([{"trial_id": "kept", "results_dir": str(tmp_path)}], workers=2,
+               execute=lambda trial: TrialOutcome("kept", "success", str(kept)), description="suite quick")
+    err = capsys.readouterr().err
+    assert "[start]" not in err and "[1/1 done] kept: test accuracy 25.0%, kept, not run again" in err
+
+
+def test_live_bars_in_a_terminal(tmp_path, fast_progress):
+    import io
+
+    from rich.console import Console
+
+    from peftbench.runners.progress import BatchProgress
+
+    screen = io.StringIO()
+    progress = BatchProgress(["lora--rank16"], 1, "suite quick", console=Console(file=screen, force_terminal=True),
+                             progress_dir=tmp_path / "progress")
+    assert progress.live
+    progress.start()
+    fake_child(tmp_path, steps=4)({"trial_id": "lora--rank16", "progress_file": progress.file_for("lora--rank16")})
+    time.sleep(0.2)
+    progress.finished("lora--rank16", "success", str(tmp_path / "lora--rank16.json"))
+    progress.stop()
+    shown = screen.getvalue()
+    assert "suite quick" in shown and "lora--rank16" in shown and "[1/1 done] lora--rank16: test accuracy 50.0%" in shown
