@@ -453,7 +453,7 @@ def hostile_results(folder: Path) -> Path:
         (folder / file_name).write_text(text)
 
     variant("huge-score.json", "evil/huge-score", {"test_score": 1e308})
-    variant("negative-memory.json", "evil/negative-memory", {"peak_memory_train_bytes": -5})
+    variant("negative-memory.json", "evil/negative-memory", {"peak_memory_train_allocated_bytes": -5, "peak_memory_train_bytes": -5})
     variant("digits.json", "evil/digits", {"train_time_s": 7.0}, raw=('"train_time_s": 7.0', '"train_time_s": 1' + "0" * 308))
     variant("ansi\x1b[2J.json", "evil/\x1b[31mred\x1b]0;owned\x07", {})
     return folder
@@ -469,6 +469,7 @@ def test_out_of_range_values_are_invalid_with_one_warning_per_file(tmp_path):
     records = {r.experiment_name: r for r in loaded.records}
     assert records["evil/huge-score"].metrics["test_score"] is None
     assert records["evil/negative-memory"].metrics["peak_memory"] is None
+    assert records["evil/negative-memory"].metrics["peak_memory_process"] is None
     assert records["evil/digits"].metrics["train_time"] is None
     assert "evil/red" in records  # escape sequences stripped from the name
 
