@@ -26,6 +26,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Optimizer types that are not torch.optim classes, following the PEFT suite's `optimizer_type` semantics.
 PEFT_OPTIMIZER_TYPES = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
+# What the training loss covers: "sequence" (the PEFT suite's: prompt, response and the first EOS, summed and
+# divided by the batch's non-padding tokens) or "completion" (the response and its EOS only, mean over them).
+LOSS_ON = ("sequence", "completion")
+# Training batch order: "peft" (the suite's: file order, one pass, sorted within buckets, the remainder bucket
+# seen twice) or "shuffled" (every epoch reshuffled, as many epochs as max_steps needs).
+BATCH_ORDERS = ("peft", "shuffled")
 # Keys whose values are dicts merged key by key rather than replaced.
 NESTED_KEYS = ("optimizer_kwargs", "generation_kwargs")
 
@@ -71,6 +77,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
     trust_remote_code: bool = False  # never run a model repo's code unless the user asks
+    loss_on: str = "sequence"  # see LOSS_ON
+    batch_order: str = "peft"  # see BATCH_ORDERS
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +121,10 @@ class TrainConfig:
         for key in ("compile", "use_gc", "use_amp", "autocast_adapter_dtype", "trust_remote_code"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
+        if self.loss_on not in LOSS_ON:
+            raise bad("loss_on", f"valid: {', '.join(LOSS_ON)}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise bad("batch_order", f"valid: {', '.join(BATCH_ORDERS)}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise bad("device", "valid: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
 

@@ -68,6 +68,8 @@ class MathTinyTask(MathTask):
             # every op slow down many times over when another process takes a core (measured: 7 s/step
             # against 0.55 s/step on the shared machine). `peftbench suite` runs two experiments at once.
             "num_threads": 1,
+            "loss_on": "completion",
+            "batch_order": "shuffled",
         }
 
     def check_inputs(self, config) -> None:
@@ -104,3 +106,13 @@ class MathTinyTask(MathTask):
             return super().load_forgetting_rows(config)
         texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=DATA_SEED)
         return [{"text": text} for text in texts]
+
+    def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
+        from peftbench.evaluation.forgetting import mean_token_loss
+
+        # the next-token loss on the base model's own pretraining distribution (not the PEFT suite's
+        # unshifted formula, which `math` keeps for comparability with the published numbers)
+        return mean_token_loss(
+            model, processor, [row["text"] for row in rows], batch_size=config.batch_size,
+            max_length=config.forgetting_max_length,
+        )
