@@ -126,6 +126,7 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
 
 def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
     crash = "import sys; sys.stderr.write('segfault-like crash in the child\\n'); sys.exit(139)"
+    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
     monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", crash])
     path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
     assert status == "failed"
@@ -264,6 +265,7 @@ def test_force_reruns_an_existing_result(experiments_copy, math_fixture_params, 
     write_json_atomic(existing, {"peftbench": {"status": "success"}, "train_info": {"status": "success"}})
     starts = tmp_path / "child-started"
     # a stand-in child that only records that it was started, then dies without writing a result
+    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
     monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"])
     args = ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(tmp_path),
             *set_options(math_fixture_params)]
@@ -317,6 +319,7 @@ def test_list_shows_tasks_and_experiments(experiments_copy):
 def test_child_killed_by_the_oom_killer_is_recorded_as_oom(experiments_copy, math_fixture_params, tmp_path,
                                                              monkeypatch):
     kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
     monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", kill])
     path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
     assert status == "oom" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]

@@ -1,6 +1,7 @@
 """Run one experiment in a child process on this machine, and wait for its result file.
 
-The child (`python -m peftbench.runners.child`) gets its request as a JSON file. A crash, an OOM kill or a
+The child (`python -m peftbench.runners.child`, or a fork of this process, see FORK_WARM_CHILD) gets its
+request as a JSON file. A crash, an OOM kill or a
 leak in the child cannot take the parent down, and the child's memory figures are its own. If the child dies
 without writing a result, the parent writes a `failed` result holding the tail of the child's stderr (or
 `cancelled` after Ctrl-C). The child's stderr (progress bars, warnings) passes through to ours.
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +31,12 @@ STDERR_TAIL_BYTES = 4000
 FINAL_STATUSES = ("success", "diverged", "oom")
 CANCEL_GRACE_S = 120  # how long a Ctrl-C'd child may take to write its `cancelled` result
 CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + the request file
+# Fork the child from this process where that is safe: it then starts with torch, transformers and peft
+# already imported (prepare() imported them here; a fresh interpreter imports them again, about 5 s of CPU)
+# and is still a process of its own (a crash, an OOM kill or a leak stays in it). Not while other threads
+# run (a fork copies the locks they hold but not the threads; suites run trials from threads), and not
+# before torch is imported (nothing to gain).
+FORK_WARM_CHILD = hasattr(os, "fork")
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -108,13 +117,10 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
         request_file = handle.name
     interrupted = False
     try:
-        process = subprocess.Popen(
-            [*CHILD_COMMAND, request_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        process, stderr = _start_child(request_file)
         # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
         # own bars and warnings would interleave into noise: keep only their tail for the result.
-        tail = _StderrTail(process.stderr, echo=request.show_progress)
+        tail = _StderrTail(stderr, echo=request.show_progress)
         try:
             process.wait()
         except KeyboardInterrupt:
@@ -141,6 +147,74 @@ def run_request(request: RunRequest, force: bool = False) -> tuple[Optional[Path
     if interrupted:
         raise KeyboardInterrupt
     return run.result_file, status
+
+
+def _start_child(request_file: str):
+    """The child process (the subprocess.Popen calls used here) and its stderr stream."""
+    if FORK_WARM_CHILD and "torch" in sys.modules and threading.active_count() == 1:
+        return _fork_child(request_file)
+    process = subprocess.Popen([*CHILD_COMMAND, request_file], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process, process.stderr
+
+
+def _fork_child(request_file: str):
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the request as `python -m peftbench.runners.child` would, then exit
+        code = 1
+        try:
+            os.close(read_fd)
+            os.dup2(write_fd, 2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            from peftbench.runners.child import main
+
+            code = main([request_file])
+        except BaseException:  # noqa: BLE001 - whatever happens, this process must not return into the parent's code
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(write_fd)
+    return _ForkedChild(pid), os.fdopen(read_fd, "rb")
+
+
+class _ForkedChild:
+    """A forked child behind the subprocess.Popen calls run_request makes (returncode: -N for signal N)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def _reap(self, flags: int) -> Optional[int]:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, flags)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if timeout is None:
+            return self._reap(0)
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.1)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _died_without_result(returncode: int, interrupted: bool, stderr_tail: str) -> tuple[str, str]:
