@@ -140,3 +140,17 @@ def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, mat
     own = result["peftbench"]
     # the suite's train_time also counts data loading, the forgetting losses and the test generation
     assert own["train_time_s"] + own["eval_time_s"] < result["train_info"]["train_time"] < own["total_time_s"]
+
+
+def test_under_the_suites_order_the_seed_changes_nothing_as_in_the_suite(experiments_copy, math_fixture_params, tmp_path):
+    from peftbench.runners.execute import RunRequest, execute
+
+    def losses(seed: int) -> list[float]:
+        request = RunRequest(task="math", results_dir=str(tmp_path / str(seed)), mode="train", seed=seed,
+                             experiment_dir=str(experiments_copy / "lora" / "llama-3.2-3B-rank32"),
+                             overrides={**math_fixture_params, "max_steps": 3, "valid_size": 0, "test_size": 1},
+                             save_checkpoint=False, show_progress=False)
+        path, _ = execute(request)
+        return [point["loss"] for point in json.loads(path.read_text())["peftbench"]["train_curve"]]
+
+    assert losses(1) == losses(2)
