@@ -30,7 +30,8 @@ LR_SCHEDULERS = (None, "cosine")
 # divided by the batch's non-padding tokens) or "completion" (the response and its EOS only, mean over them).
 LOSS_ON = ("sequence", "completion")
 # Training batch order: "peft" (the suite's: file order, one pass, sorted within buckets, the remainder bucket
-# seen twice) or "shuffled" (every epoch reshuffled, as many epochs as max_steps needs).
+# seen twice; and, as in the suite, the seed changes neither the order nor the adapter's initialisation) or
+# "shuffled" (every epoch reshuffled with the seed, as many epochs as max_steps needs).
 BATCH_ORDERS = ("peft", "shuffled")
 # Keys whose values are dicts merged key by key rather than replaced.
 NESTED_KEYS = ("optimizer_kwargs", "generation_kwargs")
