@@ -239,7 +239,9 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
     import time
 
     request = RunRequest(task="math", results_dir=str(tmp_path), experiment_dir=str(experiments_copy / LORA),
-                         overrides={**math_fixture_params, "max_steps": 100000, "eval_steps": 100000})
+                         # shuffled: the suite's one pass over the fixture rows would end long before Ctrl-C
+                         overrides={**math_fixture_params, "max_steps": 100000, "eval_steps": 100000,
+                                    "batch_order": "shuffled"})
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(request.__dict__))
     child = subprocess.Popen([*local.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
