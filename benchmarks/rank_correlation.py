@@ -100,8 +100,11 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=300)
     parser.add_argument("--lr-mapping", choices=("scale", "keep"), default="scale")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default=None, help="only folders whose '<method>/<name>' contains this")
+    parser.add_argument("--only", default=None,
+                        help="only folders whose '<method>/<name>' contains one of these comma-separated strings")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th config from the i-th (parallel runs)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training parameter for every run, e.g. --set loss_on=sequence (repeatable)")
     args = parser.parse_args()
 
     import torch
@@ -111,15 +114,17 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     task = get_task("math-tiny")
-    from peftbench.config import build_train_config
+    from peftbench.config import build_train_config, parse_set_options
 
-    config = build_train_config(task.default_params())
+    common = parse_set_options(args.assignments)
+    config = build_train_config(task.default_params(), overrides=common)
     tokenizer = task.load_processor(config)
     base_model = task.load_model(config, "cpu")
     folders = sorted(p.parent for p in args.experiments.glob("*/*/adapter_config.json"))
     folders += sorted(p.parent for p in args.experiments.glob("*/*/training_params.json") if not (p.parent / "adapter_config.json").exists())
     if args.only:
-        folders = [f for f in folders if args.only in f"{f.parent.name}/{f.name}"]
+        wanted = args.only.split(",")
+        folders = [f for f in folders if any(part in f"{f.parent.name}/{f.name}" for part in wanted)]
     shard, shards = (int(part) for part in args.shard.split("/"))
     folders = folders[shard::shards]
 
@@ -137,7 +142,8 @@ def main() -> None:
             # a folder may pin the published model and batch (ADAMSS does): the tiny task's own apply
             "model_id": config.model_id, "batch_size": config.batch_size,
             "max_steps": args.steps, "eval_steps": args.steps, "test_size": args.test_size,
-            "valid_size": 0, "forgetting_size": 0, **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
+            "valid_size": 0, "forgetting_size": 0, **common,
+            **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
         }
         path, status = run_experiment(
             with_scaled_schedule(folder, args.steps, args.results / "_scaled"), "math-tiny", args.results,

@@ -34,6 +34,13 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Optimizer types that are not torch.optim classes, following the PEFT suite's `optimizer_type` semantics.
 PEFT_OPTIMIZER_TYPES = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
+# What the training loss covers: "sequence" (the PEFT suite's: prompt, response and the first EOS, summed and
+# divided by the batch's non-padding tokens) or "completion" (the response and its EOS only, mean over them).
+LOSS_ON = ("sequence", "completion")
+# Training batch order: "peft" (the suite's: file order, one pass, sorted within buckets, the remainder bucket
+# seen twice; and, as in the suite, the seed changes neither the order nor the adapter's initialisation) or
+# "shuffled" (every epoch reshuffled with the seed, as many epochs as max_steps needs).
+BATCH_ORDERS = ("peft", "shuffled")
 # Keys whose values are dicts merged key by key rather than replaced.
 NESTED_KEYS = ("optimizer_kwargs", "generation_kwargs")
 
@@ -82,6 +89,8 @@ class TrainConfig:
     # Tensor-level memory: "train" tracks the training steps that can set the peak; "run" also evaluation and
     # the forgetting measure (slower: every operator of generation goes through Python).
     track_memory: str = "train"
+    loss_on: str = "sequence"  # see LOSS_ON
+    batch_order: str = "peft"  # see BATCH_ORDERS
 
     def __post_init__(self) -> None:
         self.validate()
@@ -135,6 +144,10 @@ class TrainConfig:
                 raise bad(key, "must be true or false")
         if self.track_memory not in ("train", "run"):
             raise bad("track_memory", "valid: 'train', 'run'")
+        if self.loss_on not in LOSS_ON:
+            raise bad("loss_on", f"valid: {', '.join(LOSS_ON)}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise bad("batch_order", f"valid: {', '.join(BATCH_ORDERS)}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise bad("device", "valid: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
 

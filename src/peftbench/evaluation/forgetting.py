@@ -1,4 +1,9 @@
-"""Forgetting: mean per-token cross-entropy of a causal LM on held-out text."""
+"""Forgetting: mean per-token cross-entropy of a causal LM on held-out text.
+
+Two measures: `mean_token_loss`, the next-token loss (peftbench's), and `peft_suite_token_loss`, the PEFT
+MetaMathQA suite's own formula, which the `math` task uses so that its forgetting compares with the
+published numbers.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +39,26 @@ def mean_token_loss(model, tokenizer, texts: list[str], *, batch_size: int, max_
         total_tokens += int(target_mask.sum())
     model.train(was_training)
     return total_loss / max(total_tokens, 1)
+
+
+@torch.inference_mode()
+def peft_suite_token_loss(model, tokenizer, texts: list[str], *, batch_size: int, max_length: int) -> float:
+    """The PEFT suite's `calculate_mean_per_token_loss` (method_comparison/MetaMathQA/run.py): left-padded
+    batches, and the cross-entropy of the logits at each real position against the token AT that position
+    (not shifted to the next one), averaged over all tokens. It is not a next-token loss (on the tiny
+    model it is about 15 where the next-token loss is 0.5), but it is the published `forgetting`'s."""
+    if not texts:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses: list[torch.Tensor] = []
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length)
+        batch = tokenizer.pad(encoded, return_tensors="pt", padding_side="left").to(device)
+        logits = model(**batch).logits
+        for logit, target, mask in zip(logits, batch["input_ids"], batch["attention_mask"]):
+            count = int(mask.sum())
+            losses.append(F.cross_entropy(logit[-count:], target[-count:], reduction="none"))
+    model.train(was_training)
+    return torch.cat(losses).mean().item()

@@ -244,7 +244,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     device = resolve_device(config)
     m.device = describe_device(device)
 
+    tic_data = time.perf_counter()
     data = task.load_data(config)
+    # the PEFT suite's train_time counts its data loading, forgetting losses and test generation (see below)
+    suite_extra_time = time.perf_counter() - tic_data
     m.dataset_info = dict(data.info)
     processor = task.load_processor(config)
 
@@ -272,7 +275,9 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     forgetting_reference = harness_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
+        tic_reference = time.perf_counter()
         forgetting_reference = track(task.forgetting_reference)(model, processor, forgetting_rows, config)
+        suite_extra_time += time.perf_counter() - tic_reference
     if full_finetuning and run.harness and request.mode == "train":
         from peftbench.evaluation.harness import harness_scores
 
@@ -319,7 +324,9 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
             m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
                 forgetting.value, forgetting.before, forgetting.after
             )
-        m.eval_time_s = outcome.valid_time_s + (time.perf_counter() - tic_eval)
+        final_eval_time = time.perf_counter() - tic_eval
+        m.eval_time_s = outcome.valid_time_s + final_eval_time
+        m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
     else:
         m.eval_time_s = outcome.valid_time_s
 

@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +39,12 @@ FINAL_STATUSES = ("success", "diverged")
 KILLED_STATUSES = ("oom", "killed")
 CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancelled` result
 CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the request comes on stdin
+# Fork the child from this process where that is safe: it then starts with torch, transformers and peft
+# already imported (prepare() imported them here; a fresh interpreter imports them again, about 5 s of CPU)
+# and is still a process of its own (a crash, an OOM kill or a leak stays in it). Not while other threads
+# run (a fork copies the locks they hold but not the threads; suites run trials from threads), and not
+# before torch is imported (nothing to gain).
+FORK_WARM_CHILD = hasattr(os, "fork")
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -153,9 +161,7 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
     before = _mtime(run.result_file)
     oom_kills_before = oom_kill_count()
     interrupt: Optional[KeyboardInterrupt] = None
-    process = subprocess.Popen(
-        [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    process = _start_child()
     # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
     # own bars and warnings would interleave into noise: keep only their tail for the result.
     tail = _StderrTail(process.stderr, echo=request.show_progress)
@@ -187,6 +193,78 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
     if interrupt is not None:
         raise interrupt
     return run.result_file, status
+
+
+def _start_child():
+    """The child process, reading its request from stdin: forked from this warm process where that is safe
+    (see FORK_WARM_CHILD), else a fresh interpreter."""
+    if FORK_WARM_CHILD and "torch" in sys.modules and threading.active_count() == 1:
+        return _ForkedChild()
+    return subprocess.Popen(
+        [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+class _ForkedChild:
+    """A forked child with the parts of subprocess.Popen that _run_child uses (returncode -N for signal N)."""
+
+    def __init__(self) -> None:
+        stdin_read, stdin_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: `python -m peftbench.runners.child -`, then exit, never back into our code
+            code = 1
+            try:
+                os.dup2(stdin_read, 0)
+                os.dup2(stderr_write, 2)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                for fd in (stdin_read, stdin_write, stderr_read, stderr_write):
+                    os.close(fd)
+                sys.stdin = open(0, encoding="utf-8", closefd=False)
+                from peftbench.runners.child import main
+
+                code = main(["-"])
+            except BaseException:  # noqa: BLE001 - whatever happens, this process must exit here
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(stdin_read)
+        os.close(stderr_write)
+        self.pid = pid
+        self.returncode: Optional[int] = None
+        self.stdin = os.fdopen(stdin_write, "wb")
+        self.stderr = os.fdopen(stderr_read, "rb")
+
+    def _reap(self, flags: int) -> Optional[int]:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, flags)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if timeout is None:
+            return self._reap(0)
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.1)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr_tail: str,

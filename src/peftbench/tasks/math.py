@@ -75,6 +75,8 @@ class MathTask(Task):
             "forgetting_data": "HuggingFaceFW/finewiki",
             "valid_size": 50,
             "forgetting_size": 100,
+            "loss_on": "sequence",
+            "batch_order": "peft",
         }
 
     def check_inputs(self, config) -> None:
@@ -85,8 +87,9 @@ class MathTask(Task):
     def load_data(self, config) -> TaskData:
         train = self.load_train_rows(config)
         if config.train_size is not None and config.train_size < len(train):
-            order = np.random.default_rng(VALID_SAMPLE_SEED).permutation(len(train))[: config.train_size]
-            train = [train[int(i)] for i in order]
+            # a fixed random subset, kept in file order (batch_order "peft" reads the file in order)
+            keep = np.sort(np.random.default_rng(VALID_SAMPLE_SEED).permutation(len(train))[: config.train_size])
+            train = [train[int(i)] for i in keep]
         return TaskData(
             train=train,
             valid=self.load_valid_rows(config),
@@ -145,6 +148,13 @@ class MathTask(Task):
         import torch
         from transformers import AutoModelForCausalLM
 
+        if config.batch_order == "peft":
+            # The suite's randomness too: its init_accelerator() re-seeds torch with 0 and builds a 1x1 Linear
+            # after set_seed(seed), so the adapter's initialisation is the same whatever the seed (and, with
+            # its fixed batch order, the whole run). Measured: the suite's run bit for bit
+            # (benchmarks/math-faithful.md). `batch_order: shuffled` lets the seed vary both.
+            torch.manual_seed(0)
+            torch.nn.Linear(1, 1)
         model = AutoModelForCausalLM.from_pretrained(
             config.model_id,
             dtype=getattr(torch, config.dtype),
@@ -158,47 +168,79 @@ class MathTask(Task):
         return config.query_template.format(query=query)
 
     def tokenize_examples(self, rows: list[dict[str, Any]], tokenizer, config) -> list[tuple[list[int], int]]:
-        """For each row, the token ids of prompt + response + EOS (truncated to max_seq_length) and the prompt's
-        length. One batched tokenizer call per list (fast tokenizers work in parallel on a batch)."""
+        """For each row, the token ids of prompt + response (no separator) cut at max_seq_length, and the
+        prompt's length. loss_on "sequence" tokenizes as the PEFT suite does (no EOS appended: the first padding
+        token, which is EOS, carries the stop label); "completion" appends EOS. One batched tokenizer call per
+        list (fast tokenizers work in parallel on a batch)."""
         prompts = [self.prompt(row["query"], config) for row in rows]
-        prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]
         full_ids = tokenizer([p + row["response"] for p, row in zip(prompts, rows)], verbose=False)["input_ids"]
+        if config.loss_on == "sequence":
+            return [(ids[: config.max_seq_length], 0) for ids in full_ids]
+        prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]
         return [
             ((ids + [tokenizer.eos_token_id])[: config.max_seq_length], min(len(prompt), config.max_seq_length))
             for ids, prompt in zip(full_ids, prompt_ids)
         ]
 
     def train_batches(self, rows: Rows, processor, config, seed: int) -> Iterator[TrainBatch]:
-        """Length-bucketed batches: each epoch is shuffled, cut into buckets of BUCKET_FACTOR batches, and each
-        bucket is sorted longest first (so that an OOM shows up early) before being cut into batches."""
+        """Length-bucketed batches: buckets of BUCKET_FACTOR batches, each sorted longest first (so that an OOM
+        shows up early) and cut into batches. batch_order "peft" is the suite's BucketIterator (file order, one
+        pass: training ends when it is used up); "shuffled" reshuffles every epoch and never ends."""
         import torch
 
         if len(rows) == 0:
             raise ConfigError("the training split is empty")
-        rng = np.random.default_rng(seed)
+        for bucket in self._buckets(rows, config, seed):
+            examples = self.tokenize_examples(bucket, processor, config)
+            if config.batch_order == "peft":
+                # torch's sort, as the suite's: it orders equal lengths differently from Python's stable sort
+                order = torch.argsort(torch.tensor([len(ids) for ids, _ in examples]), descending=True)
+                examples = [examples[i] for i in order.tolist()]
+            else:
+                examples.sort(key=lambda example: len(example[0]), reverse=True)
+            for start in range(0, len(examples), config.batch_size):
+                yield self._collate(examples[start : start + config.batch_size], processor.pad_token_id, config)
+
+    @staticmethod
+    def _buckets(rows: Rows, config, seed: int) -> Iterator[list]:
         bucket_size = config.batch_size * BUCKET_FACTOR
-        pad_id = processor.pad_token_id
+        if config.batch_order == "peft":
+            for start in range(0, len(rows), bucket_size):
+                yield [rows[i] for i in range(start, min(start + bucket_size, len(rows)))]
+            remainder = len(rows) % bucket_size
+            if remainder:  # the suite's BucketIterator yields the last, partial bucket a second time
+                yield [rows[i] for i in range(len(rows) - remainder, len(rows))]
+            return
+        rng = np.random.default_rng(seed)
         while True:
             order = rng.permutation(len(rows))
-            for bucket_start in range(0, len(order), bucket_size):
-                bucket = [rows[int(i)] for i in order[bucket_start : bucket_start + bucket_size]]
-                examples = self.tokenize_examples(bucket, processor, config)
-                examples.sort(key=lambda example: len(example[0]), reverse=True)
-                for start in range(0, len(examples), config.batch_size):
-                    chunk = examples[start : start + config.batch_size]
-                    width = max(len(ids) for ids, _ in chunk)
-                    input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                    attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                    labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-                    for row, (ids, prompt_length) in enumerate(chunk):
-                        input_ids[row, : len(ids)] = torch.tensor(ids)
-                        attention_mask[row, : len(ids)] = 1
-                        # loss on the response and its EOS only: the prompt and the padding are masked
-                        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
-                    yield TrainBatch(
-                        inputs={"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels},
-                        num_tokens=int(attention_mask.sum()),
-                    )
+            for start in range(0, len(order), bucket_size):
+                yield [rows[int(i)] for i in order[start : start + bucket_size]]
+
+    @staticmethod
+    def _collate(chunk: list[tuple[list[int], int]], pad_id: int, config) -> TrainBatch:
+        """Right-padded tensors. "sequence": labels are the whole row and the first padding token (the
+        tokenizer's pad, EOS when it has none), and the loss is summed and divided by the batch's non-padding
+        tokens (num_items_in_batch), as the suite's. "completion": labels are the response and its EOS, and
+        the loss is the mean over them."""
+        import torch
+
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for row, (ids, prompt_length) in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            if config.loss_on == "sequence":
+                labels[row, : len(ids) + 1] = input_ids[row, : len(ids) + 1]
+            else:
+                labels[row, prompt_length : len(ids)] = input_ids[row, prompt_length : len(ids)]
+        num_tokens = int(attention_mask.sum())
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if config.loss_on == "sequence":
+            inputs["num_items_in_batch"] = num_tokens
+        return TrainBatch(inputs=inputs, num_tokens=num_tokens)
 
     def compute_loss(self, model, batch: TrainBatch):
         # transformers shifts the labels inside the model; peft extends them for virtual tokens
@@ -220,10 +262,10 @@ class MathTask(Task):
                           num_generated_tokens=generated, targets=[row["response"] for row in rows], inputs=prompts)
 
     def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
-        from peftbench.evaluation.forgetting import mean_token_loss
+        from peftbench.evaluation.forgetting import peft_suite_token_loss
 
         # the training batch size, not batch_size_eval, keeps this from inflating the peak memory (as the suite)
-        return mean_token_loss(
+        return peft_suite_token_loss(
             model, processor, [row["text"] for row in rows], batch_size=config.batch_size,
             max_length=config.forgetting_max_length,
         )

@@ -102,8 +102,9 @@ def train(
     tic_loop = time.perf_counter()
     progress = tqdm(total=config.max_steps, desc="train", unit="step", disable=not show_progress, dynamic_ncols=True)
     try:
-        for step in range(1, config.max_steps + 1):
-            batch = task.to_device(next(batches), device)
+        # zip: a task's batches may end before max_steps (the PEFT suite's one pass); training then ends there
+        for step, host_batch in zip(range(1, config.max_steps + 1), batches):
+            batch = task.to_device(host_batch, device)
             if sampler:
                 sampler.begin(step, batch.inputs)
             optimizer.zero_grad(set_to_none=True)
