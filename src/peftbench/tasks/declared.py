@@ -67,6 +67,8 @@ class DeclaredTask(MathTask):
         defaults = {
             **base, "model_id": self.spec.model, "query_template": "{query}", "generation_kwargs": generation,
             "train_size": None, "test_size": None,
+            # a user's task trains on the completion, in shuffled batches (math's defaults reproduce PEFT's script)
+            "loss_on": "completion", "batch_order": "shuffled",
             **{key: None for key in DATA_PARAMS},
         }
         defaults.update(self.spec.training_params)
@@ -207,6 +209,12 @@ class DeclaredTask(MathTask):
             f"{source}: 'doc_to_target' of row {index} of {where} is {target!r}: neither one of its options "
             f"{options} nor an index 0..{len(options) - 1}"
         )
+
+    def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
+        from peftbench.tasks.math_tiny import MathTinyTask
+
+        # the ordinary next-token loss: math keeps the PEFT suite's unshifted formula only to match its numbers
+        return MathTinyTask.forgetting_loss(self, model, processor, rows, config)
 
     def _forgetting_rows(self, config) -> Rows:
         from peftbench.tasks import math_tiny, math_tiny_data
