@@ -82,6 +82,9 @@ class TrainConfig:
     # Tensor-level memory: "train" tracks the training steps that can set the peak; "run" also evaluation and
     # the forgetting measure (slower: every operator of generation goes through Python).
     track_memory: str = "train"
+    # Test generation on a merged copy of the model (adapters peft can merge; never prompt learning): the adapter's
+    # weight delta is computed once instead of at every generated token. Off: PEFT's script evaluates unmerged.
+    merge_for_eval: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,7 +133,7 @@ class TrainConfig:
             raise bad("optimizer_type", f"a torch.optim class name (e.g. 'AdamW') or one of {PEFT_OPTIMIZER_TYPES}")
         if not isinstance(self.use_amp, bool) and self.use_amp != "auto":
             raise bad("use_amp", "valid: true, false, or \"auto\" (bf16 autocast only where the hardware runs bf16 natively)")
-        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code"):
+        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code", "merge_for_eval"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
         if self.track_memory not in ("train", "run"):

@@ -74,6 +74,9 @@ class MathTinyTask(MathTask):
             # every op slow down many times over when another process takes a core (measured: 7 s/step
             # against 0.55 s/step on the shared machine). `peftbench suite` runs two experiments at once.
             "num_threads": 1,
+            # test generation on merged weights: LoHa, DoRA and OFT otherwise rebuild their weight deltas at every
+            # generated token (benchmarks/math-tiny.md: the CPU saved, and how many completions stay identical)
+            "merge_for_eval": True,
         }
 
     def check_inputs(self, config) -> None:
