@@ -74,7 +74,7 @@ SUITE_PARAMS = {"valid_size": 0, "test_size": 300}
 # seconds measured on the emulated AVX2-only CPU (benchmarks/math-tiny.md), so that the two workers finish close
 # together instead of one running the slowest experiment alone at the end. Experiments not listed run last.
 LONGEST_FIRST = [
-    "loha/rank16", "lora/rank16-dora", "full-finetuning/default", "oft/block32", "lora/rank16",
+    "loha/rank16", "lora/rank16-dora", "full-finetuning/default", "lora/rank16", "oft/block32",
     "lora/rank16-lorafa", "lora/rank16-rslora", "prompt_tuning/tokens20", "ia3/default",
 ]
 
