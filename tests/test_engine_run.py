@@ -374,7 +374,8 @@ def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixtur
     merged = run_in_process(experiments_copy / LORA, tmp_path / "merged", {**math_fixture_params, "merge_for_eval": True},
                             save_checkpoint=False)
     assert merged["peftbench"]["status"] == "success", merged["peftbench"]["error_msg"]
-    assert merged["run_info"]["train_config"]["merge_for_eval"] is True
+    assert merged["run_info"]["train_config"]["merge_for_eval"] is True and merged["peftbench"]["evaluated_merged"]
+    assert unmerged["peftbench"]["evaluated_merged"] is False
     [(original, copy)] = merged_models
     assert copy is not original and not hasattr(copy, "peft_config")  # a plain model, the adapter in its weights
     assert any("lora_" in name for name, _ in original.named_parameters())  # the original keeps its adapter
@@ -391,3 +392,14 @@ def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixtur
     assert prompt["peftbench"]["status"] == "success", prompt["peftbench"]["error_msg"]
     [(original, copy)] = merged_models
     assert copy is original  # prompt learning has nothing to merge: evaluated as it is
+    assert prompt["peftbench"]["evaluated_merged"] is False
+
+
+def test_merge_for_eval_falls_back_to_the_unmerged_model_where_peft_cannot_merge():
+    from types import SimpleNamespace
+
+    from peftbench.runners.execute import merged_copy
+
+    model = SimpleNamespace(weights=[1.0])  # no merge_and_unload, as a tuner without merging
+    with pytest.warns(UserWarning, match="evaluating unmerged"):
+        assert merged_copy(model, SimpleNamespace(is_prompt_learning=False)) is model
