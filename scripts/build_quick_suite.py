@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
+ORDER_FILE = "order.json"  # read by peftbench.cli.suite.suite_experiments
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -69,6 +70,14 @@ def experiments():
 # 3 points; benchmarks/math-tiny.md).
 SUITE_PARAMS = {"valid_size": 0, "test_size": 300}
 
+# The order `peftbench suite` starts the experiments in (written to order.json): longest first, by the child CPU
+# seconds measured on the emulated AVX2-only CPU (benchmarks/math-tiny.md), so that the two workers finish close
+# together instead of one running the slowest experiment alone at the end. Experiments not listed run last.
+LONGEST_FIRST = [
+    "loha/rank16", "lora/rank16-dora", "full-finetuning/default", "lora/rank16", "oft/block32",
+    "lora/rank16-lorafa", "lora/rank16-rslora", "prompt_tuning/tokens20", "ia3/default",
+]
+
 
 def main() -> None:
     if SUITE_DIR.exists():
@@ -80,6 +89,7 @@ def main() -> None:
             peft_config.save_pretrained(str(folder))
         (folder / "training_params.json").write_text(json.dumps({**SUITE_PARAMS, **training_params}, indent=2) + "\n")
         print(f"wrote {folder.relative_to(SUITE_DIR.parents[2])}")
+    (SUITE_DIR / ORDER_FILE).write_text(json.dumps({"longest_first": LONGEST_FIRST}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

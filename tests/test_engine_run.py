@@ -362,3 +362,51 @@ def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_
     first = losses(1, "a")
     assert losses(1, "b") == first
     assert losses(2, "c") != first  # another batch order and adapter initialisation
+
+
+def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
+    from peftbench.runners import execute as execute_module
+
+    merged_models = []
+    merged_copy = execute_module.merged_copy
+
+    def recording_merged_copy(model, peft_config):
+        merged = merged_copy(model, peft_config)
+        merged_models.append((model, merged))
+        return merged
+
+    monkeypatch.setattr(execute_module, "merged_copy", recording_merged_copy)
+    unmerged = run_in_process(experiments_copy / LORA, tmp_path / "unmerged", math_fixture_params, save_checkpoint=False)
+    assert not merged_models  # off unless asked (PEFT's script evaluates unmerged)
+    merged = run_in_process(experiments_copy / LORA, tmp_path / "merged", {**math_fixture_params, "merge_for_eval": True},
+                            save_checkpoint=False)
+    assert merged["peftbench"]["status"] == "success", merged["peftbench"]["error_msg"]
+    assert merged["run_info"]["train_config"]["merge_for_eval"] is True and merged["peftbench"]["evaluated_merged"]
+    assert unmerged["peftbench"]["evaluated_merged"] is False
+    [(original, copy)] = merged_models
+    assert copy is not original and not hasattr(copy, "peft_config")  # a plain model, the adapter in its weights
+    assert any("lora_" in name for name, _ in original.named_parameters())  # the original keeps its adapter
+    # the same seed trains the same adapter: merged weights give the same greedy completions
+    assert [p["prediction"] for p in merged["peftbench"]["predictions"]] == [
+        p["prediction"] for p in unmerged["peftbench"]["predictions"]
+    ]
+    # the forgetting measure still switches the (unmerged) adapter off on the original model
+    assert merged["peftbench"]["forgetting"] == pytest.approx(unmerged["peftbench"]["forgetting"], abs=1e-5)
+
+    merged_models.clear()
+    prompt = run_in_process(experiments_copy / "prompt_tuning/llama-3.2-3B-default", tmp_path / "prompt",
+                            {**math_fixture_params, "merge_for_eval": True}, save_checkpoint=False)
+    assert prompt["peftbench"]["status"] == "success", prompt["peftbench"]["error_msg"]
+    [(original, copy)] = merged_models
+    assert copy is original  # prompt learning has nothing to merge: evaluated as it is
+    assert prompt["peftbench"]["evaluated_merged"] is False
+
+
+def test_merge_for_eval_falls_back_to_the_unmerged_model_where_peft_cannot_merge():
+    from types import SimpleNamespace
+
+    from peftbench.runners.execute import merged_copy
+
+    model = SimpleNamespace(weights=[1.0])  # no merge_and_unload, as a tuner without merging
+    with pytest.warns(UserWarning, match="evaluating unmerged"):
+        assert merged_copy(model, SimpleNamespace(is_prompt_learning=False)) is model

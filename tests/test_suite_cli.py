@@ -58,3 +58,16 @@ def test_suite_runs_an_experiment_end_to_end_and_prints_the_table(tmp_path):
     assert record["task"] == "math-tiny"
     assert len(record["per_item_correct"]) == 6
     assert "ia3/default" in result.output  # the table names the experiment
+
+
+def test_quick_suite_starts_longest_first_and_its_order_names_real_experiments():
+    import json
+
+    from peftbench.cli.suite import suites_root
+
+    names = [f"{path.parent.name}/{path.name}" for path in suite_experiments("quick")]
+    longest_first = json.loads((suites_root() / "quick" / "order.json").read_text())["longest_first"]
+    # a renamed or removed experiment would otherwise silently drop to the end of the queue
+    assert sorted(longest_first) == sorted(names)
+    assert names == longest_first
+    assert names[0] == "loha/rank16"  # the slowest one (benchmarks/math-tiny.md) must not start last

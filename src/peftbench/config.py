@@ -91,6 +91,9 @@ class TrainConfig:
     track_memory: str = "train"
     loss_on: str = "sequence"  # see LOSS_ON
     batch_order: str = "peft"  # see BATCH_ORDERS
+    # Test generation on a merged copy of the model (adapters peft can merge; never prompt learning): the adapter's
+    # weight delta is computed once instead of at every generated token. Off: PEFT's script evaluates unmerged.
+    merge_for_eval: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,7 +142,7 @@ class TrainConfig:
             raise bad("optimizer_type", f"a torch.optim class name (e.g. 'AdamW') or one of {PEFT_OPTIMIZER_TYPES}")
         if not isinstance(self.use_amp, bool) and self.use_amp != "auto":
             raise bad("use_amp", "valid: true, false, or \"auto\" (bf16 autocast only where the hardware runs bf16 natively)")
-        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code"):
+        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code", "merge_for_eval"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
         if self.track_memory not in ("train", "run"):

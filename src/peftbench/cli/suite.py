@@ -39,9 +39,19 @@ def available_suites() -> list[str]:
 
 
 def suite_experiments(suite: str) -> list[Path]:
+    """The suite's experiment folders in the order they start: the suite's order.json (longest first, see
+    scripts/build_quick_suite.py) where it has one, then the others by name."""
+    import json
+
     from peftbench.experiments import discover_experiments
 
-    return discover_experiments(suites_root() / suite)
+    root = suites_root() / suite
+    experiments = discover_experiments(root)
+    order_file = root / "order.json"
+    if order_file.is_file():
+        rank = {name: i for i, name in enumerate(json.loads(order_file.read_text())["longest_first"])}
+        experiments.sort(key=lambda path: rank.get(f"{path.parent.name}/{path.name}", len(rank)))  # stable
+    return experiments
 
 
 def print_suite_list(console) -> None:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -312,7 +313,10 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if outcome.status == "success":
         tic_eval = time.perf_counter()
         progress.update("test")
-        test = track(task.evaluate)(model, processor, data.test, config, desc="test")
+        eval_model = merged_copy(model, peft_config) if config.merge_for_eval else model
+        m.extra["evaluated_merged"] = eval_model is not model  # what merge_for_eval did for this adapter
+        test = track(task.evaluate)(eval_model, processor, data.test, config, desc="test")
+        del eval_model  # the forgetting measure below needs the adapter that can be switched off
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         m.predictions = item_predictions(test)
         if len(forgetting_rows):
@@ -353,6 +357,20 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
 
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+
+
+def merged_copy(model, peft_config):
+    """A copy of `model` with the adapter merged into its weights (`model` itself is left as it is), or `model`
+    where there is nothing peft can merge: full fine-tuning, prompt learning, a tuner without merging."""
+    if peft_config is None or peft_config.is_prompt_learning:
+        return model
+    import copy
+
+    try:
+        return copy.deepcopy(model).merge_and_unload()
+    except (AttributeError, NotImplementedError, ValueError, TypeError) as error:  # peft: this tuner cannot merge
+        warnings.warn(f"merge_for_eval: evaluating unmerged, peft cannot merge this adapter ({error})", stacklevel=2)
+        return model
 
 
 def _harness_options(run: PreparedRun, config: TrainConfig) -> dict[str, Any]:

@@ -79,6 +79,9 @@ class MathTinyTask(MathTask):
             # stays near 0% on the shipped model (benchmarks/math-tiny.md, "Which loss")
             "loss_on": "completion",
             "batch_order": "shuffled",
+            # test generation on merged weights: LoHa, DoRA and OFT otherwise rebuild their weight deltas at every
+            # generated token (benchmarks/math-tiny.md: the CPU saved, and how many completions stay identical)
+            "merge_for_eval": True,
         }
 
     def check_inputs(self, config) -> None:
