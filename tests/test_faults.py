@@ -312,7 +312,8 @@ def test_lock_is_released_and_removed_whatever_happens(tmp_path):
 
 
 def long_run(math_fixture_params) -> dict:
-    return {**math_fixture_params, "max_steps": 100000, "eval_steps": 100000}
+    # shuffled batches repeat without end; math's default (the PEFT suite's one pass) would end after the data
+    return {**math_fixture_params, "max_steps": 100000, "eval_steps": 100000, "batch_order": "shuffled"}
 
 
 def wait_for_training(stream, deadline_s: float = 180) -> str:
