@@ -81,6 +81,8 @@ def browser():
 
 
 def test_report_in_a_real_browser(report_file, browser, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     path, comparison = report_file
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors, dialogs, requests = [], [], []
@@ -111,14 +113,22 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     assert "test score:" in hover.text_content() and "GiB" in hover.text_content()
     # clicking a point picks it: the curves show that point's runs instead of the frontier's
     box = page.locator("#scatter .scatterlayer .point").first.bounding_box()
-    page.mouse.move(5, 5)  # off the plot: clear the hover state left by the check above
-    page.wait_for_selector("#scatter .hoverlayer .hovertext", state="detached", timeout=5_000)
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    # plotly's click handler reads its hover state, which it updates asynchronously after a move
-    hover.wait_for(timeout=5_000)
-    page.mouse.down()
-    page.mouse.up()
-    page.wait_for_function("state.picked.size === 1")
+    # plotly's click handler reads its hover state, which it updates asynchronously after a move (on a busy
+    # machine, later than the hover label appears): a click that plotly did not see is made again
+    for _attempt in range(5):
+        page.mouse.move(5, 5)  # off the plot: clear the hover state left by the check above
+        page.wait_for_selector("#scatter .hoverlayer .hovertext", state="detached", timeout=5_000)
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        hover.wait_for(timeout=5_000)
+        page.wait_for_timeout(100)
+        page.mouse.down()
+        page.mouse.up()
+        try:
+            page.wait_for_function("state.picked.size === 1", timeout=3_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    assert page.evaluate("state.picked.size") == 1
     (picked,) = page.evaluate("[...state.picked]")
     runs_with_curves = [r for p in comparison.points if p.name == picked for r in p.runs if r.train_curve]
     assert page.locator("#train-curves .scatterlayer .trace").count() == len(runs_with_curves)
