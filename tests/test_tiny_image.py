@@ -1,0 +1,186 @@
+"""The offline image world and the shipped tiny-image folder: formats the image-gen task loads, PEFT's rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from peftbench.tiny_image import assets, concept, models, similarity, world
+
+FIXTURES = Path(__file__).parent / "fixtures" / "peft-image-gen-configs"
+ASSET_DIR = assets.ASSET_DIR
+
+
+def shipped_defaults() -> dict:
+    return json.loads((ASSET_DIR / assets.DEFAULTS_FILE).read_text())
+
+
+def test_world_is_deterministic_and_captions_say_what_is_drawn():
+    first = world.pretraining_examples(50, seed=3)
+    again = world.pretraining_examples(50, seed=3)
+    other = world.pretraining_examples(50, seed=4)
+    assert [np.asarray(a[1]).tobytes() for a in first] == [np.asarray(b[1]).tobytes() for b in again]
+    assert [a[2] for a in first] != [b[2] for b in other]
+    for scene, image, text in first:
+        assert image.size == (world.IMAGE_SIZE, world.IMAGE_SIZE)
+        assert scene.shape in text.split()  # the shape is never left out
+        assert scene.colour != scene.background
+        # the background colour fills the corner farthest from the object (objects never reach all corners)
+        corners = [image.getpixel((0, 0)), image.getpixel((31, 31)), image.getpixel((0, 31)), image.getpixel((31, 0))]
+        assert world.PALETTE[scene.background] in corners
+    full = world.caption(world.Scene("ring", "orange", "striped", "large", "left", "orange"))
+    assert full == "a large orange striped ring on the left on an orange background"
+
+
+def test_concept_never_appears_in_the_world_and_split_is_peft_s():
+    assert concept.SHAPE not in world.SHAPES
+    assert not set(concept.COLOURS) & set(world.PALETTE.values())
+    images, captions = concept.concept_examples()
+    assert len(images) == len(captions) == 20
+    assert all(concept.TRIGGER in text for text in captions)
+    assert not any("sks" in text for text in concept.DRIFT_PROMPTS)
+    # PEFT's permutation for 20 images (np.random.seed(0); shuffle(arange(20)))
+    assert concept.split_indices() == (
+        [18, 1, 19, 8, 10, 17, 6, 13, 4, 2, 5, 14, 9, 7], [16, 11], [3, 0, 15, 12]
+    )
+    # the concept's colours are what its pictures show
+    pixels = {tuple(pixel) for image in images for pixel in np.asarray(image).reshape(-1, 3).tolist()}
+    assert set(concept.COLOURS) <= pixels
+
+
+def test_tokenizer_knows_every_prompt_word_and_never_truncates():
+    tokenizer = models.build_tokenizer(world.vocabulary() + concept.prompt_words())
+    _, captions = concept.concept_examples()
+    longest_world = "a large orange checkered triangle in the center on an orange background"
+    texts = captions + concept.SAMPLE_PROMPTS + concept.DRIFT_PROMPTS + [longest_world, ""]
+    for text in texts:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        ids = tokenizer(rendered)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, text
+        assert len(ids) <= models.MAX_SEQUENCE_LENGTH, text
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_roc_auc_matches_its_definition():
+    assert similarity.roc_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert similarity.roc_auc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert similarity.roc_auc(np.array([0.5, 0.9]), np.array([0.5, 0.1])) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+
+
+def test_shipped_defaults_have_exactly_peft_s_keys_and_point_inside_the_folder():
+    defaults = shipped_defaults()
+    peft_defaults = json.loads((FIXTURES / "default_training_params.json").read_text())
+    assert set(defaults) == set(peft_defaults)
+    for key in ("model_id", "dataset_id", "dino_model_id"):
+        assert (ASSET_DIR / defaults[key]).is_dir(), key
+    assert defaults["instance_prompts"] == concept.concept_examples()[1]
+    assert defaults["valid_size"] + defaults["test_size"] < len(defaults["instance_prompts"])
+
+
+def test_shipped_dataset_loads_as_the_task_loads_it():
+    import datasets
+
+    defaults = shipped_defaults()
+    rows = datasets.load_dataset(str(ASSET_DIR / defaults["dataset_id"]), split=defaults["dataset_split"])
+    assert len(rows) == len(defaults["instance_prompts"])
+    images, _ = concept.concept_examples()
+    for row, image in zip(rows, images):
+        assert np.array_equal(np.asarray(row[defaults["image_column"]].convert("RGB")), np.asarray(image))
+
+
+def test_shipped_weights_fit_the_budget():
+    weights = sum(path.stat().st_size for path in ASSET_DIR.rglob("*.safetensors"))
+    assert 0 < weights <= 20 * 1024 * 1024
+
+
+def test_shipped_pipeline_generates_from_the_defaults():
+    from diffusers import Flux2KleinPipeline
+
+    defaults = shipped_defaults()
+    pipe = Flux2KleinPipeline.from_pretrained(ASSET_DIR / defaults["model_id"])
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        prompt=concept.DRIFT_PROMPTS[2], height=defaults["resolution"], width=defaults["resolution"],
+        num_inference_steps=4, guidance_scale=defaults["guidance_scale"],
+        max_sequence_length=defaults["max_sequence_length"],
+        text_encoder_out_layers=tuple(defaults["text_encoder_out_layers"]),
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    assert image.size == (defaults["resolution"], defaults["resolution"])
+    bn = pipe.vae.bn
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # set from the latents
+
+
+def test_shipped_similarity_model_separates_objects():
+    from transformers import AutoImageProcessor, AutoModel
+
+    defaults = shipped_defaults()
+    model = AutoModel.from_pretrained(ASSET_DIR / defaults["dino_model_id"]).eval()
+    processor = AutoImageProcessor.from_pretrained(ASSET_DIR / defaults["dino_model_id"])
+    assert type(model).__name__ == "Dinov2Model"
+    result = similarity.validate(model, processor, seed=777, objects=30, scenes_per_object=2)
+    assert result["world_auc"] >= 0.9, result
+
+
+def test_every_peft_image_gen_config_applies_to_the_shipped_transformer():
+    """The widths were chosen for this (tiny_image/models.py): each config wraps the shipped transformer
+    and leaves a trainable adapter; a forward pass runs."""
+    import warnings
+
+    from diffusers import Flux2Transformer2DModel
+    from peft import PeftConfig, get_peft_model
+
+    defaults = shipped_defaults()
+    transformer = Flux2Transformer2DModel.from_pretrained(ASSET_DIR / defaults["model_id"] / "transformer")
+    folders = sorted(path.parent for path in (FIXTURES / "experiments").glob("*/*/adapter_config.json"))
+    assert len(folders) >= 30
+    hidden = torch.randn(1, 64, transformer.config.in_channels)
+    text = torch.randn(1, 4, transformer.config.joint_attention_dim)
+    from peftbench.tiny_image.pretraining import position_ids
+
+    image_ids, text_ids = position_ids(1, 8, 4)
+    for folder in folders:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = get_peft_model(copy.deepcopy(transformer), PeftConfig.from_pretrained(folder))
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0, folder
+        with torch.no_grad():
+            out = model(hidden_states=hidden, encoder_hidden_states=text, timestep=torch.tensor([0.5]),
+                        img_ids=image_ids, txt_ids=text_ids, return_dict=False)[0]
+        assert out.shape == hidden.shape and torch.isfinite(out).all(), folder
+
+
+def test_pretraining_pieces_run_briefly():
+    """The rebuild script's training functions on a handful of images (seconds), so that a broken change
+    shows here rather than 25 minutes into a rebuild."""
+    from peftbench.tiny_image import pretraining
+
+    torch.manual_seed(0)
+    examples = world.pretraining_examples(16, seed=0)
+    images = pretraining.to_tensor([image for _, image, _ in examples])
+    vae = models.build_vae()
+    log = pretraining.train_vae(vae, images, steps=2, batch_size=4, lr=1e-3, seed=0)
+    assert len(log.curve) == 2
+    latents = pretraining.fit_latent_batchnorm(vae, pretraining.encode_latents(vae, images))
+    assert latents.shape == (16, 4 * models.LATENT_CHANNELS, 8, 8)
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(latents.shape[1]), atol=1e-4)
+    tokenizer = models.build_tokenizer(world.vocabulary() + concept.prompt_words())
+    ids, mask = pretraining.tokenize(tokenizer, [text for _, _, text in examples])
+    empty = pretraining.tokenize(tokenizer, [""])
+    text_encoder = models.build_text_encoder(len(tokenizer), tokenizer.pad_token_id)
+    log = pretraining.train_generator(
+        models.build_transformer(), text_encoder, models.build_scheduler(), latents, ids, mask,
+        (empty[0][0], empty[1][0]), steps=2, batch_size=4, lr=1e-3, seed=0,
+    )
+    assert all(np.isfinite(point["loss"]) for point in log.curve)
+    processor = models.build_similarity_processor()
+    pixels, labels = pretraining.similarity_training_data(8, seed=0, processor=processor)
+    sim_log, heads = pretraining.train_similarity(models.build_similarity_model(), pixels, labels, 2, 4, 1e-3, 0)
+    assert set(heads) == set(pretraining.ATTRIBUTES)
