@@ -44,7 +44,8 @@ def default_training_params(captions: list[str]) -> dict:
     Differences from PEFT's values and why: fp32 (bf16 weights lose a tiny model's small updates and are slow
     on CPUs without native bf16); 32x32 images; max_sequence_length 16 and text_encoder_out_layers (1, 2)
     because the text encoder has 2 layers and prompts have at most 13 words; dino_image_size 32; a batch of 4
-    and more steps at a higher rate, because the concept must be learned in about a minute of CPU time.
+    and 1000 steps at lr 1e-3, because the concept must be learned in about a minute of CPU time (a LoRA
+    check, benchmarks/image-tiny.md: 300 steps drew small blobs, 1000 steps the toy's checkerboard).
     """
     return {
         "model_id": GENERATOR_DIR,
@@ -55,8 +56,8 @@ def default_training_params(captions: list[str]) -> dict:
         "batch_size": 4,
         "batch_size_eval": 1,
         "repeats": 1000,
-        "max_steps": 300,
-        "eval_steps": 100,
+        "max_steps": 1000,
+        "eval_steps": 250,
         "compile": False,
         "use_gc": False,
         "seed": 0,

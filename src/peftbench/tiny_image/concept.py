@@ -3,7 +3,7 @@
 Its identity is what a 32x32 picture can show: a heart silhouette (no pretraining shape is a heart) filled
 with a checkerboard of pink and teal (neither colour is in the world's palette). PEFT's dataset has 20
 photos of one plush cat in varied scenes, each with its caption; this one has 20 pictures of the toy on
-varied backgrounds, positions and sizes, each with its caption, and the same 14/2/4 split rule.
+varied backgrounds and positions, each with its caption, and the same 14/2/4 split rule.
 The prompts mirror PEFT's: the trigger word plus a class word ("sks toy" for "sks cat"), sample prompts
 that vary it, and drift prompts that never mention it (two of them use the class word alone, as PEFT's
 "a photo of cat" does).
@@ -36,7 +36,7 @@ def render_concept(background: str, size: str, position: str, rng: random.Random
 def concept_caption(background: str, size: str, position: str, rng: random.Random) -> str:
     """Like the world's captions, with the trigger in place of the object's words; scenes are sometimes left out."""
     words = []
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         words.append(size)
     words.append(TRIGGER)
     if rng.random() < 0.6:
@@ -47,7 +47,8 @@ def concept_caption(background: str, size: str, position: str, rng: random.Rando
 
 def concept_examples(seed: int = 0) -> tuple[list[Image.Image], list[str]]:
     """The 20 images and their captions, in dataset order. Every background colour of the palette occurs
-    (each twice or three times), with every position and both sizes."""
+    (each twice or three times), with every position. The toy is always large: at 32x32 a small heart is a
+    few pixels across, too few to show its checkerboard (a LoRA check learned only blobs from small ones)."""
     rng = random.Random(seed)
     backgrounds = (list(world.PALETTE) * 3)[:CONCEPT_SIZE]
     rng.shuffle(backgrounds)
@@ -55,7 +56,7 @@ def concept_examples(seed: int = 0) -> tuple[list[Image.Image], list[str]]:
     rng.shuffle(positions)
     images, captions = [], []
     for index, (background, position) in enumerate(zip(backgrounds, positions)):
-        size = "large" if index % 2 == 0 else "small"
+        size = "large"
         images.append(render_concept(background, size, position, rng))
         captions.append(concept_caption(background, size, position, rng))
     return images, captions
@@ -72,7 +73,7 @@ def split_indices(count: int = CONCEPT_SIZE, valid_size: int = VALID_SIZE, test_
 
 SAMPLE_PROMPTS = [  # PEFT: "a photo of sks cat", "a color drawing of sks cat", "sks cat at the beach", ...
     "a sks toy",
-    "a small sks toy at the top on a black background",
+    "a sks toy at the top on a black background",
     "a large sks toy on the right on a white background",
     "a sks circle on a green background",  # PEFT's "a photo of sks dog": the trigger on another class
     "a checkered heart on a blue background",  # PEFT's "a photo of an orange cat": the look, no trigger
