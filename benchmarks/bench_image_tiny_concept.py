@@ -80,7 +80,7 @@ def train_lora(pipe, params, latents, embeds, steps: int, lr: float, seed: int, 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     order_gen = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(latents), generator=order_gen) for _ in range(1000)])
-    sigmas = pipe.scheduler.sigmas.clone()
+    sigmas = type(pipe.scheduler).from_config(pipe.scheduler.config).sigmas.clone()  # the initial state's, as PEFT
     image_ids, text_ids = pretraining.position_ids(batch_size, latents.shape[-1], embeds.shape[1])
     noise_gen = torch.Generator().manual_seed(seed)
     losses = []

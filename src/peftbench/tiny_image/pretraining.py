@@ -166,7 +166,8 @@ def train_generator(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99)
     )
-    sigmas = scheduler.sigmas.clone()  # the initial state's, as PEFT's training reads them
+    # the sigmas of the scheduler's initial state, as PEFT's training reads them (sampling changes them)
+    sigmas = type(scheduler).from_config(scheduler.config).sigmas.clone()
     image_ids, text_ids = position_ids(batch_size, latents.shape[-1], input_ids.shape[1])
     log = LossLog("generator", steps)
     transformer.train()
