@@ -1,6 +1,6 @@
 """Sweep planning, selection on validation only, resume, failures, Ctrl-C and the summary's statistics.
 
-Trials run through the local pool with a stand-in engine (tests/test_sweep_standin.py): real child
+Trials run through the local pool with a stand-in engine (tests/sweep_standin.py): real child
 processes writing real result files, with scores that are a known function of the learning rate.
 """
 
@@ -12,13 +12,15 @@ import signal
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from peftbench.config import ConfigError
-from peftbench.runners import TrialOutcome, execute_trial, threads_per_worker
+from peftbench.runners.batch import TrialOutcome, execute_trial, threads_per_worker
+from peftbench.runners.request import RunRequest, result_stem
 from peftbench.sweep import (
     SUMMARY_FILE,
     SweepExperiment,
@@ -28,9 +30,8 @@ from peftbench.sweep import (
     lr_grid,
     parse_lrs,
     run_sweep,
-    trial_result_name,
 )
-from test_sweep_standin import make_experiment, standin_execute
+from sweep_standin import make_experiment, standin_execute
 
 
 def experiment(folder: Path, lr: float, seed: int = 0) -> SweepExperiment:
@@ -60,7 +61,7 @@ def test_parse_lrs_sorts_and_names_bad_values():
 
 
 def test_trial_names_carry_exact_rate_and_seed():
-    assert trial_result_name("lora", "r8", 3.16e-05, 2) == "lora--r8--lr3.16e-05--seed2"
+    assert result_stem("lora", "r8", lr=3.16e-05, seed=2) == "lora--r8--lr3.16e-05--seed2"
     assert float("3.16e-05") == 3.16e-05
 
 
@@ -194,7 +195,7 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     experiments = [*two_methods, experiment(broken, 1e-3), experiment(spiky, 1e-3)]
 
     def crashing_for_ia3(trial):  # an executor error (not a result file) fails that trial only
-        if trial["trial_id"].startswith("ia3--default--lr0.0316"):
+        if trial.trial_id.startswith("ia3--default--lr0.0316"):
             raise RuntimeError("worker lost")
         return standin_execute(trial)
 
@@ -224,14 +225,14 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
     calls = []
 
     def ctrl_c_during_third(trial):
-        calls.append(trial["trial_id"])
+        calls.append(trial.trial_id)
         if len(calls) < 3:
             return standin_execute(trial)
         # a trial that would run for a long time, and a Ctrl-C that reaches only the sweep's own process
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         os.kill(os.getpid(), signal.SIGINT)
         child.wait()
-        return TrialOutcome(trial["trial_id"], "cancelled", None, "interrupted")
+        return TrialOutcome(trial.trial_id, "cancelled", None, "interrupted")
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, workers=1, execute=ctrl_c_during_third, show_progress=False)
@@ -272,22 +273,29 @@ def test_threads_are_split_fairly_between_workers():
 
 
 
-def test_execute_trial_hands_the_trial_to_the_engines_runner(tmp_path, two_methods, monkeypatch):
+def test_execute_trial_hands_the_request_to_the_engines_runner(tmp_path, two_methods, monkeypatch):
     calls = []
 
-    def fake_run_experiment(experiment_dir, task_name, results_dir, **kwargs):
-        calls.append((experiment_dir, task_name, results_dir, kwargs))
-        return Path(results_dir) / f"{kwargs['result_name']}.json", "diverged"
+    def fake_run_request(request):
+        calls.append(request)
+        return request.result_file(), "diverged", False
 
-    monkeypatch.setattr("peftbench.runners.local.run_experiment", fake_run_experiment)
+    monkeypatch.setattr("peftbench.runners.isolated.run_request", fake_run_request)
     plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
-    trial = {**plan.search_trials()[0], "num_threads": 3}
+    trial = replace(plan.search_trials()[0], num_threads=3)
     outcome = execute_trial(trial)
     assert outcome.status == "diverged" and outcome.result_path.endswith("lora--r4--lr0.001--seed0.json")
-    experiment_dir, task_name, results_dir, kwargs = calls[0]
-    assert (experiment_dir, task_name, results_dir) == (str(two_methods[0].path), "math-tiny", str(tmp_path.resolve()))
-    assert kwargs["overrides"] == {"optimizer_kwargs": {"lr": 1e-3}}
-    assert kwargs["seed"] == 0 and kwargs["force"] is True and kwargs["num_threads"] == 3
-    assert kwargs["result_name"] == "lora--r4--lr0.001--seed0"
-    assert kwargs["extra_result_fields"]["sweep"]["role"] == "trial"
-    assert kwargs["show_progress"] is False
+    assert not outcome.skipped and outcome.trial_id == "lora--r4--lr0.001--seed0"
+    (request,) = calls
+    assert request.experiment_dir == str(two_methods[0].path) and request.task == "math-tiny"
+    assert request.results_dir == str(tmp_path.resolve())
+    assert request.overrides == {"optimizer_kwargs": {"lr": 1e-3}}
+    assert request.seed == 0 and request.num_threads == 3 and request.show_progress is False
+    assert request.result_fields()["sweep"] == {"sweep_id": plan.sweep_id, "role": "trial", "lr": 1e-3, "seed": 0,
+                                                "default_lr": 1e-3, "lr_factor": 1.0}
+
+
+def test_a_request_crosses_to_the_child_as_json_and_back_unchanged(tmp_path, two_methods):
+    plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
+    request = plan.search_trials()[0]
+    assert RunRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request

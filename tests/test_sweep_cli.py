@@ -1,6 +1,6 @@
 """`peftbench sweep` as a user runs it: the table, the summary file, exit statuses, clear input errors.
 
-The engine is replaced by the stand-in (tests/test_sweep_standin.py) so the command runs in seconds;
+The engine is replaced by the stand-in (tests/sweep_standin.py) so the command runs in seconds;
 the experiments, the task defaults and the option parsing are the real ones.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peftbench.cli import app
-from test_sweep_standin import make_experiment, standin_execute
+from sweep_standin import make_experiment, standin_execute
 
 
 @pytest.fixture

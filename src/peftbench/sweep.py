@@ -31,14 +31,15 @@ import hashlib
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 from peftbench.config import ConfigError, build_train_config, merge_params
 from peftbench.results.writer import write_json_atomic
-from peftbench.runners import Trial, TrialExecutor, TrialOutcome, execute_trial, run_trials
+from peftbench.runners.batch import TrialExecutor, TrialOutcome, execute_trial, run_trials
+from peftbench.runners.request import RunRequest, SweepRole
 
 SUMMARY_FILE = "sweep-summary.json"
 SUMMARY_KIND = "peftbench-sweep-summary"
@@ -86,15 +87,6 @@ def parse_lrs(text: str) -> list[float]:
     if len(set(rates)) != len(rates):
         raise ConfigError(f"--lrs: {text!r} lists a rate twice")
     return sorted(rates)
-
-
-def format_lr(lr: float) -> str:
-    """The shortest text that reads back as exactly `lr` (0.001, 3.16e-05): unique and exact in file names."""
-    return repr(float(lr))
-
-
-def trial_result_name(method: str, name: str, lr: float, seed: int) -> str:
-    return f"{method}--{name}--lr{format_lr(lr)}--seed{seed}"
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -185,7 +177,7 @@ class SweepPlan:
         return [experiment.default_seed + i for i in range(1, self.seeds + 1)]
 
     def result_path(self, experiment: SweepExperiment, lr: float, seed: int) -> Path:
-        return self.results_dir / f"{trial_result_name(experiment.method, experiment.name, lr, seed)}.json"
+        return self.trial(experiment, lr, seed, "trial").result_file()
 
     def reference_experiment(self) -> Optional[SweepExperiment]:
         if self.reference is None:
@@ -198,45 +190,29 @@ class SweepPlan:
             + ", ".join(e.key for e in self.experiments)
         )
 
-    def trial(self, experiment: SweepExperiment, lr: float, seed: int, role: str) -> Trial:
-        """The runner's description of one run (see peftbench.runners)."""
-        result_name = trial_result_name(experiment.method, experiment.name, lr, seed)
-        return {
-            "trial_id": result_name,
-            "experiment_dir": str(experiment.path),
-            "task": self.task,
-            "results_dir": str(self.results_dir),
-            "result_name": result_name,
-            "overrides": merge_params(self.overrides, {"optimizer_kwargs": {"lr": lr}}),
-            "seed": seed,
-            "extra_result_fields": {
-                "sweep": {
-                    "sweep_id": self.sweep_id,
-                    "role": role,
-                    "lr": lr,
-                    "seed": seed,
-                    "default_lr": experiment.default_lr,
-                    "lr_factor": lr / experiment.default_lr,
-                }
-            },
-            "force": True,  # the sweep decided to run it (resume rule); the engine must not skip it
-            "save_checkpoint": self.save_checkpoint,
+    def trial(self, experiment: SweepExperiment, lr: float, seed: int, role: str) -> RunRequest:
+        """The run description of one trial (its result name carries the rate and the seed)."""
+        return RunRequest(
+            task=self.task, results_dir=str(self.results_dir), experiment_dir=str(experiment.path),
+            overrides=merge_params(self.overrides, {"optimizer_kwargs": {"lr": lr}}), seed=seed,
+            sweep=SweepRole(self.sweep_id, role, lr, seed, experiment.default_lr),
+            save_checkpoint=self.save_checkpoint, show_progress=False,
             # --set num_threads=N wins over the backend's fair split of the cores
-            "num_threads": self.overrides.get("num_threads"),
-        }
+            num_threads=self.overrides.get("num_threads"),
+        )
 
     def check_before_running(self) -> None:
         """ConfigError unless every trial's result name fits the file system and the results folder takes a
         real file write: found before the first trial, not after it."""
-        from peftbench.results.writer import check_writable, result_path
+        from peftbench.results.writer import check_writable
 
         for experiment in self.experiments:
             for lr in self.grid(experiment):
                 for seed in [experiment.default_seed, *self.seed_list(experiment)]:
-                    result_path(self.results_dir, trial_result_name(experiment.method, experiment.name, lr, seed))
+                    self.result_path(experiment, lr, seed)
         check_writable(self.results_dir)
 
-    def search_trials(self) -> list[Trial]:
+    def search_trials(self) -> list[RunRequest]:
         """Every grid point of every experiment, plus a "default" run where the grid lacks the configured rate."""
         trials = []
         for experiment in self.experiments:
@@ -247,7 +223,7 @@ class SweepPlan:
                 trials.append(self.trial(experiment, experiment.default_lr, experiment.default_seed, "default"))
         return trials
 
-    def seed_trials(self, chosen: dict[str, Optional[float]]) -> list[Trial]:
+    def seed_trials(self, chosen: dict[str, Optional[float]]) -> list[RunRequest]:
         trials = []
         for experiment in self.experiments:
             lr = chosen.get(experiment.key)
@@ -499,20 +475,20 @@ def run_sweep(
 
     Ctrl-C propagates as KeyboardInterrupt; every finished result file stays, no summary is written,
     and running the same sweep again resumes it. `execute` runs one trial (default: the engine's
-    child-process runner, `peftbench.runners.execute_trial`).
+    child-process runner, `peftbench.runners.batch.execute_trial`).
     """
-    from peftbench.runners.local import should_skip  # the engine's rule: success and diverged are final
+    from peftbench.runners.isolated import should_skip  # the engine's rule: success and diverged are final
     from peftbench.tasks import get_task
 
     task_identity = get_task(plan.task).name  # a result of another task (or task file version) is no skip
     ran: list[TrialOutcome] = []
     skipped = 0
 
-    def run_missing(trials: list[Trial], description: str) -> None:
+    def run_missing(trials: list[RunRequest], description: str) -> None:
         nonlocal skipped
-        todo = [t for t in trials
-                if not should_skip(Path(t["results_dir"]) / f"{t['result_name']}.json", force, keep_killed,
-                                   task_identity)]
+        # the sweep decides what runs (the resume rule); the engine must not skip it
+        todo = [replace(t, force=True) for t in trials
+                if not should_skip(t.result_file(), force, keep_killed, task_identity)]
         skipped += len(trials) - len(todo)
         ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address,
                               execute=execute or execute_trial,

@@ -138,10 +138,9 @@ def convert(
     if evaluate:
         from peftbench.conversion.evaluate import evaluate_converted
 
-        result_file, status = evaluate_converted(
-            report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides
-        )
-        evaluation = {"result_file": str(result_file) if result_file else None, "status": status}
+        outcome = evaluate_converted(report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides)
+        evaluation = {"result_file": outcome.result_path, "status": outcome.status,
+                      **({"error": outcome.error} if outcome.error else {})}
     if as_json:
         typer.echo(json.dumps({**report.to_json_dict(), "evaluation": evaluation}, indent=2))
         return

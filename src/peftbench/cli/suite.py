@@ -136,21 +136,12 @@ def suite(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
-    from peftbench.runners import run_trials
+    from peftbench.runners.batch import run_trials
+    from peftbench.runners.request import RunRequest
 
     trials = [
-        {
-            "trial_id": f"{path.parent.name}--{path.name}",
-            "experiment_dir": str(path),
-            "task": task_name,
-            "results_dir": str(results),
-            "result_name": f"{path.parent.name}--{path.name}",
-            "overrides": overrides,
-            "seed": None,
-            "force": force,
-            "keep_killed": keep_killed,
-            "save_checkpoint": False,
-        }
+        RunRequest(task=task_name, results_dir=str(results), experiment_dir=str(path), overrides=overrides,
+                   force=force, keep_killed=keep_killed, save_checkpoint=False, show_progress=False)
         for path in experiments
     ]
     console.print(f"suite {name}: {len(trials)} experiments on task {task_label}, results in {results}")

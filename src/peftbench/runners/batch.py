@@ -1,37 +1,21 @@
-"""Running trials: one interface (`run_trials`), two backends (a local worker pool, Ray).
+"""Running a batch of runs: one interface (`run_trials`), two backends (a local worker pool, Ray).
 
-A *trial* is a JSON-able dict describing one run of one experiment; it crosses process and machine
-boundaries unchanged (Ray ships it to a worker as it is):
-
-    trial_id            unique within a batch; the result file's stem
-    experiment_dir      absolute path of the experiment folder
-    task                task name, e.g. "math-tiny"
-    results_dir         absolute path of the results folder (shared by every worker)
-    result_name         file-name stem of the result file (`<method>--<name>--lr<lr>--seed<s>`)
-    overrides           training-parameter overrides (TrainConfig keys), e.g. {"optimizer_kwargs": {"lr": 1e-3}}
-    seed                the run's seed
-    extra_result_fields fields added to the result's `peftbench` section, e.g. {"sweep": {...}}
-    force               run even when a result file exists
-    keep_killed         keep existing oom/killed results instead of running them again
-    save_checkpoint     keep the trained adapter
-    num_threads         torch CPU threads; set by the backend (cores split fairly between workers)
-    show_progress       the child's own progress bars (default off: the batch reports progress itself)
-    progress_file       where the child writes its step progress (set by run_trials; see runners.progress)
-
-`execute_trial(trial)` runs one trial through the engine's single-experiment runner, which starts its
-own child process, so a crash, an OOM or a leak stays inside that child. Both backends call the same
-function; they differ only in where and how many at once. This module imports nothing heavy.
+A batch is a list of RunRequests (runners.request), one result file each. `execute_trial(request)` runs one
+of them through `runners.isolated.run_request`, which starts its own child process, so a crash, an OOM or a
+leak stays inside that child. Both backends call the same function; they differ only in where and how many at
+once. This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from peftbench.runners.progress import PROGRESS_DIR
+from peftbench.runners.request import RunRequest
 
 BACKENDS = ("local", "ray")
 
@@ -44,13 +28,13 @@ class TrialOutcome:
     status: str  # success | failed | oom | killed | diverged | cancelled (the result file's status)
     result_path: Optional[str]
     error: str = ""
+    skipped: bool = False  # an existing final result was kept; `status` is that result's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-Trial = dict[str, Any]
-TrialExecutor = Callable[[Trial], TrialOutcome]
+TrialExecutor = Callable[[RunRequest], TrialOutcome]
 OutcomeCallback = Callable[[TrialOutcome], None]
 
 
@@ -68,38 +52,24 @@ def threads_per_worker(workers: int, cores: Optional[int] = None) -> int:
     return max(1, (cores or available_cores()) // workers)
 
 
-def execute_trial(trial: Trial) -> TrialOutcome:
-    """Run one trial with the engine's single-experiment runner (a child process) and report its status."""
-    from peftbench.runners.local import run_experiment
+def execute_trial(request: RunRequest) -> TrialOutcome:
+    """Run one request in a child process (runners.isolated) and report its status."""
+    from peftbench.runners.isolated import run_request
 
-    result_path, status = run_experiment(
-        trial["experiment_dir"],
-        trial["task"],
-        trial["results_dir"],
-        overrides=trial.get("overrides") or {},
-        seed=trial.get("seed"),
-        force=trial.get("force", False),
-        keep_killed=trial.get("keep_killed", False),
-        save_checkpoint=trial.get("save_checkpoint", False),
-        result_name=trial.get("result_name"),
-        extra_result_fields=trial.get("extra_result_fields"),
-        num_threads=trial.get("num_threads"),
-        show_progress=trial.get("show_progress", False),  # the batch reports progress, not each child
-        progress_file=trial.get("progress_file"),
-    )
-    return TrialOutcome(trial_id=trial["trial_id"], status=status, result_path=str(result_path) if result_path else None)
+    result_path, status, skipped = run_request(request)
+    return TrialOutcome(request.trial_id, status, str(result_path) if result_path else None, skipped=skipped)
 
 
-def guarded(execute: TrialExecutor, trial: Trial) -> TrialOutcome:
+def guarded(execute: TrialExecutor, request: RunRequest) -> TrialOutcome:
     """Call `execute`, turning an exception into a `failed` outcome so one broken trial never stops a batch."""
     try:
-        return execute(trial)
+        return execute(request)
     except Exception as error:  # noqa: BLE001 - any error of one trial is that trial's failure
-        return TrialOutcome(trial["trial_id"], "failed", None, f"{type(error).__name__}: {error}")
+        return TrialOutcome(request.trial_id, "failed", None, f"{type(error).__name__}: {error}")
 
 
 def run_trials(
-    trials: list[Trial],
+    trials: list[RunRequest],
     *,
     backend: str = "local",
     workers: int = 1,
@@ -108,8 +78,12 @@ def run_trials(
     on_done: Optional[OutcomeCallback] = None,
     description: str = "trials",
     show_progress: bool = True,
+    share_cores: bool = True,
 ) -> list[TrialOutcome]:
     """Run `trials` with up to `workers` at once on `backend`; return their outcomes in completion order.
+
+    With `share_cores`, a trial without `num_threads` gets an even share of the cores (else torch's default:
+    local backend only; a Ray task always gets its share).
 
     A failing trial is reported as such and the others go on. Ctrl-C (KeyboardInterrupt) cancels what
     has not started, stops what is running and re-raises; finished result files are left as they are.
@@ -126,15 +100,15 @@ def run_trials(
     from peftbench.runners.progress import BatchProgress
 
     outcomes: list[TrialOutcome] = []
-    results_dirs = {trial.get("results_dir") for trial in trials}
-    progress_root = Path(results_dirs.pop()) / PROGRESS_DIR if len(results_dirs) == 1 and None not in results_dirs else None
+    results_dirs = {trial.results_dir for trial in trials}
+    progress_root = Path(results_dirs.pop()) / PROGRESS_DIR if len(results_dirs) == 1 else None
     progress = BatchProgress(
-        [trial["trial_id"] for trial in trials], workers, description,
+        [trial.trial_id for trial in trials], workers, description,
         console=Console(stderr=True, quiet=not show_progress),
         # under the results folder, which Ray workers share; one private folder per batch
         progress_dir=progress_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}" if progress_root else None,
     )
-    trials = [{**trial, "progress_file": progress.file_for(trial["trial_id"])} for trial in trials]
+    trials = [replace(trial, progress_file=progress.file_for(trial.trial_id)) for trial in trials]
 
     def record(outcome: TrialOutcome) -> None:
         outcomes.append(outcome)
@@ -145,9 +119,9 @@ def run_trials(
     progress.start()
     try:
         if backend == "local":
-            from peftbench.runners.pool import run_local_pool
+            from peftbench.runners.local_backend import run_local_pool
 
-            run_local_pool(trials, workers=workers, execute=execute, on_done=record)
+            run_local_pool(trials, workers=workers, execute=execute, on_done=record, share_cores=share_cores)
         else:
             from peftbench.runners.ray_backend import run_on_ray
 

@@ -1,6 +1,6 @@
 """Run one experiment in this process: build, train, evaluate, measure, write the result file.
 
-This is what the child process (runners/child.py) does; the parent (runners/local.py) only starts it and
+This is what the child process (runners/child.py) does; the parent (runners/isolated.py) only starts it and
 waits. Two modes share the same steps:
 - train:    experiment folder -> (peft) model -> training loop -> test score, forgetting, checkpoint;
 - evaluate: base model + a saved adapter folder -> test score, forgetting (no training), e.g. after conversion.
@@ -25,37 +25,13 @@ from peftbench.config import ConfigError, TrainConfig, build_train_config, with_
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.hardware import precision_name
 from peftbench.results.schema import RunMeasurements, build_result
-from peftbench.results.writer import result_path, write_json_atomic
+from peftbench.results.writer import write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason
+from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
 
 CHECKPOINTS_DIR = "checkpoints"
-
-
-@dataclass
-class RunRequest:
-    """Everything a child needs, as plain JSON (the parent passes it in a file; no pickle)."""
-
-    task: str
-    results_dir: str
-    mode: str = "train"  # "train" | "evaluate"
-    experiment_dir: Optional[str] = None  # train mode
-    adapter_dir: Optional[str] = None  # evaluate mode: a save_pretrained folder (peft adapter)
-    method: Optional[str] = None  # evaluate mode: names for the result (default: from adapter_dir)
-    name: Optional[str] = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
-    save_checkpoint: bool = True
-    result_name: Optional[str] = None
-    extra_result_fields: dict[str, Any] = field(default_factory=dict)
-    num_threads: Optional[int] = None
-    show_progress: bool = True
-    # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
-    harness: dict[str, Any] = field(default_factory=dict)
-    # hardware.Hardware.to_dict() of the parent that resolved `use_amp: "auto"` (then overrides hold the answer)
-    hardware: Optional[dict[str, Any]] = None
-    progress_file: Optional[str] = None  # where the child writes its step progress for the parent to poll
 
 
 @dataclass
@@ -82,14 +58,10 @@ def prepare(request: RunRequest) -> PreparedRun:
             raise ConfigError("train mode needs an experiment folder")
         spec = load_experiment(request.experiment_dir)
         training_params, source = spec.training_params, str(spec.training_params_path)
-        method, name, location = spec.method, spec.name, spec.path
     elif request.mode == "evaluate":
         if not request.adapter_dir or not (Path(request.adapter_dir) / "adapter_config.json").exists():
             raise ConfigError(f"no adapter_config.json in adapter folder {request.adapter_dir}")
         spec, training_params, source = None, {}, "training_params.json"
-        location = Path(request.adapter_dir).resolve()
-        method = request.method or location.parent.name
-        name = request.name or location.name
     else:
         raise ConfigError(f"unknown mode {request.mode!r}; valid: train, evaluate")
     overrides = dict(request.overrides)
@@ -112,27 +84,38 @@ def prepare(request: RunRequest) -> PreparedRun:
         from peftbench.evaluation.harness import check_harness
 
         check_harness(harness["tasks"], harness.get("include_path"))
-    stem = request.result_name or f"{method}--{name}"
+    method, name = request.names
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",
-        result_file=result_path(request.results_dir, stem), spec=spec, git_commit=git_commit_of(location),
-        source=location,
-        harness=harness,
+        result_file=request.result_file(), spec=spec, git_commit=git_commit_of(request.source),
+        source=request.source, harness=harness,
     )
 
 
-def check_distinct_result_files(runs: list[PreparedRun]) -> None:
-    """Refuse a batch in which two different folders would write the same result file (the second would
-    otherwise be skipped with the first one's numbers, or overwrite them)."""
+def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
+    """Check a batch before any of it runs, so that a typo does not surface after an hour of training: every
+    request is prepared (ConfigError for the first bad one), a folder given twice is kept once, two folders
+    that would write the same result file are refused, and each results folder must take a real file write.
+    Returns the requests to run."""
+    from peftbench.results.writer import check_writable
+
     first_by_file: dict[Path, PreparedRun] = {}
-    for run in runs:
+    kept = []
+    for request in requests:
+        run = prepare(request)
         first = first_by_file.setdefault(run.result_file, run)
+        if first is not run and first.source == run.source:
+            continue
         if first.source != run.source:
             raise ConfigError(
                 f"two experiment folders would write the same result file {run.result_file}: {first.source} and "
                 f"{run.source} (both are {run.experiment_name!r}); rename one of them, or run them with "
                 "different --results folders"
             )
+        kept.append(request)
+    for results_dir in dict.fromkeys(request.results_dir for request in kept):
+        check_writable(results_dir)
+    return kept
 
 
 def resolve_precision(request: RunRequest, config: TrainConfig) -> None:
@@ -189,7 +172,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
-        model_id=run.config.model_id, extra={**run.task.provenance(), **request.extra_result_fields},
+        model_id=run.config.model_id, extra={**run.task.provenance(), **request.result_fields()},
         precision=precision_name(run.config.dtype, run.config.use_amp), hardware=request.hardware,
     )
 

@@ -144,6 +144,8 @@ class BatchProgress:
 
     # ---- lifecycle ----
     def start(self) -> None:
+        if self.console.quiet:  # nothing to show: no polling thread (with none, a child can be forked warm)
+            return
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
