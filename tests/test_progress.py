@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from peftbench.results.record import RunResult
+from peftbench.results.writer import result_document, write_json_atomic
 from peftbench.runners import progress as progress_module
 from peftbench.runners.batch import TrialOutcome, run_trials
 from peftbench.runners.progress import ProgressFile, format_duration, read_progress
@@ -62,7 +64,7 @@ def fake_child(tmp_path: Path, steps: int = 6, step_s: float = 0.1):
         if trial.trial_id == "boft--broken":
             return TrialOutcome(trial.trial_id, "failed", None, "RuntimeError: boom\ntraceback")
         result = tmp_path / f"{trial.trial_id}.json"
-        result.write_text(json.dumps({"peftbench": {"test_score": 0.5, "score_name": "accuracy"}}))
+        write_json_atomic(result, result_document(RunResult(status="success", test_score=0.5)))
         return TrialOutcome(trial.trial_id, "success", str(result))
 
     return execute
@@ -90,7 +92,7 @@ def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress):
 
 def test_kept_results_finish_without_starting(tmp_path, capsys, fast_progress):
     kept = tmp_path / "kept.json"
-    kept.write_text(json.dumps({"peftbench": {"test_score": 0.25, "score_name": "accuracy"}}))
+    write_json_atomic(kept, result_document(RunResult(status="success", test_score=0.25)))
     run_trials(requests(tmp_path, "lora/kept"), workers=2,
                execute=lambda trial: TrialOutcome("lora--kept", "success", str(kept), skipped=True),
                description="suite quick")

@@ -14,7 +14,8 @@ import pytest
 
 from peftbench.runners.batch import TrialOutcome, run_trials
 from peftbench.runners.request import RunRequest
-from peftbench.sweep import SweepPlan, run_sweep
+from peftbench.sweep.plan import SweepPlan
+from peftbench.sweep.run import run_sweep
 from test_sweep import experiment
 import sweep_standin
 from sweep_standin import make_experiment, standin_execute
@@ -47,10 +48,10 @@ def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
     assert len(through_ray.ran) == 6
     by_id = {o.trial_id: o.status for o in through_ray.ran}
     assert by_id["boft--broken--lr0.001--seed0"] == "failed" and by_id["lora--r4--lr0.001--seed2"] == "success"
-    ray_lora, local_lora = (r.summary["experiments"]["lora/r4"] for r in (through_ray, locally))
+    ray_lora, local_lora = (r.summary.to_dict()["experiments"]["lora/r4"] for r in (through_ray, locally))
     assert ray_lora["chosen_lr"] == local_lora["chosen_lr"] == 1e-3
     assert ray_lora["tuned"]["test_scores"] == local_lora["tuned"]["test_scores"]
-    assert not through_ray.summary["complete"]
+    assert not through_ray.summary.complete
     # each Ray task asked for the CPUs split between the workers, and the trial trained with that many threads
     trial_file = tmp_path / "ray" / "lora--r4--lr0.001--seed1.json"
     assert json.loads(trial_file.read_text())["peftbench"]["num_threads"] == RAY_CPUS // 2

@@ -21,16 +21,10 @@ import pytest
 from peftbench.config import ConfigError
 from peftbench.runners.batch import TrialOutcome, execute_trial, threads_per_worker
 from peftbench.runners.request import RunRequest, result_stem
-from peftbench.sweep import (
-    SUMMARY_FILE,
-    SweepExperiment,
-    SweepPlan,
-    TrialRecord,
-    choose_lr,
-    lr_grid,
-    parse_lrs,
-    run_sweep,
-)
+from peftbench.sweep.plan import SweepExperiment, SweepPlan, lr_grid, parse_lrs
+from peftbench.sweep.run import run_sweep
+from peftbench.sweep.selection import TrialRecord, choose_lr
+from peftbench.sweep.summary import SUMMARY_FILE
 from sweep_standin import make_experiment, standin_execute
 
 
@@ -118,7 +112,7 @@ def test_sweep_end_to_end_selects_on_validation_and_summary_recomputes_from_file
     assert trial["peftbench"]["num_threads"] == threads_per_worker(2)
 
     summary = read(results / SUMMARY_FILE)
-    assert summary == run.summary
+    assert summary == run.summary.to_dict()  # the file is the typed summary, as written
     lora = summary["experiments"]["lora/r4"]
     # test peaks at 1e-4 but validation at 1e-3: the validation winner is chosen
     assert lora["chosen_lr"] == 1e-3
@@ -159,7 +153,7 @@ def test_sweep_end_to_end_selects_on_validation_and_summary_recomputes_from_file
 def test_explicit_lrs_are_shared_and_a_missing_default_rate_runs_apart_from_selection(tmp_path, two_methods):
     results = tmp_path / "results"
     plan = SweepPlan("math-tiny", two_methods, results, lrs=[1e-4, 1e-3], seeds=1)
-    summary = run_sweep(plan, execute=standin_execute, show_progress=False).summary
+    summary = run_sweep(plan, execute=standin_execute, show_progress=False).summary.to_dict()
     ia3 = summary["experiments"]["ia3/default"]
     assert [t["lr"] for t in ia3["trials"]] == [1e-4, 1e-3]
     assert ia3["default"]["lr"] == 1e-2 and not ia3["default"]["in_grid"]
@@ -205,7 +199,7 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     assert statuses["boft--broken--lr0.001--seed0"] == "failed"
     assert statuses["loha--spiky--lr0.00316--seed0"] == "diverged"
     assert statuses["ia3--default--lr0.0316--seed0"] == "failed"
-    summary = run.summary
+    summary = run.summary.to_dict()
     assert summary["experiments"]["boft/broken"]["chosen_lr"] is None
     assert summary["experiments"]["boft/broken"]["tuned"]["mean"] is None
     assert summary["experiments"]["loha/spiky"]["chosen_lr"] == 1e-3  # best rate that did not diverge
@@ -245,7 +239,7 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
     resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
     assert resumed.skipped == 2 and len(resumed.ran) == 8 - 2
     assert {name: (results / name).read_text() for name in finished} == before
-    assert resumed.summary["complete"]
+    assert resumed.summary.complete
 
 
 def test_plan_rejects_bad_settings(tmp_path, two_methods):

@@ -17,7 +17,7 @@ from sweep_standin import make_experiment, standin_execute
 
 @pytest.fixture
 def cli(monkeypatch):
-    monkeypatch.setattr("peftbench.sweep.execute_trial", standin_execute)
+    monkeypatch.setattr("peftbench.sweep.run.execute_trial", standin_execute)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["sweep", *map(str, args)])
 
@@ -75,7 +75,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(cli, experiments, tmp_path, mon
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("peftbench.sweep.run_sweep", interrupted)
+    monkeypatch.setattr("peftbench.sweep.run.run_sweep", interrupted)
     outcome = cli(*experiments, "--results", tmp_path / "r")
     assert outcome.exit_code == 130
     assert "run the same command again to resume" in outcome.stderr

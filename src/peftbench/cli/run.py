@@ -135,7 +135,8 @@ def _print_summary(console, requests, outcomes) -> None:
     from rich.text import Text
 
     from peftbench.printable import printable
-    from peftbench.results.reader import finite_number
+    from peftbench.results.reader import read_result_file
+    from peftbench.results.record import RunResult
 
     names = {request.trial_id: "/".join(request.names) for request in requests}
     table = Table(title="peftbench run")
@@ -143,12 +144,11 @@ def _print_summary(console, requests, outcomes) -> None:
         table.add_column(column)
     for outcome in outcomes:
         status = "skipped" if outcome.skipped else outcome.status
-        record = _own_section(outcome.result_path)
-        score, train_time = finite_number(record.get("test_score")), finite_number(record.get("train_time_s"))
+        result = (read_result_file(outcome.result_path).result if outcome.result_path else None) or RunResult()
+        score, train_time = result.test_score, result.train_time_s
         note = outcome.error or None
-        error = record.get("error_msg")
-        if isinstance(error, str) and error.strip():
-            note = error.strip().splitlines()[-1][:120]
+        if result.error_msg.strip():
+            note = result.error_msg.strip().splitlines()[-1][:120]
         style = {"success": "green", "skipped": "dim"}.get(status, "red")
         table.add_row(
             Text(printable(names[outcome.trial_id])), Text(status, style=style),
@@ -157,19 +157,6 @@ def _print_summary(console, requests, outcomes) -> None:
             Text(printable(str(note or outcome.result_path or ""))),
         )
     console.print(table)
-
-
-def _own_section(path) -> dict:
-    import json
-
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    own = data.get("peftbench") if isinstance(data, dict) else None
-    return own if isinstance(own, dict) else {}
 
 
 def register(app: typer.Typer) -> None:

@@ -24,15 +24,12 @@ from typing import Any, Optional
 from peftbench.config import ConfigError, TrainConfig, build_train_config, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.hardware import precision_name
-from peftbench.results.schema import RunMeasurements, build_result
-from peftbench.results.writer import write_json_atomic
+from peftbench.results.record import RunResult
+from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
-
-CHECKPOINTS_DIR = "checkpoints"
-
 
 @dataclass
 class PreparedRun:
@@ -163,10 +160,10 @@ def peft_config_dict(peft_config) -> Optional[dict[str, Any]]:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in peft_config.to_dict().items()}
 
 
-def new_measurements(run: PreparedRun, request: RunRequest, status: str, created_at: Optional[str] = None,
-                     error_msg: str = "") -> RunMeasurements:
-    """The measurements of a run before it has measured anything: who, what, which config."""
-    return RunMeasurements(
+def new_result(run: PreparedRun, request: RunRequest, status: str, created_at: Optional[str] = None,
+               error_msg: str = "") -> RunResult:
+    """The result of a run before it has measured anything: who, what, which config."""
+    return RunResult(
         task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name,
         seed=run.config.seed, status=status, error_msg=error_msg,
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -184,7 +181,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
     if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
         resolve_precision(request, run.config)
-    m = new_measurements(run, request, status="failed", created_at=created_at)
+    m = new_result(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
@@ -207,11 +204,11 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
     # processes on the machine, and at one torch thread equal to the wall time on an idle core
     m.extra["cpu_time_s"] = time.process_time()
-    write_json_atomic(run.result_file, build_result(m))
+    write_json_atomic(run.result_file, result_document(m))
     return run.result_file, m.status
 
 
-def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> None:
+def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     import torch
 
     from peftbench.runners.progress import ProgressFile
@@ -284,7 +281,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.status, m.error_msg = outcome.status, outcome.error_msg
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
     m.train_curve, m.valid_curve, m.metrics = outcome.train_curve, outcome.valid_curve, outcome.metrics
-    m.memory_log = outcome.memory_log
+    m.memory_reserved_avg, m.memory_reserved_99th = memory_log_summary(outcome.memory_log)
     m.train_time_s = outcome.train_time_s
     m.tokens_per_second = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
     if outcome.losses:
@@ -342,6 +339,15 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
 
 
+def memory_log_summary(memory_log: list[int]) -> tuple[Optional[int], Optional[int]]:
+    """(mean, 99th percentile) of the memory sampled during training: the PEFT suite's reserved-memory figures."""
+    if not memory_log:
+        return None, None
+    ordered = sorted(memory_log)
+    index = min(len(ordered) - 1, max(0, round(0.99 * (len(ordered) - 1))))
+    return int(sum(memory_log) / len(memory_log)), int(ordered[index])
+
+
 def merged_copy(model, peft_config):
     """A copy of `model` with the adapter merged into its weights (`model` itself is left as it is), or `model`
     where there is nothing peft can merge: full fine-tuning, prompt learning, a tuner without merging."""
@@ -372,7 +378,7 @@ def item_predictions(test) -> list[dict[str, Any]]:
     ]
 
 
-def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunMeasurements, full: bool) -> None:
+def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunResult, full: bool) -> None:
     """Save the trained weights under RESULTS/checkpoints/<stem>/ (or measure their size in a temp folder)."""
     if request.mode == "evaluate":
         m.checkpoint_dir = str(Path(request.adapter_dir).resolve())

@@ -25,12 +25,12 @@ from typing import Optional
 
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
-from peftbench.runners.engine import PreparedRun, new_measurements, prepare, resolve_precision
+from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count
 from peftbench.runners.request import RunRequest
 from peftbench.results.lock import result_lock
-from peftbench.results.schema import build_result
-from peftbench.results.writer import ResultWriteError, write_json_atomic
+from peftbench.results.reader import read_result_file
+from peftbench.results.writer import ResultWriteError, result_document, write_json_atomic
 
 STDERR_TAIL_BYTES = 4000
 # Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
@@ -49,28 +49,20 @@ FORK_WARM_CHILD = hasattr(os, "fork")
 
 def existing_status(result_file: Path) -> Optional[str]:
     """The status in an existing result file, or None when there is none (or it is unreadable)."""
-    try:
-        data = json.loads(result_file.read_text(encoding="utf-8"))
-        return data.get("peftbench", {}).get("status") or data.get("train_info", {}).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def recorded_task(result_file: Path) -> Optional[str]:
-    try:
-        return json.loads(result_file.read_text(encoding="utf-8")).get("peftbench", {}).get("task")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_result_file(result_file).status
 
 
 def should_skip(result_file: Path, force: bool, keep_killed: bool = False, task: Optional[str] = None) -> bool:
     """An existing result with a final status is kept unless forced; failed/cancelled runs are retried, and
     so are oom/killed ones unless `keep_killed`. A result of another task (e.g. of a task file since edited:
     another content hash) is run again."""
-    final = FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ())
-    if force or existing_status(result_file) not in final:
+    if force:
         return False
-    return task is None or recorded_task(result_file) in (None, task)
+    read = read_result_file(result_file)
+    if read.status not in FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ()):
+        return False
+    recorded_task = read.result.task if read.source == "peftbench" else None
+    return task is None or recorded_task in (None, "", task)
 
 
 def _mtime(path: Path) -> Optional[int]:
@@ -241,7 +233,7 @@ def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr
 
 def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
     try:
-        write_json_atomic(run.result_file, build_result(new_measurements(run, request, status=status, error_msg=message)))
+        write_json_atomic(run.result_file, result_document(new_result(run, request, status=status, error_msg=message)))
     except ResultWriteError as error:
         last_line = message.strip().splitlines()[-1] if message.strip() else ""
         raise ResultWriteError(error.errno, f"{error.strerror}; the run ended {status}: {last_line}") from None
