@@ -71,7 +71,6 @@ class EvalResult:
     score: float
     per_item_correct: list[int]
     predictions: list[str]
-    num_generated_tokens: int = 0
     # Per item, what the model was asked and the reference it is scored against (kept in the result file so
     # that people can read what each method wrote); empty where a task has no text to show.
     targets: list[str] = field(default_factory=list)
