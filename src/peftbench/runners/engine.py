@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -115,19 +115,21 @@ def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
     return kept
 
 
-def resolve_precision(request: RunRequest, config: TrainConfig) -> None:
-    """Decide `use_amp: "auto"` for this machine, once, and note in `request` what decided it.
+def resolve_precision(request: RunRequest, config: TrainConfig) -> RunRequest:
+    """Decide `use_amp: "auto"` for this machine, once; returns `request` with the answer and what decided it.
 
-    The answer goes into the request's overrides (so the child trains with it and its result records it) and
-    the hardware description into `request.hardware`; a cached detection gives every run of this process the
-    same answer. An explicit true/false is kept, with the hardware recorded beside it.
+    The answer goes into the returned request's overrides (so the child trains with it and its result records
+    it) and the hardware description into its `hardware`; a cached detection gives every run of this process
+    the same answer. An explicit true/false is kept, with the hardware recorded beside it. `request` itself is
+    left as it is: the requests of a batch may share their overrides.
     """
     from peftbench.hardware import resolve_use_amp
 
     use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
-    request.hardware = {**hardware.to_dict(), "use_amp_setting": config.use_amp}
-    request.overrides["use_amp"] = use_amp
+    resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp},
+                       hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp})
     config.use_amp = use_amp
+    return resolved
 
 
 def resolve_device(config: TrainConfig):
@@ -180,7 +182,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
     if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
-        resolve_precision(request, run.config)
+        request = resolve_precision(request, run.config)
     m = new_result(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)

@@ -83,7 +83,7 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
     run = prepare(request)  # raises ConfigError before anything starts
     if should_skip(run.result_file, request.force, request.keep_killed, run.task.name):
         return run.result_file, existing_status(run.result_file), True
-    resolve_precision(request, run.config)  # here, in the parent: every run of a batch gets the same precision
+    request = resolve_precision(request, run.config)  # in the parent: every run of a batch gets the same precision
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     asked_at = _mtime(run.result_file)
 
