@@ -272,7 +272,8 @@ class CurvePoint:
 @dataclass
 class RunRecord:
     """One successful run as the analysis sees it: names made printable, metrics under the friendly names of
-    analysis.metrics, values outside their physical range left out. `result` is the whole record."""
+    analysis.metrics, values outside their physical range left out, curves and per-item results checked. What
+    it does not derive, it reads from `result`, the run's RunResult."""
 
     path: Path
     experiment_name: str
@@ -289,14 +290,40 @@ class RunRecord:
     train_curve: list[CurvePoint] = field(default_factory=list)
     valid_curve: list[CurvePoint] = field(default_factory=list)
     learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
-    sweep: dict[str, Any] | None = None
-    conversion: dict[str, Any] | None = None
     source: str = "peft-suite"  # or "peftbench"
-    train_config: dict[str, Any] = field(default_factory=dict)  # run_info.train_config, as written (untrusted)
-    precision: str | None = None  # peftbench.precision (peftbench results from issue 10 on)
-    hardware: dict[str, Any] | None = None  # peftbench.hardware: CPU model and flags, or GPU, that decided it
-    device: str | None = None  # peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
     result: RunResult = field(default_factory=RunResult)
+
+    @property
+    def sweep(self) -> dict[str, Any] | None:
+        """peftbench.sweep: the run's place in a sweep (runners.request.SweepRole), if any."""
+        sweep = self.result.extra.get("sweep")
+        return sweep if isinstance(sweep, dict) else None
+
+    @property
+    def conversion(self) -> dict[str, Any] | None:
+        """peftbench.conversion: where a converted adapter came from, if it is one."""
+        conversion = self.result.extra.get("conversion")
+        return conversion if isinstance(conversion, dict) else None
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """run_info.train_config, as written (untrusted)."""
+        return self.result.train_config or {}
+
+    @property
+    def precision(self) -> str | None:
+        """peftbench.precision (peftbench results from issue 10 on)."""
+        return _string(self.result.precision)
+
+    @property
+    def hardware(self) -> dict[str, Any] | None:
+        """peftbench.hardware: the CPU model and flags, or the GPU, that decided the precision."""
+        return self.result.hardware
+
+    @property
+    def device(self) -> str | None:
+        """peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"."""
+        return _string(self.result.device)
 
 
 @dataclass(frozen=True)
@@ -324,7 +351,7 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         error = printable(result.error_msg)
         reason = f": {error[:120]}" if error else ""
         return None, f"status {printable(result.status)!r}{reason}; left out"
-    source, own = read.source, result.extra
+    source = read.source
     experiment_name = _string(result.experiment_name)
     method, config_name = _string(result.method), _string(result.name)
     if experiment_name is None:
@@ -353,13 +380,7 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         train_curve=_curve(result.train_curve, "loss", "train_curve", problems, UNIT_RANGES["loss"]),
         valid_curve=_curve(result.valid_curve, "score", "valid_curve", problems, UNIT_RANGES["score"]),
         learning_rate=learning_rate,
-        sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
-        conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
         source=source,
-        train_config=result.train_config or {},
-        precision=_string(result.precision),
-        hardware=result.hardware,
-        device=_string(result.device),
         result=result,
     )
     _drop_out_of_range(metrics, problems)
