@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from peftbench.builtin_suites import SUITE_TASKS, available_suites, suite_experiments  # light: no torch
 
 HELP = """Run a built-in suite: every experiment folder of the suite is trained and scored, each in its own
 child process, then the Pareto table of test accuracy against peak memory is printed (and an HTML report
 written with --html).
 
 `quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
-tiny model shipped in the package, offline: about ten minutes on a 2-core AVX2-only CPU, less where the CPU runs
-bf16 natively (precision: `use_amp` "auto"). Progress: each experiment's start, its step and ETA at least every
+tiny model shipped in the package, offline, in minutes on a laptop CPU (measured times: BENCHMARKS.md; faster
+where the CPU runs bf16 natively, precision: `use_amp` "auto"). Progress: each experiment's start, its step and ETA at least every
 20 s, its score and time with the time left (live bars in a terminal, plain lines in a log).
 
 Results that already exist in the results folder are kept and not run again (use --force to re-run); failed,
@@ -26,35 +27,9 @@ Examples:
   peftbench suite --list
 """
 
-SUITE_TASKS = {"quick": "math-tiny"}  # suite name -> the task its experiments run on
-
-
-def suites_root() -> Path:
-    return Path(str(files("peftbench") / "suites"))
-
-
-def available_suites() -> list[str]:
-    root = suites_root()
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SUITE_TASKS) if root.is_dir() else []
-
-
-def suite_experiments(suite: str) -> list[Path]:
-    """The suite's experiment folders in the order they start: the suite's order.json (longest first, see
-    scripts/build_quick_suite.py) where it has one, then the others by name."""
+def print_suite_list(console) -> None:
     import json
 
-    from peftbench.experiments import discover_experiments
-
-    root = suites_root() / suite
-    experiments = discover_experiments(root)
-    order_file = root / "order.json"
-    if order_file.is_file():
-        rank = {name: i for i, name in enumerate(json.loads(order_file.read_text())["longest_first"])}
-        experiments.sort(key=lambda path: rank.get(f"{path.parent.name}/{path.name}", len(rank)))  # stable
-    return experiments
-
-
-def print_suite_list(console) -> None:
     from rich.table import Table
 
     for suite in available_suites():
@@ -65,8 +40,6 @@ def print_suite_list(console) -> None:
             params_file = path / "training_params.json"
             overridden = ""
             if params_file.exists():
-                import json
-
                 overridden = ", ".join(sorted(json.loads(params_file.read_text())))
             table.add_row(f"{path.parent.name}/{path.name}", overridden)
         console.print(table)
@@ -102,65 +75,28 @@ def suite(
     from rich.console import Console
     from rich.text import Text
 
-    from peftbench.config import ConfigError, parse_set_options
-    from peftbench.tasks import get_task, resolve_task_name
+    from peftbench.builtin_suites import suite_requests
+    from peftbench.config import ConfigError
+    from peftbench.runners.batch import run_trials
 
     console = Console()
     if list_suites:
         print_suite_list(console)
         return
     name = name or "quick"
-    if name not in available_suites():
-        typer.echo(f"error: unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}", err=True)
-        raise typer.Exit(2)
     try:
-        overrides = parse_set_options(set_params or [])
-        task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
-        task_label = get_task(task_name).name  # a bad task file stops here, before any run
+        trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-
-    experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
-    if not experiments:
-        typer.echo(f"error: no experiment of suite {name!r} matches --only {only!r}", err=True)
-        raise typer.Exit(2)
-    if results is None:
-        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
-    results = results.resolve()
-    from peftbench.results.writer import check_writable
-
-    try:
-        check_writable(results)  # before any training, not after the first run
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-
-    from peftbench.runners import run_trials
-
-    trials = [
-        {
-            "trial_id": f"{path.parent.name}--{path.name}",
-            "experiment_dir": str(path),
-            "task": task_name,
-            "results_dir": str(results),
-            "result_name": f"{path.parent.name}--{path.name}",
-            "overrides": overrides,
-            "seed": None,
-            "force": force,
-            "keep_killed": keep_killed,
-            "save_checkpoint": False,
-        }
-        for path in experiments
-    ]
+    results = Path(trials[0].results_dir)
     console.print(f"suite {name}: {len(trials)} experiments on task {task_label}, results in {results}")
     started = time.perf_counter()
     outcomes = run_trials(trials, workers=workers, description=f"suite {name}")
     console.print(f"suite {name} finished in {time.perf_counter() - started:.0f} s")
-    failed = [o for o in outcomes if o.status != "success"]
-    for outcome in failed:
-        console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
-
+    for outcome in outcomes:
+        if outcome.status != "success":
+            console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
     show_results(results, html, console)
 
 
