@@ -125,7 +125,7 @@ def train(
                 sampler.end()
 
             outcome.steps_done = step
-            outcome.total_tokens += batch.num_tokens
+            outcome.total_tokens += batch.num_units
             outcome.total_samples += _batch_size(batch)
             outcome.losses.append(loss_value)
             recent_losses.append(loss_value)
@@ -144,7 +144,7 @@ def train(
                 valid_time = time.perf_counter() - tic_valid
                 outcome.valid_time_s += valid_time
                 elapsed = time.perf_counter() - tic_loop
-                # like the PEFT suite, "train time" and "tokens / sec" cover the steps since the last validation
+                # like the PEFT suite, "train time" and "tokens / sec" (the task's unit) cover the steps since the last validation
                 train_time_total = elapsed - outcome.valid_time_s
                 train_time_window = train_time_total - window_start[0]
                 tokens_window = outcome.total_tokens - window_start[1]
@@ -158,7 +158,7 @@ def train(
                         "train samples": outcome.total_samples,
                         "train time": train_time_window,
                         "eval time": valid_time,
-                        "tokens / sec": tokens_window / max(train_time_window, 1e-9),
+                        f"{task.throughput_unit} / sec": tokens_window / max(train_time_window, 1e-9),
                         "elapsed time": elapsed,
                     }
                 )
