@@ -32,6 +32,10 @@ class RunMeasurements:
     score_name: str = "accuracy"
     higher_is_better: bool = True
     forgetting_name: str = "forgetting"
+    forgetting_higher_is_better: bool = False
+    throughput_unit: str = "tokens/s"  # the task's: tokens/s (text), images/s (image generation)
+    # which process-level peak is the PEFT suite's train_info.accelerator_memory_max: "run" or "train"
+    suite_memory_scope: str = "run"
     test_score: Optional[float] = None
     valid_score: Optional[float] = None
     per_item_correct: list[int] = field(default_factory=list)
@@ -65,7 +69,7 @@ class RunMeasurements:
     suite_train_time_s: Optional[float] = None
     eval_time_s: Optional[float] = None
     total_time_s: Optional[float] = None
-    tokens_per_second: Optional[float] = None
+    throughput: Optional[float] = None  # training units (throughput_unit) per second of train_time_s
     checkpoint_size_bytes: Optional[int] = None
     checkpoint_dir: Optional[str] = None
     trainable_params: Optional[int] = None
@@ -131,7 +135,7 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
                 f"test {m.score_name}": m.test_score,
                 "train loss": m.final_train_loss,
                 "train samples": m.train_samples,
-                "train total tokens": m.train_tokens,
+                f"train total {m.throughput_unit.removesuffix('/s')}": m.train_tokens,
                 m.forgetting_name: m.forgetting,
             }
         )
@@ -146,6 +150,8 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         "git_commit": m.git_commit,
         "score_name": m.score_name,
         "higher_is_better": m.higher_is_better,
+        "forgetting_name": m.forgetting_name,
+        "forgetting_higher_is_better": m.forgetting_higher_is_better,
         "test_score": m.test_score,
         "valid_score": m.valid_score,
         "per_item_correct": m.per_item_correct,
@@ -167,7 +173,9 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         "train_time_s": m.train_time_s,
         "eval_time_s": m.eval_time_s,
         "total_time_s": m.total_time_s,
-        "tokens_per_second": m.tokens_per_second,
+        "throughput": m.throughput,
+        "throughput_unit": m.throughput_unit,
+        "tokens_per_second": m.throughput if m.throughput_unit == "tokens/s" else None,
         "checkpoint_size_bytes": m.checkpoint_size_bytes,
         "checkpoint_dir": m.checkpoint_dir,
         "trainable_params": m.trainable_params,
@@ -192,8 +200,10 @@ def build_result(m: RunMeasurements) -> dict[str, Any]:
         },
         "train_info": {
             "accelerator_memory_reserved_avg": int(sum(memory_log) / len(memory_log)) if memory_log else None,
-            # the suite's figure never resets its peak counter, so it covers the whole run
-            "accelerator_memory_max": m.peak_memory_total_bytes,
+            # the suite's figure: the whole run's peak (MetaMathQA never resets the counter) or training's alone
+            # (image-gen resets it after caching and after each validation)
+            "accelerator_memory_max": m.peak_memory_train_bytes if m.suite_memory_scope == "train"
+            else m.peak_memory_total_bytes,
             "accelerator_memory_reserved_99th": _percentile(memory_log, 99),
             # the suite's definition (published results are compared on it); peftbench's own split is in
             # peftbench.train_time_s / eval_time_s / total_time_s
