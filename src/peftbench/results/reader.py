@@ -23,6 +23,7 @@ MAX_RESULT_FILE_BYTES = 64 * 2**20
 MAX_STEP = 1e12
 MAX_LEARNING_RATE = 1e3
 
+PEFT_SUITE_SOURCE = "peft-suite"  # RunRecord.source of a result the PEFT suite wrote (else "peftbench")
 FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
 
 # Where the engine saves adapters inside a results folder; their JSON files are configs.
@@ -60,11 +61,19 @@ class RunRecord:
     learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
     sweep: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
-    source: str = "peft-suite"  # or "peftbench"
+    source: str = PEFT_SUITE_SOURCE  # or "peftbench"
     train_config: dict[str, Any] = field(default_factory=dict)  # run_info.train_config, as written (untrusted)
     precision: str | None = None  # peftbench.precision (peftbench results from issue 10 on)
     hardware: dict[str, Any] | None = None  # peftbench.hardware: CPU model and flags, or GPU, that decided it
     device: str | None = None  # peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
+    # The task's outputs as the file names them (the PEFT suite's files: from its metrics keys)
+    higher_is_better: bool = True  # of the test/valid score
+    forgetting_name: str = "forgetting"  # "drift" for image generation
+    forgetting_higher_is_better: bool = False
+    throughput_unit: str | None = None  # "tokens/s", "images/s"
+    # images an image task saved with the run: {folder, test: [...], drift: [...], samples: [...]}, paths relative
+    # to the result file's folder (untrusted: the gallery checks them)
+    images: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,10 @@ def _number(container: Mapping[str, Any], key: str, where: str, problems: _Probl
         kind = "not a finite number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not a number"
         problems.add(f"{where}[{key!r}] is {_short(value)}, {kind}")
     return number
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _short(value: Any) -> str:
@@ -273,12 +286,17 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         "tokens_per_second": own_or(
             "tokens_per_second", train_tokens / train_time if train_tokens and train_time else None
         ),
+        # training units per second in the task's own unit (record.throughput_unit)
+        "throughput": own_or("throughput", own_or("tokens_per_second",
+                                                  train_tokens / train_time if train_tokens and train_time else None)),
         "file_size": own_or("checkpoint_size_bytes", _number(train_info, "file_size", "train_info", problems)),
         "trainable_params": own_or(
             "trainable_params", _number(train_info, "num_trainable_params", "train_info", problems)
         ),
         "total_params": own_or("total_params", _number(train_info, "num_total_params", "train_info", problems)),
-        "forgetting": own_or("forgetting", _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
+        # NaN: not measured (the PEFT suite's drift of full fine-tuning, which has no adapter to switch off)
+        "forgetting": own_or("forgetting", None if _is_nan(final.get(forgetting_key))
+                             else _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
         "final_train_loss": _number(final, "train loss", "train_info.metrics[-1]", problems),
         "harness_change": _number(_dict(own, "harness"), "mean_difference", "peftbench.harness", problems),
     }
@@ -310,15 +328,18 @@ def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, b
         learning_rate=learning_rate,
         sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
         conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
-        source="peftbench" if own else "peft-suite",
+        source="peftbench" if own else PEFT_SUITE_SOURCE,
         train_config=train_config,
         precision=_string(own.get("precision")),
         hardware=own.get("hardware") if isinstance(own.get("hardware"), dict) else None,
         device=_string(own.get("device")),
+        higher_is_better=own.get("higher_is_better") is not False,
+        forgetting_name=_string(own.get("forgetting_name")) or forgetting_key,
+        forgetting_higher_is_better=own.get("forgetting_higher_is_better") is True,
+        throughput_unit=_string(own.get("throughput_unit")) or ("tokens/s" if metrics["throughput"] is not None else None),
+        images=own.get("images") if isinstance(own.get("images"), dict) else None,
     )
     _drop_out_of_range(metrics, problems)
-    if own.get("higher_is_better") is False:
-        problems.add(f"its score {score_name!r} is lower-is-better, but test_score is compared as higher-is-better")
     warning = problems.summary()
     return record, warning, True
 
