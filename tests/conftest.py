@@ -101,3 +101,12 @@ def experiments_copy(tmp_path) -> Path:
     destination = tmp_path / "experiments"
     shutil.copytree(FIXTURES / "experiments", destination)
     return destination
+
+
+@pytest.fixture(scope="session")
+def image_standins(tmp_path_factory) -> dict:
+    """Tiny random stand-ins of image-gen's generator, concept dataset and similarity model (tests/image_standins.py),
+    built once per session; returns the training parameters that point image-gen at them."""
+    from image_standins import build_standins
+
+    return build_standins(tmp_path_factory.mktemp("image-standins"))

@@ -44,6 +44,9 @@ class TrainOutcome:
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
     memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
+    # the optimizer's actual hyperparameters (its `defaults`): what optimizer_kwargs amounted to, AdamW's own
+    # defaults included (a suite that merges training_params.json shallowly can drop a key silently)
+    optimizer_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -90,6 +93,10 @@ def train(
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
     scheduler = build_lr_scheduler(optimizer, config)
+    outcome.optimizer_settings = {
+        key: (list(value) if isinstance(value, tuple) else value) for key, value in optimizer.defaults.items()
+        if isinstance(value, (bool, int, float, str, type(None))) or isinstance(value, tuple)
+    }
     trainable = [p for p in model.parameters() if p.requires_grad]
     forward_model = torch.compile(model, dynamic=True) if config.compile else model
     batches = task.train_batches(data.train, processor, config, seed=config.seed)

@@ -51,7 +51,7 @@ def load_companions(config) -> ImageGenParts:
 
     try:
         pipeline = Flux2KleinPipeline.from_pretrained(config.model_id, transformer=None,
-                                                      torch_dtype=torch_dtype(config.dtype))
+                                                      dtype=torch_dtype(config.dtype))
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"'model_id': {config.model_id} is not a Flux2KleinPipeline folder or hub id: {error}",
                           key="model_id") from None
@@ -73,7 +73,7 @@ def load_transformer(config, device):
     from diffusers import Flux2Transformer2DModel
 
     transformer = Flux2Transformer2DModel.from_pretrained(config.model_id, subfolder="transformer",
-                                                          torch_dtype=torch_dtype(config.dtype))
+                                                          dtype=torch_dtype(config.dtype))
     return transformer.to(device)
 
 
