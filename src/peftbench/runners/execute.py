@@ -310,6 +310,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
     m.train_curve, m.valid_curve, m.metrics = outcome.train_curve, outcome.valid_curve, outcome.metrics
     m.memory_log = outcome.memory_log
+    if outcome.optimizer_settings:
+        m.extra["optimizer"] = {"type": config.optimizer_type, "settings": outcome.optimizer_settings}
     m.train_time_s = outcome.train_time_s
     m.throughput = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
     if outcome.losses:
