@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,12 @@ from peftbench.config import ConfigError
 from peftbench.runners.execute import RunRequest, execute, prepare
 from peftbench.tasks.image_gen.data import split_indices
 
+from conftest import copy_image_experiment as copy_experiment
+
 CONFIGS = Path(__file__).parent / "fixtures" / "peft-image-gen-configs"
-EXPERIMENTS = CONFIGS / "experiments"
 PEFT_DEFAULTS = json.loads((CONFIGS / "default_training_params.json").read_text())
 # PEFT's documented split of its 20 photos (../shared/notes/peft-image-gen-benchmark.md)
 PEFT_SPLIT = ([18, 1, 19, 8, 10, 17, 6, 13, 4, 2, 5, 14, 9, 7], [16, 11], [3, 0, 15, 12])
-
-
-def copy_experiment(name: str, destination: Path) -> Path:
-    folder = destination / name
-    shutil.copytree(EXPERIMENTS / name, folder)
-    return folder
 
 
 def test_the_split_is_peft_s():
@@ -35,18 +29,8 @@ def test_the_split_is_peft_s():
     assert (train.tolist(), valid.tolist(), test.tolist()) == PEFT_SPLIT
 
 
-@pytest.fixture(scope="module")
-def lora_run(image_standins, tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("image-run")
-    experiment = copy_experiment("lora/flux2-klein-default", root / "experiments")
-    path, status = execute(RunRequest(task="image-gen", results_dir=str(root / "results"), experiment_dir=str(experiment),
-                                      overrides=dict(image_standins), show_progress=False))
-    assert status == "success", json.loads(Path(path).read_text())["peftbench"]["error_msg"]
-    return path, json.loads(Path(path).read_text())
-
-
-def test_result_file_has_peft_s_image_layout(lora_run, image_standins):
-    path, result = lora_run
+def test_result_file_has_peft_s_image_layout(image_lora_run, image_standins):
+    path, result = image_lora_run
     run_info, train_info, own = result["run_info"], result["train_info"], result["peftbench"]
     assert run_info["experiment_name"] == "lora/flux2-klein-default"
     # train_config: PEFT's keys, with its defaults where the run did not override them
@@ -83,10 +67,10 @@ def test_result_file_has_peft_s_image_layout(lora_run, image_standins):
     assert own["optimizer"]["type"] == "AdamW" and own["optimizer"]["settings"]["weight_decay"] == 1e-4
 
 
-def test_run_saves_test_images_drift_pairs_and_samples(lora_run, image_standins):
+def test_run_saves_test_images_drift_pairs_and_samples(image_lora_run, image_standins):
     from PIL import Image
 
-    path, result = lora_run
+    path, result = image_lora_run
     images = result["peftbench"]["images"]
     folder = Path(path).parent
     test_prompts = [PEFT_DEFAULTS["instance_prompts"][i] for i in PEFT_SPLIT[2]]
