@@ -19,7 +19,7 @@ from peftbench.reporting import render_report
 from peftbench.reporting.html import report_data
 from peftbench.results.reader import load_results
 
-from test_report_html import browser  # noqa: F401 - the real-browser fixture
+from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 
 PUBLISHED = Path(__file__).parent / "fixtures" / "results" / "peft-image-gen"
 HOSTILE_PROMPT = "<img src=x onerror=alert(1)> sks </script><script>alert(2)</script>"
@@ -93,13 +93,7 @@ def test_gallery_in_a_real_browser(image_results, browser, tmp_path):  # noqa: F
     render_report([image_results], html=report, console=Console(file=io.StringIO()))
     text = report.read_text()
     assert HOSTILE_PROMPT not in text  # escaped inside the page's JSON
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors, dialogs, requests = [], [], []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(report.as_uri())
+    page, errors, dialogs, requests = watched_page(browser, report)
     page.wait_for_selector("#gallery .gallery-row img", timeout=30_000)
     rows = page.locator("#gallery .gallery-row")
     assert rows.count() == 1 and "lora/stand-in" in rows.first.locator(".what").first.text_content()

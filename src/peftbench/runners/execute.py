@@ -296,7 +296,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, show_progress=request.show_progress, on_progress=progress.update,
+            memory_now=meter.current, memory_excluded=meter.excluded, show_progress=request.show_progress,
+            on_progress=progress.update,
             # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
             tensor_memory=None if config.compile else meter.tensors,
         )

@@ -87,6 +87,8 @@ def train(
     support: MethodSupport,
     memory_now: Callable[[], int] = lambda: 0,
     tensor_memory: Optional[TensorMemoryTracker] = None,
+    # a context the validations run in, so that the process-level training peak leaves them out
+    memory_excluded: Callable[[], Any] = nullcontext,
     show_progress: bool = True,
     on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
 ) -> TrainOutcome:
@@ -146,7 +148,8 @@ def train(
             if step % config.eval_steps == 0 and len(data.valid) > 0:
                 on_progress("valid", step, config.max_steps)
                 tic_valid = time.perf_counter()
-                result = task.evaluate(model, processor, data.valid, config, desc="valid")
+                with memory_excluded():
+                    result = task.evaluate(model, processor, data.valid, config, desc="valid")
                 model.train()
                 valid_time = time.perf_counter() - tic_valid
                 outcome.valid_time_s += valid_time
