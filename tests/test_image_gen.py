@@ -161,3 +161,9 @@ def test_a_similarity_model_that_is_no_vision_model_fails_before_training(image_
     message = str(error.value)
     assert "'dino_model_id'" in message and "qwen3" in message and "not a vision model" in message
     assert "--set" in message  # where the value came from
+
+
+def test_a_missing_dataset_folder_fails_before_training(image_standins, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        prepare(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "nowhere")))
+    assert "'dataset_id'" in str(error.value) and str(tmp_path / "nowhere") in str(error.value)

@@ -9,13 +9,12 @@ are, the references the generated images are compared with.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from peftbench.config import ConfigError
-from peftbench.tasks.base import TaskData, check_local_source, is_local_source
+from peftbench.tasks.base import TaskData, check_local_source
 
 SPLIT_SEED = 0  # PEFT's split is the same for every run, whatever the training seed
 
@@ -48,9 +47,12 @@ def load_concept_rows(config) -> list[dict[str, Any]]:
     import datasets
 
     source = config.dataset_id
-    if is_local_source(source):
-        check_local_source(source, "dataset_id")
-    dataset = datasets.load_dataset(source, split=config.dataset_split)
+    check_local_source(source, "dataset_id")  # a hub id: offline mode at once when the hub cannot be reached
+    try:
+        dataset = datasets.load_dataset(source, split=config.dataset_split)
+    except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such dataset or split
+        raise ConfigError(f"'dataset_id': {source} (split {config.dataset_split!r}) cannot be loaded: {error}",
+                          key="dataset_id") from None
     dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False)) \
         if config.image_column in dataset.column_names else dataset
     if config.image_column not in dataset.column_names:
@@ -99,7 +101,3 @@ def training_pixels(image, resolution: int):
     return torch.from_numpy(array).permute(2, 0, 1) * 2.0 - 1.0
 
 
-def check_local_dataset(config) -> None:
-    """Before anything loads: a local dataset folder must exist and hold data; its rows are checked on loading."""
-    if is_local_source(config.dataset_id) and not Path(config.dataset_id).expanduser().exists():
-        raise ConfigError(f"'dataset_id': local dataset folder not found: {config.dataset_id}", key="dataset_id")

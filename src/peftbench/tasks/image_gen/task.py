@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
-from peftbench.tasks.base import EvalResult, ForgettingMeasure, Rows, Task, TaskData, TrainBatch
+from peftbench.tasks.base import EvalResult, ForgettingMeasure, Rows, Task, TaskData, TrainBatch, is_local_source
 from peftbench.tasks.image_gen import data as concept_data
 from peftbench.tasks.image_gen.config import ImageGenConfig
 
@@ -59,8 +59,7 @@ class ImageGenTask(Task):
         (a vision model). Both are read where they are local folders or already cached."""
         from peftbench.evaluation.similarity import check_vision_model
 
-        concept_data.check_local_dataset(config)
-        if Path(config.dataset_id).expanduser().exists():
+        if is_local_source(config.dataset_id):  # a hub dataset is checked when the run loads it
             concept_data.load_concept_rows(config)
         check_vision_model(config.dino_model_id)
 
