@@ -54,11 +54,19 @@ def test_image_defaults_are_peft_s_file_and_a_subclass_reads_another():
     config = ImageGenTask().build_config()
     assert {key: getattr(config, key) for key in peft_defaults} == peft_defaults
 
+
+def test_a_task_with_its_own_defaults_file_finds_the_folders_beside_it(tmp_path):
+    peft_defaults = json.loads((IMAGE_CONFIGS / "default_training_params.json").read_text())
+    local = {**peft_defaults, "model_id": "./generator", "dataset_id": "./concept", "resolution": 64}
+    (tmp_path / "default_training_params.json").write_text(json.dumps(local))
+
     class OtherImages(ImageGenTask):  # what image-tiny is: the same task, another defaults file
         name = "other-images"
-        defaults_file = FIXTURES / "peft-image-gen-configs" / "default_training_params.json"
+        defaults_file = tmp_path / "default_training_params.json"
 
-    assert OtherImages().build_config().model_id == peft_defaults["model_id"]
+    config = OtherImages().build_config()
+    assert config.model_id == str(tmp_path / "generator") and config.dataset_id == str(tmp_path / "concept")
+    assert config.dino_model_id == "facebook/dinov2-base" and config.resolution == 64
 
 
 def test_peft_s_shallow_merge_of_optimizer_kwargs_is_kept_for_image_gen():

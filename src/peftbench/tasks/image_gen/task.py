@@ -28,6 +28,7 @@ TEST_SEED_OFFSET = 100_000  # one generator for all test repeats
 DRIFT_SEED_OFFSET = 100_000_000  # the same for the base model's and the adapter's images
 SAMPLE_SEED_OFFSET = 100_000  # + the sample's 1-based index
 TEST_REPEATS = 3  # images per test prompt
+LOCATION_KEYS = ("model_id", "dataset_id", "dino_model_id")  # a hub id or a local folder in the same format
 # Saved reference photos are shrunk to this many pixels on their longer side (the originals stay in the dataset).
 REFERENCE_MAX_SIDE = 512
 
@@ -50,9 +51,16 @@ class ImageGenTask(Task):
 
     # ---- configuration ----
     def default_params(self) -> dict[str, Any]:
+        """The defaults file's keys; a hub-id key whose value starts with "./" is a folder beside that file (so that
+        a package can ship its models and data next to its defaults)."""
         from peftbench.config import read_json_file
 
-        return read_json_file(self.defaults_file, "image task defaults")
+        defaults = read_json_file(self.defaults_file, "image task defaults")
+        for key in LOCATION_KEYS:
+            value = defaults.get(key)
+            if isinstance(value, str) and value.startswith("./"):
+                defaults[key] = str((Path(self.defaults_file).parent / value).resolve())
+        return defaults
 
     def check_inputs(self, config) -> None:
         """Before anything trains: the dataset (rows = captions, every image decodes) and the similarity model
