@@ -110,3 +110,18 @@ def test_gallery_in_a_real_browser(image_results, browser, tmp_path):  # noqa: F
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert not dialogs and not errors, (dialogs, errors)
     page.close()
+
+
+def test_a_lower_is_better_score_declared_in_the_files_is_ranked_lowest_first(image_lora_run, tmp_path):
+    from peftbench.analysis.recommend import recommend
+
+    _, result = image_lora_run
+    for name, score in (("low", 0.2), ("high", 0.4)):  # e.g. a distance: lower is better
+        copy = json.loads(json.dumps(result))
+        copy["run_info"]["experiment_name"] = f"lora/{name}"
+        copy["peftbench"].update(name=name, task="distance-task", score_name="distance", higher_is_better=False,
+                                 test_score=score)
+        (tmp_path / f"lora--{name}.json").write_text(json.dumps(copy))
+    comparison = compare_results(load_results([tmp_path]))
+    assert comparison.pair.frontier.frontier == ["lora/low"]
+    assert recommend(comparison.points, [], "test_score").best.name == "lora/low"

@@ -13,10 +13,10 @@ from typing import Any
 
 from peftbench.analysis.conditions import ConditionWarning, condition_warnings
 from peftbench.analysis.filters import Filter
-from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric, oriented
+from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
-from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, task_oriented
 from peftbench.results.reader import LoadedResults, LoadWarning
 
 
@@ -89,15 +89,6 @@ def frontier_view(points: Sequence[Point], metrics: Sequence[Metric], *, with_no
         if with_noise:
             noise.update(within_noise(frontier, {p.name: p for p in task_points}, task_metrics))
     return FrontierView(list(metrics), _merge(frontiers, names), noise)
-
-
-def task_oriented(metric: Metric, task_points: Sequence[Point]) -> Metric:
-    """`metric` with the direction the task's result files declare: the score's `higher_is_better` and the
-    forgetting measure's `forgetting_higher_is_better` (drift and forgetting: lower is better)."""
-    run = task_points[0].runs[0]
-    declared = {"test_score": run.higher_is_better, "valid_score": run.higher_is_better,
-                "forgetting": run.forgetting_higher_is_better}
-    return oriented(metric, declared.get(metric.name))
 
 
 def frontier_note(name: str, view: FrontierView) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci
 from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
 
@@ -169,3 +169,14 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
         _aggregate(point)
         points.append(point)
     return points, warnings
+
+
+def task_oriented(metric: Metric, task_points: list[Point]) -> Metric:
+    """`metric` with the direction the task's result files declare: the score's `higher_is_better` and the
+    forgetting measure's `forgetting_higher_is_better` (drift and forgetting: lower is better)."""
+    if not task_points:
+        return metric
+    run = task_points[0].runs[0]
+    declared = {"test_score": run.higher_is_better, "valid_score": run.higher_is_better,
+                "forgetting": run.forgetting_higher_is_better}
+    return oriented(metric, declared.get(metric.name))
