@@ -167,3 +167,18 @@ def test_a_missing_dataset_folder_fails_before_training(image_standins, tmp_path
     with pytest.raises(ConfigError) as error:
         prepare(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "nowhere")))
     assert "'dataset_id'" in str(error.value) and str(tmp_path / "nowhere") in str(error.value)
+
+
+def test_bf16_as_peft_runs_it_keeps_the_adapter_in_fp32(image_standins, tmp_path):
+    from safetensors import safe_open
+
+    experiment = copy_experiment("lora/flux2-klein-default", tmp_path / "experiments")
+    path, status = execute(RunRequest(task="image-gen", results_dir=str(tmp_path / "results"), experiment_dir=str(experiment),
+                                      overrides={**image_standins, "dtype": "bfloat16"}, show_progress=False))
+    result = json.loads(Path(path).read_text())
+    assert status == "success", result["peftbench"]["error_msg"]
+    assert result["peftbench"]["precision"] == "bf16"
+    assert 0 <= result["train_info"]["metrics"][-1]["drift"] <= 1
+    weights = tmp_path / "results" / "checkpoints" / "lora--flux2-klein-default" / "adapter_model.safetensors"
+    with safe_open(weights, "pt") as saved:  # autocast_adapter_dtype: adapter weights in fp32 on a bf16 model
+        assert {str(saved.get_tensor(key).dtype) for key in saved.keys()} == {"torch.float32"}
