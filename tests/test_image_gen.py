@@ -182,3 +182,17 @@ def test_bf16_as_peft_runs_it_keeps_the_adapter_in_fp32(image_standins, tmp_path
     weights = tmp_path / "results" / "checkpoints" / "lora--flux2-klein-default" / "adapter_model.safetensors"
     with safe_open(weights, "pt") as saved:  # autocast_adapter_dtype: adapter weights in fp32 on a bf16 model
         assert {str(saved.get_tensor(key).dtype) for key in saved.keys()} == {"torch.float32"}
+
+
+def test_gradient_checkpointing_goes_through_diffusers_own_api(image_standins):
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    from peftbench.training.methods import enable_gradient_checkpointing
+
+    transformer = Flux2Transformer2DModel.from_pretrained(image_standins["model_id"], subfolder="transformer")
+    assert not transformer.is_gradient_checkpointing
+    enable_gradient_checkpointing(transformer)
+    assert transformer.is_gradient_checkpointing
+    with pytest.raises(ConfigError, match="use_gc: Linear has no gradient-checkpointing API"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))
