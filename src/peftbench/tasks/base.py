@@ -241,7 +241,7 @@ def hub_offline() -> bool:
     return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _offline_in_loaded_libraries() -> None:
+def offline_in_loaded_libraries() -> None:
     """huggingface_hub and datasets read HF_HUB_OFFLINE once, at import: tell them if they are loaded already."""
     for module_name in ("huggingface_hub.constants", "datasets.config"):
         module = sys.modules.get(module_name)
@@ -298,7 +298,7 @@ def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = 
         except Exception as error:  # noqa: BLE001 - datasets raises many kinds (StopIteration for an empty file)
             raise ConfigError(f"cannot read '{key}' from {source}: {type(error).__name__}: {error}") from None
     if hub_offline():
-        _offline_in_loaded_libraries()
+        offline_in_loaded_libraries()
     try:
         return datasets.load_dataset(source, hub_config, split=split)
     except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such dataset or split

@@ -18,7 +18,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
-from peftbench.tasks.base import EvalResult, ForgettingMeasure, Rows, Task, TaskData, TrainBatch, is_local_source
+from peftbench.tasks.base import (
+    EvalResult, ForgettingMeasure, Rows, Task, TaskData, TrainBatch, check_local_source, hub_offline, is_local_source,
+    offline_in_loaded_libraries,
+)
 from peftbench.tasks.image_gen import data as concept_data
 from peftbench.tasks.image_gen.config import ImageGenConfig
 
@@ -67,6 +70,11 @@ class ImageGenTask(Task):
         (a vision model). Both are read where they are local folders or already cached."""
         from peftbench.evaluation.similarity import check_vision_model
 
+        for key in LOCATION_KEYS:  # a hub id: offline mode at once when the hub cannot be reached (no retries)
+            if not is_local_source(getattr(config, key)):
+                check_local_source(getattr(config, key), key)
+        if hub_offline():
+            offline_in_loaded_libraries()
         if is_local_source(config.dataset_id):  # a hub dataset is checked when the run loads it
             concept_data.load_concept_rows(config)
         check_vision_model(config.dino_model_id)
