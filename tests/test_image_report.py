@@ -23,14 +23,15 @@ from test_report_html import browser, watched_page  # noqa: F401 - the real-brow
 
 PUBLISHED = Path(__file__).parent / "fixtures" / "results" / "peft-image-gen"
 HOSTILE_PROMPT = "<img src=x onerror=alert(1)> sks </script><script>alert(2)</script>"
-# between the published LN tuning (9.61e9 B) and OFT (9.67e9 B): the stand-in run then shares the frontier
+# between the published LN tuning (9.61e9 B) and OFT (9.67e9 B), above IA3 (9.59e9 B): the stand-in run then
+# shares the frontier with the leanest published run
 PLACED_PEAK = 9_650_000_000
 
 
 @pytest.fixture(scope="module")
 def image_results(image_lora_run, tmp_path_factory) -> Path:
     """The stand-in LoRA run (renamed, its memory placed among the published runs', one caption hostile, one image
-    path leaving the folder) beside four published PEFT image-gen results."""
+    path leaving the folder) beside five published PEFT image-gen results."""
     path, result = image_lora_run
     folder = tmp_path_factory.mktemp("image-results")
     shutil.copytree(path.parent / "artifacts", folder / "artifacts")
@@ -52,14 +53,15 @@ def test_published_and_peftbench_image_results_share_one_frontier(image_results)
     assert {r.task for r in loaded.records} == {"image-gen"}
     comparison = compare_results(loaded, x="peak_memory", y="test_score")
     values = {p.name: (p.mean("peak_memory"), p.mean("test_score")) for p in comparison.points}
-    assert len(values) == 5
+    assert len(values) == 6
     expected = {a for a, (ma, sa) in values.items()
                 if not any(mb <= ma and sb >= sa and (mb, sb) != (ma, sa) for mb, sb in values.values())}
     assert set(comparison.pair.frontier.frontier) == expected
-    # the published numbers as published: OFT beats LoRA on both, LN tuning is the leanest
+    # the published numbers as published: OFT beats LoRA on both
     assert values["oft/flux2-klein-default"] == (9669967872, pytest.approx(0.7077637513478597))
     assert "lora/flux2-klein-default" in comparison.pair.frontier.dominated_by
-    assert {"lora/stand-in", "ln_tuning/flux2-klein-default"} <= expected
+    assert {"lora/stand-in", "ia3/flux2-klein-default"} <= expected  # IA3: the leanest, and better than LN tuning
+    assert comparison.pair.frontier.dominated_by["ln_tuning/flux2-klein-default"].by == "ia3/flux2-klein-default"
 
 
 def test_drift_is_lower_is_better_and_full_finetuning_has_none(image_results):

@@ -123,3 +123,20 @@ def test_every_parameter_has_a_help_line_and_a_type():
     for config_class in all_config_classes():
         for described in describe_params(config_class):
             assert described["help"] and described["type"], (config_class.__name__, described["name"])
+
+
+def test_image_gen_builds_the_train_config_peft_recorded_in_its_published_results():
+    """PEFT's own record of each run's merged config (run_info.train_config) is what image-gen builds from the same
+    experiment folder: the shallow merge of ia3's `{"lr": 1e-3}` included."""
+    task = get_task("image-gen")
+    published = sorted((FIXTURES / "results" / "peft-image-gen").glob("*.json"))
+    assert len(published) == 5
+    for path in published:
+        recorded = json.loads(path.read_text())["run_info"]["train_config"]
+        spec = load_experiment(IMAGE_CONFIGS / "experiments" / recorded_name(path))
+        built = task.build_config(spec.training_params, str(spec.training_params_path)).to_dict()
+        assert {key: built[key] for key in recorded} == recorded, path.name
+
+
+def recorded_name(path: Path) -> str:
+    return path.stem.replace("--", "/")
