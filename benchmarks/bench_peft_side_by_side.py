@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -73,6 +74,22 @@ def export_data(data_dir: Path, train_rows: int, test_rows: int) -> None:
     write(data_dir / "gsm8k" / "train.jsonl", [{"question": r["query"], "answer": r["response"]} for r in valid])
     write(data_dir / "gsm8k" / "test.jsonl", [{"question": r["query"], "answer": r["response"]} for r in test])
     write(data_dir / "finewiki" / "train.jsonl", [{"text": t} for t in math_tiny_data.forgetting_texts(100, seed=DATA_SEED)])
+
+
+def padless_model_copy(source: Path, target: Path) -> Path:
+    """The tiny model with no pad token declared, as Llama-3.2's tokenizer has none.
+
+    Both scripts then pad with EOS (PEFT's utils.get_tokenizer and peftbench's math task set pad = eos when the
+    tokenizer has no pad token), so the one padding position PEFT keeps in the labels teaches the model to stop.
+    With the shipped tokenizer's own `<pad>`, PEFT's labels teach `<pad>` instead, generation never meets EOS,
+    and both sides score 0%."""
+    if target.exists():  # never rewrite it: the other side may be reading (mmapping) it right now
+        return target
+    shutil.copytree(source, target)
+    tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("pad_token", None)
+    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return target
 
 
 def prepare_experiment(root: Path, params: dict) -> Path:
@@ -137,11 +154,17 @@ def peft_shim(peft_dir: Path, data_dir: Path, threads: int) -> None:
 
 # ---------------------------------------------------------------- the comparison
 def run_timed(command: list[str], env: dict, cwd: Path) -> float:
+    """Wall seconds of the whole process; its CPU seconds (user + system, children included) are printed,
+    since on a loaded machine they compare the two sides better than wall time."""
     tic = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - tic
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} failed ({process.returncode}):\n{process.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"{command[1] if len(command) > 1 else command[0]}: wall {elapsed:.1f} s, CPU {cpu:.1f} s", flush=True)
     return elapsed
 
 
@@ -159,6 +182,9 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (both sides), run in turn")
+    parser.add_argument("--tokenizer-pad", choices=("eos", "shipped"), default="eos",
+                        help="eos: a copy of the tiny model whose tokenizer declares no pad token (as Llama-3.2's); "
+                             "shipped: the tiny model as shipped, with its own <pad> token")
     parser.add_argument("--only", choices=("peft", "peftbench"), default=None)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra peftbench training parameter (e.g. loss_on=completion)")
@@ -172,10 +198,13 @@ def main() -> None:
     from peftbench.tasks.math_tiny import shipped_model_path
 
     export_data(data_dir, args.train_rows, args.test_rows)
+    model_path = shipped_model_path()
+    if args.tokenizer_pad == "eos":
+        model_path = padless_model_copy(model_path, (args.work / "tiny-model-pad-eos").resolve())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = []
     for seed, repeat in [(seed, repeat) for seed in args.seeds for repeat in range(args.repeats)]:
-        params = shared_params(str(shipped_model_path()), args.steps, seed)
+        params = shared_params(str(model_path), args.steps, seed)
         if args.only != "peftbench":
             peft_dir = args.peft_dir.resolve()
             prepare_experiment(peft_dir, params)
