@@ -63,7 +63,8 @@ PLAIN_PEFT = textwrap.dedent(
 
 def measure(experiments_root: Path, results_dir: Path, overrides: dict, experiments: list[str]) -> list[dict]:
     from peftbench.conversion import RankSpec, convert_adapter_dir
-    from peftbench.runners.local import run_experiment
+    from peftbench.runners.isolated import run_request
+    from peftbench.runners.request import RunRequest
     from peftbench.tasks import get_task
 
     shipped_model = str(get_task(TASK).default_params()["model_id"])
@@ -71,7 +72,8 @@ def measure(experiments_root: Path, results_dir: Path, overrides: dict, experime
     for experiment in experiments:
         folder = experiments_root / experiment
         task_type = json.loads((folder / "adapter_config.json").read_text()).get("task_type")
-        result_file, status = run_experiment(folder, TASK, results_dir, overrides=overrides, show_progress=False)
+        result_file, status, _ = run_request(RunRequest(task=TASK, results_dir=str(results_dir), experiment_dir=str(folder),
+                                                        overrides=overrides, show_progress=False))
         row = {"experiment": experiment, "task_type": task_type, "status": status}
         rows.append(row)
         if status != "success":

@@ -38,7 +38,8 @@ def train_convert_evaluate(results_dir: Path, overrides: dict, experiments: list
 
     from peftbench.conversion import convert_adapter_dir, parse_rank_spec
     from peftbench.conversion.evaluate import converted_result_names, evaluate_converted
-    from peftbench.runners.local import run_experiment
+    from peftbench.runners.isolated import run_request
+    from peftbench.runners.request import RunRequest, result_stem, split_result_stem
     from peftbench.tasks import get_task
 
     suite = Path(str(files("peftbench") / "suites" / "quick"))
@@ -46,7 +47,8 @@ def train_convert_evaluate(results_dir: Path, overrides: dict, experiments: list
     with Progress() as progress:
         bar = progress.add_task("train + convert + evaluate", total=len(experiments) * (1 + len(rank_specs)))
         for experiment in experiments:
-            result_file, status = run_experiment(suite / experiment, TASK, results_dir, overrides=overrides)
+            result_file, status, _ = run_request(RunRequest(task=TASK, results_dir=str(results_dir),
+                                                            experiment_dir=str(suite / experiment), overrides=overrides))
             progress.advance(bar)
             original = _result_fields(result_file)
             if status != "success" or original is None:
@@ -54,11 +56,11 @@ def train_convert_evaluate(results_dir: Path, overrides: dict, experiments: list
                 continue
             checkpoint = Path(original["checkpoint_dir"])
             for spec in rank_specs:
-                method, name = checkpoint.name.split("--", 1)
+                method, name = split_result_stem(checkpoint.name)
                 converted_method, converted_name = converted_result_names(
                     method, name, parse_rank_spec(spec).describe(), vllm=False
                 )
-                converted_file = results_dir / f"{converted_method}--{converted_name}.json"
+                converted_file = results_dir / f"{result_stem(converted_method, converted_name)}.json"
                 if (_result_fields(converted_file) or {}).get("status") != "success":
                     out_dir = results_dir / "converted" / f"{checkpoint.name}-{spec}"
                     report = convert_adapter_dir(
@@ -75,11 +77,12 @@ def table_from_results(results_dir: Path, overrides: dict, experiments: list[str
     """The rank-vs-accuracy table, read back from the result files (whatever has finished)."""
     from peftbench.conversion import parse_rank_spec
     from peftbench.conversion.evaluate import converted_result_names
+    from peftbench.runners.request import result_stem
 
     rows, test_items = [], "?"
     for experiment in experiments:
         method, name = experiment.split("/", 1)
-        original = _result_fields(results_dir / f"{method}--{name}.json")
+        original = _result_fields(results_dir / f"{result_stem(method, name)}.json")
         if original and original.get("per_item_correct"):
             test_items = len(original["per_item_correct"])
         if original is None or original.get("status") != "success":
@@ -92,7 +95,7 @@ def table_from_results(results_dir: Path, overrides: dict, experiments: list[str
         for spec in rank_specs:
             rank_spec = parse_rank_spec(spec).describe()
             converted_method, converted_name = converted_result_names(method, name, rank_spec, vllm=False)
-            converted = _result_fields(results_dir / f"{converted_method}--{converted_name}.json")
+            converted = _result_fields(results_dir / f"{result_stem(converted_method, converted_name)}.json")
             if converted is None:
                 rows.append(f"| {experiment} | LoRA {rank_spec} | not run | - | - | - |")
                 continue

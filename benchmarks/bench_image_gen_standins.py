@@ -26,7 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     from image_standins import build_standins
 
-    from peftbench.runners.execute import RunRequest, execute
+    from peftbench.runners.engine import execute
+    from peftbench.runners.request import RunRequest
 
     with tempfile.TemporaryDirectory(prefix="peftbench-image-bench-") as folder:
         root = Path(folder)

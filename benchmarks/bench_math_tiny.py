@@ -46,14 +46,15 @@ def measure_base(args) -> None:
 
 def measure_seeds(args) -> None:
     """One experiment with several seeds, each in its own child process; mean and sd of test accuracy."""
-    from peftbench.runners.local import run_experiment
+    from peftbench.runners.isolated import run_request
+    from peftbench.runners.request import RunRequest
 
     scores = []
     for seed in args.seeds:
-        path, status = run_experiment(
-            args.experiment, "math-tiny", args.results, seed=seed, result_name=f"{Path(args.experiment).parent.name}--"
-            f"{Path(args.experiment).name}--seed{seed}", save_checkpoint=seed == args.seeds[0], num_threads=args.threads,
-        )
+        path, status, _ = run_request(RunRequest(
+            task="math-tiny", results_dir=str(args.results), experiment_dir=str(args.experiment), seed=seed,
+            save_checkpoint=seed == args.seeds[0], num_threads=args.threads,
+        ))
         data = json.loads(Path(path).read_text())["peftbench"]
         print(f"seed {seed}: {status}, test accuracy {data['test_score']:.4f}, valid {data['valid_score']}, "
               f"train {data['train_time_s']:.0f} s, total {data['total_time_s']:.0f} s")

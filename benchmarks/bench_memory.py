@@ -109,7 +109,8 @@ def compare(results_dir: str, suite_dir: str) -> None:
     """The estimator, counting as a CPU run does, against measured runs with the same training config."""
     import warnings
 
-    from peftbench.runners.execute import RunRequest, prepare
+    from peftbench.runners.engine import prepare
+    from peftbench.runners.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 
     print("| experiment | measured peak (MiB) | estimated (MiB) | estimated - measured (bytes) | estimate's optimizer state (MiB) |")

@@ -195,6 +195,7 @@ def main() -> None:
         peft_shim(args.peft_dir.resolve(), data_dir.resolve(), args.threads)
         return
 
+    from peftbench.runners.request import result_stem
     from peftbench.tasks.math_tiny import shipped_model_path
 
     export_data(data_dir, args.train_rows, args.test_rows)
@@ -227,7 +228,7 @@ def main() -> None:
             for assignment in args.assignments:
                 command += ["--set", assignment]
             wall = run_timed(command, env, REPO)
-            result = json.loads((results / f"{EXPERIMENT[0]}--{EXPERIMENT[1]}.json").read_text())
+            result = json.loads((results / f"{result_stem(*EXPERIMENT)}.json").read_text())
             own = result["peftbench"]
             rows.append(("peftbench math", seed, wall, own["test_score"], own["forgetting"],
                          result["train_info"]["train_time"], own["steps"]))

@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 from peftbench.config import parse_set_options
-from peftbench.runners import TrialOutcome, execute_trial
-from peftbench.sweep import SweepPlan, resolve_experiments, run_sweep
+from peftbench.runners.batch import TrialOutcome, execute_trial
+from peftbench.runners.request import RunRequest
+from peftbench.sweep.plan import SweepPlan, resolve_experiments
+from peftbench.sweep.run import run_sweep
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
 DEFAULT_EXPERIMENTS = ["lora/rank16", "ia3/default", "loha/rank16"]
@@ -39,10 +41,10 @@ class TimedExecutor:
     def __init__(self) -> None:
         self.wall_s: dict[str, float] = {}
 
-    def __call__(self, trial: dict) -> TrialOutcome:
+    def __call__(self, trial: RunRequest) -> TrialOutcome:
         start = time.perf_counter()
         outcome = execute_trial(trial)
-        self.wall_s[trial["trial_id"]] = time.perf_counter() - start
+        self.wall_s[trial.trial_id] = time.perf_counter() - start
         return outcome
 
 
@@ -82,7 +84,7 @@ def main() -> None:
         start = time.perf_counter()
         run = run_sweep(plan, workers=workers, force=True, execute=timer)
         wall = time.perf_counter() - start
-        summary = run.summary
+        summary = run.summary.to_dict()
         print(f"\n== {workers} worker(s): sweep wall time {wall:.0f} s for {len(run.ran)} trials "
               f"(load average now {os.getloadavg()[0]:.1f}) ==")
         for key, entry in summary["experiments"].items():

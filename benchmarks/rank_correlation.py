@@ -109,7 +109,8 @@ def main() -> None:
 
     import torch
 
-    from peftbench.runners.local import run_experiment
+    from peftbench.runners.isolated import run_request
+    from peftbench.runners.request import RunRequest
     from peftbench.tasks import get_task
 
     torch.set_num_threads(args.threads)
@@ -145,10 +146,11 @@ def main() -> None:
             "valid_size": 0, "forgetting_size": 0, **common,
             **mapped_lr(folder, args.lr_mapping, config.optimizer_kwargs["lr"]),
         }
-        path, status = run_experiment(
-            with_scaled_schedule(folder, args.steps, args.results / "_scaled"), "math-tiny", args.results,
+        path, status, _ = run_request(RunRequest(
+            task="math-tiny", results_dir=str(args.results.resolve()),
+            experiment_dir=str(with_scaled_schedule(folder, args.steps, args.results / "_scaled")),
             overrides=overrides, save_checkpoint=False, num_threads=args.threads, show_progress=False,
-        )
+        ))
         score = json.loads(Path(path).read_text())["peftbench"].get("test_score") if path else None
         print(f"{method}/{name}: {status}, math-tiny {score}, published GSM8K {published:.3f}", flush=True)
     summarize(args.results)

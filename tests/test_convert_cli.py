@@ -159,19 +159,17 @@ def test_rank_spec_parsing():
 
 
 def test_evaluate_writes_a_converted_result_named_beside_the_original(tmp_path, monkeypatch):
-    """--evaluate hands the converted folder to the engine's evaluate_adapter with a `conversion` block.
+    """--evaluate hands the converted folder to the engine (evaluate mode) with a `conversion` block.
 
     The engine's own tests cover evaluate mode itself (a child process on the task); here it is recorded.
     """
-    import peftbench.runners.local as local_runner
-
     calls = []
 
-    def fake_evaluate_adapter(adapter_dir, task_name, results_dir, **kwargs):
-        calls.append({"adapter_dir": str(adapter_dir), "task": task_name, **kwargs})
-        return tmp_path / "results" / f"{kwargs['result_name']}.json", "success"
+    def fake_run_request(request):
+        calls.append(request)
+        return request.result_file(), "success", False
 
-    monkeypatch.setattr(local_runner, "evaluate_adapter", fake_evaluate_adapter)
+    monkeypatch.setattr("peftbench.runners.isolated.run_request", fake_run_request)
     base_dir, adapter_dir = _save_adapter(tmp_path, "loha")
     checkpoint = adapter_dir.rename(tmp_path / "loha--rank4")
     (tmp_path / "results").mkdir()
@@ -183,10 +181,10 @@ def test_evaluate_writes_a_converted_result_named_beside_the_original(tmp_path, 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["evaluation"]["status"] == "success"
     (call,) = calls
-    assert call["adapter_dir"] == str(tmp_path / "lora") and call["task"] == "math-tiny"
-    assert call["result_name"] == "loha-as-lora--rank4-e0.9"
-    assert call["overrides"] == {"test_size": 20, "model_id": str(base_dir)}
-    conversion = call["extra_result_fields"]["conversion"]
+    assert call.mode == "evaluate" and call.adapter_dir == str(tmp_path / "lora") and call.task == "math-tiny"
+    assert call.result_stem == "loha-as-lora--rank4-e0.9" and call.force and not call.save_checkpoint
+    assert call.overrides == {"test_size": 20, "model_id": str(base_dir)}
+    conversion = call.result_fields()["conversion"]
     assert conversion["source_result"] == str(tmp_path / "results" / "loha--rank4.json")
     assert conversion["source_peft_type"] == "LOHA" and conversion["rank"] == "energy 0.9"
     assert 0.9 <= conversion["energy_kept_min"] <= 1.0

@@ -97,7 +97,8 @@ def test_evaluate_mode_records_a_partial_checkpoint_as_failed(tmp_path, tiny_mod
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from peftbench.runners.execute import RunRequest, execute
+    from peftbench.runners.engine import execute
+    from peftbench.runners.request import RunRequest
 
     adapter_dir = tmp_path / "adapter"
     lora_config = LoraConfig(r=2, target_modules=["q_proj"])

@@ -8,12 +8,7 @@ import pytest
 import torch
 
 from peftbench.conversion import ConversionRefused, RankSpec, convert_peft_model
-from peftbench.conversion.coverage import (
-    METHOD_CASES,
-    build_adapted_model,
-    logits_error_of,
-    tiny_llama,
-)
+from peftbench.conversion.coverage import METHOD_CASES, build_adapted_model, logits_error_of
 from peftbench.conversion.fidelity import logits_relative_error, model_outputs, probe_input_ids
 
 FULL_RANK_TOLERANCE = 1e-4
@@ -138,7 +133,3 @@ def test_vllm_rounds_to_one_allowed_rank_and_refuses_bias_changes():
     _, model_with_head, original_with_head = build_adapted_model(_case("lora-modules-to-save"))
     with pytest.raises(ConversionRefused, match="modules_to_save"):
         convert_peft_model(model_with_head, original_with_head, RankSpec(fixed_rank=8), vllm=True)
-
-
-def test_tiny_llama_is_small():
-    assert sum(parameter.numel() for parameter in tiny_llama().parameters()) < 200_000

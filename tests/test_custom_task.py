@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.runners.execute import RunRequest, execute, prepare
+from peftbench.runners.engine import execute, prepare
+from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 
 FIXTURES = Path(__file__).parent / "fixtures"

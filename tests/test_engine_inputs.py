@@ -15,6 +15,7 @@ from peftbench.results.writer import write_json_atomic
 from peftbench.tasks import get_task
 
 from conftest import FIXTURES, MATH_FIXTURES
+from peftbench.runners.request import RunRequest
 
 
 def math_defaults():
@@ -35,7 +36,8 @@ def test_suite_experiment_loads_unchanged_and_merges_nested_kwargs():
 def test_full_finetuning_folder_has_no_adapter_config():
     spec = load_experiment(FIXTURES / "experiments/full-finetuning/llama-3.2-3B-lr_0.00001")
     assert spec.adapter_config is None and spec.peft_type is None
-    assert spec.result_stem == "full-finetuning--llama-3.2-3B-lr_0.00001"
+    request = RunRequest(task="math", results_dir="results", experiment_dir=str(spec.path))
+    assert request.result_stem == "full-finetuning--llama-3.2-3B-lr_0.00001"
 
 
 def test_set_options_parse_json_values_and_dotted_keys():
@@ -188,14 +190,14 @@ def test_cpu_peak_memory_separates_training_from_the_whole_run():
     assert report.total_bytes >= 180 * 2**20
 
 
-SHARED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "shared/peft-method-comparison/MetaMathQA/experiments"
+# the PEFT suite's MetaMathQA experiment folders, unchanged (tests/fixtures/peft-metamathqa-configs/README.md)
+PEFT_SUITE_EXPERIMENTS = FIXTURES / "peft-metamathqa-configs"
 
 
-@pytest.mark.skipif(not SHARED_EXPERIMENTS.exists(), reason="../shared (the PEFT suite's folders) is not beside the repo")
 def test_every_peft_suite_experiment_folder_loads_unchanged():
     from peftbench.experiments import build_peft_config
 
-    folders = discover_experiments(SHARED_EXPERIMENTS)
+    folders = discover_experiments(PEFT_SUITE_EXPERIMENTS)
     assert len(folders) > 50
     for folder in folders:
         spec = load_experiment(folder)

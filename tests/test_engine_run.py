@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from peftbench.cli import app
-from peftbench.runners import local
-from peftbench.runners.execute import RunRequest, execute
+from peftbench.runners import isolated
+from peftbench.runners.engine import execute
+from peftbench.runners.request import RunRequest
 
 
 LORA = "lora/llama-3.2-3B-rank32"
@@ -130,9 +131,11 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
 
 def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
     crash = "import sys; sys.stderr.write('segfault-like crash in the child\\n'); sys.exit(139)"
-    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
-    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", crash])
-    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
+    monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", crash])
+    path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path),
+                                                      experiment_dir=str(experiments_copy / LORA),
+                                                      overrides=math_fixture_params))
     assert status == "failed"
     result = read_result(path)
     assert result["peftbench"]["status"] == "failed"
@@ -140,7 +143,7 @@ def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_pa
     assert "segfault-like crash" in result["peftbench"]["error_msg"]
     assert result["peftbench"]["precision"] == "fp32" and result["peftbench"]["hardware"]["device"] == "cpu"
     # a failed result is retried on the next run, a successful one is not
-    assert not local.should_skip(path, force=False)
+    assert not isolated.should_skip(path, force=False)
 
 
 def run_in_process(folder: Path, results: Path, params: dict, **request) -> dict:
@@ -199,7 +202,7 @@ def test_divergence_is_recorded(experiments_copy, math_fixture_params, tmp_path)
     pb = result["peftbench"]
     assert pb["status"] == "diverged", pb
     assert "loss became" in pb["error_msg"] and pb["test_score"] is None
-    assert "test accuracy" not in result["train_info"]["metrics"][-1] if result["train_info"]["metrics"] else True
+    assert not any("test accuracy" in entry for entry in result["train_info"]["metrics"])  # no test was run
 
 
 def test_evaluate_adapter_without_training(experiments_copy, math_fixture_params, tmp_path):
@@ -208,7 +211,7 @@ def test_evaluate_adapter_without_training(experiments_copy, math_fixture_params
     path, status = execute(RunRequest(
         task="math", results_dir=str(tmp_path / "eval"), mode="evaluate", adapter_dir=str(checkpoint),
         method="lora", name="evaluated", overrides=math_fixture_params, show_progress=False,
-        extra_result_fields={"conversion": {"source_result": "x", "rank": 32}},
+        conversion={"source_result": "x", "rank": 32},
     ))
     result = read_result(path)
     pb = result["peftbench"]
@@ -260,8 +263,8 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
                          overrides={**math_fixture_params, "max_steps": 100000, "eval_steps": 100000,
                                     "batch_order": "shuffled"})
     request_file = tmp_path / "request.json"
-    request_file.write_text(json.dumps(request.__dict__))
-    child = subprocess.Popen([*local.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
+    request_file.write_text(json.dumps(request.to_dict()))
+    child = subprocess.Popen([*isolated.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.monotonic() + 120
     while "2/100000" not in seen and time.monotonic() < deadline:  # wait until training has made steps
@@ -284,8 +287,8 @@ def test_force_reruns_an_existing_result(experiments_copy, math_fixture_params, 
     write_json_atomic(existing, {"peftbench": {"status": "success"}, "train_info": {"status": "success"}})
     starts = tmp_path / "child-started"
     # a stand-in child that only records that it was started, then dies without writing a result
-    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
-    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"])
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
+    monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"])
     args = ["run", str(experiments_copy / LORA), "--task", "math", "--results", str(tmp_path),
             *set_options(math_fixture_params)]
     outcome = CliRunner().invoke(app, args)
@@ -338,16 +341,18 @@ def test_list_shows_tasks_and_experiments(experiments_copy):
 def test_sigkill_is_oom_only_with_the_oom_killers_evidence(experiments_copy, math_fixture_params, tmp_path,
                                                             monkeypatch):
     kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
-    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)  # the stand-in is a command
-    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", kill])
-    monkeypatch.setattr(local, "killed_by_oom_killer", lambda pid, count_before: False)
-    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
+    monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", kill])
+    monkeypatch.setattr(isolated, "killed_by_oom_killer", lambda pid, count_before: False)
+    request = RunRequest(task="math", results_dir=str(tmp_path), experiment_dir=str(experiments_copy / LORA),
+                         overrides=math_fixture_params)
+    path, status, _ = isolated.run_request(request)
     assert status == "killed" and "SIGKILL" in read_result(path)["peftbench"]["error_msg"]
-    monkeypatch.setattr(local, "killed_by_oom_killer", lambda pid, count_before: True)
-    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=math_fixture_params)
+    monkeypatch.setattr(isolated, "killed_by_oom_killer", lambda pid, count_before: True)
+    path, status, _ = isolated.run_request(request)
     assert status == "oom" and "out-of-memory killer" in read_result(path)["peftbench"]["error_msg"]
     # both are run again by default (memory may be free now), kept on request
-    assert not local.should_skip(path, force=False) and local.should_skip(path, force=False, keep_killed=True)
+    assert not isolated.should_skip(path, force=False) and isolated.should_skip(path, force=False, keep_killed=True)
 
 
 def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_params, tmp_path):
@@ -365,7 +370,7 @@ def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_
 
 
 def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
-    from peftbench.runners import execute as execute_module
+    from peftbench.runners import engine as execute_module
 
     merged_models = []
     merged_copy = execute_module.merged_copy
@@ -405,7 +410,7 @@ def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixtur
 def test_merge_for_eval_falls_back_to_the_unmerged_model_where_peft_cannot_merge():
     from types import SimpleNamespace
 
-    from peftbench.runners.execute import merged_copy
+    from peftbench.runners.engine import merged_copy
 
     model = SimpleNamespace(weights=[1.0])  # no merge_and_unload, as a tuner without merging
     with pytest.warns(UserWarning, match="evaluating unmerged"):

@@ -28,8 +28,8 @@ from peftbench.config import ConfigError
 from peftbench.results import writer
 from peftbench.results.lock import lock_path, result_lock
 from peftbench.results.reader import load_results
-from peftbench.runners import local
-from peftbench.runners.execute import RunRequest
+from peftbench.runners import isolated
+from peftbench.runners.request import RunRequest
 
 LORA = "lora/llama-3.2-3B-rank32"
 RESULTS_FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -75,7 +75,7 @@ def edited_copy(source: Path, destination: Path, adapter_changes=None, training_
 
 def stand_in_child(monkeypatch, code: str) -> None:
     """Replace the training child with a tiny Python program (no torch: milliseconds)."""
-    monkeypatch.setattr(local, "CHILD_COMMAND", [sys.executable, "-c", code])
+    monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", code])
 
 
 # ------------------------------------------------------------------ bad inputs, rejected before training
@@ -166,7 +166,7 @@ def test_same_result_name_from_two_folders_is_refused_naming_both(lora, math_fix
                           *set_options(math_fixture_params), *extra)
         text = outcome.output
         assert outcome.exit_code == 2 and str(first) in text and str(second) in text, outcome.output
-    assert not list((tmp_path / "r").glob("*.json")) if (tmp_path / "r").exists() else True
+    assert not list((tmp_path / "r").glob("*.json"))  # nothing was written (the folder may not even exist)
 
 
 def test_the_same_folder_given_twice_runs_once(lora, math_fixture_params, tmp_path, monkeypatch):
@@ -285,8 +285,9 @@ def test_a_second_process_waits_for_the_lock_then_skips_what_the_first_wrote(lor
     outcome = {}
     with result_lock(result_file):  # "the first process" is running this result
         runner = threading.Thread(target=lambda: outcome.update(
-            zip(("path", "status"), local.run_experiment(lora, "math", tmp_path, overrides=math_fixture_params,
-                                                          force=True))))
+            zip(("path", "status"), isolated.run_request(RunRequest(
+                task="math", results_dir=str(tmp_path), experiment_dir=str(lora), overrides=math_fixture_params,
+                force=True)))))
         runner.start()
         deadline = time.monotonic() + 60
         while "waiting for" not in capsys.readouterr().err and time.monotonic() < deadline:
@@ -377,9 +378,9 @@ def test_sigkill_of_the_parent_leaves_a_cancelled_result_not_a_broken_pipe(lora,
 
 def start_child(lora: Path, results: Path, params: dict, tmp_path: Path) -> subprocess.Popen:
     request = RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora), overrides=params)
-    child = subprocess.Popen([*local.CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    child = subprocess.Popen([*isolated.CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True, env=subprocess_env(tmp_path))
-    child.stdin.write(json.dumps({**request.__dict__, "parent_pid": os.getpid()}))
+    child.stdin.write(json.dumps({**request.to_dict(), "parent_pid": os.getpid()}))
     child.stdin.close()
     return child
 
@@ -407,8 +408,9 @@ def test_sigkill_of_the_child_is_killed_not_oom_and_runs_again(lora, math_fixtur
         return None
 
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(zip(("path", "status"), local.run_experiment(
-        lora, "math", tmp_path, overrides=long_run(math_fixture_params), show_progress=False))), daemon=True)
+    runner = threading.Thread(target=lambda: outcome.update(zip(("path", "status"), isolated.run_request(RunRequest(
+        task="math", results_dir=str(tmp_path), experiment_dir=str(lora), overrides=long_run(math_fixture_params),
+        show_progress=False)))), daemon=True)
     runner.start()
     deadline = time.monotonic() + 120
     while training_child() is None and time.monotonic() < deadline:
@@ -418,8 +420,8 @@ def test_sigkill_of_the_child_is_killed_not_oom_and_runs_again(lora, math_fixtur
     assert outcome["status"] == "killed"  # no OOM killer at work here: the cgroup counter did not move
     result = read_result(outcome["path"])["peftbench"]
     assert result["status"] == "killed" and "SIGKILL" in result["error_msg"]
-    assert not local.should_skip(outcome["path"], force=False)
-    assert local.should_skip(outcome["path"], force=False, keep_killed=True)
+    assert not isolated.should_skip(outcome["path"], force=False)
+    assert isolated.should_skip(outcome["path"], force=False, keep_killed=True)
     assert leftovers(tmp_path) == []
 
 

@@ -38,7 +38,7 @@ def test_cached_greedy_generation_matches_decoding_without_cache(tiny_model_dir,
     prompts = ["Ava has 4 apples.", "A much longer prompt: Ben buys 26 more apples and then sells 3."]
     steps = 6
     # min_new_tokens keeps EOS from ending a row early, so the two decodings compare token for token
-    completions, _ = generate_greedy(
+    completions = generate_greedy(
         model, tokenizer, prompts, batch_size=2, max_prompt_length=64,
         generation_kwargs={"max_new_tokens": steps, "min_new_tokens": steps} if method == "lora" else {"max_new_tokens": steps},
     )

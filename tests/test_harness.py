@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.runners.execute import RunRequest, execute, prepare
+from peftbench.runners.engine import execute, prepare
+from peftbench.runners.request import RunRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"

@@ -6,13 +6,23 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from peftbench.runners import TrialOutcome, run_trials
+from peftbench.results.record import RunResult
+from peftbench.results.writer import result_document, write_json_atomic
 from peftbench.runners import progress as progress_module
+from peftbench.runners.batch import TrialOutcome, run_trials
 from peftbench.runners.progress import ProgressFile, format_duration, read_progress
+from peftbench.runners.request import RunRequest
+
+
+def requests(results: Path, *experiments: str) -> list[RunRequest]:
+    """Run descriptions whose trial ids are `<method>--<name>` of the experiments "method/name" given."""
+    return [RunRequest(task="math-tiny", results_dir=str(results), experiment_dir=str(results / experiment))
+            for experiment in experiments]
 
 
 def test_progress_file_is_throttled_and_phase_changes_are_written_at_once(tmp_path):
@@ -46,22 +56,22 @@ def fake_child(tmp_path: Path, steps: int = 6, step_s: float = 0.1):
     """An executor that behaves like a child: progress file while it trains, then a result file."""
 
     def execute(trial):
-        writer = ProgressFile(trial["progress_file"])
+        writer = ProgressFile(trial.progress_file)
         writer.update("loading")
         for step in range(1, steps + 1):
             time.sleep(step_s)
             writer.update("train", step, steps)
-        if trial["trial_id"] == "broken":
-            return TrialOutcome(trial["trial_id"], "failed", None, "RuntimeError: boom\ntraceback")
-        result = tmp_path / f"{trial['trial_id']}.json"
-        result.write_text(json.dumps({"peftbench": {"test_score": 0.5, "score_name": "accuracy"}}))
-        return TrialOutcome(trial["trial_id"], "success", str(result))
+        if trial.trial_id == "boft--broken":
+            return TrialOutcome(trial.trial_id, "failed", None, "RuntimeError: boom\ntraceback")
+        result = tmp_path / f"{trial.trial_id}.json"
+        write_json_atomic(result, result_document(RunResult(status="success", test_score=0.5)))
+        return TrialOutcome(trial.trial_id, "success", str(result))
 
     return execute
 
 
 def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress):
-    trials = [{"trial_id": name, "results_dir": str(tmp_path)} for name in ("lora--rank16", "broken", "ia3--default")]
+    trials = requests(tmp_path, "lora/rank16", "boft/broken", "ia3/default")
     outcomes = run_trials(trials, workers=1, execute=fake_child(tmp_path), description="suite quick")
     assert [o.status for o in outcomes] == ["success", "failed", "success"]
     err = capsys.readouterr().err
@@ -72,21 +82,22 @@ def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress):
     first_done = next(line for line in lines if line.startswith("[1/3 done]"))
     assert re.fullmatch(r"\[1/3 done\] lora--rank16: test accuracy 50\.0%, \d+ s; suite quick \d+ s elapsed, "
                         r"about \d+ s left", first_done), first_done
-    assert any(line.startswith("[2/3 done] broken: failed (RuntimeError: boom)") for line in lines)
+    assert any(line.startswith("[2/3 done] boft--broken: failed (RuntimeError: boom)") for line in lines)
     assert lines[-1].startswith("[3/3 done] ia3--default: test accuracy 50.0%") and "left" not in lines[-1]
     # each experiment's start comes before its finish, and the progress files are cleaned up
-    for name in ("lora--rank16", "broken", "ia3--default"):
+    for name in ("lora--rank16", "boft--broken", "ia3--default"):
         assert err.index(f"[start] {name}") < err.index(f"] {name}: ", err.index(f"[start] {name}") + 1)
     assert not (tmp_path / progress_module.PROGRESS_DIR).exists()
 
 
 def test_kept_results_finish_without_starting(tmp_path, capsys, fast_progress):
     kept = tmp_path / "kept.json"
-    kept.write_text(json.dumps({"peftbench": {"test_score": 0.25, "score_name": "accuracy"}}))
-    run_trials([{"trial_id": "kept", "results_dir": str(tmp_path)}], workers=2,
-               execute=lambda trial: TrialOutcome("kept", "success", str(kept)), description="suite quick")
+    write_json_atomic(kept, result_document(RunResult(status="success", test_score=0.25)))
+    run_trials(requests(tmp_path, "lora/kept"), workers=2,
+               execute=lambda trial: TrialOutcome("lora--kept", "success", str(kept), skipped=True),
+               description="suite quick")
     err = capsys.readouterr().err
-    assert "[start]" not in err and "[1/1 done] kept: test accuracy 25.0%, kept, not run again" in err
+    assert "[start]" not in err and "[1/1 done] lora--kept: test accuracy 25.0%, kept, not run again" in err
 
 
 def test_live_bars_in_a_terminal(tmp_path, fast_progress):
@@ -101,7 +112,8 @@ def test_live_bars_in_a_terminal(tmp_path, fast_progress):
                              progress_dir=tmp_path / "progress")
     assert progress.live
     progress.start()
-    fake_child(tmp_path, steps=4)({"trial_id": "lora--rank16", "progress_file": progress.file_for("lora--rank16")})
+    (request,) = requests(tmp_path, "lora/rank16")
+    fake_child(tmp_path, steps=4)(replace(request, progress_file=progress.file_for("lora--rank16")))
     time.sleep(0.2)
     progress.finished("lora--rank16", "success", str(tmp_path / "lora--rank16.json"))
     progress.stop()

@@ -1,4 +1,4 @@
-"""The child forked from a warm parent (runners.local.FORK_WARM_CHILD): same result as a fresh interpreter,
+"""The child forked from a warm parent (runners.isolated.FORK_WARM_CHILD): same result as a fresh interpreter,
 and still its own process (a crash in it is recorded, the parent goes on)."""
 
 from __future__ import annotations
@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 
-from peftbench.runners import local
+from peftbench.runners import isolated
+from peftbench.runners.request import RunRequest
 
 LORA = "lora/llama-3.2-3B-rank32"
 
@@ -36,29 +38,29 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
             thread.exit()
     assert threading.active_count() == 1
     forks = []
-    monkeypatch.setattr(local, "_ForkedChild", lambda real=local._ForkedChild: forks.append(1) or real())
-    forked, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path / "fork", overrides=params,
-                                          save_checkpoint=False, show_progress=False)
+    monkeypatch.setattr(isolated, "_ForkedChild", lambda real=isolated._ForkedChild: forks.append(1) or real())
+    request = RunRequest(task="math", results_dir=str(tmp_path / "fork"), experiment_dir=str(experiments_copy / LORA),
+                         overrides=params, save_checkpoint=False, show_progress=False)
+    forked, status, _ = isolated.run_request(request)
     assert status == "success" and forks == [1]
-    monkeypatch.setattr(local, "FORK_WARM_CHILD", False)
-    spawned, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path / "spawn", overrides=params,
-                                           save_checkpoint=False, show_progress=False)
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)
+    spawned, status, _ = isolated.run_request(replace(request, results_dir=str(tmp_path / "spawn")))
     assert status == "success" and forks == [1]
     assert losses(forked) == losses(spawned)
 
 
 def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments_copy, params, tmp_path, monkeypatch):
-    import peftbench.runners.execute
+    import peftbench.runners.engine
 
-    monkeypatch.setattr(local.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
+    monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
 
     def killed(request):
         os.write(2, b"about to be killed\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(peftbench.runners.execute, "execute", killed)  # the fork inherits the patch
-    path, status = local.run_experiment(experiments_copy / LORA, "math", tmp_path, overrides=params,
-                                        show_progress=False)
+    monkeypatch.setattr(peftbench.runners.engine, "execute", killed)  # the fork inherits the patch
+    path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path), overrides=params,
+                                                   experiment_dir=str(experiments_copy / LORA), show_progress=False))
     assert status == "killed"  # SIGKILL, and nothing says it was the out-of-memory killer
     message = json.loads(path.read_text())["peftbench"]["error_msg"]
     assert "SIGKILL" in message and "about to be killed" in message

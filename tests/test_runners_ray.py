@@ -1,7 +1,7 @@
 """The Ray backend: a local Ray instance on this machine runs a small sweep, failures included.
 
 One Ray instance for the module (starting Ray costs seconds on a small machine). Trials use the
-stand-in engine (tests/test_sweep_standin.py); the tests folder is not importable on Ray workers, so
+stand-in engine (tests/sweep_standin.py); the tests folder is not importable on Ray workers, so
 the stand-in's functions travel by value.
 """
 
@@ -12,11 +12,13 @@ import sys
 
 import pytest
 
-from peftbench.runners import TrialOutcome, run_trials
-from peftbench.sweep import SweepPlan, run_sweep
+from peftbench.runners.batch import TrialOutcome, run_trials
+from peftbench.runners.request import RunRequest
+from peftbench.sweep.plan import SweepPlan
+from peftbench.sweep.run import run_sweep
 from test_sweep import experiment
-import test_sweep_standin
-from test_sweep_standin import make_experiment, standin_execute
+import sweep_standin
+from sweep_standin import make_experiment, standin_execute
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install peftbench[ray])")
 
@@ -25,7 +27,7 @@ RAY_CPUS = 2
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.cloudpickle.register_pickle_by_value(test_sweep_standin)
+    ray.cloudpickle.register_pickle_by_value(sweep_standin)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     yield
@@ -46,10 +48,10 @@ def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
     assert len(through_ray.ran) == 6
     by_id = {o.trial_id: o.status for o in through_ray.ran}
     assert by_id["boft--broken--lr0.001--seed0"] == "failed" and by_id["lora--r4--lr0.001--seed2"] == "success"
-    ray_lora, local_lora = (r.summary["experiments"]["lora/r4"] for r in (through_ray, locally))
+    ray_lora, local_lora = (r.summary.to_dict()["experiments"]["lora/r4"] for r in (through_ray, locally))
     assert ray_lora["chosen_lr"] == local_lora["chosen_lr"] == 1e-3
     assert ray_lora["tuned"]["test_scores"] == local_lora["tuned"]["test_scores"]
-    assert not through_ray.summary["complete"]
+    assert not through_ray.summary.complete
     # each Ray task asked for the CPUs split between the workers, and the trial trained with that many threads
     trial_file = tmp_path / "ray" / "lora--r4--lr0.001--seed1.json"
     assert json.loads(trial_file.read_text())["peftbench"]["num_threads"] == RAY_CPUS // 2
@@ -59,12 +61,13 @@ def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
     assert sorted(o.trial_id for o in resumed.ran) == ["boft--broken--lr0.0001--seed0", "boft--broken--lr0.001--seed0"]
 
 
-def raise_in_worker(trial: dict) -> TrialOutcome:
-    raise RuntimeError(f"cannot run {trial['trial_id']}")
+def raise_in_worker(trial: RunRequest) -> TrialOutcome:
+    raise RuntimeError(f"cannot run {trial.trial_id}")
 
 
 def test_an_executor_error_on_a_ray_worker_fails_that_trial_only(local_ray, tmp_path):
-    trials = [{"trial_id": f"t{i}", "results_dir": str(tmp_path)} for i in range(2)]
+    trials = [RunRequest(task="math-tiny", results_dir=str(tmp_path), experiment_dir=str(tmp_path / "lora" / f"t{i}"))
+              for i in range(2)]
     outcomes = run_trials(trials, backend="ray", workers=2, execute=raise_in_worker, show_progress=False)
-    assert sorted((o.trial_id, o.status) for o in outcomes) == [("t0", "failed"), ("t1", "failed")]
+    assert sorted((o.trial_id, o.status) for o in outcomes) == [("lora--t0", "failed"), ("lora--t1", "failed")]
     assert all("RuntimeError: cannot run" in o.error for o in outcomes)

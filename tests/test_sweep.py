@@ -1,6 +1,6 @@
 """Sweep planning, selection on validation only, resume, failures, Ctrl-C and the summary's statistics.
 
-Trials run through the local pool with a stand-in engine (tests/test_sweep_standin.py): real child
+Trials run through the local pool with a stand-in engine (tests/sweep_standin.py): real child
 processes writing real result files, with scores that are a known function of the learning rate.
 """
 
@@ -12,25 +12,20 @@ import signal
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from peftbench.config import ConfigError
-from peftbench.runners import TrialOutcome, execute_trial, threads_per_worker
-from peftbench.sweep import (
-    SUMMARY_FILE,
-    SweepExperiment,
-    SweepPlan,
-    TrialRecord,
-    choose_lr,
-    lr_grid,
-    parse_lrs,
-    run_sweep,
-    trial_result_name,
-)
-from test_sweep_standin import make_experiment, standin_execute
+from peftbench.runners.batch import TrialOutcome, execute_trial, threads_per_worker
+from peftbench.runners.request import RunRequest, result_stem
+from peftbench.sweep.plan import SweepExperiment, SweepPlan, lr_grid, parse_lrs
+from peftbench.sweep.run import run_sweep
+from peftbench.sweep.selection import TrialRecord, choose_lr
+from peftbench.sweep.summary import SUMMARY_FILE
+from sweep_standin import make_experiment, standin_execute
 
 
 def experiment(folder: Path, lr: float, seed: int = 0) -> SweepExperiment:
@@ -60,7 +55,7 @@ def test_parse_lrs_sorts_and_names_bad_values():
 
 
 def test_trial_names_carry_exact_rate_and_seed():
-    assert trial_result_name("lora", "r8", 3.16e-05, 2) == "lora--r8--lr3.16e-05--seed2"
+    assert result_stem("lora", "r8", lr=3.16e-05, seed=2) == "lora--r8--lr3.16e-05--seed2"
     assert float("3.16e-05") == 3.16e-05
 
 
@@ -117,7 +112,7 @@ def test_sweep_end_to_end_selects_on_validation_and_summary_recomputes_from_file
     assert trial["peftbench"]["num_threads"] == threads_per_worker(2)
 
     summary = read(results / SUMMARY_FILE)
-    assert summary == run.summary
+    assert summary == run.summary.to_dict()  # the file is the typed summary, as written
     lora = summary["experiments"]["lora/r4"]
     # test peaks at 1e-4 but validation at 1e-3: the validation winner is chosen
     assert lora["chosen_lr"] == 1e-3
@@ -158,7 +153,7 @@ def test_sweep_end_to_end_selects_on_validation_and_summary_recomputes_from_file
 def test_explicit_lrs_are_shared_and_a_missing_default_rate_runs_apart_from_selection(tmp_path, two_methods):
     results = tmp_path / "results"
     plan = SweepPlan("math-tiny", two_methods, results, lrs=[1e-4, 1e-3], seeds=1)
-    summary = run_sweep(plan, execute=standin_execute, show_progress=False).summary
+    summary = run_sweep(plan, execute=standin_execute, show_progress=False).summary.to_dict()
     ia3 = summary["experiments"]["ia3/default"]
     assert [t["lr"] for t in ia3["trials"]] == [1e-4, 1e-3]
     assert ia3["default"]["lr"] == 1e-2 and not ia3["default"]["in_grid"]
@@ -194,7 +189,7 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     experiments = [*two_methods, experiment(broken, 1e-3), experiment(spiky, 1e-3)]
 
     def crashing_for_ia3(trial):  # an executor error (not a result file) fails that trial only
-        if trial["trial_id"].startswith("ia3--default--lr0.0316"):
+        if trial.trial_id.startswith("ia3--default--lr0.0316"):
             raise RuntimeError("worker lost")
         return standin_execute(trial)
 
@@ -204,7 +199,7 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     assert statuses["boft--broken--lr0.001--seed0"] == "failed"
     assert statuses["loha--spiky--lr0.00316--seed0"] == "diverged"
     assert statuses["ia3--default--lr0.0316--seed0"] == "failed"
-    summary = run.summary
+    summary = run.summary.to_dict()
     assert summary["experiments"]["boft/broken"]["chosen_lr"] is None
     assert summary["experiments"]["boft/broken"]["tuned"]["mean"] is None
     assert summary["experiments"]["loha/spiky"]["chosen_lr"] == 1e-3  # best rate that did not diverge
@@ -224,14 +219,14 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
     calls = []
 
     def ctrl_c_during_third(trial):
-        calls.append(trial["trial_id"])
+        calls.append(trial.trial_id)
         if len(calls) < 3:
             return standin_execute(trial)
         # a trial that would run for a long time, and a Ctrl-C that reaches only the sweep's own process
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         os.kill(os.getpid(), signal.SIGINT)
         child.wait()
-        return TrialOutcome(trial["trial_id"], "cancelled", None, "interrupted")
+        return TrialOutcome(trial.trial_id, "cancelled", None, "interrupted")
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, workers=1, execute=ctrl_c_during_third, show_progress=False)
@@ -244,7 +239,7 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
     resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
     assert resumed.skipped == 2 and len(resumed.ran) == 8 - 2
     assert {name: (results / name).read_text() for name in finished} == before
-    assert resumed.summary["complete"]
+    assert resumed.summary.complete
 
 
 def test_plan_rejects_bad_settings(tmp_path, two_methods):
@@ -272,22 +267,29 @@ def test_threads_are_split_fairly_between_workers():
 
 
 
-def test_execute_trial_hands_the_trial_to_the_engines_runner(tmp_path, two_methods, monkeypatch):
+def test_execute_trial_hands_the_request_to_the_engines_runner(tmp_path, two_methods, monkeypatch):
     calls = []
 
-    def fake_run_experiment(experiment_dir, task_name, results_dir, **kwargs):
-        calls.append((experiment_dir, task_name, results_dir, kwargs))
-        return Path(results_dir) / f"{kwargs['result_name']}.json", "diverged"
+    def fake_run_request(request):
+        calls.append(request)
+        return request.result_file(), "diverged", False
 
-    monkeypatch.setattr("peftbench.runners.local.run_experiment", fake_run_experiment)
+    monkeypatch.setattr("peftbench.runners.isolated.run_request", fake_run_request)
     plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
-    trial = {**plan.search_trials()[0], "num_threads": 3}
+    trial = replace(plan.search_trials()[0], num_threads=3)
     outcome = execute_trial(trial)
     assert outcome.status == "diverged" and outcome.result_path.endswith("lora--r4--lr0.001--seed0.json")
-    experiment_dir, task_name, results_dir, kwargs = calls[0]
-    assert (experiment_dir, task_name, results_dir) == (str(two_methods[0].path), "math-tiny", str(tmp_path.resolve()))
-    assert kwargs["overrides"] == {"optimizer_kwargs": {"lr": 1e-3}}
-    assert kwargs["seed"] == 0 and kwargs["force"] is True and kwargs["num_threads"] == 3
-    assert kwargs["result_name"] == "lora--r4--lr0.001--seed0"
-    assert kwargs["extra_result_fields"]["sweep"]["role"] == "trial"
-    assert kwargs["show_progress"] is False
+    assert not outcome.skipped and outcome.trial_id == "lora--r4--lr0.001--seed0"
+    (request,) = calls
+    assert request.experiment_dir == str(two_methods[0].path) and request.task == "math-tiny"
+    assert request.results_dir == str(tmp_path.resolve())
+    assert request.overrides == {"optimizer_kwargs": {"lr": 1e-3}}
+    assert request.seed == 0 and request.num_threads == 3 and request.show_progress is False
+    assert request.result_fields()["sweep"] == {"sweep_id": plan.sweep_id, "role": "trial", "lr": 1e-3, "seed": 0,
+                                                "default_lr": 1e-3, "lr_factor": 1.0}
+
+
+def test_a_request_crosses_to_the_child_as_json_and_back_unchanged(tmp_path, two_methods):
+    plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
+    request = plan.search_trials()[0]
+    assert RunRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request

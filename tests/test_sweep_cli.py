@@ -1,6 +1,6 @@
 """`peftbench sweep` as a user runs it: the table, the summary file, exit statuses, clear input errors.
 
-The engine is replaced by the stand-in (tests/test_sweep_standin.py) so the command runs in seconds;
+The engine is replaced by the stand-in (tests/sweep_standin.py) so the command runs in seconds;
 the experiments, the task defaults and the option parsing are the real ones.
 """
 
@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from peftbench.cli import app
-from test_sweep_standin import make_experiment, standin_execute
+from sweep_standin import make_experiment, standin_execute
 
 
 @pytest.fixture
 def cli(monkeypatch):
-    monkeypatch.setattr("peftbench.sweep.execute_trial", standin_execute)
+    monkeypatch.setattr("peftbench.sweep.run.execute_trial", standin_execute)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["sweep", *map(str, args)])
 
@@ -75,7 +75,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(cli, experiments, tmp_path, mon
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("peftbench.sweep.run_sweep", interrupted)
+    monkeypatch.setattr("peftbench.sweep.run.run_sweep", interrupted)
     outcome = cli(*experiments, "--results", tmp_path / "r")
     assert outcome.exit_code == 130
     assert "run the same command again to resume" in outcome.stderr

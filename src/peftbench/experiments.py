@@ -34,11 +34,6 @@ class ExperimentSpec:
         return f"{self.method}/{self.name}"
 
     @property
-    def result_stem(self) -> str:
-        """File-name stem of the result and checkpoint: `<method>--<name>`."""
-        return f"{self.method}--{self.name}"
-
-    @property
     def peft_type(self) -> Optional[str]:
         return None if self.adapter_config is None else self.adapter_config["peft_type"]
 

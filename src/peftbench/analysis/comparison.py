@@ -129,6 +129,20 @@ def _one_line_per_file(warnings: list[LoadWarning]) -> list[LoadWarning]:
     return [LoadWarning(path, "; ".join(dict.fromkeys(texts))) for path, texts in messages.items()]
 
 
+def grouped_points(loaded: LoadedResults) -> tuple[list[Point], list[LoadWarning]]:
+    """The loaded runs grouped into points (seeds aggregated), with the loader's and the grouping's warnings."""
+    points, grouping_warnings = build_points(loaded.records)
+    return points, list(loaded.warnings) + grouping_warnings
+
+
+def filtered(points: list[Point], point_filter: Filter | None) -> tuple[list[Point], list[str]]:
+    """The points `point_filter` keeps (all without one), and the names of those it leaves out."""
+    if point_filter is None:
+        return points, []
+    kept = [p for p in points if point_filter.matches(p.fields())]
+    return kept, [p.name for p in points if p not in kept]
+
+
 def compare_results(
     loaded: LoadedResults,
     *,
@@ -140,17 +154,13 @@ def compare_results(
     """Group the loaded runs into points, filter them and compute the frontiers."""
     x_metric = x if isinstance(x, Metric) else get_metric(x)
     y_metric = y if isinstance(y, Metric) else get_metric(y)
-    points, grouping_warnings = build_points(loaded.records)
-    filtered_out = []
-    if point_filter is not None:
-        kept = [p for p in points if point_filter.matches(p.fields())]
-        filtered_out = [p.name for p in points if p not in kept]
-        points = kept
+    points, warnings = grouped_points(loaded)
+    points, filtered_out = filtered(points, point_filter)
     pair = frontier_view(points, [x_metric, y_metric])
     multi = None
     if metrics:
         multi = frontier_view(points, [m if isinstance(m, Metric) else get_metric(m) for m in metrics])
-    warnings = list(loaded.warnings) + grouping_warnings + _missing_warnings(points, pair)
+    warnings += _missing_warnings(points, pair)
     if multi is not None:
         warnings += _missing_warnings(points, multi)
     warnings = _one_line_per_file(warnings) + condition_warnings(points)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.analysis.metrics import METRICS, Metric, oriented
-from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci
+from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
 from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
 
 
@@ -96,9 +96,7 @@ def _aggregate(point: Point) -> None:
     for metric in METRICS:
         present = [run.metrics[metric] for run in point.runs if run.metrics.get(metric) is not None]
         point.values[metric] = bootstrap_mean_ci(present) if present else None
-    items = [run.per_item_correct for run in point.runs if run.per_item_correct]
-    if items and len({len(i) for i in items}) == 1:
-        point.per_item_correct = np.mean(np.asarray(items, dtype=float), axis=0)
+    point.per_item_correct = mean_per_item([run.per_item_correct for run in point.runs if run.per_item_correct])
     # With one run and its per-item correctness, the test set's own sampling noise is what we know.
     if len(point.runs) == 1 and point.per_item_correct is not None and point.values.get("test_score"):
         item_ci = bootstrap_mean_ci(point.per_item_correct)

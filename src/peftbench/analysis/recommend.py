@@ -178,3 +178,34 @@ def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priori
     else:
         result.reasons.append("no runner-up: it is the only point that meets the constraints")
     return result
+
+
+@dataclass
+class RecommendationReport:
+    """`peftbench recommend`'s answer: the recommendation, or why there is none, and the warnings to show."""
+
+    recommendation: Recommendation | None
+    warnings: list  # the loader's and the grouping's (analysis.comparison.grouped_points)
+    error: str | None = None  # the results cannot be ranked (no run of the task, several tasks)
+    condition_warnings: list = field(default_factory=list)  # unfair comparisons among the ranked points
+
+
+def recommend_results(loaded, constraints: Sequence[Constraint], priority: Metric | str, *, task: str | None = None,
+                      point_filter=None) -> RecommendationReport:
+    """From loaded results to a recommendation: the points of one task (`task`, or the only one there is), then
+    those `point_filter` keeps, ranked under `constraints`."""
+    from peftbench.analysis.comparison import filtered, grouped_points
+    from peftbench.analysis.conditions import condition_warnings
+
+    points, warnings = grouped_points(loaded)
+    tasks = sorted({p.task for p in points})
+    if task is not None:
+        points = [p for p in points if p.task == task]
+        if not points:
+            return RecommendationReport(None, warnings, f"no results of task {task!r}; tasks found: {', '.join(tasks) or 'none'}")
+    elif len(tasks) > 1:
+        return RecommendationReport(None, warnings, f"results of several tasks ({', '.join(tasks)}) cannot be ranked "
+                                    "together; choose one with --task")
+    points, _ = filtered(points, point_filter)
+    unfair = condition_warnings(points)
+    return RecommendationReport(recommend(points, constraints, priority), warnings, None, unfair)

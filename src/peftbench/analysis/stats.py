@@ -5,6 +5,7 @@ Public API (also used by the sweep selection):
 - `paired_bootstrap(a_correct, b_correct)`: the score difference between two methods evaluated on the
   same test items, its 95% interval and the probability that A is better (resampling items, so both
   methods see the same resampled test set: far tighter than comparing two unpaired intervals).
+- `mean_per_item(runs)`: per test item, the mean over several runs (seeds) of one method.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class PairedComparison:
     def significant(self) -> bool:
         """The interval of the difference excludes zero."""
         return self.low > 0 or self.high < 0
+
+
+def mean_per_item(runs: Sequence[Sequence[float] | None]) -> np.ndarray | None:
+    """Per test item, the mean correctness over `runs`; None unless every run has per-item results, all of
+    one length."""
+    if not runs or any(not items for items in runs) or len({len(items) for items in runs}) != 1:
+        return None
+    return np.mean(np.asarray(runs, dtype=float), axis=0)
 
 
 def _rng(seed: int) -> np.random.Generator:

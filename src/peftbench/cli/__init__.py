@@ -28,13 +28,7 @@ app = typer.Typer(
 
 def _register_all() -> None:
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"peftbench.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"peftbench.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(app)
+        importlib.import_module(f"peftbench.cli.{name}").register(app)
 
 
 _register_all()

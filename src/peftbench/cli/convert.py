@@ -92,6 +92,33 @@ def convert(
     """
     from rich.console import Console
 
+    _quiet_libraries()
+    console = Console(stderr=True)
+    if evaluate and not task:
+        console.print("[bold red]error:[/] --evaluate needs --task (e.g. --task math-tiny)")
+        raise typer.Exit(2)
+    report, overrides = _convert(console, adapter_dir, out, rank, set_values, base_model=base_model, task=task,
+                                 vllm=vllm, fit=fit, overwrite=overwrite, measure=measure,
+                                 trust_remote_code=trust_remote_code)
+    evaluation = None
+    if evaluate:
+        from peftbench.conversion.evaluate import evaluate_converted
+
+        outcome = evaluate_converted(report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides)
+        evaluation = {"result_file": outcome.result_path, "status": outcome.status,
+                      **({"error": outcome.error} if outcome.error else {})}
+    if as_json:
+        typer.echo(json.dumps({**report.to_json_dict(), "evaluation": evaluation}, indent=2))
+        return
+    _print_report(report, out, task, evaluation)
+    if evaluation and evaluation["status"] != "success":
+        raise typer.Exit(1)
+
+
+def _convert(console, adapter_dir: Path, out: Path, rank: str, set_values: list[str], *, task: Optional[str],
+             **options):
+    """Convert, or say why not and exit (2: refused or bad input, 1: measured wrong, nothing written)."""
+    from peftbench.config import parse_set_options
     from peftbench.conversion import (
         AdapterFolderError,
         ConversionFailed,
@@ -99,31 +126,12 @@ def convert(
         convert_adapter_dir,
         parse_rank_spec,
     )
-    from peftbench.conversion.report import render_table
 
-    _quiet_libraries()
-    console = Console(stderr=True)
-    if evaluate and not task:
-        console.print("[bold red]error:[/] --evaluate needs --task (e.g. --task math-tiny)")
-        raise typer.Exit(2)
     try:
-        from peftbench.config import parse_set_options
-
         overrides = parse_set_options(set_values)
-        rank_spec = parse_rank_spec(rank)
-        report = convert_adapter_dir(
-            adapter_dir,
-            out,
-            rank_spec,
-            base_model=base_model,
-            fallback_base_model=_task_model(task) if task else None,
-            vllm=vllm,
-            fit=fit,
-            overwrite=overwrite,
-            measure=measure,
-            trust_remote_code=trust_remote_code,
-            progress=_progress_over(console),
-        )
+        report = convert_adapter_dir(adapter_dir, out, parse_rank_spec(rank),
+                                     fallback_base_model=_task_model(task) if task else None,
+                                     progress=_progress_over(console), **options)
     except ConversionRefused as refusal:
         console.print(f"[bold red]refused:[/] {_escape(str(refusal))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -133,18 +141,14 @@ def convert(
     except (AdapterFolderError, FileExistsError, ValueError) as error:
         console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    return report, overrides
 
-    evaluation = None
-    if evaluate:
-        from peftbench.conversion.evaluate import evaluate_converted
 
-        result_file, status = evaluate_converted(
-            report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides
-        )
-        evaluation = {"result_file": str(result_file) if result_file else None, "status": status}
-    if as_json:
-        typer.echo(json.dumps({**report.to_json_dict(), "evaluation": evaluation}, indent=2))
-        return
+def _print_report(report, out: Path, task: Optional[str], evaluation: Optional[dict]) -> None:
+    from rich.console import Console
+
+    from peftbench.conversion.report import render_table
+
     out_console = Console()
     out_console.print(render_table(report))
     out_console.print(_escape(report.summary_line()), soft_wrap=True)
@@ -153,9 +157,9 @@ def convert(
         out_console.print(f"[yellow]note:[/] {_escape(note)}", soft_wrap=True)
     out_console.print(f"wrote {_escape(str(out))}", soft_wrap=True)
     if evaluation:
-        out_console.print(f"evaluation on {_escape(task)}: {evaluation['status']}, result {_escape(str(evaluation['result_file']))}", soft_wrap=True)
-        if evaluation["status"] != "success":
-            raise typer.Exit(1)
+        error = f" ({evaluation['error']})" if evaluation.get("error") else ""
+        out_console.print(f"evaluation on {_escape(task)}: {evaluation['status']}, result "
+                          f"{_escape(str(evaluation['result_file']))}{_escape(error)}", soft_wrap=True)
 
 
 def _task_model(task_name: str) -> str:

@@ -37,7 +37,8 @@ def memory(
     from rich.markup import escape
 
     from peftbench.config import ConfigError, parse_set_options
-    from peftbench.runners.execute import RunRequest, prepare
+    from peftbench.runners.engine import prepare
+    from peftbench.runners.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks
 
     console = Console(stderr=True)

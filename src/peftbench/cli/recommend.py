@@ -36,81 +36,94 @@ def recommend(
     json_out: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
 ) -> None:
     from rich.console import Console
-    from rich.text import Text
 
-    from peftbench.analysis.conditions import condition_warnings
     from peftbench.analysis.filters import FilterError, parse_filter
-    from peftbench.analysis.metrics import format_value, get_metric
-    from peftbench.analysis.points import FILTER_FIELDS, build_points
-    from peftbench.analysis.recommend import Constraint, ConstraintError, parse_count, parse_duration, parse_size
-    from peftbench.analysis.recommend import recommend as rank
+    from peftbench.analysis.metrics import get_metric
+    from peftbench.analysis.points import FILTER_FIELDS
+    from peftbench.analysis.recommend import ConstraintError, recommend_results
     from peftbench.results.reader import load_results
-
-    def fail(message: str) -> None:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
 
     try:
         priority_metric = get_metric(priority)
-        constraints = []
-        limits = [
-            ("peak_memory", max_memory, parse_size, "--max-memory"),
-            ("train_time", max_train_time, parse_duration, "--max-train-time"),
-            ("total_time", max_total_time, parse_duration, "--max-total-time"),
-            ("file_size", max_file_size, parse_size, "--max-file-size"),
-            ("trainable_params", max_params, parse_count, "--max-params"),
-        ]
-        for metric, text, parse, option in limits:
-            if text is not None:
-                constraints.append(Constraint(get_metric(metric), parse(text, option)))
-        if max_forgetting is not None:
-            constraints.append(Constraint(get_metric("forgetting"), max_forgetting))
-        if min_score is not None:
-            constraints.append(Constraint(get_metric("test_score"), min_score, at_least=True))
+        constraints = _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params,
+                                   max_forgetting, min_score)
         point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
     except (KeyError, ConstraintError, FilterError) as error:
-        fail(error.args[0])
+        _fail(error.args[0])
 
     console = Console(stderr=json_out)
-    loaded = load_results(results, progress=True)
-    for warning in loaded.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
-    points, grouping_warnings = build_points(loaded.records)
-    for warning in grouping_warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
-    tasks = sorted({p.task for p in points})
-    if task is not None:
-        points = [p for p in points if p.task == task]
-        if not points:
-            fail(f"no results of task {task!r}; tasks found: {', '.join(tasks) or 'none'}")
-    elif len(tasks) > 1:
-        fail(f"results of several tasks ({', '.join(tasks)}) cannot be ranked together; choose one with --task")
-    if point_filter is not None:
-        points = [p for p in points if point_filter.matches(p.fields())]
-    unfair = condition_warnings(points)
-    for warning in unfair:
-        console.print(Text(f"warning: {warning}", style="yellow"))
-    result = rank(points, constraints, priority_metric)
-
+    report = recommend_results(load_results(results, progress=True), constraints, priority_metric, task=task,
+                               point_filter=point_filter)
+    _warn(console, report.warnings)
+    if report.error:
+        _fail(report.error)
+    _warn(console, report.condition_warnings)
     if json_out:
-        typer.echo(json.dumps({
-            "priority": priority_metric.name,
-            "constraints": [str(c) for c in result.constraints],
-            "best": result.best.name if result.best else None,
-            "runner_up": result.runner_up.name if result.runner_up else None,
-            "within_noise": result.difference.verdict == "noise" if result.difference else None,
-            "noise_verdict": result.difference.verdict if result.difference else None,
-            "ranking": [{"name": p.name, priority_metric.name: p.mean(priority_metric.name)} for p in result.ranked],
-            "reasons": result.reasons,
-            "excluded": [{"name": name, "why": why} for name, why in result.excluded],
-            "condition_warnings": [str(w) for w in unfair],
-        }, indent=2))  # fmt: skip
-        return
+        typer.echo(json.dumps(_as_json(report, priority_metric), indent=2))
+    elif not _print_recommendation(console, report.recommendation):
+        raise typer.Exit(1)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _warn(console, warnings) -> None:
+    from rich.text import Text
+
+    for warning in warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params, max_forgetting, min_score):
+    """The limit options as analysis.recommend Constraints (ConstraintError for a value that does not parse)."""
+    from peftbench.analysis.metrics import get_metric
+    from peftbench.analysis.recommend import Constraint, parse_count, parse_duration, parse_size
+
+    limits = [
+        ("peak_memory", max_memory, parse_size, "--max-memory"),
+        ("train_time", max_train_time, parse_duration, "--max-train-time"),
+        ("total_time", max_total_time, parse_duration, "--max-total-time"),
+        ("file_size", max_file_size, parse_size, "--max-file-size"),
+        ("trainable_params", max_params, parse_count, "--max-params"),
+    ]
+    constraints = [Constraint(get_metric(metric), parse(text, option)) for metric, text, parse, option in limits
+                   if text is not None]
+    if max_forgetting is not None:
+        constraints.append(Constraint(get_metric("forgetting"), max_forgetting))
+    if min_score is not None:
+        constraints.append(Constraint(get_metric("test_score"), min_score, at_least=True))
+    return constraints
+
+
+def _as_json(report, priority_metric) -> dict:
+    result = report.recommendation
+    return {
+        "priority": priority_metric.name,
+        "constraints": [str(c) for c in result.constraints],
+        "best": result.best.name if result.best else None,
+        "runner_up": result.runner_up.name if result.runner_up else None,
+        "within_noise": result.difference.verdict == "noise" if result.difference else None,
+        "noise_verdict": result.difference.verdict if result.difference else None,
+        "ranking": [{"name": p.name, priority_metric.name: p.mean(priority_metric.name)} for p in result.ranked],
+        "reasons": result.reasons,
+        "excluded": [{"name": name, "why": why} for name, why in result.excluded],
+        "condition_warnings": [str(w) for w in report.condition_warnings],
+    }
+
+
+def _print_recommendation(console, result) -> bool:
+    """The best, the runner-up and why; False when nothing meets the constraints (the reasons say why)."""
+    from rich.text import Text
+
+    from peftbench.analysis.metrics import format_value, get_metric
+
     if result.best is None:
         console.print(Text(result.reasons[0], style="bold red"))
         for reason in result.reasons[1:]:
             console.print(Text(f"  - {reason}"))
-        raise typer.Exit(1)
+        return False
     console.print(Text.assemble(("Best: ", "bold green"), Text(result.best.name, style="bold")))
     if result.runner_up is not None:
         console.print(Text.assemble(("Runner-up: ", "bold"), Text(result.runner_up.name)))
@@ -125,6 +138,7 @@ def recommend(
     console.print(Text(f"  best: {shown}; {result.best.noise_note}", style="dim"))
     if result.excluded:
         console.print(Text(f"{len(result.excluded)} point(s) left out by the constraints", style="dim"))
+    return True
 
 
 def register(app: typer.Typer) -> None:

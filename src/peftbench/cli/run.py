@@ -55,66 +55,62 @@ def run(
     from rich.markup import escape
 
     from peftbench.config import ConfigError, parse_set_options
-    from peftbench.printable import printable
-    from peftbench.results.writer import ResultWriteError, check_writable
-    from peftbench.runners.execute import RunRequest, check_distinct_result_files, prepare
-    from peftbench.runners.local import existing_status, run_experiment, should_skip
-    from peftbench.tasks import DEFAULT_TASK, available_tasks, resolve_task_name
+    from peftbench.runners.batch import run_trials
+    from peftbench.runners.engine import check_requests
+    from peftbench.runners.request import RunRequest
+    from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task, resolve_task_name
 
     console = Console(stderr=True)
     task_name = resolve_task_name(task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math"))
     try:
+        task_label = get_task(task_name).name
         overrides = parse_set_options(set_values)
         harness = harness_request(harness_tasks, harness_include, harness_limit)
-        # check every experiment before running any, so that a typo does not surface after an hour of training
-        prepared = []
-        for experiment in experiments:
-            request = RunRequest(
-                task=task_name, results_dir=str(results), experiment_dir=str(experiment), overrides=overrides,
-                seed=seed, num_threads=num_threads, harness=harness,
+        requests = check_requests([
+            RunRequest(
+                task=task_name, results_dir=str(results.resolve()), experiment_dir=str(experiment.resolve()),
+                overrides=overrides, seed=seed, num_threads=num_threads, harness=harness, force=force,
+                keep_killed=keep_killed, save_checkpoint=not no_save,
             )
-            run_info = prepare(request)
-            if seed is not None:  # one file per seed, so that a second seed never "skips" onto the first one
-                request.result_name = f"{run_info.method}--{run_info.name}--seed{seed}"
-                run_info = prepare(request)
-            if all(run_info.source != earlier.source for _, earlier in prepared):  # a folder given twice runs once
-                prepared.append((experiment, run_info))
-        check_distinct_result_files([run_info for _, run_info in prepared])
-        check_writable(results)
+            for experiment in experiments
+        ])
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2)
 
-    rows = []
+    outcomes = []
     try:
-        for experiment, run_info in prepared:
-            if should_skip(run_info.result_file, force, keep_killed, run_info.task.name):
-                status = existing_status(run_info.result_file)
-                console.print(
-                    printable(f"skip {run_info.experiment_name}: {run_info.result_file} exists ({status}); --force reruns"),
-                    markup=False,
-                )
-                rows.append((run_info.experiment_name, "skipped", run_info.result_file, None))
-                continue
-            console.rule(escape(printable(f"{run_info.experiment_name} on {run_info.task.name}")))
-            try:
-                path, status = run_experiment(
-                    experiment, task_name, results, overrides=overrides, seed=seed, force=True, keep_killed=keep_killed,
-                    save_checkpoint=not no_save, num_threads=num_threads, result_name=run_info.result_file.stem,
-                    harness=harness,
-                )
-            except (ConfigError, ResultWriteError) as error:  # the other experiments still run
-                console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-                rows.append((run_info.experiment_name, "failed", None, str(error)))
-                continue
-            rows.append((run_info.experiment_name, status, path, None))
+        # one at a time, in this thread, with the child's own progress bars (and a warm fork: runners.isolated)
+        run_trials(requests, workers=1, execute=_announced(console, task_label), on_done=outcomes.append,
+                   description="run", show_progress=False, share_cores=False)
     except KeyboardInterrupt:
         console.print("[yellow]cancelled[/]: finished results are kept; rerun to continue")
-        _print_summary(console, rows)
+        _print_summary(console, requests, outcomes)
         raise typer.Exit(130)
-    _print_summary(console, rows)
-    if any(status not in ("success", "skipped", "diverged") for _, status, _, _ in rows):
+    _print_summary(console, requests, outcomes)
+    if any(not o.skipped and o.status not in ("success", "diverged") for o in outcomes):
         raise typer.Exit(1)
+
+
+def _announced(console, task_label: str):
+    """The engine's executor, with a header line before each experiment and an error line after a failure."""
+    from rich.markup import escape
+
+    from peftbench.printable import printable
+    from peftbench.runners.batch import execute_trial, guarded
+
+    def execute(request):
+        method, name = request.names
+        console.rule(escape(printable(f"{method}/{name} on {task_label}")))
+        outcome = guarded(execute_trial, request)
+        if outcome.skipped:
+            console.print(printable(f"skip {method}/{name}: {outcome.result_path} exists ({outcome.status}); "
+                                    "--force reruns"), markup=False)
+        elif outcome.error:
+            console.print(f"[bold red]error:[/] {escape(outcome.error)}", highlight=False)
+        return outcome
+
+    return execute
 
 
 def harness_request(tasks: Optional[str], include: Optional[Path], limit: Optional[int]) -> dict:
@@ -132,45 +128,35 @@ def harness_request(tasks: Optional[str], include: Optional[Path], limit: Option
     return {"tasks": names, "include_path": str(include.resolve()) if include else None, "limit": limit}
 
 
-def _print_summary(console, rows) -> None:
-    """One line per experiment: (name, status, result file or None, note). Result files are read as
-    untrusted data: a value that is missing, malformed or out of range shows as blank."""
+def _print_summary(console, requests, outcomes) -> None:
+    """One line per experiment that ran or was skipped. Result files are read as untrusted data: a value that
+    is missing, malformed or out of range shows as blank."""
     from rich.table import Table
     from rich.text import Text
 
     from peftbench.printable import printable
-    from peftbench.results.reader import finite_number
+    from peftbench.results.reader import read_result_file
+    from peftbench.results.record import RunResult
 
+    names = {request.trial_id: "/".join(request.names) for request in requests}
     table = Table(title="peftbench run")
     for column in ("experiment", "status", "test score", "train time (s)", "result / error"):
         table.add_column(column)
-    for name, status, path, note in rows:
-        record = _own_section(path)
-        score, train_time = finite_number(record.get("test_score")), finite_number(record.get("train_time_s"))
-        error = record.get("error_msg")
-        if isinstance(error, str) and error.strip():
-            note = error.strip().splitlines()[-1][:120]
+    for outcome in outcomes:
+        status = "skipped" if outcome.skipped else outcome.status
+        result = (read_result_file(outcome.result_path).result if outcome.result_path else None) or RunResult()
+        score, train_time = result.test_score, result.train_time_s
+        note = outcome.error or None
+        if result.error_msg.strip():
+            note = result.error_msg.strip().splitlines()[-1][:120]
         style = {"success": "green", "skipped": "dim"}.get(status, "red")
         table.add_row(
-            Text(printable(name)), Text(status, style=style),
+            Text(printable(names[outcome.trial_id])), Text(status, style=style),
             f"{score:.3f}" if score is not None and abs(score) < 1e6 else "",
             f"{train_time:.1f}" if train_time is not None and abs(train_time) < 1e9 else "",
-            Text(printable(str(note or path or ""))),
+            Text(printable(str(note or outcome.result_path or ""))),
         )
     console.print(table)
-
-
-def _own_section(path) -> dict:
-    import json
-
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    own = data.get("peftbench") if isinstance(data, dict) else None
-    return own if isinstance(own, dict) else {}
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,8 @@ child process, then the Pareto table of test accuracy against peak memory is pri
 written with --html).
 
 `quick` (the default) trains 8+ PEFT methods and full fine-tuning on the offline `math-tiny` task with the
-tiny model shipped in the package, offline: about ten minutes on a 2-core AVX2-only CPU, less where the CPU runs
-bf16 natively (precision: `use_amp` "auto"). Progress: each experiment's start, its step and ETA at least every
+tiny model shipped in the package, offline, in minutes on a laptop CPU (measured times: BENCHMARKS.md; faster
+where the CPU runs bf16 natively, precision: `use_amp` "auto"). Progress: each experiment's start, its step and ETA at least every
 20 s, its score and time with the time left (live bars in a terminal, plain lines in a log).
 
 Results that already exist in the results folder are kept and not run again (use --force to re-run); failed,
@@ -102,66 +102,57 @@ def suite(
     from rich.console import Console
     from rich.text import Text
 
-    from peftbench.config import ConfigError, parse_set_options
-    from peftbench.tasks import get_task, resolve_task_name
+    from peftbench.config import ConfigError
+    from peftbench.runners.batch import run_trials
 
     console = Console()
     if list_suites:
         print_suite_list(console)
         return
     name = name or "quick"
-    if name not in available_suites():
-        typer.echo(f"error: unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}", err=True)
-        raise typer.Exit(2)
     try:
-        overrides = parse_set_options(set_params or [])
-        task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
-        task_label = get_task(task_name).name  # a bad task file stops here, before any run
+        trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-
-    experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
-    if not experiments:
-        typer.echo(f"error: no experiment of suite {name!r} matches --only {only!r}", err=True)
-        raise typer.Exit(2)
-    if results is None:
-        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
-    results = results.resolve()
-    from peftbench.results.writer import check_writable
-
-    try:
-        check_writable(results)  # before any training, not after the first run
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-
-    from peftbench.runners import run_trials
-
-    trials = [
-        {
-            "trial_id": f"{path.parent.name}--{path.name}",
-            "experiment_dir": str(path),
-            "task": task_name,
-            "results_dir": str(results),
-            "result_name": f"{path.parent.name}--{path.name}",
-            "overrides": overrides,
-            "seed": None,
-            "force": force,
-            "keep_killed": keep_killed,
-            "save_checkpoint": False,
-        }
-        for path in experiments
-    ]
+    results = Path(trials[0].results_dir)
     console.print(f"suite {name}: {len(trials)} experiments on task {task_label}, results in {results}")
     started = time.perf_counter()
     outcomes = run_trials(trials, workers=workers, description=f"suite {name}")
     console.print(f"suite {name} finished in {time.perf_counter() - started:.0f} s")
-    failed = [o for o in outcomes if o.status != "success"]
-    for outcome in failed:
-        console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
-
+    for outcome in outcomes:
+        if outcome.status != "success":
+            console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
     show_results(results, html, console)
+
+
+def suite_requests(name: str, task: Optional[str], only: Optional[str], results: Optional[Path],
+                   set_params: list[str], force: bool, keep_killed: bool):
+    """The suite's run descriptions and its task's label, checked before any run (ConfigError: an unknown
+    suite or task, no experiment matching --only, a results folder that takes no write)."""
+    from peftbench.config import ConfigError, parse_set_options
+    from peftbench.results.writer import check_writable
+    from peftbench.runners.request import RunRequest
+    from peftbench.tasks import get_task, resolve_task_name
+
+    if name not in available_suites():
+        raise ConfigError(f"unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}")
+    overrides = parse_set_options(set_params)
+    task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
+    task_label = get_task(task_name).name  # a bad task file stops here, before any run
+    experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
+    if not experiments:
+        raise ConfigError(f"no experiment of suite {name!r} matches --only {only!r}")
+    if results is None:
+        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
+    results = results.resolve()
+    check_writable(results)  # before any training, not after the first run
+    requests = [
+        RunRequest(task=task_name, results_dir=str(results), experiment_dir=str(path), overrides=overrides,
+                   force=force, keep_killed=keep_killed, save_checkpoint=False, show_progress=False)
+        for path in experiments
+    ]
+    return requests, task_label
 
 
 def show_results(results: Path, html: Optional[Path], console) -> None:

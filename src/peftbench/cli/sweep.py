@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -48,97 +48,92 @@ def sweep(
     from rich.console import Console
     from rich.text import Text
 
-    from peftbench.config import ConfigError, parse_set_options
-    from peftbench.sweep import DEFAULT_LR_TRIALS, SweepPlan, parse_lrs, resolve_experiments, run_sweep
-    from peftbench.tasks import get_task, resolve_task_name
+    from peftbench.config import ConfigError
+    from peftbench.sweep.run import run_sweep
 
     console = Console(stderr=True)
-    task = resolve_task_name(task)
     try:
-        if lrs is not None and lr_trials is not None:
-            raise ConfigError("give either --lrs or --lr-trials, not both")
-        overrides = parse_set_options(set_ or [])
-        task_info = get_task(task)
-        plan = SweepPlan(
-            task=task,
-            experiments=resolve_experiments(experiments, task, overrides),
-            results_dir=results,
-            lrs=parse_lrs(lrs) if lrs is not None else None,
-            lr_trials=lr_trials or DEFAULT_LR_TRIALS,
-            seeds=seeds,
-            overrides=overrides,
-            reference=reference,
-            save_checkpoint=save_checkpoint,
-        )
-        plan.check_before_running()
+        plan, task_info = sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_ or [],
+                                     save_checkpoint)
     except ConfigError as error:
         console.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(2) from None
-
-    searches = len(plan.search_trials())
     console.print(
-        f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {searches} search runs, then "
+        f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {len(plan.search_trials())} search runs, then "
         f"{plan.seeds} seeds each at the chosen rate; backend {backend.value}, {workers} worker(s); results in {plan.results_dir}",
         markup=False,
     )
     try:
-        run = run_sweep(
-            plan,
-            backend=backend.value,
-            workers=workers,
-            ray_address=ray_address,
-            force=force,
-            keep_killed=keep_killed,
-            higher_is_better=task_info.higher_is_better,
-            score_name=task_info.score_name,
-        )
+        run = run_sweep(plan, backend=backend.value, workers=workers, ray_address=ray_address, force=force,
+                        keep_killed=keep_killed, higher_is_better=task_info.higher_is_better,
+                        score_name=task_info.score_name)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished trials are kept; run the same command again to resume.")
         raise typer.Exit(130) from None
-
     Console().print(summary_table(run.summary))
     console.print(f"{len(run.ran)} trials run, {run.skipped} already finished; summary: {run.summary_path}", markup=False)
-    if not run.summary["complete"]:
-        failed = run.summary["not_successful"]
+    if not run.summary.complete:
+        failed = run.summary.not_successful
         console.print(f"[red]{len(failed)} trial(s) did not succeed:[/red]")
-        for entry in failed:
-            console.print(f"  {entry['result_file']}: {entry['status']} {entry.get('error', '')}".rstrip(), markup=False)
+        for trial in failed:
+            brief = trial.brief()
+            console.print(f"  {brief['result_file']}: {brief['status']} {brief.get('error', '')}".rstrip(), markup=False)
         raise typer.Exit(1)
+
+
+def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_values, save_checkpoint):
+    """The sweep's plan and its task, checked before anything runs (ConfigError names what is wrong)."""
+    from peftbench.config import ConfigError, parse_set_options
+    from peftbench.sweep.plan import DEFAULT_LR_TRIALS, SweepPlan, parse_lrs, resolve_experiments
+    from peftbench.tasks import get_task, resolve_task_name
+
+    task = resolve_task_name(task)
+    if lrs is not None and lr_trials is not None:
+        raise ConfigError("give either --lrs or --lr-trials, not both")
+    overrides = parse_set_options(set_values)
+    task_info = get_task(task)
+    plan = SweepPlan(
+        task=task, experiments=resolve_experiments(experiments, task, overrides), results_dir=results,
+        lrs=parse_lrs(lrs) if lrs is not None else None, lr_trials=lr_trials or DEFAULT_LR_TRIALS, seeds=seeds,
+        overrides=overrides, reference=reference, save_checkpoint=save_checkpoint,
+    )
+    plan.check_before_running()
+    return plan, task_info
 
 
 def _number(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def summary_table(summary: dict[str, Any]):
-    """A rich table of the summary: default vs tuned per experiment and the comparison with the reference."""
+def summary_table(summary):
+    """A rich table of a sweep.summary.SweepSummary: default vs tuned per experiment, and the comparison with
+    the reference."""
     from rich.table import Table
     from rich.text import Text
 
-    score = summary["score_name"]
+    score = summary.score_name
     table = Table(title_justify="left", title=Text(
-        f"sweep {summary['sweep_id']} on {summary['task']}: test {score}; rates chosen on valid {score}; "
-        f"tuned = mean ± sd [95% CI] (seeds); vs {summary['reference'] or 'reference'} = paired Δ [95% CI] P(better)"))
+        f"sweep {summary.plan.sweep_id} on {summary.plan.task}: test {score}; rates chosen on valid {score}; "
+        f"tuned = mean ± sd [95% CI] (seeds); vs {summary.reference or 'reference'} = paired Δ [95% CI] P(better)"))
     for column in ("experiment", "default lr", "default test", "chosen lr", "tuned test", "vs reference"):
         table.add_column(column, overflow="fold")
-    for key, entry in summary["experiments"].items():
-        tuned = entry["tuned"]
+    for key, entry in summary.experiments.items():
+        tuned = entry.tuned
         tuned_text = "-"
-        if tuned["mean"] is not None:
-            ci = f" [{_number(tuned['ci95'][0])}, {_number(tuned['ci95'][1])}]" if tuned["ci95"] else ""
-            tuned_text = f"{_number(tuned['mean'])} ± {_number(tuned['sd'])}{ci} ({tuned['n']})"
-        versus = entry.get("vs_reference") or {}
-        paired = versus.get("tuned") or {}
-        versus_text = "reference" if key == summary["reference"] else "-"
-        if "mean_difference" in paired:
-            versus_text = (f"{paired['mean_difference']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}], "
-                           f"{paired['probability_of_improvement']:.2f}")
-        default = entry["default"]
+        if tuned.mean is not None:
+            ci = f" [{_number(tuned.ci95[0])}, {_number(tuned.ci95[1])}]" if tuned.ci95 else ""
+            tuned_text = f"{_number(tuned.mean)} ± {_number(tuned.sd)}{ci} ({tuned.n})"
+        paired = entry.vs_reference.tuned if entry.vs_reference else None
+        versus_text = "reference" if key == summary.reference else "-"
+        if paired is not None and paired.error is None:
+            versus_text = (f"{paired.mean_difference:+.3f} [{paired.ci95[0]:+.3f}, {paired.ci95[1]:+.3f}], "
+                           f"{paired.probability_of_improvement:.2f}")
+        default = entry.default
         cells = (
             key,
-            _number(entry["default_lr"]),
-            _number(default["test_score"]) if default["status"] == "success" else default["status"],
-            _number(entry["chosen_lr"]),
+            _number(entry.experiment.default_lr),
+            _number(default.test_score) if default.status == "success" else default.status,
+            _number(entry.chosen_lr),
             tuned_text,
             versus_text,
         )

@@ -1,8 +1,8 @@
 """Score a converted adapter on a task, as an ordinary result file beside the original's.
 
-The engine's `evaluate_adapter` (a child process: base model + adapter folder -> test score, forgetting, size,
-parameters) does the work; this module only names the result and adds the `conversion` block, so that the
-report lists `<method>-as-lora` next to `<method>`.
+The engine's evaluate mode (a child process: base model + adapter folder -> test score, forgetting, size,
+parameters) does the work, through `run_trials` like every other run; this module only names the result and
+adds the `conversion` block, so that the report lists `<method>-as-lora` next to `<method>`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ def converted_result_names(method: str, name: str, rank_spec: str, vllm: bool) -
 
 def source_names(adapter_dir: str | Path, report: ConversionReport) -> tuple[str, str]:
     """(method, name) of the source adapter: from a peftbench checkpoint folder `<method>--<name>`, else guessed."""
+    from peftbench.runners.request import split_result_stem
+
     folder = Path(adapter_dir).resolve().name
-    if "--" in folder:
-        method, name = folder.split("--", 1)
-        return method, name
-    return report.peft_type.lower(), folder
+    return split_result_stem(folder) or (report.peft_type.lower(), folder)
 
 
 def conversion_block(report: ConversionReport, source_result: Path | None) -> dict:
@@ -72,21 +71,20 @@ def evaluate_converted(
     base_model: str,
     overrides: dict | None = None,
     show_progress: bool = True,
-) -> tuple[Path | None, str]:
-    """Evaluate the converted LoRA on `task` on the same base model; returns (result file, status)."""
-    from peftbench.runners.local import evaluate_adapter
+):
+    """Evaluate the converted LoRA on `task` on the same base model; returns the run's TrialOutcome."""
+    from peftbench.runners.batch import run_trials
+    from peftbench.runners.request import RunRequest, result_stem
 
     method, name = source_names(adapter_dir, report)
-    source_result = Path(results_dir) / f"{method}--{name}.json"
+    source_result = Path(results_dir) / f"{result_stem(method, name)}.json"
     converted_method, converted_name = converted_result_names(method, name, report.rank_spec, report.vllm)
-    return evaluate_adapter(
-        lora_dir,
-        task,
-        results_dir,
-        result_name=f"{converted_method}--{converted_name}",
-        method=converted_method,
-        name=converted_name,
-        overrides={**(overrides or {}), "model_id": str(base_model)},
-        extra_result_fields={"conversion": conversion_block(report, source_result if source_result.exists() else None)},
+    request = RunRequest(
+        task=task, results_dir=str(Path(results_dir).resolve()), mode="evaluate",
+        adapter_dir=str(Path(lora_dir).resolve()), method=converted_method, name=converted_name,
+        overrides={**(overrides or {}), "model_id": str(base_model)}, save_checkpoint=False, force=True,
+        conversion=conversion_block(report, source_result if source_result.exists() else None),
         show_progress=show_progress,
     )
+    (outcome,) = run_trials([request], description="evaluate", show_progress=False, share_cores=False)
+    return outcome

@@ -132,7 +132,7 @@ def training_result_of(adapter_dir: str | Path) -> tuple[Path, str] | None:
 
     The result file is untrusted: anything but a JSON object naming a known task counts as no provenance.
     """
-    from peftbench.results.reader import CHECKPOINTS_DIR
+    from peftbench.results.writer import CHECKPOINTS_DIR
     from peftbench.tasks import available_tasks
 
     folder = Path(adapter_dir).resolve()

@@ -29,13 +29,11 @@ def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any],
 def generate_greedy(
     model, tokenizer, prompts: list[str], *, batch_size: int, generation_kwargs: dict[str, Any], max_prompt_length: int,
     desc: str = "generate",
-) -> tuple[list[str], int]:
-    """Complete each prompt greedily; returns the decoded completions (prompt removed) and the number of
-    generated tokens. Each sequence stops at EOS, the batch stops when all sequences are done (transformers'
+) -> list[str]:
+    """Complete each prompt greedily; returns the decoded completions (prompt removed). Each sequence stops at EOS, the batch stops when all sequences are done (transformers'
     generate does both); prompts are left-padded so that every completion starts at the same position."""
     device = next(model.parameters()).device
     completions: list[str] = []
-    generated_tokens = 0
     was_training = model.training
     model.eval()
     batches = range(0, len(prompts), batch_size)
@@ -55,12 +53,9 @@ def generate_greedy(
                 input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config
             )
             new_tokens = output[:, prompt_length:]
-        # tokens after the first EOS are padding
-        not_eos = new_tokens != tokenizer.eos_token_id
-        generated_tokens += int(torch.cumprod(not_eos.int(), dim=1).sum()) + int((~not_eos).any(dim=1).sum())
         completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     model.train(was_training)
-    return completions, generated_tokens
+    return completions
 
 
 def _is_prompt_learning(model) -> bool:

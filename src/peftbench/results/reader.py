@@ -1,21 +1,30 @@
-"""Reading result files (peftbench's own and the PEFT suite's published ones) into normalized records.
+"""Reading result files, peftbench's own and the PEFT suite's published ones, into RunResult (results/record.py).
 
-A result file is untrusted data: it is parsed with `json` only, every field is type-checked, and a
-file that cannot be used becomes one warning line, never an exception. The field mapping is the one
-in docs/ARCHITECTURE.md: peftbench's `peftbench` dict first, the PEFT suite's layout as fallback.
+`read_result_file` is the one way to read a result file: status checks, sweeps, summaries and reports all use
+it. A result file is untrusted data: it is parsed with `json` only, every field is type-checked, and a file
+that cannot be used becomes one warning line, never an exception. The `peftbench` section is read field by
+field from RunResult's own definition (a new field needs no code here); the PEFT suite's sections, whose
+layout is fixed, fill the same fields where the `peftbench` section does not (docs/ARCHITECTURE.md).
+
+`load_results` gives the analysis its view of successful runs (`RunRecord`: metrics under the friendly names
+of analysis.metrics), each built from the run's RunResult.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from peftbench.analysis.metrics import METRICS, UNIT_RANGES
 from peftbench.printable import printable
+from peftbench.results.record import PEFTBENCH, RunResult, peftbench_fields
+from peftbench.results.writer import CHECKPOINTS_DIR
 
 # A result file is a few hundred KB; anything far larger is not one and is not worth reading.
 MAX_RESULT_FILE_BYTES = 64 * 2**20
@@ -26,71 +35,171 @@ MAX_LEARNING_RATE = 1e3
 PEFT_SUITE_SOURCE = "peft-suite"  # RunRecord.source of a result the PEFT suite wrote (else "peftbench")
 FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
 
-# Where the engine saves adapters inside a results folder; their JSON files are configs.
-CHECKPOINTS_DIR = "checkpoints"
-
 # How the PEFT suite names the headline score, the forgetting measure and the task, per modality.
 SCORE_KEYS = {"accuracy": "math", "dino_similarity": "image-gen"}
 FORGETTING_KEYS = ("forgetting", "drift")
 
 
-@dataclass(frozen=True)
-class CurvePoint:
-    step: float
-    value: float
+# ----------------------------------------------------------------------------- one file -> RunResult
 
 
 @dataclass
-class RunRecord:
-    """One successful run, normalized. Metrics use the friendly names of analysis.metrics."""
+class ResultRead:
+    """One file, read. `result` is None when the file is missing, unreadable or not a result file at all."""
 
     path: Path
-    experiment_name: str
-    method: str
-    config_name: str
-    task: str
-    peft_type: str | None
-    seed: int | None
-    score_name: str
-    metrics: dict[str, float | None]
-    per_item_correct: list[float] | None = None
-    # per test item {input, prediction, target, score}, as the run wrote them (text tasks)
-    predictions: list[dict[str, Any]] | None = None
-    train_curve: list[CurvePoint] = field(default_factory=list)
-    valid_curve: list[CurvePoint] = field(default_factory=list)
-    learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
-    sweep: dict[str, Any] | None = None
-    conversion: dict[str, Any] | None = None
-    source: str = PEFT_SUITE_SOURCE  # or "peftbench"
-    train_config: dict[str, Any] = field(default_factory=dict)  # run_info.train_config, as written (untrusted)
-    precision: str | None = None  # peftbench.precision (peftbench results from issue 10 on)
-    hardware: dict[str, Any] | None = None  # peftbench.hardware: CPU model and flags, or GPU, that decided it
-    device: str | None = None  # peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
-    # The task's outputs as the file names them (the PEFT suite's files: from its metrics keys)
-    higher_is_better: bool = True  # of the test/valid score
-    forgetting_name: str = "forgetting"  # "drift" for image generation
-    forgetting_higher_is_better: bool = False
-    throughput_unit: str | None = None  # "tokens/s", "images/s"
-    # images an image task saved with the run: {folder, test: [...], drift: [...], samples: [...]}, paths relative
-    # to the result file's folder (untrusted: the gallery checks them)
-    images: dict[str, Any] | None = None
+    result: Optional[RunResult] = None
+    error: Optional[str] = None  # why the file could not be read (one line)
+    missing: bool = False
+    not_a_result: bool = False  # JSON, but not a result file (a sweep summary, a config): ignored quietly
+    source: str = PEFT_SUITE_SOURCE  # "peftbench" when the file has peftbench's own section
+    problems: list[str] = field(default_factory=list)  # fields that were left out of `result`, and why
+
+    @property
+    def status(self) -> Optional[str]:
+        """The run's status, or None when there is no readable result."""
+        return self.result.status if self.result is not None and self.result.status != "unknown" else None
 
 
-@dataclass(frozen=True)
-class LoadWarning:
-    path: Path
-    message: str
+def read_result_file(path: str | Path) -> ResultRead:
+    """Read and parse one result file; never raises for what the file holds."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_RESULT_FILE_BYTES:
+            return ResultRead(path, error=f"larger than {MAX_RESULT_FILE_BYTES >> 20} MiB; not read")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ResultRead(path, error="no such file", missing=True)
+    except json.JSONDecodeError as error:
+        return ResultRead(path, error=f"malformed JSON ({error.msg}, line {error.lineno} column {error.colno})")
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
+        return ResultRead(path, error=f"cannot be read ({type(error).__name__}: {error})"[:200])
+    return parse_result(data, path)
 
-    def __str__(self) -> str:
-        return printable(f"{self.path}: {self.message}")
+
+def parse_result(data: Any, path: Path) -> ResultRead:
+    """A decoded result file as a RunResult: the `peftbench` section where it has a usable value, else the
+    PEFT suite's sections."""
+    own = data.get(PEFTBENCH) if isinstance(data, dict) and isinstance(data.get(PEFTBENCH), dict) else {}
+    if not own and not (isinstance(data, dict) and isinstance(data.get("run_info"), dict)):
+        return ResultRead(path, not_a_result=True)
+    if not own and not isinstance(data.get("train_info"), dict):
+        return ResultRead(path, error="has run_info but no train_info object; not a usable result file")
+    problems = _Problems()
+    values = {**_suite_values(data, problems), **_own_values(own, problems)}
+    return ResultRead(path, RunResult(**values), problems=problems.messages,
+                      source="peftbench" if own else PEFT_SUITE_SOURCE)
 
 
-@dataclass
-class LoadedResults:
-    records: list[RunRecord]
-    warnings: list[LoadWarning]
-    # Files that were JSON but not result files (sweep summaries, configs): skipped without a warning.
-    ignored: list[Path]
+@cache
+def _kinds() -> dict[str, type]:
+    """Each `peftbench` field's JSON kind (float, int, str, bool, list, dict), from RunResult's annotations."""
+    hints = typing.get_type_hints(RunResult)
+    kinds = {}
+    for f in peftbench_fields():
+        hint = hints[f.name]
+        arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
+        kinds[f.name] = typing.get_origin(arms[0]) or arms[0]
+    return kinds
+
+
+def _own_values(own: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
+    """The `peftbench` section's fields that hold a value of their declared kind; the other keys go to `extra`."""
+    kinds = _kinds()
+    values: dict[str, Any] = {"extra": {key: value for key, value in own.items() if key not in kinds}}
+    for name, kind in kinds.items():
+        value = own.get(name)
+        if value is None:
+            continue
+        if kind in (int, float):
+            number = _number(own, name, PEFTBENCH, problems)
+            # an integer stays one (a seed, a byte count); any other number is a float
+            value = None if number is None else value if kind is int and isinstance(value, int) else number
+        elif not isinstance(value, kind):
+            problems.add(f"{PEFTBENCH}[{name!r}] is {_short(value)}, not {_KIND_NAMES[kind]}")
+            value = None
+        if value is not None:
+            values[name] = value
+    return values
+
+
+_KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "an object"}
+
+
+def _suite_values(data: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
+    """The RunResult fields that the PEFT suite's sections hold (the layout its published results have)."""
+    run_info, train_info = _dict(data, "run_info"), _dict(data, "train_info")
+    metrics_log = train_info.get("metrics")
+    if not isinstance(metrics_log, list):
+        if metrics_log is not None:
+            problems.add(f"train_info['metrics'] is {_short(metrics_log)}, not a list")
+        metrics_log = []
+    metrics_log = [m for m in metrics_log if isinstance(m, dict)]
+    final = metrics_log[-1] if metrics_log else {}
+    score_name = _score_key(final, "test") or "accuracy"
+    forgetting_key = next((k for k in FORGETTING_KEYS if k in final), "forgetting")
+    valid_entries = [m for m in metrics_log if _score_key(m, "valid")]
+    where_final = "train_info.metrics[-1]"
+    train_tokens = _number(final, "train total tokens", where_final, problems)
+    train_time = _number(train_info, "train_time", "train_info", problems)
+    eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
+    eval_times = [t for t in eval_times if t is not None]
+    train_config = _dict(run_info, "train_config")
+    peft_config = run_info.get("peft_config")
+    model_info = _dict(_dict(data, "meta_info"), "model_info")
+    values = {
+        "task": SCORE_KEYS.get(score_name) or ("image-gen" if forgetting_key == "drift" else "math"),
+        "status": _text(train_info.get("status")) or "unknown",
+        "error_msg": _text(run_info.get("error_msg")) or "",
+        "experiment_name": _text(run_info.get("experiment_name")) or "",
+        "created_at": _text(run_info.get("created_at")),
+        "seed": train_config.get("seed"),
+        "train_config": train_config,
+        "peft_config": peft_config if isinstance(peft_config, dict) else None,
+        # the PEFT suite's own reading: no adapter config means full fine-tuning
+        "peft_type": _text(peft_config.get("peft_type")) if isinstance(peft_config, dict)
+        else FULL_FINETUNING if "peft_config" in run_info and peft_config is None else None,
+        "score_name": score_name,
+        "forgetting_name": forgetting_key,
+        "metrics": [m for m in metrics_log if not _score_key(m, "test")],
+        "test_score": _number(final, f"test {score_name}", where_final, problems),
+        "valid_score": _number(valid_entries[-1], f"valid {_score_key(valid_entries[-1], 'valid')}",
+                               "train_info.metrics", problems) if valid_entries else None,
+        "train_curve": [{"step": m.get("step"), "loss": m["train loss"]} for m in metrics_log if "train loss" in m],
+        "valid_curve": [{"step": m.get("step"), "score": m.get(f"valid {score_name}")} for m in valid_entries],
+        "final_train_loss": _number(final, "train loss", where_final, problems),
+        # NaN: not measured (the PEFT suite's drift of full fine-tuning, which has no adapter to switch off)
+        "forgetting": None if _is_nan(final.get(forgetting_key)) else _number(final, forgetting_key, where_final,
+                                                                              problems),
+        "train_tokens": int(train_tokens or 0),
+        "train_samples": int(_number(final, "train samples", where_final, problems) or 0),
+        "suite_train_time_s": train_time,
+        "eval_time_s": sum(eval_times) if eval_times else None,
+        "total_time_s": _number(run_info, "total_time", "run_info", problems),
+        "tokens_per_second": train_tokens / train_time if train_tokens and train_time else None,
+        "checkpoint_size_bytes": _number(train_info, "file_size", "train_info", problems),
+        "trainable_params": _number(train_info, "num_trainable_params", "train_info", problems),
+        "total_params": _number(train_info, "num_total_params", "train_info", problems),
+        "peak_memory_total_bytes": _number(train_info, "accelerator_memory_max", "train_info", problems),
+        "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
+        "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
+        "model_id": _text(model_info.get("model_id")),
+        "dataset_info": _dict(_dict(data, "meta_info"), "dataset_info"),
+    }
+    if isinstance(values["seed"], bool) or not isinstance(values["seed"], int):
+        values["seed"] = None
+    return values
+
+
+def _score_key(entry: Mapping[str, Any], prefix: str) -> str | None:
+    """The `<prefix> <score>` key of a PEFT-suite metrics entry (`test accuracy`, `valid dino_similarity`)."""
+    for score in SCORE_KEYS:
+        if f"{prefix} {score}" in entry:
+            return score
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 class _Problems:
@@ -102,13 +211,14 @@ class _Problems:
     def add(self, message: str) -> None:
         self.messages.append(message)
 
-    def summary(self, most: int = 4) -> str | None:
-        """One line: the first few distinct problems, then how many more."""
-        distinct = list(dict.fromkeys(self.messages))
-        if not distinct:
-            return None
-        more = f"; and {len(distinct) - most} more problem(s)" if len(distinct) > most else ""
-        return "; ".join(distinct[:most]) + more
+
+def summary_line(messages: list[str], most: int = 4) -> str | None:
+    """One line: the first few distinct problems, then how many more."""
+    distinct = list(dict.fromkeys(messages))
+    if not distinct:
+        return None
+    more = f"; and {len(distinct) - most} more problem(s)" if len(distinct) > most else ""
+    return "; ".join(distinct[:most]) + more
 
 
 def finite_number(value: Any) -> float | None:
@@ -147,21 +257,206 @@ def _dict(container: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _string(value: Any) -> str | None:
     """A non-empty string, stripped of control characters and escape sequences (they would reach terminals)."""
     text = printable(value) if isinstance(value, str) else None
     return text or None
 
 
-def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _Problems,
+# ----------------------------------------------------------------------------- the analysis's view
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: float
+    value: float
+
+
+@dataclass
+class RunRecord:
+    """One successful run as the analysis sees it: names made printable, metrics under the friendly names of
+    analysis.metrics, values outside their physical range left out, curves and per-item results checked. What
+    it does not derive, it reads from `result`, the run's RunResult."""
+
+    path: Path
+    experiment_name: str
+    method: str
+    config_name: str
+    task: str
+    peft_type: str | None
+    seed: int | None
+    score_name: str
+    metrics: dict[str, float | None]
+    per_item_correct: list[float] | None = None
+    # per test item {input, prediction, target, score}, as the run wrote them (text tasks)
+    predictions: list[dict[str, Any]] | None = None
+    train_curve: list[CurvePoint] = field(default_factory=list)
+    valid_curve: list[CurvePoint] = field(default_factory=list)
+    learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
+    source: str = PEFT_SUITE_SOURCE  # or "peftbench"
+    result: RunResult = field(default_factory=RunResult)
+
+    @property
+    def sweep(self) -> dict[str, Any] | None:
+        """peftbench.sweep: the run's place in a sweep (runners.request.SweepRole), if any."""
+        sweep = self.result.extra.get("sweep")
+        return sweep if isinstance(sweep, dict) else None
+
+    @property
+    def conversion(self) -> dict[str, Any] | None:
+        """peftbench.conversion: where a converted adapter came from, if it is one."""
+        conversion = self.result.extra.get("conversion")
+        return conversion if isinstance(conversion, dict) else None
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """run_info.train_config, as written (untrusted)."""
+        return self.result.train_config or {}
+
+    @property
+    def precision(self) -> str | None:
+        """peftbench.precision (peftbench results from issue 10 on)."""
+        return _string(self.result.precision)
+
+    @property
+    def hardware(self) -> dict[str, Any] | None:
+        """peftbench.hardware: the CPU model and flags, or the GPU, that decided the precision."""
+        return self.result.hardware
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether the task's score is higher-is-better, as the file declares (the PEFT suite's: true)."""
+        return self.result.higher_is_better is not False
+
+    @property
+    def forgetting_name(self) -> str:
+        """The final metrics entry's forgetting key: "forgetting", or "drift" for image generation."""
+        return _string(self.result.forgetting_name) or "forgetting"
+
+    @property
+    def forgetting_higher_is_better(self) -> bool:
+        return self.result.forgetting_higher_is_better is True
+
+    @property
+    def throughput_unit(self) -> str | None:
+        """"tokens/s", "images/s": the unit of the `throughput` metric."""
+        return _string(self.result.throughput_unit) or ("tokens/s" if self.metrics.get("throughput") is not None
+                                                       else None)
+
+    @property
+    def images(self) -> dict[str, Any] | None:
+        """peftbench.images: what an image task saved with the run, paths relative to the result file's folder
+        (untrusted: the gallery checks them)."""
+        images = self.result.extra.get("images")
+        return images if isinstance(images, dict) else None
+
+    @property
+    def device(self) -> str | None:
+        """peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"."""
+        return _string(self.result.device)
+
+
+@dataclass(frozen=True)
+class LoadWarning:
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.path}: {self.message}")
+
+
+@dataclass
+class LoadedResults:
+    records: list[RunRecord]
+    warnings: list[LoadWarning]
+    # Files that were JSON but not result files (sweep summaries, configs): skipped without a warning.
+    ignored: list[Path]
+
+
+def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
+    """The analysis's record of a successful run, and one warning line (None when all is well)."""
+    result, problems = read.result, _Problems()
+    problems.messages.extend(read.problems)
+    if result.status != "success":
+        error = printable(result.error_msg)
+        reason = f": {error[:120]}" if error else ""
+        return None, f"status {printable(result.status)!r}{reason}; left out"
+    source = read.source
+    experiment_name = _string(result.experiment_name)
+    method, config_name = _string(result.method), _string(result.name)
+    if experiment_name is None:
+        experiment_name = f"{method}/{config_name}" if method and config_name else printable(read.path.stem)
+    if method is None or config_name is None:
+        head, _, tail = experiment_name.partition("/")
+        method, config_name = method or head, config_name or (tail or head)
+    learning_rate = _number(_dict(result.train_config or {}, "optimizer_kwargs"), "lr",
+                            "run_info.train_config.optimizer_kwargs", problems)
+    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
+        problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
+        learning_rate = None
+    metrics = _analysis_metrics(result, source, problems)
+    record = RunRecord(
+        path=read.path,
+        experiment_name=experiment_name,
+        method=method,
+        config_name=config_name,
+        task=_string(result.task) or "math",
+        peft_type=_string(result.peft_type),
+        seed=result.seed if isinstance(result.seed, int) and not isinstance(result.seed, bool) else None,
+        score_name=_string(result.score_name) or "accuracy",
+        metrics=metrics,
+        per_item_correct=_per_item_correct(result.per_item_correct, source, problems),
+        predictions=_predictions(result.predictions, problems),
+        train_curve=_curve(result.train_curve, "loss", "train_curve", problems, UNIT_RANGES["loss"]),
+        valid_curve=_curve(result.valid_curve, "score", "valid_curve", problems, UNIT_RANGES["score"]),
+        learning_rate=learning_rate,
+        source=source,
+        result=result,
+    )
+    _drop_out_of_range(metrics, problems)
+    return record, summary_line(problems.messages)
+
+
+def _analysis_metrics(result: RunResult, source: str, problems: _Problems) -> dict[str, float | None]:
+    own = source == "peftbench"
+    harness = result.extra.get("harness") if isinstance(result.extra.get("harness"), dict) else {}
+    return {
+        "test_score": result.test_score,
+        "valid_score": result.valid_score,
+        # The memory axis: peak bytes of live tensors in training (peftbench's tracker, on every device). The
+        # PEFT suite publishes only its whole run's peak *reserved* memory, the closest figure it has.
+        "peak_memory": result.peak_memory_train_allocated_bytes if own else result.peak_memory_total_bytes,
+        # Process level, secondary: peak RSS on CPU, peak reserved on CUDA, training alone and the whole run.
+        "peak_memory_process": result.peak_memory_train_bytes if own else result.peak_memory_total_bytes,
+        "peak_memory_total": result.peak_memory_total_bytes,
+        "memory_reserved_avg": result.memory_reserved_avg,
+        "memory_reserved_99th": result.memory_reserved_99th,
+        "train_time": result.train_time_s if result.train_time_s is not None else result.suite_train_time_s,
+        "eval_time": result.eval_time_s,
+        "total_time": result.total_time_s,
+        "tokens_per_second": result.tokens_per_second,
+        # training units per second in the task's own unit (RunRecord.throughput_unit)
+        "throughput": result.throughput if result.throughput is not None else result.tokens_per_second,
+        "file_size": result.checkpoint_size_bytes,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "forgetting": result.forgetting,
+        "final_train_loss": result.final_train_loss,
+        "harness_change": _number(harness, "mean_difference", "peftbench.harness", problems),
+    }
+
+
+def _curve(entries: list[dict[str, Any]], value_key: str, where: str, problems: _Problems,
            value_range: tuple[float, float]) -> list[CurvePoint]:
     points: list[CurvePoint] = []
-    if not isinstance(entries, list):
-        return points
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             continue
-        step = _number(entry, step_key, f"{where}[{i}]", problems)
+        step = _number(entry, "step", f"{where}[{i}]", problems)
         value = _number(entry, value_key, f"{where}[{i}]", problems)
         if step is None or value is None:
             continue
@@ -172,176 +467,25 @@ def _curve(entries: Any, step_key: str, value_key: str, where: str, problems: _P
     return points
 
 
-def _per_item_correct(value: Any, problems: _Problems) -> list[float] | None:
-    if value is None:
+def _per_item_correct(value: list[Any], source: str, problems: _Problems) -> list[float] | None:
+    if source != "peftbench":
         return None
-    if not isinstance(value, list) or not all(finite_number(v) is not None and 0 <= v <= 1 for v in value):
+    if not all(finite_number(v) is not None and 0 <= v <= 1 for v in value):
         problems.add("peftbench.per_item_correct is not a list of numbers in [0, 1]; paired statistics skip this run")
         return None
     return [float(v) for v in value]
 
 
-def _predictions(value: Any, problems: _Problems) -> list[dict[str, Any]] | None:
+def _predictions(value: list[Any], problems: _Problems) -> list[dict[str, Any]] | None:
     """Each item's texts as strings (or None) and its score as a number; anything else makes them unusable."""
-    if value is None or value == []:
+    if not value:
         return None
     fields = ("input", "prediction", "target")
-    if not isinstance(value, list) or not all(
-        isinstance(item, dict) and all(item.get(f) is None or isinstance(item.get(f), str) for f in fields)
-        for item in value
-    ):
+    if not all(isinstance(item, dict) and all(item.get(f) is None or isinstance(item.get(f), str) for f in fields)
+               for item in value):
         problems.add("peftbench.predictions is not a list of {input, prediction, target, score}; not shown")
         return None
     return [{**{f: item.get(f) for f in fields}, "score": finite_number(item.get("score"))} for item in value]
-
-
-def _score_key(entry: Mapping[str, Any], prefix: str) -> str | None:
-    """The `<prefix> <score>` key of a PEFT-suite metrics entry (`test accuracy`, `valid dino_similarity`)."""
-    for score in SCORE_KEYS:
-        if f"{prefix} {score}" in entry:
-            return score
-    return None
-
-
-def parse_result(data: Any, path: Path) -> tuple[RunRecord | None, str | None, bool]:
-    """Normalize one decoded result file.
-
-    Returns (record, warning, is_result_file). `record` is None when the run cannot be used (warning
-    says why) or when the JSON is not a result file at all (is_result_file False: ignored quietly).
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("run_info"), dict):
-        return None, None, False
-    if not isinstance(data.get("train_info"), dict):
-        return None, "has run_info but no train_info object; not a usable result file", True
-    problems = _Problems()
-    run_info, train_info = data["run_info"], data["train_info"]
-    own = _dict(data, "peftbench")
-    metrics_log = train_info.get("metrics")
-    if not isinstance(metrics_log, list):
-        if metrics_log is not None:
-            problems.add(f"train_info['metrics'] is {_short(metrics_log)}, not a list")
-        metrics_log = []
-    metrics_log = [m for m in metrics_log if isinstance(m, dict)]
-    final = metrics_log[-1] if metrics_log else {}
-
-    status = _string(own.get("status")) or _string(train_info.get("status")) or "unknown"
-    if status != "success":
-        error = _string(own.get("error_msg")) or _string(run_info.get("error_msg")) or ""
-        reason = f": {error.splitlines()[0][:120]}" if error else ""
-        return None, f"status {status!r}{reason}; left out", True
-
-    experiment_name = _string(run_info.get("experiment_name"))
-    method = _string(own.get("method"))
-    config_name = _string(own.get("name"))
-    if experiment_name is None:
-        experiment_name = f"{method}/{config_name}" if method and config_name else printable(path.stem)
-    if method is None or config_name is None:
-        head, _, tail = experiment_name.partition("/")
-        method, config_name = method or head, config_name or (tail or head)
-
-    score_name = _string(own.get("score_name")) or _score_key(final, "test") or "accuracy"
-    forgetting_key = next((k for k in FORGETTING_KEYS if k in final), "forgetting")
-    task = _string(own.get("task")) or SCORE_KEYS.get(score_name) or (
-        "image-gen" if forgetting_key == "drift" else "math"
-    )
-    peft_config = run_info.get("peft_config")
-    if isinstance(peft_config, dict):
-        peft_type = _string(peft_config.get("peft_type"))
-    else:  # the PEFT suite's own reading: no adapter config means full fine-tuning
-        peft_type = FULL_FINETUNING if "peft_config" in run_info and peft_config is None else None
-    train_config = _dict(run_info, "train_config")
-    learning_rate = _number(_dict(train_config, "optimizer_kwargs"), "lr", "run_info.train_config.optimizer_kwargs", problems)
-    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
-        problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
-        learning_rate = None
-    seed = own.get("seed", train_config.get("seed"))
-    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-
-    def own_or(own_key: str, fallback: float | None) -> float | None:
-        value = _number(own, own_key, "peftbench", problems)
-        return value if value is not None else fallback
-
-    valid_entries = [m for m in metrics_log if _score_key(m, "valid")]
-    last_valid = valid_entries[-1] if valid_entries else {}
-    last_valid_key = f"valid {_score_key(last_valid, 'valid')}"
-    train_tokens = _number(final, "train total tokens", "train_info.metrics[-1]", problems)
-    train_time = own_or("train_time_s", _number(train_info, "train_time", "train_info", problems))
-    eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
-    eval_times = [t for t in eval_times if t is not None]
-    suite_peak = _number(train_info, "accelerator_memory_max", "train_info", problems)
-    metrics = {
-        "test_score": own_or("test_score", _number(final, f"test {score_name}", "train_info.metrics[-1]", problems)),
-        "valid_score": own_or("valid_score", _number(last_valid, last_valid_key, "train_info.metrics", problems)),
-        # The memory axis: peak bytes of live tensors in training (peftbench's tracker, on every device). The
-        # PEFT suite publishes only its whole run's peak *reserved* memory, the closest figure it has.
-        "peak_memory": _number(own, "peak_memory_train_allocated_bytes", "peftbench", problems) if own else suite_peak,
-        # Process level, secondary: peak RSS on CPU, peak reserved on CUDA, training alone and the whole run.
-        "peak_memory_process": own_or("peak_memory_train_bytes", None if own else suite_peak),
-        "peak_memory_total": own_or("peak_memory_total_bytes", None if own else suite_peak),
-        "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
-        "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
-        "train_time": train_time,
-        "eval_time": own_or("eval_time_s", sum(eval_times) if eval_times else None),
-        "total_time": own_or("total_time_s", _number(run_info, "total_time", "run_info", problems)),
-        "tokens_per_second": own_or(
-            "tokens_per_second", train_tokens / train_time if train_tokens and train_time else None
-        ),
-        # training units per second in the task's own unit (record.throughput_unit)
-        "throughput": own_or("throughput", own_or("tokens_per_second",
-                                                  train_tokens / train_time if train_tokens and train_time else None)),
-        "file_size": own_or("checkpoint_size_bytes", _number(train_info, "file_size", "train_info", problems)),
-        "trainable_params": own_or(
-            "trainable_params", _number(train_info, "num_trainable_params", "train_info", problems)
-        ),
-        "total_params": own_or("total_params", _number(train_info, "num_total_params", "train_info", problems)),
-        # NaN: not measured (the PEFT suite's drift of full fine-tuning, which has no adapter to switch off)
-        "forgetting": own_or("forgetting", None if _is_nan(final.get(forgetting_key))
-                             else _number(final, forgetting_key, "train_info.metrics[-1]", problems)),
-        "final_train_loss": _number(final, "train loss", "train_info.metrics[-1]", problems),
-        "harness_change": _number(_dict(own, "harness"), "mean_difference", "peftbench.harness", problems),
-    }
-
-    if isinstance(own.get("train_curve"), list):
-        train_curve = _curve(own["train_curve"], "step", "loss", "peftbench.train_curve", problems, UNIT_RANGES["loss"])
-    else:
-        train_curve = _curve(metrics_log, "step", "train loss", "train_info.metrics", problems, UNIT_RANGES["loss"])
-    if isinstance(own.get("valid_curve"), list):
-        valid_curve = _curve(own["valid_curve"], "step", "score", "peftbench.valid_curve", problems, UNIT_RANGES["score"])
-    else:
-        valid_curve = _curve(valid_entries, "step", f"valid {score_name}", "train_info.metrics", problems,
-                             UNIT_RANGES["score"])
-
-    record = RunRecord(
-        path=path,
-        experiment_name=experiment_name,
-        method=method,
-        config_name=config_name,
-        task=task,
-        peft_type=peft_type,
-        seed=seed,
-        score_name=score_name,
-        metrics=metrics,
-        per_item_correct=_per_item_correct(own.get("per_item_correct"), problems),
-        predictions=_predictions(own.get("predictions"), problems),
-        train_curve=train_curve,
-        valid_curve=valid_curve,
-        learning_rate=learning_rate,
-        sweep=own.get("sweep") if isinstance(own.get("sweep"), dict) else None,
-        conversion=own.get("conversion") if isinstance(own.get("conversion"), dict) else None,
-        source="peftbench" if own else PEFT_SUITE_SOURCE,
-        train_config=train_config,
-        precision=_string(own.get("precision")),
-        hardware=own.get("hardware") if isinstance(own.get("hardware"), dict) else None,
-        device=_string(own.get("device")),
-        higher_is_better=own.get("higher_is_better") is not False,
-        forgetting_name=_string(own.get("forgetting_name")) or forgetting_key,
-        forgetting_higher_is_better=own.get("forgetting_higher_is_better") is True,
-        throughput_unit=_string(own.get("throughput_unit")) or ("tokens/s" if metrics["throughput"] is not None else None),
-        images=own.get("images") if isinstance(own.get("images"), dict) else None,
-    )
-    _drop_out_of_range(metrics, problems)
-    warning = problems.summary()
-    return record, warning, True
 
 
 def _drop_out_of_range(metrics: dict[str, float | None], problems: _Problems) -> None:
@@ -351,6 +495,9 @@ def _drop_out_of_range(metrics: dict[str, float | None], problems: _Problems) ->
             low, high = METRICS[name].valid_range
             problems.add(f"{name} {value:.3g} is outside its possible range [{low:.3g}, {high:.3g}]; left out")
             metrics[name] = None
+
+
+# ----------------------------------------------------------------------------- folders of files
 
 
 def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> list[Path]:
@@ -391,21 +538,14 @@ def load_results(paths: Iterable[str | Path], *, progress: bool = False) -> Load
     ignored: list[Path] = []
     files = _result_files(paths, warnings)
     for path in _with_progress(files) if progress and len(files) >= PROGRESS_MIN_FILES else files:
-        try:
-            if path.stat().st_size > MAX_RESULT_FILE_BYTES:
-                warnings.append(LoadWarning(path, f"larger than {MAX_RESULT_FILE_BYTES >> 20} MiB; not read"))
-                continue
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            warnings.append(LoadWarning(path, f"malformed JSON ({error.msg}, line {error.lineno} column {error.colno})"))
-            continue
-        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
-            warnings.append(LoadWarning(path, f"cannot be read ({type(error).__name__}: {error})"[:200]))
-            continue
-        record, warning, is_result = parse_result(data, path)
-        if not is_result:
+        read = read_result_file(path)
+        if read.not_a_result:
             ignored.append(path)
             continue
+        if read.result is None:
+            warnings.append(LoadWarning(path, read.error or "not a usable result file"))
+            continue
+        record, warning = run_record(read)
         if warning:
             warnings.append(LoadWarning(path, warning))
         if record is not None:

@@ -1,5 +1,6 @@
-"""Writing result files: atomically (temp file in the same folder, fsync, rename), so a reader never sees a
-partial file and an interrupted write leaves the previous file (or none).
+"""Writing result files: `result_document` lays a RunResult out in the file's sections (results/record.py), and
+`write_json_atomic` writes it atomically (temp file in the same folder, fsync, rename), so a reader never sees
+a partial file and an interrupted write leaves the previous file (or none).
 
 Also the checks made before any training, so that a run is never lost to its own result file: the results
 folder takes a real file write, and a result name is short enough for every file derived from it.
@@ -11,11 +12,16 @@ import errno
 import json
 import math
 import os
+import platform
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from peftbench.config import ConfigError
+from peftbench.results.record import STATUSES, RunResult, peftbench_fields
+
+CHECKPOINTS_DIR = "checkpoints"  # RESULTS_DIR/checkpoints/<stem>/: saved adapters (their JSON files are configs)
 
 # The longest suffix a result stem gets in a file name: `<stem>.json.tmp-<pid>` (pids have at most 10
 # digits); checkpoint folders (`<stem>.tmp-<pid>`) and lock files (`.<stem>.json.lock`) are shorter.
@@ -108,3 +114,84 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         except OSError:
             pass  # renamed into place, never created, or the folder is gone: nothing to clean up
     return path
+
+
+def result_document(result: RunResult) -> dict[str, Any]:
+    """The result file's JSON: the PEFT suite's `run_info` / `train_info` / `meta_info`, then `peftbench`."""
+    if result.status not in STATUSES:
+        raise ValueError(f"invalid status {result.status!r}; valid: {', '.join(STATUSES)}")
+    metrics = list(result.metrics)
+    if result.status == "success":
+        metrics.append({
+            "step": result.steps,
+            f"test {result.score_name}": result.test_score,
+            "train loss": result.final_train_loss,
+            "train samples": result.train_samples,
+            f"train total {(result.throughput_unit or 'tokens/s').removesuffix('/s')}": result.train_tokens,
+            result.forgetting_name: result.forgetting,
+        })
+    return {
+        "run_info": {
+            "created_at": result.created_at,
+            "total_time": result.total_time_s,
+            "experiment_name": result.experiment_name,
+            "peft_branch": None,  # the suite records its git branch of peft; peftbench uses released peft
+            "train_config": result.train_config,
+            "peft_config": result.peft_config,
+            "error_msg": result.error_msg,
+        },
+        "train_info": {
+            "accelerator_memory_reserved_avg": result.memory_reserved_avg,
+            # the suite's figure: the whole run's peak (MetaMathQA never resets the counter) or training's alone
+            # (image-gen resets it after caching and after each validation)
+            "accelerator_memory_max": result.peak_memory_train_bytes if result.suite_memory_scope == "train"
+            else result.peak_memory_total_bytes,
+            "accelerator_memory_reserved_99th": result.memory_reserved_99th,
+            # the suite's definition (published results are compared on it); peftbench's own split is in
+            # peftbench.train_time_s / eval_time_s / total_time_s
+            "train_time": result.suite_train_time_s if result.suite_train_time_s is not None else result.train_time_s,
+            "file_size": result.checkpoint_size_bytes,
+            "num_trainable_params": result.trainable_params,
+            "num_total_params": result.total_params,
+            "status": result.status,
+            "metrics": metrics,
+        },
+        "meta_info": {
+            "model_info": {"model_id": result.model_id, "sha": None, "created_at": None},
+            "dataset_info": result.dataset_info,
+            "package_info": package_info(),
+            "system_info": system_info(result.device),
+            "pytorch_info": pytorch_info(),
+        },
+        "peftbench": {**{f.name: getattr(result, f.name) for f in peftbench_fields()}, **result.extra},
+    }
+
+
+def package_info() -> dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Optional[str]] = {}
+    for package in ("transformers", "peft", "datasets", "torch", "peftbench"):
+        try:
+            info[f"{package}-version"] = version(package)
+        except PackageNotFoundError:
+            info[f"{package}-version"] = None
+        info[f"{package}-commit-hash"] = None
+    return info
+
+
+def system_info(device: Optional[str]) -> dict[str, Any]:
+    return {
+        "system": platform.system(),
+        "release": platform.release(),
+        "version": platform.version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "accelerator": device,
+    }
+
+
+def pytorch_info() -> Optional[str]:
+    torch = sys.modules.get("torch")  # a parent recording a crashed child need not import torch for this
+    return torch.__config__.show() if torch is not None else None

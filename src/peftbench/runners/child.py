@@ -1,6 +1,6 @@
 """Child-process entry point: `python -m peftbench.runners.child REQUEST` (a JSON file, or `-` for stdin).
 
-The request holds runners.execute.RunRequest fields (plus the parent's pid); nothing is unpickled. The child
+The request holds runners.request.RunRequest fields (plus the parent's pid); nothing is unpickled. The child
 writes the result file itself and exits 0 once it is written, whatever the run's status; any other exit means
 it died before writing, and the parent records the result. Ctrl-C, SIGTERM and SIGHUP cancel the run (a
 `cancelled` result); so does the parent's death, which the kernel reports as SIGTERM (Linux).
@@ -34,9 +34,10 @@ def main(argv: list[str]) -> int:
         die_with_parent(parent_pid)
     from peftbench.config import ConfigError
     from peftbench.results.writer import ResultWriteError
-    from peftbench.runners.execute import RunRequest, execute
+    from peftbench.runners.engine import execute
+    from peftbench.runners.request import RunRequest
 
-    request = RunRequest(**fields)
+    request = RunRequest.from_dict(fields)
     try:
         path, status = execute(request)
     except ConfigError as error:

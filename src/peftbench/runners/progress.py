@@ -144,6 +144,8 @@ class BatchProgress:
 
     # ---- lifecycle ----
     def start(self) -> None:
+        if self.console.quiet:  # nothing to show: no polling thread (with none, a child can be forked warm)
+            return
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -255,15 +257,13 @@ class BatchProgress:
 
 def _result_summary(result_path: Optional[str]) -> str:
     """"test accuracy 66.8%" from a result file (untrusted: only numbers and the score's name are used)."""
-    try:
-        data = json.loads(Path(result_path).read_text(encoding="utf-8")) if result_path else {}
-    except (OSError, ValueError):
+    from peftbench.printable import printable
+    from peftbench.results.reader import read_result_file
+
+    result = read_result_file(result_path).result if result_path else None
+    score = result.test_score if result is not None else None
+    if score is None:
         return "success"
-    own = data.get("peftbench") if isinstance(data, dict) else None
-    score = own.get("test_score") if isinstance(own, dict) else None
-    if isinstance(score, bool) or not isinstance(score, (int, float)):
-        return "success"
-    name = own.get("score_name") if isinstance(own.get("score_name"), str) else "score"
-    name = "".join(c for c in name if c.isprintable())[:40]
+    name = printable(result.score_name)[:40] or "score"
     shown = f"{100 * score:.1f}%" if name == "accuracy" else f"{score:.4g}"
     return f"test {name} {shown}"

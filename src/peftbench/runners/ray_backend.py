@@ -13,9 +13,11 @@ the driver sees CUDA, so Ray never puts two trials on one GPU.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator, Optional
 
-from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, TrialOutcome, available_cores, guarded
+from peftbench.runners.batch import OutcomeCallback, TrialExecutor, TrialOutcome, available_cores, guarded
+from peftbench.runners.request import RunRequest
 
 
 CANCEL_GRACE_S = 60
@@ -48,13 +50,13 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _run_one(execute: TrialExecutor, trial: Trial) -> dict:
+def _run_one(execute: TrialExecutor, trial: RunRequest) -> dict:
     # runs on a Ray worker; a plain dict travels back more robustly than a dataclass instance
     return guarded(execute, trial).to_dict()
 
 
 def run_on_ray(
-    trials: list[Trial],
+    trials: list[RunRequest],
     *,
     workers: int,
     address: Optional[str],
@@ -72,7 +74,7 @@ def run_on_ray(
             gpus_per_trial = 1 if _cuda_available() else 0
         task = ray.remote(_run_one).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)
         ids = {
-            task.remote(execute, {**trial, "num_threads": trial.get("num_threads") or cpus_per_trial}): trial
+            task.remote(execute, replace(trial, num_threads=trial.num_threads or cpus_per_trial)): trial
             for trial in trials
         }
         pending = list(ids)
@@ -85,7 +87,7 @@ def run_on_ray(
                         outcome = TrialOutcome(**ray.get(object_ref))
                     except Exception as error:  # noqa: BLE001 - a lost worker or node fails this trial only
                         last_line = next((line for line in reversed(str(error).splitlines()) if line.strip()), "")
-                        outcome = TrialOutcome(trial["trial_id"], "failed", None, f"Ray task failed: {last_line}")
+                        outcome = TrialOutcome(trial.trial_id, "failed", None, f"Ray task failed: {last_line}")
                     on_done(outcome)
         except KeyboardInterrupt:
             # force=False raises KeyboardInterrupt inside running tasks: the engine then stops its child,

@@ -61,14 +61,4 @@ def get_task(name: str) -> Task:
             "docs/custom-task.md)"
         )
     module_name, class_name = TASKS[name]
-    module = importlib.import_module(module_name)
-    task_class = getattr(module, class_name, None)
-    if task_class is None:  # tolerate another class name: the Task subclass whose `name` matches
-        candidates = [
-            value for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, Task) and getattr(value, "name", None) == name
-        ]
-        if not candidates:
-            raise ConfigError(f"module {module_name} defines no Task subclass named {class_name} (task {name!r})")
-        task_class = candidates[0]
-    return task_class()
+    return getattr(importlib.import_module(module_name), class_name)()

@@ -4,7 +4,7 @@ The engine (training loop, evaluation driver, runner, result writer) only talks 
 below, so a text task and an image task run through the same code: the loss, the scoring and the
 forgetting measure are the task's, never the loop's.
 
-Call order in one run (see peftbench.runners.execute):
+Call order in one run (see peftbench.runners.engine):
     defaults = task.default_params()                  # merged with training_params.json and --set
     task.check_inputs(config)                         # cheap: local data files exist, ...
     data = task.load_data(config)                     # rows of train/valid/test/forgetting, before the model
@@ -77,7 +77,6 @@ class EvalResult:
     score: float
     per_item_correct: list[int]
     predictions: list[str]
-    num_generated_tokens: int = 0
     # Per item, what the model was asked and the reference it is scored against (kept in the result file so
     # that people can read what each method wrote); empty where a task has no text to show.
     targets: list[str] = field(default_factory=list)

@@ -265,11 +265,10 @@ class DeclaredTask(MathTask):
         prompts = [self.prompt(row["query"], config) for row in rows]
         if self.spec.output_type == "multiple_choice":
             predictions, scores = self._choose(model, processor, prompts, rows, config)
-            generated = 0
         else:
             from peftbench.evaluation.generation import generate_greedy
 
-            completions, generated = generate_greedy(
+            completions = generate_greedy(
                 model, processor, prompts, batch_size=config.batch_size_eval,
                 generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
             )
@@ -279,7 +278,6 @@ class DeclaredTask(MathTask):
         return EvalResult(
             score=sum(scores) / len(scores) if scores else float("nan"), per_item_correct=per_item,
             predictions=predictions, targets=[row["target"] for row in rows], inputs=prompts,
-            num_generated_tokens=generated,
         )
 
     def _cut_at_stop(self, completion: str) -> str:

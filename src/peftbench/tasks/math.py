@@ -255,14 +255,14 @@ class MathTask(Task):
         from peftbench.evaluation.generation import generate_greedy
 
         prompts = [self.prompt(row["query"], config) for row in rows]
-        completions, generated = generate_greedy(
+        completions = generate_greedy(
             model, processor, prompts, batch_size=config.batch_size_eval,
             generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
         )
         correct = [int(is_correct(c, row["response"])) for c, row in zip(completions, rows)]
         score = sum(correct) / len(correct) if correct else float("nan")
         return EvalResult(score=score, per_item_correct=correct, predictions=completions,
-                          num_generated_tokens=generated, targets=[row["response"] for row in rows], inputs=prompts)
+                          targets=[row["response"] for row in rows], inputs=prompts)
 
     def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
         from peftbench.evaluation.forgetting import peft_suite_token_loss

@@ -1,6 +1,6 @@
 """`math-tiny`: the offline default task. Generated multi-step word problems, the tiny model shipped in the
-package, and defaults sized so that the quick suite (9 experiments, 2 at a time) fits in 10 minutes on a 2-core
-AVX2-only CPU in fp32 (benchmarks/math-tiny.md).
+package, and defaults sized so that the quick suite (9 experiments, 2 at a time) runs in minutes on a small
+laptop CPU without native bf16 (the measured times are in benchmarks/math-tiny.md).
 
 It is the `math` task with generated rows: the same prompt template, tokenization, greedy generation and
 `#### N` scoring (see peftbench.tasks.math). Unlike `math`, which reproduces the PEFT suite, it trains with
@@ -40,7 +40,7 @@ class MathTinyTask(MathTask):
     name = "math-tiny"
     description = (
         "generated multi-step word problems, tiny Llama-architecture model shipped in the package "
-        "(offline; a couple of minutes per experiment on a 2-core CPU)"
+        "(offline; minutes per experiment on a laptop CPU)"
     )
 
     def default_params(self) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class MathTinyTask(MathTask):
             "dtype": "float32",
             "use_amp": "auto",
             "max_seq_length": 256,
-            # 128 steps of 8 (not 200 of 16): the quick suite's time budget on a 2-core AVX2-only CPU in fp32
+            # 128 steps of 8 (not 200 of 16): the quick suite's time budget on a small CPU without native bf16
             # (benchmarks/math-tiny.md); more, smaller steps learned more per token than fewer, larger ones
             "batch_size": 8,
             "batch_size_eval": 100,

@@ -1,4 +1,4 @@
-"""Run one experiment in a child process on this machine, and wait for its result file.
+"""Run one RunRequest in a child process on this machine, and wait for its result file.
 
 The child (`python -m peftbench.runners.child -`) reads its request as JSON from stdin, so no request file
 exists to be left behind. A crash, an OOM kill or a leak in the child cannot take the parent down, and the
@@ -20,17 +20,17 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
-from peftbench.runners.execute import PreparedRun, RunRequest, new_measurements, prepare, resolve_precision
+from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count
+from peftbench.runners.request import RunRequest
 from peftbench.results.lock import result_lock
-from peftbench.results.schema import build_result
-from peftbench.results.writer import ResultWriteError, write_json_atomic
+from peftbench.results.reader import read_result_file
+from peftbench.results.writer import ResultWriteError, result_document, write_json_atomic
 
 STDERR_TAIL_BYTES = 4000
 # Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
@@ -49,85 +49,20 @@ FORK_WARM_CHILD = hasattr(os, "fork")
 
 def existing_status(result_file: Path) -> Optional[str]:
     """The status in an existing result file, or None when there is none (or it is unreadable)."""
-    try:
-        data = json.loads(result_file.read_text(encoding="utf-8"))
-        return data.get("peftbench", {}).get("status") or data.get("train_info", {}).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def recorded_task(result_file: Path) -> Optional[str]:
-    try:
-        return json.loads(result_file.read_text(encoding="utf-8")).get("peftbench", {}).get("task")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_result_file(result_file).status
 
 
 def should_skip(result_file: Path, force: bool, keep_killed: bool = False, task: Optional[str] = None) -> bool:
     """An existing result with a final status is kept unless forced; failed/cancelled runs are retried, and
     so are oom/killed ones unless `keep_killed`. A result of another task (e.g. of a task file since edited:
     another content hash) is run again."""
-    final = FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ())
-    if force or existing_status(result_file) not in final:
+    if force:
         return False
-    return task is None or recorded_task(result_file) in (None, task)
-
-
-def run_experiment(
-    experiment_dir: str | Path,
-    task_name: str,
-    results_dir: str | Path,
-    overrides: Optional[dict[str, Any]] = None,
-    seed: Optional[int] = None,
-    force: bool = False,
-    save_checkpoint: bool = True,
-    result_name: Optional[str] = None,
-    extra_result_fields: Optional[dict[str, Any]] = None,
-    num_threads: Optional[int] = None,
-    show_progress: bool = True,
-    keep_killed: bool = False,
-    harness: Optional[dict[str, Any]] = None,
-    progress_file: Optional[str] = None,
-) -> tuple[Optional[Path], str]:
-    """Train and evaluate one experiment in a child process; returns (result file, status).
-
-    Bad input (ConfigError) is raised before any child starts. An existing result with a final status
-    (success, diverged; with `keep_killed` also oom, killed) is not run again unless `force`; then its own
-    status is returned. A result that cannot be written raises ResultWriteError, naming the file.
-    """
-    request = RunRequest(
-        task=task_name, results_dir=str(Path(results_dir).resolve()), mode="train",
-        experiment_dir=str(Path(experiment_dir).resolve()), overrides=dict(overrides or {}), seed=seed,
-        save_checkpoint=save_checkpoint, result_name=result_name, extra_result_fields=dict(extra_result_fields or {}),
-        num_threads=num_threads, show_progress=show_progress, harness=dict(harness or {}),
-        progress_file=progress_file,
-    )
-    return run_request(request, force=force, keep_killed=keep_killed)
-
-
-def evaluate_adapter(
-    adapter_dir: str | Path,
-    task_name: str,
-    results_dir: str | Path,
-    result_name: Optional[str] = None,
-    method: Optional[str] = None,
-    name: Optional[str] = None,
-    overrides: Optional[dict[str, Any]] = None,
-    seed: Optional[int] = None,
-    force: bool = True,
-    extra_result_fields: Optional[dict[str, Any]] = None,
-    num_threads: Optional[int] = None,
-    show_progress: bool = True,
-) -> tuple[Optional[Path], str]:
-    """Evaluate a saved adapter (base model from the task + `adapter_dir`) without training, in a child
-    process, and write an ordinary result file (test score, forgetting, size, parameters, memory)."""
-    request = RunRequest(
-        task=task_name, results_dir=str(Path(results_dir).resolve()), mode="evaluate",
-        adapter_dir=str(Path(adapter_dir).resolve()), method=method, name=name, overrides=dict(overrides or {}),
-        seed=seed, save_checkpoint=False, result_name=result_name,
-        extra_result_fields=dict(extra_result_fields or {}), num_threads=num_threads, show_progress=show_progress,
-    )
-    return run_request(request, force=force)
+    read = read_result_file(result_file)
+    if read.status not in FINAL_STATUSES + (KILLED_STATUSES if keep_killed else ()):
+        return False
+    recorded_task = read.result.task if read.source == "peftbench" else None
+    return task is None or recorded_task in (None, "", task)
 
 
 def _mtime(path: Path) -> Optional[int]:
@@ -137,11 +72,18 @@ def _mtime(path: Path) -> Optional[int]:
         return None
 
 
-def run_request(request: RunRequest, force: bool = False, keep_killed: bool = False) -> tuple[Optional[Path], str]:
+def run_request(request: RunRequest) -> tuple[Path, str, bool]:
+    """Train (or evaluate) in a child process; returns (result file, status, whether it was skipped).
+
+    Bad input (ConfigError) is raised before any child starts. An existing result with a final status
+    (success, diverged; with `keep_killed` also oom, killed) is not run again unless `force`: then its own
+    status is returned, and skipped is True. A result that cannot be written raises ResultWriteError, naming
+    the file.
+    """
     run = prepare(request)  # raises ConfigError before anything starts
-    if should_skip(run.result_file, force, keep_killed, run.task.name):
-        return run.result_file, existing_status(run.result_file)
-    resolve_precision(request, run.config)  # here, in the parent: every run of a batch gets the same precision
+    if should_skip(run.result_file, request.force, request.keep_killed, run.task.name):
+        return run.result_file, existing_status(run.result_file), True
+    request = resolve_precision(request, run.config)  # in the parent: every run of a batch gets the same precision
     run.result_file.parent.mkdir(parents=True, exist_ok=True)
     asked_at = _mtime(run.result_file)
 
@@ -153,8 +95,8 @@ def run_request(request: RunRequest, force: bool = False, keep_killed: bool = Fa
         if waited and _mtime(run.result_file) != asked_at and existing_status(run.result_file) in FINAL_STATUSES:
             status = existing_status(run.result_file)
             print(f"skip {run.result_file}: another process has just written it ({status})", file=sys.stderr)
-            return run.result_file, status
-        return _run_child(run, request)
+            return run.result_file, status, True
+        return *_run_child(run, request), False
 
 
 def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
@@ -167,7 +109,7 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
     tail = _StderrTail(process.stderr, echo=request.show_progress)
     try:
         try:
-            process.stdin.write(json.dumps({**asdict(request), "parent_pid": os.getpid()}).encode("utf-8"))
+            process.stdin.write(json.dumps({**request.to_dict(), "parent_pid": os.getpid()}).encode("utf-8"))
             process.stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; its exit code and stderr say why
@@ -291,7 +233,7 @@ def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr
 
 def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
     try:
-        write_json_atomic(run.result_file, build_result(new_measurements(run, request, status=status, error_msg=message)))
+        write_json_atomic(run.result_file, result_document(new_result(run, request, status=status, error_msg=message)))
     except ResultWriteError as error:
         last_line = message.strip().splitlines()[-1] if message.strip() else ""
         raise ResultWriteError(error.errno, f"{error.strerror}; the run ended {status}: {last_line}") from None

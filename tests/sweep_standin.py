@@ -1,10 +1,10 @@
 """A stand-in for the training engine, so sweep and runner tests take milliseconds per trial.
 
-`standin_execute(trial)` runs one trial the way the engine does: in a child Python process that writes
+`standin_execute(request)` runs one RunRequest the way the engine does: in a child Python process that writes
 an ordinary result file atomically. The scores are a known function of the learning rate, with the
 best validation rate and the best test rate set apart per experiment (in `standin.json` beside the
 experiment's adapter config), so a test can tell whether selection looked at validation or test.
-This module holds helpers only; it has no tests of its own.
+A helper module (not a test module: pytest collects test_*.py only).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from peftbench.runners import TrialOutcome
+from peftbench.runners.batch import TrialOutcome
+from peftbench.runners.request import RunRequest
 
 # The child: scores peak at the experiment's best rates (0.1 lower per decade away), per-item results
 # come from a seeded generator so that test_score == mean(per_item_correct) exactly.
@@ -69,10 +70,11 @@ def make_experiment(root: Path, method: str, name: str, *, best_valid_lr: float,
     return folder
 
 
-def standin_execute(trial: dict) -> TrialOutcome:
+def standin_execute(request: RunRequest) -> TrialOutcome:
+    trial = {**request.to_dict(), "result_name": request.result_stem, "extra_result_fields": request.result_fields()}
     completed = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, json.dumps(trial)], capture_output=True, text=True)
-    path = Path(trial["results_dir"]) / f"{trial['result_name']}.json"
+    path = request.result_file()
     if completed.returncode != 0:
-        return TrialOutcome(trial["trial_id"], "failed", None, completed.stderr.strip().splitlines()[-1])
+        return TrialOutcome(request.trial_id, "failed", None, completed.stderr.strip().splitlines()[-1])
     status = json.loads(path.read_text())["peftbench"]["status"]
-    return TrialOutcome(trial["trial_id"], status, str(path))
+    return TrialOutcome(request.trial_id, status, str(path))

@@ -4,33 +4,46 @@ Each trial's executor starts and waits for one child process, so a thread per wo
 parallelism the parent needs: the threads only wait, the children do the work. The machine's CPU
 cores are split evenly between the workers (`num_threads` of each trial), so two workers on a
 16-core machine train with 8 torch threads each instead of 16 threads fighting over 16 cores.
+
+One worker runs its trials in the calling thread: with no other thread running, the child process can be
+forked from this warm process (runners.isolated.FORK_WARM_CHILD), which saves it importing torch again.
 """
 
 from __future__ import annotations
 
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
-from peftbench.runners import OutcomeCallback, Trial, TrialExecutor, guarded, threads_per_worker
+from peftbench.runners.batch import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
 from peftbench.runners.cancel import cancel_signal
+from peftbench.runners.request import RunRequest
 
 
 def run_local_pool(
-    trials: list[Trial], *, workers: int, execute: TrialExecutor, on_done: OutcomeCallback, cores: int | None = None
+    trials: list[RunRequest], *, workers: int, execute: TrialExecutor, on_done: OutcomeCallback,
+    cores: int | None = None, share_cores: bool = True,
 ) -> None:
     """Run `trials`, at most `workers` at once, calling `on_done` (in this thread) as each one finishes.
 
     On Ctrl-C (or SIGTERM, SIGHUP), trials not yet started are cancelled, running children are asked to stop
     (the same signal: they write a `cancelled` result, atomically) and KeyboardInterrupt propagates once they
-    have.
+    have. With `share_cores` off, a trial without `num_threads` keeps torch's own default.
     """
-    num_threads = threads_per_worker(workers, cores)
+    if share_cores:
+        num_threads = threads_per_worker(workers, cores)
+        trials = [replace(trial, num_threads=trial.num_threads or num_threads) for trial in trials]
+    if workers == 1:
+        try:
+            for trial in trials:
+                on_done(guarded(execute, trial))
+        except KeyboardInterrupt as interrupt:  # the running trial has stopped its own child; any other goes too
+            _interrupt_children(cancel_signal(interrupt))
+            raise
+        return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peftbench-trial")
     try:
-        pending: set[Future] = {
-            pool.submit(guarded, execute, {**trial, "num_threads": trial.get("num_threads") or num_threads})
-            for trial in trials
-        }
+        pending: set[Future] = {pool.submit(guarded, execute, trial) for trial in trials}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

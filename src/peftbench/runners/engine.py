@@ -1,6 +1,6 @@
 """Run one experiment in this process: build, train, evaluate, measure, write the result file.
 
-This is what the child process (runners/child.py) does; the parent (runners/local.py) only starts it and
+This is what the child process (runners/child.py) does; the parent (runners/isolated.py) only starts it and
 waits. Two modes share the same steps:
 - train:    experiment folder -> (peft) model -> training loop -> test score, forgetting, checkpoint;
 - evaluate: base model + a saved adapter folder -> test score, forgetting (no training), e.g. after conversion.
@@ -17,46 +17,21 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from peftbench.config import ConfigError, TrainConfig, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.hardware import precision_name
-from peftbench.results.schema import RunMeasurements, build_result
-from peftbench.results.writer import result_path, write_json_atomic
+from peftbench.results.record import RunResult
+from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason
+from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
 
-CHECKPOINTS_DIR = "checkpoints"
 ARTIFACTS_DIR = "artifacts"  # files a task saves with a run (images), RESULTS/artifacts/<result stem>/
-
-
-@dataclass
-class RunRequest:
-    """Everything a child needs, as plain JSON (the parent passes it in a file; no pickle)."""
-
-    task: str
-    results_dir: str
-    mode: str = "train"  # "train" | "evaluate"
-    experiment_dir: Optional[str] = None  # train mode
-    adapter_dir: Optional[str] = None  # evaluate mode: a save_pretrained folder (peft adapter)
-    method: Optional[str] = None  # evaluate mode: names for the result (default: from adapter_dir)
-    name: Optional[str] = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    seed: Optional[int] = None
-    save_checkpoint: bool = True
-    result_name: Optional[str] = None
-    extra_result_fields: dict[str, Any] = field(default_factory=dict)
-    num_threads: Optional[int] = None
-    show_progress: bool = True
-    # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
-    harness: dict[str, Any] = field(default_factory=dict)
-    # hardware.Hardware.to_dict() of the parent that resolved `use_amp: "auto"` (then overrides hold the answer)
-    hardware: Optional[dict[str, Any]] = None
-    progress_file: Optional[str] = None  # where the child writes its step progress for the parent to poll
 
 
 @dataclass
@@ -83,14 +58,10 @@ def prepare(request: RunRequest) -> PreparedRun:
             raise ConfigError("train mode needs an experiment folder")
         spec = load_experiment(request.experiment_dir)
         training_params, source = spec.training_params, str(spec.training_params_path)
-        method, name, location = spec.method, spec.name, spec.path
     elif request.mode == "evaluate":
         if not request.adapter_dir or not (Path(request.adapter_dir) / "adapter_config.json").exists():
             raise ConfigError(f"no adapter_config.json in adapter folder {request.adapter_dir}")
         spec, training_params, source = None, {}, "training_params.json"
-        location = Path(request.adapter_dir).resolve()
-        method = request.method or location.parent.name
-        name = request.name or location.name
     else:
         raise ConfigError(f"unknown mode {request.mode!r}; valid: train, evaluate")
     overrides = dict(request.overrides)
@@ -113,42 +84,55 @@ def prepare(request: RunRequest) -> PreparedRun:
         from peftbench.evaluation.harness import check_harness
 
         check_harness(harness["tasks"], harness.get("include_path"))
-    stem = request.result_name or f"{method}--{name}"
+    method, name = request.names
     return PreparedRun(
         task=task, config=config, method=method, name=name, experiment_name=f"{method}/{name}",
-        result_file=result_path(request.results_dir, stem), spec=spec, git_commit=git_commit_of(location),
-        source=location,
-        harness=harness,
+        result_file=request.result_file(), spec=spec, git_commit=git_commit_of(request.source),
+        source=request.source, harness=harness,
     )
 
 
-def check_distinct_result_files(runs: list[PreparedRun]) -> None:
-    """Refuse a batch in which two different folders would write the same result file (the second would
-    otherwise be skipped with the first one's numbers, or overwrite them)."""
+def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
+    """Check a batch before any of it runs, so that a typo does not surface after an hour of training: every
+    request is prepared (ConfigError for the first bad one), a folder given twice is kept once, two folders
+    that would write the same result file are refused, and each results folder must take a real file write.
+    Returns the requests to run."""
+    from peftbench.results.writer import check_writable
+
     first_by_file: dict[Path, PreparedRun] = {}
-    for run in runs:
+    kept = []
+    for request in requests:
+        run = prepare(request)
         first = first_by_file.setdefault(run.result_file, run)
+        if first is not run and first.source == run.source:
+            continue
         if first.source != run.source:
             raise ConfigError(
                 f"two experiment folders would write the same result file {run.result_file}: {first.source} and "
                 f"{run.source} (both are {run.experiment_name!r}); rename one of them, or run them with "
                 "different --results folders"
             )
+        kept.append(request)
+    for results_dir in dict.fromkeys(request.results_dir for request in kept):
+        check_writable(results_dir)
+    return kept
 
 
-def resolve_precision(request: RunRequest, config: TrainConfig) -> None:
-    """Decide `use_amp: "auto"` for this machine, once, and note in `request` what decided it.
+def resolve_precision(request: RunRequest, config: TrainConfig) -> RunRequest:
+    """Decide `use_amp: "auto"` for this machine, once; returns `request` with the answer and what decided it.
 
-    The answer goes into the request's overrides (so the child trains with it and its result records it) and
-    the hardware description into `request.hardware`; a cached detection gives every run of this process the
-    same answer. An explicit true/false is kept, with the hardware recorded beside it.
+    The answer goes into the returned request's overrides (so the child trains with it and its result records
+    it) and the hardware description into its `hardware`; a cached detection gives every run of this process
+    the same answer. An explicit true/false is kept, with the hardware recorded beside it. `request` itself is
+    left as it is: the requests of a batch may share their overrides.
     """
     from peftbench.hardware import resolve_use_amp
 
     use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
-    request.hardware = {**hardware.to_dict(), "use_amp_setting": config.use_amp}
-    request.overrides["use_amp"] = use_amp
+    resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp},
+                       hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp})
     config.use_amp = use_amp
+    return resolved
 
 
 def resolve_device(config: TrainConfig):
@@ -181,10 +165,10 @@ def peft_config_dict(peft_config) -> Optional[dict[str, Any]]:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in peft_config.to_dict().items()}
 
 
-def new_measurements(run: PreparedRun, request: RunRequest, status: str, created_at: Optional[str] = None,
-                     error_msg: str = "") -> RunMeasurements:
-    """The measurements of a run before it has measured anything: who, what, which config."""
-    return RunMeasurements(
+def new_result(run: PreparedRun, request: RunRequest, status: str, created_at: Optional[str] = None,
+               error_msg: str = "") -> RunResult:
+    """The result of a run before it has measured anything: who, what, which config."""
+    return RunResult(
         task=run.task.name, method=run.method, name=run.name, experiment_name=run.experiment_name,
         seed=run.config.seed, status=status, error_msg=error_msg,
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -192,7 +176,7 @@ def new_measurements(run: PreparedRun, request: RunRequest, status: str, created
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
         forgetting_higher_is_better=run.task.forgetting_higher_is_better,
         throughput_unit=f"{run.task.throughput_unit}/s", suite_memory_scope=run.task.suite_memory_scope,
-        model_id=run.config.model_id, extra={**run.task.provenance(), **request.extra_result_fields},
+        model_id=run.config.model_id, extra={**run.task.provenance(), **request.result_fields()},
         precision=precision_name(run.config.dtype, run.config.use_amp), hardware=request.hardware,
     )
 
@@ -203,8 +187,8 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
     if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
-        resolve_precision(request, run.config)
-    m = new_measurements(run, request, status="failed", created_at=created_at)
+        request = resolve_precision(request, run.config)
+    m = new_result(run, request, status="failed", created_at=created_at)
     try:
         _run_measured(request, run, m)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
@@ -227,11 +211,11 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
     # processes on the machine, and at one torch thread equal to the wall time on an idle core
     m.extra["cpu_time_s"] = time.process_time()
-    write_json_atomic(run.result_file, build_result(m))
+    write_json_atomic(run.result_file, result_document(m))
     return run.result_file, m.status
 
 
-def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> None:
+def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     import torch
 
     from peftbench.runners.progress import ProgressFile
@@ -310,11 +294,12 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
     m.status, m.error_msg = outcome.status, outcome.error_msg
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
     m.train_curve, m.valid_curve, m.metrics = outcome.train_curve, outcome.valid_curve, outcome.metrics
-    m.memory_log = outcome.memory_log
+    m.memory_reserved_avg, m.memory_reserved_99th = memory_log_summary(outcome.memory_log)
     if outcome.optimizer_settings:
         m.extra["optimizer"] = {"type": config.optimizer_type, "settings": outcome.optimizer_settings}
     m.train_time_s = outcome.train_time_s
     m.throughput = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
+    m.tokens_per_second = m.throughput if m.throughput_unit == "tokens/s" else None
     if outcome.losses:
         window = outcome.losses[-config.eval_steps :]
         m.final_train_loss = sum(window) / len(window)
@@ -373,6 +358,15 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunMeasurements) -> 
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
 
 
+def memory_log_summary(memory_log: list[int]) -> tuple[Optional[int], Optional[int]]:
+    """(mean, 99th percentile) of the memory sampled during training: the PEFT suite's reserved-memory figures."""
+    if not memory_log:
+        return None, None
+    ordered = sorted(memory_log)
+    index = min(len(ordered) - 1, max(0, round(0.99 * (len(ordered) - 1))))
+    return int(sum(memory_log) / len(memory_log)), int(ordered[index])
+
+
 def merged_copy(model, peft_config):
     """A copy of `model` with the adapter merged into its weights (`model` itself is left as it is), or `model`
     where there is nothing peft can merge: full fine-tuning, prompt learning, a tuner without merging."""
@@ -403,7 +397,7 @@ def item_predictions(test) -> list[dict[str, Any]]:
     ]
 
 
-def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunMeasurements, full: bool) -> None:
+def _save_or_measure_checkpoint(request: RunRequest, run: PreparedRun, model, m: RunResult, full: bool) -> None:
     """Save the trained weights under RESULTS/checkpoints/<stem>/ (or measure their size in a temp folder)."""
     if request.mode == "evaluate":
         m.checkpoint_dir = str(Path(request.adapter_dir).resolve())

@@ -1,0 +1,131 @@
+"""Running a batch of runs: one interface (`run_trials`), two backends (a local worker pool, Ray).
+
+A batch is a list of RunRequests (runners.request), one result file each. `execute_trial(request)` runs one
+of them through `runners.isolated.run_request`, which starts its own child process, so a crash, an OOM or a
+leak stays inside that child. Both backends call the same function; they differ only in where and how many at
+once. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from peftbench.runners.progress import PROGRESS_DIR
+from peftbench.runners.request import RunRequest
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class TrialOutcome:
+    """What a backend reports for one trial. The result file is the record; this is only the receipt."""
+
+    trial_id: str
+    status: str  # success | failed | oom | killed | diverged | cancelled (the result file's status)
+    result_path: Optional[str]
+    error: str = ""
+    skipped: bool = False  # an existing final result was kept; `status` is that result's
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TrialExecutor = Callable[[RunRequest], TrialOutcome]
+OutcomeCallback = Callable[[TrialOutcome], None]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask, not the machine's total, where known)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: Optional[int] = None) -> int:
+    """Torch threads for each of `workers` concurrent trials: the cores split evenly, at least one each."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return max(1, (cores or available_cores()) // workers)
+
+
+def execute_trial(request: RunRequest) -> TrialOutcome:
+    """Run one request in a child process (runners.isolated) and report its status."""
+    from peftbench.runners.isolated import run_request
+
+    result_path, status, skipped = run_request(request)
+    return TrialOutcome(request.trial_id, status, str(result_path) if result_path else None, skipped=skipped)
+
+
+def guarded(execute: TrialExecutor, request: RunRequest) -> TrialOutcome:
+    """Call `execute`, turning an exception into a `failed` outcome so one broken trial never stops a batch."""
+    try:
+        return execute(request)
+    except Exception as error:  # noqa: BLE001 - any error of one trial is that trial's failure
+        return TrialOutcome(request.trial_id, "failed", None, f"{type(error).__name__}: {error}")
+
+
+def run_trials(
+    trials: list[RunRequest],
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    ray_address: Optional[str] = None,
+    execute: TrialExecutor = execute_trial,
+    on_done: Optional[OutcomeCallback] = None,
+    description: str = "trials",
+    show_progress: bool = True,
+    share_cores: bool = True,
+) -> list[TrialOutcome]:
+    """Run `trials` with up to `workers` at once on `backend`; return their outcomes in completion order.
+
+    With `share_cores`, a trial without `num_threads` gets an even share of the cores (else torch's default:
+    local backend only; a Ray task always gets its share).
+
+    A failing trial is reported as such and the others go on. Ctrl-C (KeyboardInterrupt) cancels what
+    has not started, stops what is running and re-raises; finished result files are left as they are.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not trials:
+        return []
+
+    from rich.console import Console
+
+    from peftbench.runners.progress import BatchProgress
+
+    outcomes: list[TrialOutcome] = []
+    results_dirs = {trial.results_dir for trial in trials}
+    progress_root = Path(results_dirs.pop()) / PROGRESS_DIR if len(results_dirs) == 1 else None
+    progress = BatchProgress(
+        [trial.trial_id for trial in trials], workers, description,
+        console=Console(stderr=True, quiet=not show_progress),
+        # under the results folder, which Ray workers share; one private folder per batch
+        progress_dir=progress_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}" if progress_root else None,
+    )
+    trials = [replace(trial, progress_file=progress.file_for(trial.trial_id)) for trial in trials]
+
+    def record(outcome: TrialOutcome) -> None:
+        outcomes.append(outcome)
+        progress.finished(outcome.trial_id, outcome.status, outcome.result_path, outcome.error)
+        if on_done is not None:
+            on_done(outcome)
+
+    progress.start()
+    try:
+        if backend == "local":
+            from peftbench.runners.local_backend import run_local_pool
+
+            run_local_pool(trials, workers=workers, execute=execute, on_done=record, share_cores=share_cores)
+        else:
+            from peftbench.runners.ray_backend import run_on_ray
+
+            run_on_ray(trials, workers=workers, address=ray_address, execute=execute, on_done=record)
+    finally:
+        progress.stop()
+    return outcomes
