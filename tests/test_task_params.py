@@ -140,3 +140,19 @@ def test_image_gen_builds_the_train_config_peft_recorded_in_its_published_result
 
 def recorded_name(path: Path) -> str:
     return path.stem.replace("--", "/")
+
+
+def test_list_params_shows_each_task_s_own_parameters():
+    from typer.testing import CliRunner
+
+    from peftbench.cli import app
+
+    runner = CliRunner()
+    image = runner.invoke(app, ["list", "--params", "image-gen"], env={"COLUMNS": "200"})
+    assert image.exit_code == 0, image.output
+    assert "dino_model_id" in image.output and '"facebook/dinov2-base"' in image.output
+    assert "query_template" not in image.output
+    text = runner.invoke(app, ["list", "--params", "math"], env={"COLUMNS": "200"})
+    assert "query_template" in text.output and "dino_model_id" not in text.output
+    bad = runner.invoke(app, ["list", "--params", "nope"])
+    assert bad.exit_code == 2 and "unknown task 'nope'" in bad.output
