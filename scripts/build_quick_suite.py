@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
-ORDER_FILE = "order.json"  # read by peftbench.cli.suite.suite_experiments
+ORDER_FILE = "order.json"  # read by peftbench.builtin_suites.suite_experiments
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -3,7 +3,7 @@
 from typer.testing import CliRunner
 
 from peftbench.cli import app
-from peftbench.cli.suite import available_suites, suite_experiments
+from peftbench.builtin_suites import available_suites, suite_experiments
 
 REQUIRED_METHODS = {"lora", "oft", "ia3", "prompt_tuning", "full-finetuning"}
 
@@ -63,7 +63,7 @@ def test_suite_runs_an_experiment_end_to_end_and_prints_the_table(tmp_path):
 def test_quick_suite_starts_longest_first_and_its_order_names_real_experiments():
     import json
 
-    from peftbench.cli.suite import suites_root
+    from peftbench.builtin_suites import suites_root
 
     names = [f"{path.parent.name}/{path.name}" for path in suite_experiments("quick")]
     longest_first = json.loads((suites_root() / "quick" / "order.json").read_text())["longest_first"]

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-BUILTIN_SUITES = Path(__file__).resolve().parents[1] / "suites"
+from peftbench.builtin_suites import suites_root  # light: no torch
+
+BUILTIN_SUITES = suites_root()
 
 
 def list_command(

@@ -1,0 +1,65 @@
+"""The built-in suites: folders of experiment folders shipped in the package (suites/<suite>/<method>/<name>/),
+each run on one task, and the run descriptions that `peftbench suite` runs."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Optional
+
+from peftbench.config import ConfigError
+from peftbench.runners.request import RunRequest
+
+SUITE_TASKS = {"quick": "math-tiny"}  # suite name -> the task its experiments run on
+
+
+def suites_root() -> Path:
+    return Path(str(files("peftbench") / "suites"))
+
+
+def available_suites() -> list[str]:
+    root = suites_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SUITE_TASKS) if root.is_dir() else []
+
+
+def suite_experiments(suite: str) -> list[Path]:
+    """The suite's experiment folders in the order they start: the suite's order.json (longest first, see
+    scripts/build_quick_suite.py) where it has one, then the others by name."""
+    from peftbench.experiments import discover_experiments
+
+    root = suites_root() / suite
+    experiments = discover_experiments(root)
+    order_file = root / "order.json"
+    if order_file.is_file():
+        rank = {name: i for i, name in enumerate(json.loads(order_file.read_text())["longest_first"])}
+        experiments.sort(key=lambda path: rank.get(f"{path.parent.name}/{path.name}", len(rank)))  # stable
+    return experiments
+
+
+def suite_requests(name: str, task: Optional[str], only: Optional[str], results: Optional[Path],
+                   set_params: list[str], force: bool, keep_killed: bool):
+    """The suite's run descriptions and its task's label, checked before any run (ConfigError: an unknown
+    suite or task, no experiment matching --only, a results folder that takes no write)."""
+    from peftbench.config import parse_set_options
+    from peftbench.results.writer import check_writable
+    from peftbench.tasks import get_task, resolve_task_name
+
+    if name not in available_suites():
+        raise ConfigError(f"unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}")
+    overrides = parse_set_options(set_params)
+    task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
+    task_label = get_task(task_name).name  # a bad task file stops here, before any run
+    experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
+    if not experiments:
+        raise ConfigError(f"no experiment of suite {name!r} matches --only {only!r}")
+    if results is None:
+        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
+    results = results.resolve()
+    check_writable(results)  # before any training, not after the first run
+    requests = [
+        RunRequest(task=task_name, results_dir=str(results), experiment_dir=str(path), overrides=overrides,
+                   force=force, keep_killed=keep_killed, save_checkpoint=False, show_progress=False)
+        for path in experiments
+    ]
+    return requests, task_label
