@@ -131,8 +131,8 @@ class ImageGenTask(Task):
         from peftbench.tasks.image_gen.generation import generate, pipeline_with
 
         model.eval()
-        repeats = TEST_REPEATS if desc == "test" else 1
-        generator = torch.Generator(device=processor.device).manual_seed(config.seed + VALID_SEED_OFFSET)
+        repeats, offset = (TEST_REPEATS, TEST_SEED_OFFSET) if desc == "test" else (1, VALID_SEED_OFFSET)
+        generator = torch.Generator(device=processor.device).manual_seed(config.seed + offset)
         prompts = [row["prompt"] for row in rows]
         references = [row["image"] for row in rows]
         per_repeat: list[list[float]] = []
