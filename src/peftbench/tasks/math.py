@@ -30,6 +30,7 @@ from peftbench.tasks.base import (
     load_rows,
     require_columns,
 )
+from peftbench.tasks.text_config import TextTrainConfig
 
 # The PEFT suite drops MetaMathQA rows longer than this (query + " " + response), 93.8% of the data remain.
 CHAR_LIMIT = 1300
@@ -43,8 +44,10 @@ DATA_KEYS = ("train_data", "valid_data", "test_data", "forgetting_data")
 class MathTask(Task):
     name = "math"
     description = "MetaMathQA -> GSM8K (the PEFT suite's published benchmark; base meta-llama/Llama-3.2-3B)"
+    config_class = TextTrainConfig
     score_name = "accuracy"
     higher_is_better = True
+    throughput_unit = "tokens"
 
     # ---- configuration ----
     def default_params(self) -> dict[str, Any]:
@@ -240,7 +243,7 @@ class MathTask(Task):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if config.loss_on == "sequence":
             inputs["num_items_in_batch"] = num_tokens
-        return TrainBatch(inputs=inputs, num_tokens=num_tokens)
+        return TrainBatch(inputs=inputs, num_units=num_tokens)
 
     def compute_loss(self, model, batch: TrainBatch):
         # transformers shifts the labels inside the model; peft extends them for virtual tokens
