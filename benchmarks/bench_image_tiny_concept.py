@@ -29,7 +29,8 @@ import torch.nn.functional as F
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from peftbench.tiny_image import assets, concept, pretraining, similarity  # noqa: E402
+from peftbench.tasks.image_gen.data import split_indices  # noqa: E402
+from peftbench.tiny_image import assets, pretraining, similarity  # noqa: E402
 from peftbench.tiny_image.grid import image_grid  # noqa: E402
 
 PEFT_LORA_TARGETS = ["to_out.0", "to_add_out", "to_qkv_mlp_proj", "add_k_proj", "add_q_proj", "add_v_proj",
@@ -124,7 +125,7 @@ def main() -> None:
     rows = datasets.load_dataset(str(args.assets / params["dataset_id"]), split="train")
     images = [row[params["image_column"]].convert("RGB") for row in rows]
     prompts = params["instance_prompts"]
-    train, valid, test = concept.split_indices(len(images), params["valid_size"], params["test_size"])
+    train, valid, test = (idx.tolist() for idx in split_indices(len(images), params["valid_size"], params["test_size"]))
     sim_model = AutoModel.from_pretrained(args.assets / params["dino_model_id"]).eval()
     processor = AutoImageProcessor.from_pretrained(args.assets / params["dino_model_id"])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +38,13 @@ def test_world_is_deterministic_and_captions_say_what_is_drawn():
     assert full == "a large orange striped ring on the left on an orange background"
 
 
-def test_concept_never_appears_in_the_world_and_split_is_peft_s():
+def test_concept_never_appears_in_the_world():
     assert concept.SHAPE not in world.SHAPES
     assert not set(concept.COLOURS) & set(world.PALETTE.values())
     images, captions = concept.concept_examples()
     assert len(images) == len(captions) == 20
     assert all(concept.TRIGGER in text for text in captions)
     assert not any("sks" in text for text in concept.DRIFT_PROMPTS)
-    # PEFT's permutation for 20 images (np.random.seed(0); shuffle(arange(20)))
-    assert concept.split_indices() == (
-        [18, 1, 19, 8, 10, 17, 6, 13, 4, 2, 5, 14, 9, 7], [16, 11], [3, 0, 15, 12]
-    )
     # the concept's colours are what its pictures show
     pixels = {tuple(pixel) for image in images for pixel in np.asarray(image).reshape(-1, 3).tolist()}
     assert set(concept.COLOURS) <= pixels
@@ -184,3 +181,24 @@ def test_pretraining_pieces_run_briefly():
     pixels, labels = pretraining.similarity_training_data(8, seed=0, processor=processor)
     sim_log, heads = pretraining.train_similarity(models.build_similarity_model(), pixels, labels, 2, 4, 1e-3, 0)
     assert set(heads) == set(pretraining.ATTRIBUTES)
+
+
+def test_peft_s_lora_folder_runs_unchanged_with_task_image_tiny(tmp_path):
+    """image-tiny is image-gen with the shipped defaults: PEFT's folder, no --set but a shorter run."""
+    from typer.testing import CliRunner
+
+    from peftbench.cli import app
+
+    folder = FIXTURES / "experiments" / "lora" / "flux2-klein-default"
+    results = tmp_path / "results"
+    outcome = CliRunner().invoke(app, ["run", str(folder), "--task", "image-tiny", "--results", str(results),
+                                       "--set", "max_steps=4", "--set", "eval_steps=4", "--set", "num_inference_steps=2"])
+    assert outcome.exit_code == 0, outcome.output
+    result = json.loads((results / "lora--flux2-klein-default.json").read_text())
+    assert result["peftbench"]["status"] == "success", result["peftbench"]["error_msg"]
+    assert result["peftbench"]["task"] == "image-tiny"
+    train_config = result["run_info"]["train_config"]
+    assert train_config["model_id"] == str((ASSET_DIR / "generator").resolve())
+    assert train_config["resolution"] == shipped_defaults()["resolution"]
+    last = result["train_info"]["metrics"][-1]
+    assert math.isfinite(last["test dino_similarity"]) and last["drift"] >= 0

@@ -19,6 +19,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "math-tiny": ("peftbench.tasks.math_tiny", "MathTinyTask"),
     "math": ("peftbench.tasks.math", "MathTask"),
     "image-gen": ("peftbench.tasks.image_gen.task", "ImageGenTask"),
+    "image-tiny": ("peftbench.tasks.image_tiny", "ImageTinyTask"),
 }
 DEFAULT_TASK = "math-tiny"
 

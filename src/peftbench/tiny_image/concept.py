@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 from PIL import Image
 
 from peftbench.tiny_image import world
@@ -60,15 +59,6 @@ def concept_examples(seed: int = 0) -> tuple[list[Image.Image], list[str]]:
         images.append(render_concept(background, size, position, rng))
         captions.append(concept_caption(background, size, position, rng))
     return images, captions
-
-
-def split_indices(count: int = CONCEPT_SIZE, valid_size: int = VALID_SIZE, test_size: int = TEST_SIZE):
-    """PEFT's split: np.random.seed(0), shuffle arange(count); first train, then valid, then test."""
-    np.random.seed(0)
-    order = np.arange(count)
-    np.random.shuffle(order)
-    train_size = count - valid_size - test_size
-    return order[:train_size].tolist(), order[train_size : train_size + valid_size].tolist(), order[train_size + valid_size :].tolist()
 
 
 SAMPLE_PROMPTS = [  # PEFT: "a photo of sks cat", "a color drawing of sks cat", "sks cat at the beach", ...
