@@ -202,3 +202,17 @@ def test_peft_s_lora_folder_runs_unchanged_with_task_image_tiny(tmp_path):
     assert train_config["resolution"] == shipped_defaults()["resolution"]
     last = result["train_info"]["metrics"][-1]
     assert math.isfinite(last["test dino_similarity"]) and last["drift"] >= 0
+
+
+def test_quick_image_suite_holds_peft_s_folders_unchanged_for_image_tiny():
+    from peftbench.builtin_suites import SUITE_TASKS, available_suites, suite_experiments
+
+    assert "quick-image" in available_suites() and SUITE_TASKS["quick-image"] == "image-tiny"
+    experiments = suite_experiments("quick-image")
+    methods = {path.parent.name for path in experiments}
+    assert len(experiments) >= 8
+    assert {"lora", "oft", "ia3", "ln_tuning", "full-finetuning"} <= methods and methods & {"loha", "lokr"}
+    for path in experiments:  # byte-identical to PEFT's folders (the fixture copies)
+        original = FIXTURES / "experiments" / path.parent.name / path.name
+        for file in path.iterdir():
+            assert file.read_bytes() == (original / file.name).read_bytes(), file
