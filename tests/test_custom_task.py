@@ -342,3 +342,30 @@ def test_lm_eval_style_jinja_templates_and_valid_carved_from_train(task_dir):
     # the valid rows are train rows (carved with data.seed), disjoint from what is left to train on
     train_items = {r["doc"]["item"] for r in data.train}
     assert not {r["doc"]["item"] for r in data.valid} & train_items
+
+
+def test_a_chat_template_that_writes_bos_gives_one_bos(task_dir, tmp_path):
+    """Llama-3-style templates start with {{ bos_token }}; the tokenizer adds BOS too when it encodes the prompt."""
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "chat-bos-model"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
+    config_file = model / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_file.read_text())
+    tokenizer_config["chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    config_file.write_text(json.dumps(tokenizer_config))
+    task = get_task(str(edit_task(task_dir, model=str(model), apply_chat_template=True, forgetting="none")))
+    config = _config(task)
+    task.check_inputs(config)
+    tokenizer = task.load_processor(config)
+    data = task.load_data(config)
+    assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id  # the tokenizer adds BOS on its own
+    row = data.test[0]
+    prompt = task.prompt(row["query"], config)
+    assert prompt.startswith("<|user|>")
+    assert tokenizer(prompt)["input_ids"].count(tokenizer.bos_token_id) == 1
+    (ids, _), = task.tokenize_examples(data.train[:1], tokenizer, config)  # the training text too
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id

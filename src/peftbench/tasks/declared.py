@@ -258,7 +258,8 @@ class DeclaredTask(MathTask):
         messages = [{"role": "user", "content": query}]
         if self.spec.system_instruction:
             messages.insert(0, {"role": "system", "content": self.spec.system_instruction})
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return strip_template_bos(rendered, self._tokenizer)
 
     # ---- evaluation ----
     def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
@@ -304,3 +305,14 @@ class DeclaredTask(MathTask):
             predictions.append(options[best])
             scores.append(float(best == row["gold"]))
         return predictions, scores
+
+
+def strip_template_bos(text: str, tokenizer) -> str:
+    """`text` without the BOS token that a chat template wrote at its start, when the tokenizer adds BOS itself
+    on encoding: every prompt is tokenized with the special tokens (generation, training, log-likelihoods), so
+    the template's BOS would become a second one."""
+    bos = tokenizer.bos_token
+    if not bos or not text.startswith(bos):
+        return text
+    adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return text[len(bos):] if adds_bos else text
