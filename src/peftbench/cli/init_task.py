@@ -23,36 +23,12 @@ def init_task(
     from rich.console import Console
     from rich.markup import escape
 
-    from peftbench.config import ConfigError, build_train_config
-    from peftbench.tasks.base import load_rows
-    from peftbench.tasks.starter import starter_text
-    from peftbench.tasks.task_file import TASK_FILE_SUFFIXES
+    from peftbench.config import ConfigError
+    from peftbench.tasks.starter import write_starter_task_file
 
     console = Console(stderr=True)
     try:
-        if task_file.suffix.lower() not in TASK_FILE_SUFFIXES:
-            raise ConfigError(f"task file {task_file}: the name must end in {' or '.join(TASK_FILE_SUFFIXES)}")
-        if task_file.exists() and not force:
-            raise ConfigError(f"{task_file} exists; --force replaces it")
-        if not data.is_file():
-            raise ConfigError(f"--data: file not found: {data}")
-        rows = [dict(row) for row in load_rows(str(data), key="--data").select(range(1))] if data.stat().st_size else []
-        if not rows:
-            raise ConfigError(f"--data: {data} has no rows")
-        text = starter_text(data, task_file, rows, model)
-        task_file.parent.mkdir(parents=True, exist_ok=True)
-        staging = task_file.with_name(f".{task_file.name}.tmp")
-        staging.write_text(text, encoding="utf-8")
-        try:  # the starter must run as written: check it as `run` would, before it replaces anything
-            from peftbench.tasks.declared import DeclaredTask
-
-            task = DeclaredTask(staging)
-            # forgetting_size 0: the default forgetting set of a hub model need not be downloaded to check this
-            task.check_inputs(build_train_config(task.default_params(), overrides={"forgetting_size": 0}))
-        except ConfigError:
-            staging.unlink()
-            raise
-        staging.replace(task_file)
+        write_starter_task_file(task_file, data, model, force)
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2)

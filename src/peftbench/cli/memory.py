@@ -33,76 +33,45 @@ def memory(
     )] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per experiment.")] = False,
 ) -> None:
+    from contextlib import nullcontext
+
     from rich.console import Console
     from rich.markup import escape
 
     from peftbench.config import ConfigError, parse_set_options
-    from peftbench.runners.engine import prepare
-    from peftbench.runners.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks
+    from peftbench.runners.memory_estimates import EstimateFailure, estimate_prepared_run, prepare_estimates
 
     console = Console(stderr=True)
-    task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
 
-    def fail(error: Exception) -> None:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    def fail(message: str) -> None:
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     try:
-        from peftbench.training.memory_estimate import check_text_task, load_model_config
-
-        overrides = parse_set_options(set_values)
-        prepared = [
-            prepare(RunRequest(task=task_name, results_dir=".", experiment_dir=str(path), overrides=overrides))
-            for path in experiments
-        ]
-        for run in prepared:
-            check_text_task(run.task)
-            load_model_config(run.config)
+        task_name = task or (DEFAULT_TASK if DEFAULT_TASK in available_tasks() else "math")
+        prepared = prepare_estimates(task_name, experiments, parse_set_options(set_values))
     except ConfigError as error:
-        fail(error)
+        fail(str(error))
         raise typer.Exit(2)
 
-    estimates, failed = _estimate_all(prepared, console, fail, quiet=as_json)
+    estimates, exit_code, shape_lines = [], 0, set()
+    for run in prepared:
+        with nullcontext() if as_json else console.status(f"tracing {run.experiment_name}", spinner="dots"):
+            outcome = estimate_prepared_run(run)
+        if isinstance(outcome, EstimateFailure):
+            fail(outcome.message)
+            exit_code = max(exit_code, outcome.exit_code)
+            continue
+        estimates.append(outcome)
+        if outcome.shape_source not in shape_lines:
+            shape_lines.add(outcome.shape_source)
+            console.print(outcome.shape_source, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps([estimate.to_dict() for estimate in estimates], indent=2))
     else:
         _print_table(estimates)
-    if failed:
-        raise typer.Exit(failed)
-
-
-def _estimate_all(prepared, console, fail, quiet: bool):
-    import warnings
-    from contextlib import nullcontext
-
-    from peftbench.config import ConfigError
-    from peftbench.training.memory_estimate import load_tokenizer_if_any, batch_shapes, estimate_training_memory
-
-    estimates, failed = [], 0  # exit code: 2 bad input, 1 an experiment that could not be traced
-    shape_lines: set[str] = set()
-    for run in prepared:
-        with nullcontext() if quiet else console.status(f"tracing {run.experiment_name}", spinner="dots"):
-            try:
-                tokenizer = load_tokenizer_if_any(run.task, run.config)
-                shapes = batch_shapes(run.task, run.config, tokenizer)
-                with warnings.catch_warnings():  # peft's and transformers' remarks on a model without weights
-                    warnings.simplefilter("ignore")
-                    estimates.append(estimate_training_memory(run.spec, run.task, run.config, shapes, tokenizer))
-            except ConfigError as error:
-                fail(f"{run.experiment_name}: {error}")
-                failed = max(failed, 2)
-                continue
-            except Exception as error:  # e.g. a method whose initialisation needs the weights' values
-                first_line = (str(error).splitlines() or [""])[0][:200]
-                fail(f"{run.experiment_name}: could not be traced without the model's weights "
-                     f"({type(error).__name__}: {first_line}); this method computes shapes from tensor values "
-                     "(nonzero, bincount, a clustering of the weights), which a model without data cannot give")
-                failed = max(failed, 1)
-                continue
-        if shapes.source not in shape_lines:
-            shape_lines.add(shapes.source)
-            console.print(shapes.source, markup=False, highlight=False, soft_wrap=True)
-    return estimates, failed
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
 def _print_table(estimates) -> None:

@@ -111,3 +111,33 @@ def starter_text(data_file: Path, task_file: Path, rows: list[dict[str, Any]], m
         "",
     ]
     return "\n".join(lines)
+
+
+def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool = False) -> None:
+    """Write `task_file`, a starter for `data`'s columns, only once it has been checked as `run` would check it;
+    ConfigError (naming the file) on bad input, and then nothing is written."""
+    from peftbench.config import ConfigError, build_train_config
+    from peftbench.tasks.base import load_rows
+    from peftbench.tasks.declared import DeclaredTask
+    from peftbench.tasks.task_file import TASK_FILE_SUFFIXES
+
+    if task_file.suffix.lower() not in TASK_FILE_SUFFIXES:
+        raise ConfigError(f"task file {task_file}: the name must end in {' or '.join(TASK_FILE_SUFFIXES)}")
+    if task_file.exists() and not force:
+        raise ConfigError(f"{task_file} exists; --force replaces it")
+    if not data.is_file():
+        raise ConfigError(f"--data: file not found: {data}")
+    rows = [dict(row) for row in load_rows(str(data), key="--data").select(range(1))] if data.stat().st_size else []
+    if not rows:
+        raise ConfigError(f"--data: {data} has no rows")
+    task_file.parent.mkdir(parents=True, exist_ok=True)
+    staging = task_file.with_name(f".{task_file.name}.tmp")
+    staging.write_text(starter_text(data, task_file, rows, model), encoding="utf-8")
+    try:
+        task = DeclaredTask(staging)
+        # forgetting_size 0: the default forgetting set of a hub model need not be downloaded to check this
+        task.check_inputs(build_train_config(task.default_params(), overrides={"forgetting_size": 0}))
+    except ConfigError:
+        staging.unlink()
+        raise
+    staging.replace(task_file)
