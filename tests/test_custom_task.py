@@ -369,3 +369,46 @@ def test_a_chat_template_that_writes_bos_gives_one_bos(task_dir, tmp_path):
     assert tokenizer(prompt)["input_ids"].count(tokenizer.bos_token_id) == 1
     (ids, _), = task.tokenize_examples(data.train[:1], tokenizer, config)  # the training text too
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+
+
+def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
+    """What the math task file needs, for any task: per-split renames, a row filter and the suite's sample."""
+    import numpy as np
+
+    from peftbench.config import build_train_config
+
+    def read(name: str) -> list[dict]:
+        return [json.loads(line) for line in (task_dir / name).read_text().splitlines() if line.strip()]
+
+    renamed = {"item": "thing"}
+    task = get_task(str(edit_task(task_dir, forgetting="none", doc_to_text="What colour is {thing}?", data={
+        "train": {"path": "train.jsonl", "rename": renamed, "keep_if": "colour != 'green'"},
+        "valid": {"path": "valid.jsonl", "rename": renamed, "shuffle_seed": 0},
+        "test": {"path": "test.jsonl", "rename": renamed},
+    })))
+    config = build_train_config(task.default_params())
+    data = task.load_data(config)
+    expected_train = [row for row in read("train.jsonl") if row["colour"] != "green"]
+    assert 0 < len(expected_train) < len(read("train.jsonl"))
+    assert [row["doc"]["thing"] for row in data.train] == [row["item"] for row in expected_train]
+    valid = read("valid.jsonl")
+    order = np.arange(len(valid))
+    np.random.seed(0)
+    np.random.shuffle(order)
+    assert [row["doc"]["thing"] for row in data.valid] == [valid[i]["item"] for i in order][: config.valid_size]
+    # --set train_data=FILE replaces data.train's source; its options still apply
+    other = build_train_config(task.default_params(), overrides={"train_data": str(task_dir / "valid.jsonl")})
+    task._data = None
+    replaced = task.load_data(other).train
+    assert [row["doc"]["thing"] for row in replaced] == [row["item"] for row in valid if row["colour"] != "green"]
+
+
+@pytest.mark.parametrize("source, key", [
+    ({"path": "train.jsonl", "keep_if": "size > 3"}, "data.train.keep_if"),  # a field the data lacks
+    ({"path": "train.jsonl", "keep_if": "colour =="}, "data.train.keep_if"),  # not an expression
+    ({"path": "train.jsonl", "shuffle": 0}, "data.train.shuffle"),  # unknown option
+    ({"path": "train.jsonl", "rename": ["item"]}, "data.train.rename"),
+])
+def test_bad_source_options_name_the_key(task_dir, tmp_path, source, key):
+    message = prepare_error(edit_task(task_dir, data={"train": source, "test": "test.jsonl"}), tmp_path)
+    assert "variant-" in message and f"'{key}" in message, message  # the task file and the key
