@@ -398,7 +398,6 @@ def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
     assert [row["doc"]["thing"] for row in data.valid] == [valid[i]["item"] for i in order][: config.valid_size]
     # --set train_data=FILE replaces data.train's source; its options still apply
     other = build_train_config(task.default_params(), overrides={"train_data": str(task_dir / "valid.jsonl")})
-    task._data = None
     replaced = task.load_data(other).train
     assert [row["doc"]["thing"] for row in replaced] == [row["item"] for row in valid if row["colour"] != "green"]
 

@@ -66,7 +66,7 @@ class DeclaredTask(TextTask):
         self.forgetting_formula = self.spec.forgetting_formula
         self.harness = self.spec.harness
         self.scorer = None  # generate_until: set by check_inputs (evaluation/scorers.py)
-        self._data: Optional[TaskData] = None
+        self._data: Optional[tuple[Any, TaskData]] = None  # (the config it was read for, the data)
         self._tokenizer = None  # for the chat template: set by load_processor
         self._sources_in_use: Optional[dict[str, str]] = None  # the data sources read, for error messages
 
@@ -126,13 +126,15 @@ class DeclaredTask(TextTask):
             raise ConfigError(f"{source}: 'metric' {self.spec.metric!r} for multiple_choice; valid: acc, acc_norm")
         if all(is_local_source(source) for source in self._sources(config).values()):
             # every problem of local data before any model loads; hub data is read (downloaded) by load_data
-            self._data = self._read_data(config)
+            self._data = (config, self._read_data(config))
 
     # ---- data ----
     def load_data(self, config) -> TaskData:
-        if self._data is None:
+        """The data check_inputs read for this config (the engine calls both with one config), else read now."""
+        if self._data is None or self._data[0] is not config:
+            self._data = None
             self.check_inputs(config)
-        return self._data if self._data is not None else self._read_data(config)
+        return self._data[1] if self._data is not None else self._read_data(config)
 
     def _read_data(self, config) -> TaskData:
         sources = self._sources_in_use = self._sources(config)
