@@ -3,8 +3,9 @@ templates and scorer. See docs/custom-task.md for the format and tasks/task_file
 
 It runs on the text-task engine (peftbench.tasks.text) with the file's rows: each row becomes {query: the
 rendered prompt, response: target delimiter + the rendered target}, so tokenization, batching, the loss and
-the forgetting measure are TextTask's. The shipped tasks in tasks/files/ (`math`) are such files too. Evaluation is the task file's: generation
-scored by a built-in or user scorer, or multiple choice by the log-likelihood of each option.
+the forgetting measure are TextTask's. The tasks shipped in tasks/files/ (`math`) are such files too.
+Evaluation is the task file's: generation scored by a built-in or user scorer, or multiple choice by the
+log-likelihood of each option.
 
 Everything that can be checked without a model is checked in `check_inputs`: the file's keys, the data
 (every split has rows, every template field exists in it, every multiple-choice target is an option), the
@@ -124,7 +125,7 @@ class DeclaredTask(TextTask):
             self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
         elif self.spec.metric not in ("acc", "acc_norm"):
             raise ConfigError(f"{source}: 'metric' {self.spec.metric!r} for multiple_choice; valid: acc, acc_norm")
-        if all(is_local_source(source) for source in self._sources(config).values()):
+        if all(is_local_source(data_source) for data_source in self._sources(config).values()):
             # every problem of local data before any model loads; hub data is read (downloaded) by load_data
             self._data = (config, self._read_data(config))
 
