@@ -411,3 +411,17 @@ def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
 def test_bad_source_options_name_the_key(task_dir, tmp_path, source, key):
     message = prepare_error(edit_task(task_dir, data={"train": source, "test": "test.jsonl"}), tmp_path)
     assert "variant-" in message and f"'{key}" in message, message  # the task file and the key
+
+
+def test_forgetting_loss_score_name_and_a_hub_forgetting_set(task_dir, tmp_path):
+    from peftbench.tasks.task_file import read_task_file, shipped_task_file
+
+    spec = read_task_file(edit_task(task_dir, forgetting="some-org/some-texts", forgetting_loss="peft_suite",
+                                    score_name="accuracy"))
+    assert (spec.forgetting, spec.forgetting_formula, spec.score_name) == ("some-org/some-texts", "peft_suite", "accuracy")
+    for changes, key in [({"forgetting_loss": "shifted"}, "'forgetting_loss'"), ({"score_name": "my score!"}, "'score_name'"),
+                         ({"forgetting": "missing.txt"}, "'forgetting'")]:
+        with pytest.raises(ConfigError, match=key):
+            read_task_file(edit_task(task_dir, **changes))
+    math = get_task("math")  # the shipped task file, under its registered name
+    assert (math.name, math.spec.path, math.forgetting_formula) == ("math", shipped_task_file("math"), "peft_suite")
