@@ -59,7 +59,7 @@ def bare_tokens_per_second(task, data, processor, config, device) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
         optimizer.step()
         loss.item()  # the engine reads the loss every step too (divergence check, progress)
-        tokens += batch.num_tokens
+        tokens += batch.num_units
     return tokens / (time.perf_counter() - tic)
 
 

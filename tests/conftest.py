@@ -101,3 +101,37 @@ def experiments_copy(tmp_path) -> Path:
     destination = tmp_path / "experiments"
     shutil.copytree(FIXTURES / "experiments", destination)
     return destination
+
+
+@pytest.fixture(scope="session")
+def image_standins(tmp_path_factory) -> dict:
+    """Tiny random stand-ins of image-gen's generator, concept dataset and similarity model (tests/image_standins.py),
+    built once per session; returns the training parameters that point image-gen at them."""
+    from image_standins import build_standins
+
+    return build_standins(tmp_path_factory.mktemp("image-standins"))
+
+
+IMAGE_EXPERIMENTS = FIXTURES / "peft-image-gen-configs" / "experiments"
+
+
+def copy_image_experiment(name: str, destination: Path) -> Path:
+    """A copy of one of PEFT's image-gen experiment folders (shipped under tests/fixtures)."""
+    folder = destination / name
+    shutil.copytree(IMAGE_EXPERIMENTS / name, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_lora_run(image_standins, tmp_path_factory) -> tuple[Path, dict]:
+    """PEFT's lora/flux2-klein-default run by image-gen on the stand-ins: (result file, its content)."""
+    from peftbench.runners.engine import execute
+    from peftbench.runners.request import RunRequest
+
+    root = tmp_path_factory.mktemp("image-run")
+    experiment = copy_image_experiment("lora/flux2-klein-default", root / "experiments")
+    path, status = execute(RunRequest(task="image-gen", results_dir=str(root / "results"), experiment_dir=str(experiment),
+                                      overrides=dict(image_standins), show_progress=False))
+    result = json.loads(Path(path).read_text())
+    assert status == "success", result["peftbench"]["error_msg"]
+    return Path(path), result

@@ -253,3 +253,20 @@ def test_track_memory_run_also_watches_evaluation(tmp_path, math_fixture_params)
     assert pb["peak_memory_total_allocated_bytes"] >= pb["peak_memory_train_allocated_bytes"] > 0
     bad = CliRunner().invoke(app, ["run", str(experiment), "--task", "math", "--set", "track_memory=always"])
     assert bad.exit_code == 2 and "invalid value for 'track_memory'" in bad.output
+
+
+def test_validation_is_left_out_of_the_training_peak_but_counts_in_the_whole_run():
+    from peftbench.training.memory import PeakMemoryMeter
+
+    meter = PeakMemoryMeter(torch.device("cpu"))
+    meter.start_run()
+    meter.start_training()
+    during_training = bytearray(64 * 2**20)  # touched pages count in RSS
+    del during_training
+    with meter.excluded():  # a validation, as the training loop runs it
+        during_validation = bytearray(192 * 2**20)
+        del during_validation
+    meter.end_training()
+    report = meter.report()
+    assert 56 * 2**20 <= report.train_bytes < 150 * 2**20  # the 64 MiB of training, not the 192 MiB of validation
+    assert report.total_bytes >= 180 * 2**20

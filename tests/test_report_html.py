@@ -80,10 +80,8 @@ def browser():
         launched.close()
 
 
-def test_report_in_a_real_browser(report_file, browser, tmp_path):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
-    path, comparison = report_file
+def watched_page(browser, path: Path):
+    """A page opened on `path`, with the console errors, dialogs and requests it makes collected."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors, dialogs, requests = [], [], []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -91,6 +89,14 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: requests.append(request.url))
     page.goto(path.as_uri())
+    return page, errors, dialogs, requests
+
+
+def test_report_in_a_real_browser(report_file, browser, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    path, comparison = report_file
+    page, errors, dialogs, requests = watched_page(browser, path)
     page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
 
     # two tasks are loaded: the page shows one at a time (the one with most points first)

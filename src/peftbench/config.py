@@ -1,9 +1,15 @@
 """TrainConfig: the typed, validated training parameters of one run.
 
-The keys are those of the PEFT suite's `default_training_params.json` (so its experiment folders load
-unchanged) plus peftbench's own (data sources, split sizes, warm-up, device, threads). A value comes from,
-in order of precedence: `--set key=value`, the experiment's `training_params.json`, the task's defaults.
-Nested dicts (`optimizer_kwargs`, `generation_kwargs`) merge key by key, as in the PEFT suite.
+The engine's `TrainConfig` holds only what every task shares (seed, steps, batch sizes, optimizer, scheduler,
+precision, evaluation cadence, device). Each task declares its own parameters as a dataclass subclass of it
+(`Task.config_class`: the text tasks' `TextTrainConfig` in tasks/text_config.py, image generation's
+`ImageGenConfig` in tasks/image_gen/config.py), typed, with defaults and a `help` line in each field's
+metadata. The keys of the PEFT suite's `default_training_params.json` files are fields of those classes, so its
+experiment folders load unchanged.
+
+A value comes from, in order of precedence: `--set key=value`, the experiment's `training_params.json`, the
+task's defaults. `--set` merges dicts key by key; `training_params.json` merges the class's `nested_keys` key by
+key and replaces every other key whole (a task reproducing a suite that merges shallowly keeps that).
 
 This module imports no torch, so configs are checked before any model loads.
 """
@@ -14,9 +20,11 @@ import dataclasses
 import difflib
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional, Union
 
 
 class ConfigError(ValueError):
@@ -34,102 +42,78 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Optimizer types that are not torch.optim classes, following the PEFT suite's `optimizer_type` semantics.
 PEFT_OPTIMIZER_TYPES = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
-# What the training loss covers: "sequence" (the PEFT suite's: prompt, response and the first EOS, summed and
-# divided by the batch's non-padding tokens) or "completion" (the response and its EOS only, mean over them).
-LOSS_ON = ("sequence", "completion")
-# Training batch order: "peft" (the suite's: file order, one pass, sorted within buckets, the remainder bucket
-# seen twice; and, as in the suite, the seed changes neither the order nor the adapter's initialisation) or
-# "shuffled" (every epoch reshuffled with the seed, as many epochs as max_steps needs).
-BATCH_ORDERS = ("peft", "shuffled")
-# Keys whose values are dicts merged key by key rather than replaced.
-NESTED_KEYS = ("optimizer_kwargs", "generation_kwargs")
+
+
+def param(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002 - the field's help
+    """A config field with a help line (shown by `describe_params` and in the docs)."""
+    if isinstance(default, (dict, list)):
+        value = default
+        kwargs["default_factory"] = lambda: json.loads(json.dumps(value))  # a fresh copy per config
+    elif default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return field(metadata={"help": help}, **kwargs)
 
 
 @dataclass
 class TrainConfig:
-    """All parameters of one training run. See docs/engine.md for the meaning of each key."""
+    """The parameters every task shares. See docs/engine.md for the meaning of each key; a task's own
+    parameters are the fields of its subclass."""
 
-    # --- keys of the PEFT suite (method_comparison/MetaMathQA/default_training_params.json) ---
-    model_id: str
-    dtype: str = "float32"
-    max_seq_length: int = 768
-    batch_size: int = 4
-    batch_size_eval: int = 50
-    max_steps: int = 5000
-    eval_steps: int = 250
-    compile: bool = False
-    use_gc: bool = False
-    query_template: str = "Question: {query} Think step by step.\nAnswer:"
-    seed: int = 0
-    grad_norm_clip: float = 1.0  # 0 disables clipping
-    optimizer_type: str = "AdamW"
-    optimizer_kwargs: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-4, "weight_decay": 0.1})
-    lr_scheduler: Optional[str] = "cosine"
-    use_amp: bool | str = False  # true: bf16 autocast; "auto": bf16 autocast where the hardware runs it natively
-    autocast_adapter_dtype: bool = True
-    generation_kwargs: dict[str, Any] = field(default_factory=lambda: {"max_length": 800, "max_new_tokens": 300})
-    attn_implementation: Optional[str] = None
-    init_kv_cache_prefix: Optional[str] = None
+    # Keys whose dict values training_params.json merges key by key over the task's defaults.
+    nested_keys: ClassVar[tuple[str, ...]] = ("optimizer_kwargs",)
 
-    # --- peftbench's own keys ---
-    warmup_ratio: float = 0.1  # fraction of max_steps with linear warm-up (the PEFT suite's WARMUP_STEP_RATIO)
-    # Data sources: a hub dataset id or a local file (json, jsonl, parquet, csv) in the same schema.
-    train_data: Optional[str] = None
-    valid_data: Optional[str] = None
-    test_data: Optional[str] = None
-    forgetting_data: Optional[str] = None
-    train_size: Optional[int] = None  # None: every (filtered) training row
-    valid_size: int = 50
-    test_size: Optional[int] = None  # None: the whole test split
-    forgetting_size: int = 100
-    forgetting_max_length: int = 768
-    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-    num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
-    trust_remote_code: bool = False  # never run a model repo's code unless the user asks
-    # Tensor-level memory: "train" tracks the training steps that can set the peak; "run" also evaluation and
-    # the forgetting measure (slower: every operator of generation goes through Python).
-    track_memory: str = "train"
-    loss_on: str = "sequence"  # see LOSS_ON
-    batch_order: str = "peft"  # see BATCH_ORDERS
-    # Test generation on a merged copy of the model (adapters peft can merge; never prompt learning): the adapter's
-    # weight delta is computed once instead of at every generated token. Off: PEFT's script evaluates unmerged.
-    merge_for_eval: bool = False
+    # --- keys of the PEFT suite (its default_training_params.json, in both of its benchmarks) ---
+    model_id: str = param(help="base model: a hub id or a local folder in the same format")
+    dtype: str = param("float32", help="weights' dtype: float32, float16 or bfloat16")
+    batch_size: int = param(4, help="training batch size")
+    batch_size_eval: int = param(50, help="evaluation batch size")
+    max_steps: int = param(5000, help="training steps")
+    eval_steps: int = param(250, help="validation every this many steps")
+    compile: bool = param(False, help="torch.compile the trained model")
+    use_gc: bool = param(False, help="gradient checkpointing, through the model's own API")
+    seed: int = param(0, help="seed of the run")
+    grad_norm_clip: float = param(1.0, help="gradient-norm clipping; 0 disables it")
+    optimizer_type: str = param("AdamW", help="a torch.optim class name, or lora+, lora-fa, riemannian (peft.optimizers)")
+    optimizer_kwargs: dict[str, Any] = param({"lr": 1e-4, "weight_decay": 0.1}, help="the optimizer's arguments; must hold lr")
+    lr_scheduler: Optional[str] = param("cosine", help="'cosine' (linear warm-up then cosine decay) or null (constant)")
+    use_amp: Union[bool, str] = param(False, help='bf16 autocast: true, false or "auto" (where the hardware runs bf16 natively)')
+    autocast_adapter_dtype: bool = param(True, help="peft keeps adapter weights in fp32 on a bf16/fp16 model")
+
+    # --- peftbench's own ---
+    warmup_ratio: float = param(0.1, help="fraction of max_steps with linear warm-up (cosine schedule)")
+    device: str = param("auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:<index>'")
+    num_threads: Optional[int] = param(None, help="torch CPU threads; null leaves torch's default")
+    trust_remote_code: bool = param(False, help="run a model repository's code (never unless asked)")
+    track_memory: str = param("train", help="tensor-level memory tracking: 'train' or 'run' (also evaluation)")
+    merge_for_eval: bool = param(False, help="evaluate on a merged copy of the model (adapters peft can merge)")
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:
-        def bad(key: str, why: str, value: Any = dataclasses.MISSING) -> ConfigError:
-            shown = getattr(self, key) if value is dataclasses.MISSING else value
-            return ConfigError(f"invalid value for '{key}': {shown!r} ({why})", key=key)
+    def bad(self, key: str, why: str, value: Any = dataclasses.MISSING) -> ConfigError:
+        """A ConfigError for the value of `key` (its current value unless `value` is given)."""
+        shown = getattr(self, key, None) if value is dataclasses.MISSING else value
+        return ConfigError(f"invalid value for '{key}': {shown!r} ({why})", key=key)
 
-        if not isinstance(self.model_id, str) or not self.model_id:
+    def validate(self) -> None:
+        """The shared keys' checks; a subclass calls this first, then checks its own keys."""
+        bad = self.bad
+        check_declared_types(self)
+        if not self.model_id:
             raise bad("model_id", "must be a hub id or a local folder")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"valid: {', '.join(DTYPES)}")
-        for key in ("max_seq_length", "batch_size", "batch_size_eval", "max_steps", "eval_steps", "forgetting_max_length"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        for key in ("batch_size", "batch_size_eval", "max_steps", "eval_steps"):
+            if getattr(self, key) <= 0:
                 raise bad(key, "must be a positive integer")
-        for key in ("train_size", "test_size", "num_threads"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise bad(key, "must be a positive integer or null")
-        for key in ("valid_size", "forgetting_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise bad(key, "must be an integer >= 0")
+        if self.num_threads is not None and self.num_threads <= 0:
+            raise bad("num_threads", "must be a positive integer or null")
         if not _is_number(self.grad_norm_clip) or not 0 <= self.grad_norm_clip < math.inf:
             raise bad("grad_norm_clip", "must be a finite number >= 0; 0 disables clipping")
-        if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
+        if not 0 <= self.warmup_ratio < 1:
             raise bad("warmup_ratio", "must be in [0, 1)")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise bad("lr_scheduler", "valid: null or 'cosine'")
-        if not isinstance(self.query_template, str) or "{query}" not in self.query_template:
-            raise bad("query_template", "must contain '{query}'")
-        for key in NESTED_KEYS:
-            if not isinstance(getattr(self, key), dict):
-                raise bad(key, "must be a JSON object")
         if "lr" not in self.optimizer_kwargs:
             raise bad("optimizer_kwargs", "must contain 'lr'")
         lr = self.optimizer_kwargs["lr"]
@@ -138,20 +122,11 @@ class TrainConfig:
         for name, value in self.optimizer_kwargs.items():  # NaN or inf (JSON allows them) would poison every step
             if isinstance(value, float) and not math.isfinite(value):
                 raise bad(f"optimizer_kwargs.{name}", "must be a finite number", value)
-        if not isinstance(self.optimizer_type, str):
-            raise bad("optimizer_type", f"a torch.optim class name (e.g. 'AdamW') or one of {PEFT_OPTIMIZER_TYPES}")
         if not isinstance(self.use_amp, bool) and self.use_amp != "auto":
             raise bad("use_amp", "valid: true, false, or \"auto\" (bf16 autocast only where the hardware runs bf16 natively)")
-        for key in ("compile", "use_gc", "autocast_adapter_dtype", "trust_remote_code", "merge_for_eval"):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, "must be true or false")
         if self.track_memory not in ("train", "run"):
             raise bad("track_memory", "valid: 'train', 'run'")
-        if self.loss_on not in LOSS_ON:
-            raise bad("loss_on", f"valid: {', '.join(LOSS_ON)}")
-        if self.batch_order not in BATCH_ORDERS:
-            raise bad("batch_order", f"valid: {', '.join(BATCH_ORDERS)}")
-        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise bad("device", "valid: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,13 +139,90 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def config_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Any: "any value"}
+    if annotation in names:
+        return names[annotation]
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict:
+        return "a JSON object"
+    return getattr(annotation, "__name__", str(annotation))
 
 
-def check_keys(params: dict[str, Any], source: str) -> None:
-    """Raise a ConfigError naming `source` for every key TrainConfig does not have."""
-    valid = config_keys()
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (int is a valid float; bool is not an int)."""
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_declared_types(config: Any) -> None:
+    """Raise ConfigError for the first field whose value does not fit its declared type."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if not _fits(value, hints[item.name]):
+            raise ConfigError(
+                f"invalid value for '{item.name}': {value!r} (must be {_type_name(hints[item.name])})", key=item.name
+            )
+
+
+def describe_params(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
+    """Each parameter of a config class: name, type, default and help line (for listings and docs)."""
+    hints = typing.get_type_hints(config_class)
+    described = []
+    for item in dataclasses.fields(config_class):
+        if item.default is not dataclasses.MISSING:
+            default = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            default = item.default_factory()
+        else:
+            default = None
+        described.append({"name": item.name, "type": _type_name(hints[item.name]), "default": default,
+                          "help": item.metadata.get("help", "")})
+    return described
+
+
+def config_keys(config_class: Optional[type[TrainConfig]] = None) -> list[str]:
+    """The valid keys of `config_class`; without one, of every registered task (for checks made before the task
+    is known, such as `--set` parsing: a typo is caught early, the task's own check follows)."""
+    if config_class is None:
+        from peftbench.tasks import all_config_classes
+
+        keys: dict[str, None] = {}
+        for known in all_config_classes():
+            keys.update(dict.fromkeys(config_keys(known)))
+        return list(keys)
+    return [f.name for f in dataclasses.fields(config_class)]
+
+
+def check_keys(params: dict[str, Any], source: str, config_class: Optional[type[TrainConfig]] = None) -> None:
+    """Raise a ConfigError naming `source` for every key that `config_class` (or no registered task) has."""
+    valid = config_keys(config_class)
     for key in params:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -180,11 +232,14 @@ def check_keys(params: dict[str, Any], source: str) -> None:
             )
 
 
-def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`; the nested dicts merge key by key."""
+def merge_params(base: dict[str, Any], override: dict[str, Any],
+                 nested_keys: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+    """`override` on top of `base`. Dict values of `nested_keys` (None: of every key) merge key by key; any other
+    value replaces the base's whole."""
     merged = dict(base)
     for key, value in override.items():
-        if key in NESTED_KEYS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+        nested = nested_keys is None or key in nested_keys
+        if nested and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
@@ -209,7 +264,8 @@ def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:
     """Parse `--set key=value` options; a value is JSON where it parses (20, 1e-3, true, {...}), else a string.
 
-    Dotted keys set one entry of a nested dict: `--set optimizer_kwargs.lr=1e-3`.
+    Dotted keys set one entry of a dict-valued key: `--set optimizer_kwargs.lr=1e-3`. Keys no registered task
+    has are errors here; the run's own task checks its keys again when the config is built.
     """
     params: dict[str, Any] = {}
     for assignment in assignments:
@@ -223,16 +279,13 @@ def parse_set_options(assignments: list[str]) -> dict[str, Any]:
             value = raw
         if "." in key:
             outer, inner = key.split(".", 1)
-            if outer not in NESTED_KEYS:
-                raise ConfigError(
-                    f"--set {assignment!r}: dotted keys are only valid for {', '.join(NESTED_KEYS)}"
-                )
-            params.setdefault(outer, {})[inner] = value
+            if not isinstance(params.setdefault(outer, {}), dict):
+                raise ConfigError(f"--set {assignment!r}: '{outer}' is set to a non-object value earlier")
+            params[outer][inner] = value
+        elif isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key] = {**params[key], **value}
         else:
-            if key in NESTED_KEYS and key in params and isinstance(value, dict):
-                params[key] = {**params[key], **value}
-            else:
-                params[key] = value
+            params[key] = value
     check_keys(params, "--set")
     return params
 
@@ -243,17 +296,23 @@ def build_train_config(
     training_params_source: str = "training_params.json",
     overrides: dict[str, Any] | None = None,
     overrides_source: str = "--set",
+    config_class: Optional[type[TrainConfig]] = None,
 ) -> TrainConfig:
-    """Merge task defaults, an experiment's training params and command-line overrides into a TrainConfig."""
+    """Merge task defaults, an experiment's training params and command-line overrides into a config of the
+    task's `config_class` (`Task.build_config` passes it; without one, the text tasks' TextTrainConfig)."""
+    if config_class is None:
+        from peftbench.tasks.text_config import TextTrainConfig
+
+        config_class = TextTrainConfig
     training_params = training_params or {}
     overrides = overrides or {}
     if not isinstance(training_params, dict):
         raise ConfigError(f"{training_params_source} must hold a JSON object, got {type(training_params).__name__}")
-    check_keys(training_params, training_params_source)
-    check_keys(overrides, overrides_source)
-    merged = merge_params(merge_params(task_defaults, training_params), overrides)
+    check_keys(training_params, training_params_source, config_class)
+    check_keys(overrides, overrides_source, config_class)
+    merged = merge_params(merge_params(task_defaults, training_params, config_class.nested_keys), overrides)
     try:
-        return TrainConfig(**merged)
+        return config_class(**merged)
     except TypeError as error:  # a required key is missing
         raise ConfigError(f"incomplete training parameters: {error}") from None
     except ConfigError as error:

@@ -16,7 +16,7 @@ from peftbench.analysis.filters import Filter
 from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
-from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, task_oriented
 from peftbench.results.reader import LoadedResults, LoadWarning
 
 
@@ -82,11 +82,12 @@ def frontier_view(points: Sequence[Point], metrics: Sequence[Metric], *, with_no
     names = [m.name for m in metrics]
     frontiers, noise = [], {}
     for task_points in by_task.values():
+        task_metrics = [task_oriented(m, task_points) for m in metrics]
         values = {p.name: {m: p.mean(m) for m in names} for p in task_points}
-        frontier = pareto_frontier(values, metrics)
+        frontier = pareto_frontier(values, task_metrics)
         frontiers.append(frontier)
         if with_noise:
-            noise.update(within_noise(frontier, {p.name: p for p in task_points}, metrics))
+            noise.update(within_noise(frontier, {p.name: p for p in task_points}, task_metrics))
     return FrontierView(list(metrics), _merge(frontiers, names), noise)
 
 

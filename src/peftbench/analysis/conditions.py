@@ -8,7 +8,9 @@ from a run; adding a condition is one entry.
 
 A key absent from a result file means the behaviour of the code that wrote it: peftbench results from before a
 key existed trained with the loss on the completion and shuffled batches; the PEFT suite's published results
-train on the whole sequence, in its own batch order, on hardware they do not record.
+train on the whole sequence, in its own batch order, on hardware they do not record. A training-parameter
+condition applies to a task only where at least one of its results records the key (an image-generation task
+has no `loss_on`).
 """
 
 from __future__ import annotations
@@ -53,21 +55,27 @@ def run_hardware(run: RunRecord) -> str:
     return UNKNOWN_HARDWARE
 
 
-def _train_config_key(key: str, peftbench_default: str, published_default: str) -> Callable[[RunRecord], str]:
-    def read(run: RunRecord) -> str:
-        value = run.train_config.get(key)
+class _TrainConfigKey:
+    """A training parameter as a condition, with the value that a result without the key trained with."""
+
+    def __init__(self, key: str, peftbench_default: str, published_default: str) -> None:
+        self.key, self.peftbench_default, self.published_default = key, peftbench_default, published_default
+
+    def applies(self, runs: Sequence[RunRecord]) -> bool:
+        return any(self.key in run.train_config for run in runs)
+
+    def __call__(self, run: RunRecord) -> str:
+        value = run.train_config.get(self.key)
         if isinstance(value, str) and value:
             return value
-        return peftbench_default if run.source == "peftbench" else published_default
-
-    return read
+        return self.peftbench_default if run.source == "peftbench" else self.published_default
 
 
 CONDITIONS: dict[str, Callable[[RunRecord], str]] = {
     "precision": run_precision,
     "hardware": run_hardware,
-    "loss_on": _train_config_key("loss_on", "completion", "sequence"),
-    "batch_order": _train_config_key("batch_order", "shuffled", "peft"),
+    "loss_on": _TrainConfigKey("loss_on", "completion", "sequence"),
+    "batch_order": _TrainConfigKey("batch_order", "shuffled", "peft"),
 }
 
 # How many point names a warning lists per value before "and N more".
@@ -101,7 +109,10 @@ def condition_warnings(points: Sequence[Point]) -> list[ConditionWarning]:
         by_task.setdefault(point.task, []).append(point)
     warnings = []
     for task, task_points in by_task.items():
+        task_runs = [run for point in task_points for run in point.runs]
         for condition, read in CONDITIONS.items():
+            if hasattr(read, "applies") and not read.applies(task_runs):
+                continue
             names_by_value: dict[str, list[str]] = {}
             for point in task_points:
                 for value in dict.fromkeys(read(run) for run in point.runs):

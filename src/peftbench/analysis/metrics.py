@@ -7,7 +7,7 @@ filter expressions; the reader fills them from peftbench's own fields or from th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Direction = Literal["max", "min"]
@@ -74,7 +74,8 @@ METRICS: dict[str, Metric] = {
         Metric("train_time", "train time", "min", "seconds", "training time without evaluation"),
         Metric("eval_time", "eval time", "min", "seconds", "evaluation time"),
         Metric("total_time", "total time", "min", "seconds", "wall time of the whole run"),
-        Metric("tokens_per_second", "tokens/s", "max", "rate", "training throughput"),
+        Metric("tokens_per_second", "tokens/s", "max", "rate", "training throughput of text tasks"),
+        Metric("throughput", "throughput", "max", "rate", "training throughput in the task's unit (tokens/s, images/s)"),
         Metric("file_size", "file size", "min", "bytes", "adapter checkpoint size on disk", exact=True),
         Metric("trainable_params", "trainable params", "min", "count", "trainable parameters", exact=True),
         Metric("total_params", "total params", "min", "count", "all parameters of the model", exact=True),
@@ -115,6 +116,13 @@ ALIASES = {
     "num_total_params": "total_params",
     "train_loss": "final_train_loss",
 }
+
+
+def oriented(metric: Metric, higher_is_better: bool | None) -> Metric:
+    """`metric` with the direction a task's result files give it (None: the registry's)."""
+    if higher_is_better is None or metric.higher_is_better == higher_is_better:
+        return metric
+    return replace(metric, direction="max" if higher_is_better else "min")
 
 
 def get_metric(name: str) -> Metric:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from peftbench.analysis.metrics import METRICS
+from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
-from peftbench.results.reader import LoadWarning, RunRecord, finite_number
+from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
 
 
 # What filter expressions and the HTML table can refer to besides the metrics (see Point.fields).
@@ -123,7 +123,8 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     warnings: list[LoadWarning] = []
     for run in records:
-        key = (run.task, run.experiment_name, _sweep_stage(run), _sweep_lr(run), _conversion_rank(run))
+        # a published result and a peftbench run of the same experiment are two points, never one's two seeds
+        key = (run.task, run.experiment_name, _sweep_stage(run), _sweep_lr(run), _conversion_rank(run), run.source)
         same_seed = [other for other in groups[key] if run.seed is not None and other.seed == run.seed]
         if same_seed:
             warnings.append(
@@ -132,15 +133,19 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
             continue
         groups[key].append(run)
 
-    base_names = {key: _base_name(*key[1:]) for key in groups}
+    base_names = {key: _base_name(*key[1:5]) for key in groups}
     tasks_per_name: dict[str, set[str]] = defaultdict(set)
+    sources_per_name: dict[str, set[str]] = defaultdict(set)
     for key, base in base_names.items():
         tasks_per_name[base].add(key[0])
+        sources_per_name[base].add(key[5])
     points: list[Point] = []
     used_names: set[str] = set()
     for key, runs in groups.items():
-        task, experiment, stage, lr, rank = key
+        task, experiment, stage, lr, rank, source = key
         name = base_names[key]
+        if len(sources_per_name[name]) > 1 and source == PEFT_SUITE_SOURCE:  # also run by peftbench
+            name = f"{name} (published)"
         if len(tasks_per_name[name]) > 1:  # the same experiment run on several tasks
             name = f"{task}: {name}"
         while name in used_names:  # only hostile or odd inputs get here
@@ -162,3 +167,14 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
         _aggregate(point)
         points.append(point)
     return points, warnings
+
+
+def task_oriented(metric: Metric, task_points: list[Point]) -> Metric:
+    """`metric` with the direction the task's result files declare: the score's `higher_is_better` and the
+    forgetting measure's `forgetting_higher_is_better` (drift and forgetting: lower is better)."""
+    if not task_points:
+        return metric
+    run = task_points[0].runs[0]
+    declared = {"test_score": run.higher_is_better, "valid_score": run.higher_is_better,
+                "forgetting": run.forgetting_higher_is_better}
+    return oriented(metric, declared.get(metric.name))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from peftbench.analysis.metrics import Metric, format_value, get_metric
 from peftbench.analysis.noise import Difference, compare
-from peftbench.analysis.points import Point
+from peftbench.analysis.points import Point, task_oriented
 
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
 # Memory is reported in powers of 1024 by nvidia-smi and PyTorch, and users read "20GB" off those
@@ -95,7 +95,7 @@ class Recommendation:
 
 def _sort_key(point: Point, priority: Metric) -> tuple:
     def best_first(metric_name: str) -> float:
-        metric = get_metric(metric_name)
+        metric = task_oriented(get_metric(metric_name), [point])  # the direction the point's task declares
         value = point.mean(metric_name)
         if value is None:
             return float("inf")
@@ -121,7 +121,7 @@ def _noise_sentence(difference: Difference, priority: Metric) -> str:
 
 def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priority: Metric | str) -> Recommendation:
     """Rank the points that meet every constraint on `priority` and explain the choice."""
-    priority = priority if isinstance(priority, Metric) else get_metric(priority)
+    priority = task_oriented(priority if isinstance(priority, Metric) else get_metric(priority), list(points))
     eligible: list[Point] = []
     excluded: list[tuple[str, str]] = []
     for point in points:

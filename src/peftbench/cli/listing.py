@@ -17,6 +17,10 @@ def list_command(
         None, help="Folders to search for experiments (default: ./experiments and the built-in suites).",
         show_default=False,
     ),
+    params: Optional[str] = typer.Option(
+        None, "--params", help="List the training parameters of this task (type, default, help) instead.",
+        show_default=False,
+    ),
 ) -> None:
     """List the tasks and the experiment folders (<method>/<name>/ with adapter_config.json or
     training_params.json) under ROOTS."""
@@ -29,6 +33,9 @@ def list_command(
     from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task
 
     console = Console()
+    if params is not None:
+        console.print(_params_table(params))
+        return
     tasks = Table(title="tasks")
     for column in ("task", "description", "base model", "score"):
         tasks.add_column(column)
@@ -57,6 +64,31 @@ def list_command(
         console.print(experiments)
     else:
         console.print(f"no experiment folders under {', '.join(map(str, search)) or '(nothing to search)'}", markup=False)
+
+
+def _params_table(task_name: str):
+    """A task's training parameters: name, type, the task's default and the help line of its config class."""
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from peftbench.config import ConfigError, describe_params
+    from peftbench.tasks import get_task
+
+    try:
+        task = get_task(task_name)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="--params") from None
+    defaults = task.default_params()
+    table = Table(title=f"training parameters of {task.name}")
+    for column in ("key", "type", "default", "help"):
+        table.add_column(column)
+    for described in describe_params(task.config_class):
+        default = json.dumps(defaults.get(described["name"], described["default"]))
+        shown = default if len(default) <= 60 else default[:59] + "…"
+        table.add_row(*map(escape, (described["name"], described["type"], shown, described["help"])))
+    return table
 
 
 def _short(folder: Path) -> str:

@@ -112,12 +112,11 @@ class BaseModelLoader:
         return model.eval()
 
     def _load_with_task(self) -> nn.Module:
-        from peftbench.config import build_train_config
         from peftbench.tasks import get_task
 
         task = get_task(self.task)
         overrides = {"model_id": self.path, "dtype": "float32", "trust_remote_code": self.trust_remote_code}
-        config = build_train_config(task.default_params(), None, overrides=overrides, overrides_source=self.source)
+        config = task.build_config(None, overrides=overrides, overrides_source=self.source)  # the task's own keys
         return task.load_model(config, "cpu")
 
     def _load_with_class(self) -> nn.Module:

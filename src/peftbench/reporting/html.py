@@ -20,6 +20,7 @@ from typing import Any
 from peftbench.analysis.comparison import Comparison, comparison_dict, point_dict
 from peftbench.analysis.metrics import AXIS_UNITS, METRICS
 from peftbench.analysis.points import DESCRIPTIVE_FIELDS
+from peftbench.reporting.gallery import image_gallery
 from peftbench.reporting.samples import prediction_samples
 from peftbench.reporting.terminal import CONTEXT_METRICS
 
@@ -39,6 +40,8 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
     data["samples"] = prediction_samples(comparison.points)  # what the models wrote, a few items per task
+    data["gallery"] = image_gallery(comparison.points)  # what image tasks generated: thumbnails
+    data["task_outputs"] = task_outputs(comparison.points)
     data["filter_fields"] = list(DESCRIPTIVE_FIELDS)
     data["axis_units"] = AXIS_UNITS  # the plot's axis units are chosen as in the PNG plots
     data["context_metrics"] = CONTEXT_METRICS  # the table's columns besides the chosen pair, as in the terminal
@@ -47,6 +50,20 @@ def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
         for name, m in METRICS.items()
     }
     return data
+
+
+def task_outputs(points) -> dict[str, Any]:
+    """Per task, its outputs as its result files name them: score name and direction, forgetting name and
+    direction, throughput unit (the page labels and orients its axes with them)."""
+    outputs: dict[str, Any] = {}
+    for point in points:
+        run = point.runs[0]
+        outputs.setdefault(point.task, {
+            "score_name": run.score_name, "higher_is_better": run.higher_is_better,
+            "forgetting_name": run.forgetting_name, "forgetting_higher_is_better": run.forgetting_higher_is_better,
+            "throughput_unit": run.throughput_unit,
+        })
+    return outputs
 
 
 def render_html(comparison: Comparison, *, title: str = "peftbench report") -> str:

@@ -1,1 +1,1 @@
-"""Result files: the layout (schema.py), atomic writing (writer.py), reading for analysis (reader.py)."""
+"""Result files: the record (record.py), its layout and atomic writing (writer.py), reading (reader.py)."""

@@ -32,6 +32,7 @@ MAX_RESULT_FILE_BYTES = 64 * 2**20
 MAX_STEP = 1e12
 MAX_LEARNING_RATE = 1e3
 
+PEFT_SUITE_SOURCE = "peft-suite"  # RunRecord.source of a result the PEFT suite wrote (else "peftbench")
 FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
 
 # How the PEFT suite names the headline score, the forgetting measure and the task, per modality.
@@ -51,7 +52,7 @@ class ResultRead:
     error: Optional[str] = None  # why the file could not be read (one line)
     missing: bool = False
     not_a_result: bool = False  # JSON, but not a result file (a sweep summary, a config): ignored quietly
-    source: str = "peft-suite"  # "peftbench" when the file has peftbench's own section
+    source: str = PEFT_SUITE_SOURCE  # "peftbench" when the file has peftbench's own section
     problems: list[str] = field(default_factory=list)  # fields that were left out of `result`, and why
 
     @property
@@ -87,7 +88,7 @@ def parse_result(data: Any, path: Path) -> ResultRead:
     problems = _Problems()
     values = {**_suite_values(data, problems), **_own_values(own, problems)}
     return ResultRead(path, RunResult(**values), problems=problems.messages,
-                      source="peftbench" if own else "peft-suite")
+                      source="peftbench" if own else PEFT_SUITE_SOURCE)
 
 
 @cache
@@ -167,7 +168,9 @@ def _suite_values(data: Mapping[str, Any], problems: _Problems) -> dict[str, Any
         "train_curve": [{"step": m.get("step"), "loss": m["train loss"]} for m in metrics_log if "train loss" in m],
         "valid_curve": [{"step": m.get("step"), "score": m.get(f"valid {score_name}")} for m in valid_entries],
         "final_train_loss": _number(final, "train loss", where_final, problems),
-        "forgetting": _number(final, forgetting_key, where_final, problems),
+        # NaN: not measured (the PEFT suite's drift of full fine-tuning, which has no adapter to switch off)
+        "forgetting": None if _is_nan(final.get(forgetting_key)) else _number(final, forgetting_key, where_final,
+                                                                              problems),
         "train_tokens": int(train_tokens or 0),
         "train_samples": int(_number(final, "train samples", where_final, problems) or 0),
         "suite_train_time_s": train_time,
@@ -240,6 +243,10 @@ def _number(container: Mapping[str, Any], key: str, where: str, problems: _Probl
     return number
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -290,7 +297,7 @@ class RunRecord:
     train_curve: list[CurvePoint] = field(default_factory=list)
     valid_curve: list[CurvePoint] = field(default_factory=list)
     learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
-    source: str = "peft-suite"  # or "peftbench"
+    source: str = PEFT_SUITE_SOURCE  # or "peftbench"
     result: RunResult = field(default_factory=RunResult)
 
     @property
@@ -319,6 +326,33 @@ class RunRecord:
     def hardware(self) -> dict[str, Any] | None:
         """peftbench.hardware: the CPU model and flags, or the GPU, that decided the precision."""
         return self.result.hardware
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether the task's score is higher-is-better, as the file declares (the PEFT suite's: true)."""
+        return self.result.higher_is_better is not False
+
+    @property
+    def forgetting_name(self) -> str:
+        """The final metrics entry's forgetting key: "forgetting", or "drift" for image generation."""
+        return _string(self.result.forgetting_name) or "forgetting"
+
+    @property
+    def forgetting_higher_is_better(self) -> bool:
+        return self.result.forgetting_higher_is_better is True
+
+    @property
+    def throughput_unit(self) -> str | None:
+        """"tokens/s", "images/s": the unit of the `throughput` metric."""
+        return _string(self.result.throughput_unit) or ("tokens/s" if self.metrics.get("throughput") is not None
+                                                       else None)
+
+    @property
+    def images(self) -> dict[str, Any] | None:
+        """peftbench.images: what an image task saved with the run, paths relative to the result file's folder
+        (untrusted: the gallery checks them)."""
+        images = self.result.extra.get("images")
+        return images if isinstance(images, dict) else None
 
     @property
     def device(self) -> str | None:
@@ -384,9 +418,6 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         result=result,
     )
     _drop_out_of_range(metrics, problems)
-    if not result.higher_is_better:
-        problems.add(f"its score {record.score_name!r} is lower-is-better, but test_score is compared as "
-                     "higher-is-better")
     return record, summary_line(problems.messages)
 
 
@@ -408,6 +439,8 @@ def _analysis_metrics(result: RunResult, source: str, problems: _Problems) -> di
         "eval_time": result.eval_time_s,
         "total_time": result.total_time_s,
         "tokens_per_second": result.tokens_per_second,
+        # training units per second in the task's own unit (RunRecord.throughput_unit)
+        "throughput": result.throughput if result.throughput is not None else result.tokens_per_second,
         "file_size": result.checkpoint_size_bytes,
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,

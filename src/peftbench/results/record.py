@@ -66,7 +66,13 @@ class RunResult:
     train_time_s: Optional[float] = None  # the training loop minus validation (peftbench's own definition)
     eval_time_s: Optional[float] = None
     total_time_s: Optional[float] = None
-    tokens_per_second: Optional[float] = None
+    tokens_per_second: Optional[float] = None  # text tasks: throughput in tokens/s
+    throughput: Optional[float] = None  # training units per second of train_time_s, in throughput_unit
+    throughput_unit: Optional[str] = None  # the task's: "tokens/s" (text), "images/s" (image generation)
+    forgetting_higher_is_better: bool = False  # the task's; forgetting and drift are lower-is-better
+    # which process-level peak is the PEFT suite's train_info.accelerator_memory_max: "run" (MetaMathQA: the whole
+    # run) or "train" (image-gen: training only)
+    suite_memory_scope: str = "run"
     checkpoint_size_bytes: Optional[int] = None
     checkpoint_dir: Optional[str] = None
     trainable_params: Optional[int] = None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.config import ConfigError, TrainConfig, build_train_config, with_origin
+from peftbench.config import ConfigError, TrainConfig, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.hardware import precision_name
 from peftbench.results.record import RunResult
@@ -30,6 +30,9 @@ from peftbench.runners.cancel import ORPHANED, cancel_reason
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
+
+ARTIFACTS_DIR = "artifacts"  # files a task saves with a run (images), RESULTS/artifacts/<result stem>/
+
 
 @dataclass
 class PreparedRun:
@@ -66,7 +69,7 @@ def prepare(request: RunRequest) -> PreparedRun:
         overrides["seed"] = request.seed
     if request.num_threads is not None:
         overrides["num_threads"] = request.num_threads
-    config = build_train_config(task.default_params(), training_params, source, overrides, "--set")
+    config = task.build_config(training_params, source, overrides, "--set")
     from peftbench.training.methods import check_optimizer_type  # imports torch: after the cheap checks
 
     try:
@@ -171,6 +174,8 @@ def new_result(run: PreparedRun, request: RunRequest, status: str, created_at: O
         created_at=created_at or dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat(),
         git_commit=run.git_commit, train_config=run.config.to_dict(), score_name=run.task.score_name,
         higher_is_better=run.task.higher_is_better, forgetting_name=run.task.forgetting_name,
+        forgetting_higher_is_better=run.task.forgetting_higher_is_better,
+        throughput_unit=f"{run.task.throughput_unit}/s", suite_memory_scope=run.task.suite_memory_scope,
         model_id=run.config.model_id, extra={**run.task.provenance(), **request.result_fields()},
         precision=precision_name(run.config.dtype, run.config.use_amp), hardware=request.hardware,
     )
@@ -219,6 +224,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     from peftbench.training.train import seed_everything, train, trainable_and_total_params
 
     config, task = run.config, run.task
+    task.artifacts_dir = run.result_file.parent / ARTIFACTS_DIR / run.result_file.stem
     progress = ProgressFile(request.progress_file)
     progress.update("loading")
     if config.num_threads:
@@ -266,11 +272,16 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
 
         harness_reference = harness_scores(model, processor, run.harness["tasks"], **_harness_options(run, config))
 
+    tic_prepare = time.perf_counter()
+    task.before_training(model, processor, data, config)  # e.g. caches: in the PEFT suite's train_time
+    suite_extra_time += time.perf_counter() - tic_prepare
+
     meter.start_training()
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, show_progress=request.show_progress, on_progress=progress.update,
+            memory_now=meter.current, memory_excluded=meter.excluded, show_progress=request.show_progress,
+            on_progress=progress.update,
             # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
             tensor_memory=None if config.compile else meter.tensors,
         )
@@ -284,8 +295,11 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
     m.train_curve, m.valid_curve, m.metrics = outcome.train_curve, outcome.valid_curve, outcome.metrics
     m.memory_reserved_avg, m.memory_reserved_99th = memory_log_summary(outcome.memory_log)
+    if outcome.optimizer_settings:
+        m.extra["optimizer"] = {"type": config.optimizer_type, "settings": outcome.optimizer_settings}
     m.train_time_s = outcome.train_time_s
-    m.tokens_per_second = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
+    m.throughput = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
+    m.tokens_per_second = m.throughput if m.throughput_unit == "tokens/s" else None
     if outcome.losses:
         window = outcome.losses[-config.eval_steps :]
         m.final_train_loss = sum(window) / len(window)
@@ -336,6 +350,9 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
             )
         except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
             m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+
+    if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
+        m.extra.update(task.after_run(model, processor, config))
 
     if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.config import ConfigError, build_train_config, merge_params
+from peftbench.config import ConfigError, merge_params
 from peftbench.runners.request import RunRequest, SweepRole
 
 DEFAULT_LR_TRIALS = 3
@@ -78,11 +78,11 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
     from peftbench.experiments import load_experiment
     from peftbench.tasks import get_task
 
-    task_defaults = get_task(task_name).default_params()
+    task = get_task(task_name)
     experiments: list[SweepExperiment] = []
     for path in paths:
         spec = load_experiment(path)
-        config = build_train_config(task_defaults, spec.training_params, str(spec.training_params_path), overrides)
+        config = task.build_config(spec.training_params, str(spec.training_params_path), overrides)
         lr = config.optimizer_kwargs["lr"]
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ConfigError(f"optimizer_kwargs.lr of {spec.path} is {lr!r}; a sweep needs a positive number")

@@ -18,6 +18,7 @@ from peftbench.tasks.base import Task
 TASKS: dict[str, tuple[str, str]] = {
     "math-tiny": ("peftbench.tasks.math_tiny", "MathTinyTask"),
     "math": ("peftbench.tasks.declared", "DeclaredTask"),
+    "image-gen": ("peftbench.tasks.image_gen.task", "ImageGenTask"),
 }
 # name -> description of the tasks that are task files shipped in peftbench/tasks/files/<name>.yaml
 SHIPPED_TASK_FILES: dict[str, str] = {
@@ -29,6 +30,15 @@ DEFAULT_TASK = "math-tiny"
 def available_tasks() -> list[str]:
     """Names of the registered tasks whose module exists."""
     return [name for name, (module, _) in TASKS.items() if importlib.util.find_spec(module) is not None]
+
+
+def all_config_classes() -> list[type]:
+    """The config classes of every registered task (their modules import no torch)."""
+    classes: dict[type, None] = {}
+    for name in available_tasks():
+        module_name, class_name = TASKS[name]
+        classes[getattr(importlib.import_module(module_name), class_name).config_class] = None
+    return list(classes)
 
 
 def resolve_task_name(name: str) -> str:

@@ -8,13 +8,18 @@ Call order in one run (see peftbench.runners.engine):
     defaults = task.default_params()                  # merged with training_params.json and --set
     task.check_inputs(config)                         # cheap: local data files exist, ...
     data = task.load_data(config)                     # rows of train/valid/test/forgetting, before the model
-    processor = task.load_processor(config)           # tokenizer (or image processor)
-    model = task.load_model(config, device)           # base model; peft wraps it afterwards
+    processor = task.load_processor(config)           # the frozen companions: tokenizer, or VAE + text encoder + ...
+    model = task.load_model(config, device)           # the module that peft wraps (LM, diffusion transformer)
+    task.before_training(model, processor, data, config)   # e.g. caches of text embeddings and latents
     batches = task.train_batches(data.train, processor, config, seed)   # endless, length-bucketed
     loss = task.compute_loss(model, task.to_device(batch, device))
     result = task.evaluate(model, processor, data.valid, config, desc="valid")
     reference = task.forgetting_reference(...)        # full fine-tuning only, before training
     forgetting = task.measure_forgetting(model, processor, data.forgetting, config, adapter_disabled=...)
+    fields = task.after_run(model, processor, config)  # e.g. sample images; fields for the result file
+
+A task declares its parameters (`config_class`, a TrainConfig subclass), its outputs (score name and
+direction, forgetting name and direction, throughput unit) and owns its frozen companion models.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
-from peftbench.config import ConfigError
+from peftbench.config import ConfigError, TrainConfig, build_train_config
 
 # File types that a data source given as a local path may have, with the `datasets` builder that reads them.
 LOCAL_DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -49,10 +54,11 @@ class TaskData:
 
 @dataclass
 class TrainBatch:
-    """One training batch: model inputs (tensors) plus the number of real tokens, for tokens/s."""
+    """One training batch: model inputs (tensors) plus how many of the task's throughput units it holds (real
+    tokens for text, images for image generation), for the throughput figure."""
 
     inputs: dict[str, Any]
-    num_tokens: int
+    num_units: int
 
 
 @dataclass
@@ -82,15 +88,32 @@ class Task(ABC):
 
     name: str = ""
     description: str = ""
+    # The task's parameters: the engine's shared ones plus its own (typed, with defaults and help lines).
+    config_class: type[TrainConfig] = TrainConfig
+    # Its outputs, as the result file names them (the reader, analysis and report read them from there):
     score_name: str = "accuracy"  # result field `score_name`; the metrics entry is f"test {score_name}"
     higher_is_better: bool = True
-    forgetting_name: str = "forgetting"
+    forgetting_name: str = "forgetting"  # the final metrics entry's key for the forgetting measure
+    forgetting_higher_is_better: bool = False
+    throughput_unit: str = "tokens"  # what TrainBatch.num_units counts; the throughput is "<unit>/s"
     # lm-evaluation-harness tasks run after training unless the command line names others (evaluation/harness.py)
     harness: dict[str, Any] = {}
+    # Which process-level peak the PEFT suite's `accelerator_memory_max` is: "run" (MetaMathQA: the whole run) or
+    # "train" (image-gen: training only).
+    suite_memory_scope: str = "run"
+    # Where the task may save files that belong to the run (images); the runner sets it, None: nothing is saved.
+    artifacts_dir: Optional[Path] = None
 
     @abstractmethod
     def default_params(self) -> dict[str, Any]:
-        """The task's TrainConfig defaults (must include model_id)."""
+        """The task's defaults for its config_class (must include model_id)."""
+
+    def build_config(self, training_params: Optional[dict[str, Any]] = None,
+                     training_params_source: str = "training_params.json", overrides: Optional[dict[str, Any]] = None,
+                     overrides_source: str = "--set") -> TrainConfig:
+        """This task's config: its defaults, an experiment's training params and overrides, checked."""
+        return build_train_config(self.default_params(), training_params, training_params_source, overrides,
+                                  overrides_source, config_class=self.config_class)
 
     def check_inputs(self, config) -> None:
         """Cheap checks before anything loads (e.g. local data files exist). Raise ConfigError."""
@@ -101,11 +124,16 @@ class Task(ABC):
 
     @abstractmethod
     def load_processor(self, config) -> Any:
-        """The tokenizer (or processor) of the base model."""
+        """The frozen companions of the trained model, handed back to every other method: the tokenizer of a
+        text task; an image task's VAE, text encoder and similarity model."""
 
     @abstractmethod
     def load_model(self, config, device: str) -> Any:
-        """The base model on `device`, in `config.dtype`."""
+        """The module that peft wraps (or full fine-tuning trains) on `device`, in `config.dtype`."""
+
+    def before_training(self, model: Any, processor: Any, data: TaskData, config) -> None:
+        """Work before the first step that the PEFT suite counts in its train_time (e.g. caching text
+        embeddings and latents). Runs after the model is wrapped, before the training peak is measured."""
 
     @abstractmethod
     def train_batches(self, rows: Rows, processor: Any, config, seed: int) -> Iterator[TrainBatch]:
@@ -142,6 +170,11 @@ class Task(ABC):
                 reference = self.forgetting_loss(model, processor, rows, config)
         return ForgettingMeasure(value=after - reference, before=reference, after=after)
 
+    def after_run(self, model: Any, processor: Any, config) -> dict[str, Any]:
+        """Called once after the measured run (test score, forgetting) of a successful run: extra output (e.g.
+        sample images) and the fields it adds to the result's `peftbench` section."""
+        return {}
+
     def provenance(self) -> dict[str, Any]:
         """Fields that identify where the task itself came from, written into the result's `peftbench`
         section (e.g. a task file's name and content hash)."""
@@ -150,7 +183,7 @@ class Task(ABC):
     @staticmethod
     def to_device(batch: TrainBatch, device: Any) -> TrainBatch:
         inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.inputs.items()}
-        return TrainBatch(inputs=inputs, num_tokens=batch.num_tokens)
+        return TrainBatch(inputs=inputs, num_units=batch.num_units)
 
 
 def is_local_source(source: str) -> bool:
@@ -207,7 +240,7 @@ def hub_offline() -> bool:
     return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _offline_in_loaded_libraries() -> None:
+def offline_in_loaded_libraries() -> None:
     """huggingface_hub and datasets read HF_HUB_OFFLINE once, at import: tell them if they are loaded already."""
     for module_name in ("huggingface_hub.constants", "datasets.config"):
         module = sys.modules.get(module_name)
@@ -264,7 +297,7 @@ def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = 
         except Exception as error:  # noqa: BLE001 - datasets raises many kinds (StopIteration for an empty file)
             raise ConfigError(f"cannot read '{key}' from {source}: {type(error).__name__}: {error}") from None
     if hub_offline():
-        _offline_in_loaded_libraries()
+        offline_in_loaded_libraries()
     try:
         return datasets.load_dataset(source, hub_config, split=split)
     except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such dataset or split

@@ -116,7 +116,7 @@ def starter_text(data_file: Path, task_file: Path, rows: list[dict[str, Any]], m
 def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool = False) -> None:
     """Write `task_file`, a starter for `data`'s columns, only once it has been checked as `run` would check it;
     ConfigError (naming the file) on bad input, and then nothing is written."""
-    from peftbench.config import ConfigError, build_train_config
+    from peftbench.config import ConfigError
     from peftbench.tasks.base import load_rows
     from peftbench.tasks.declared import DeclaredTask
     from peftbench.tasks.task_file import TASK_FILE_SUFFIXES
@@ -136,7 +136,7 @@ def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool
     try:
         task = DeclaredTask(staging)
         # forgetting_size 0: the default forgetting set of a hub model need not be downloaded to check this
-        task.check_inputs(build_train_config(task.default_params(), overrides={"forgetting_size": 0}))
+        task.check_inputs(task.build_config(overrides={"forgetting_size": 0}))
     except ConfigError:
         staging.unlink()
         raise

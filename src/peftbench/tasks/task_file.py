@@ -438,7 +438,9 @@ def _parse_training_params(value: Any, path: Path) -> dict[str, Any]:
     for key, instead in DECLARED_ELSEWHERE.items():
         if key in value:
             raise ConfigError(f"{path}: 'training_params.{key}' is declared by the task file's '{instead}' key")
-    check_keys(value, f"{path} (training_params)")
+    from peftbench.tasks.text_config import TextTrainConfig
+
+    check_keys(value, f"{path} (training_params)", TextTrainConfig)
     return dict(value)
 
 

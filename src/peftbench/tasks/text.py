@@ -19,6 +19,7 @@ import numpy as np
 
 from peftbench.config import ConfigError
 from peftbench.tasks.base import Rows, Task, TrainBatch
+from peftbench.tasks.text_config import TextTrainConfig
 
 # Rows per bucket = BUCKET_FACTOR * batch_size; sorting within a bucket reduces padding without sorting the
 # whole epoch (the PEFT suite's value).
@@ -40,8 +41,10 @@ def subset_in_file_order(rows: list, size, seed: int = 0) -> list:
 class TextTask(Task):
     """Rows are dicts with "query" (the prompt's text, put into config.query_template) and "response"."""
 
+    config_class = TextTrainConfig
     score_name = "accuracy"
     higher_is_better = True
+    throughput_unit = "tokens"
     forgetting_formula = "next_token"  # see FORGETTING_FORMULAS
 
     # ---- model ----
@@ -152,7 +155,7 @@ class TextTask(Task):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if config.loss_on == "sequence":
             inputs["num_items_in_batch"] = num_tokens
-        return TrainBatch(inputs=inputs, num_tokens=num_tokens)
+        return TrainBatch(inputs=inputs, num_units=num_tokens)
 
     def compute_loss(self, model, batch: TrainBatch):
         # transformers shifts the labels inside the model; peft extends them for virtual tokens

@@ -8,15 +8,18 @@ GPU. Beside it, the process-level figure:
   is its own child process, so the figure is the run's own. The training-only peak uses Linux's resettable
   high-water mark (write "5" to /proc/self/clear_refs, read VmHWM); where that is unavailable a sampling
   thread (psutil, every 10 ms) records the peak instead.
+The validations inside the training loop are left out of the training figures (`excluded`), as in PEFT's image
+benchmark; they count in the whole run's.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -98,6 +101,8 @@ class PeakMemoryMeter:
         self._total_allocated_before_training = 0
         self._sampler: Optional[_RssSampler] = None
         self._use_hwm = False
+        self._train_before_exclusions = (0, 0)  # training's peaks (reserved or RSS, allocated) before an excluded phase
+        self._excluded_peak = (0, 0)  # the peaks reached during excluded phases (they count in the whole run's)
 
     def start_run(self) -> None:
         if self.cuda:
@@ -140,14 +145,43 @@ class PeakMemoryMeter:
             self._peak_before_training = self._sampler.stop()
             self._sampler = _RssSampler()
 
+    @contextmanager
+    def excluded(self) -> Iterator[None]:
+        """A phase inside training that the training peak leaves out, as PEFT's image benchmark does for its
+        validations (it resets the peak counter after each): the peak so far is kept, the phase runs, its own peak
+        goes to the whole run's figure, and the counter starts again."""
+        if self.cuda:
+            before = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
+        elif self._use_hwm:
+            before = (_read_status_kib("VmHWM") or 0, 0)
+        else:
+            before = (self._sampler.stop(), 0)
+            self._sampler = _RssSampler()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                during = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
+                torch.cuda.reset_peak_memory_stats(self.device)
+            elif self._use_hwm:
+                during = (_read_status_kib("VmHWM") or 0, 0)
+                _reset_high_water_mark()
+            else:
+                during = (self._sampler.stop(), 0)
+                self._sampler = _RssSampler()
+            self._train_before_exclusions = tuple(map(max, self._train_before_exclusions, before))
+            self._excluded_peak = tuple(map(max, self._excluded_peak, during))
+
     def end_training(self) -> None:
         self._tensor_peaks["train"] = self.tensors.reset_peak()
+        kept_reserved, kept_allocated = self._train_before_exclusions
         if self.cuda:
-            self._train = (torch.cuda.max_memory_reserved(self.device), torch.cuda.max_memory_allocated(self.device))
+            self._train = (max(torch.cuda.max_memory_reserved(self.device), kept_reserved),
+                           max(torch.cuda.max_memory_allocated(self.device), kept_allocated))
         elif self._use_hwm:
-            self._train = (_read_status_kib("VmHWM"), None)
+            self._train = (max(_read_status_kib("VmHWM") or 0, kept_reserved), None)
         else:
-            self._train = (self._sampler.stop(), None)
+            self._train = (max(self._sampler.stop(), kept_reserved), None)
             self._sampler = _RssSampler()
 
     def report(self) -> MemoryReport:
@@ -158,8 +192,10 @@ class PeakMemoryMeter:
         tracked_total = max(peaks) if self._tracks_run and tracked else None
         if self.cuda:
             # after end_training the peak counters were not reset: they cover training and what followed
-            total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device))
-            total_allocated = max(self._total_allocated_before_training, torch.cuda.max_memory_allocated(self.device))
+            total = max(self._peak_before_training, torch.cuda.max_memory_reserved(self.device), self._train[0],
+                        self._excluded_peak[0])
+            total_allocated = max(self._total_allocated_before_training, torch.cuda.max_memory_allocated(self.device),
+                                  self._train[1], self._excluded_peak[1])
             return MemoryReport(
                 kind="cuda",
                 train_bytes=self._train[0] - self.baseline,
@@ -175,7 +211,7 @@ class PeakMemoryMeter:
         else:
             after = self._sampler.stop() if self._sampler else current_rss_bytes()
         train_peak = self._train[0] or self._peak_before_training
-        total = max(self._peak_before_training or 0, after or 0, train_peak or 0)
+        total = max(self._peak_before_training or 0, after or 0, train_peak or 0, self._excluded_peak[0])
         return MemoryReport(
             kind="cpu_rss",
             train_bytes=max(train_peak - self.baseline, 0),

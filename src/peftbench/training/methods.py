@@ -126,7 +126,7 @@ class PromptLearningSupport(MethodSupport):
 class PrefixTuningSupport(PromptLearningSupport):
     def after_wrap(self, model, tokenizer, train_config) -> None:
         # the PEFT suite's init_kv_cache_prefix: start the prefix from the base model's KV cache of a text
-        if train_config.init_kv_cache_prefix:
+        if getattr(train_config, "init_kv_cache_prefix", None):  # a text task's parameter
             from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
 
             initialize_kv_prefix_from_text(
@@ -179,11 +179,26 @@ def check_target_modules(peft_config, base_model: nn.Module, source: str) -> Non
         )
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Gradient checkpointing through the model's own API: transformers' `gradient_checkpointing_enable` (plus
+    inputs that require grad, so that checkpointed blocks of a frozen model still pass gradients to adapters)
+    or diffusers' `enable_gradient_checkpointing`."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    elif hasattr(model, "enable_gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    else:
+        raise ConfigError(
+            f"use_gc: {type(model).__name__} has no gradient-checkpointing API (neither transformers' "
+            "gradient_checkpointing_enable nor diffusers' enable_gradient_checkpointing); set use_gc to false"
+        )
+
+
 def wrap_model(base_model: nn.Module, peft_config, tokenizer: Any, train_config, source: str) -> nn.Module:
     """The model to train: get_peft_model(base, config), or the base model itself for full fine-tuning."""
     if train_config.use_gc:
-        base_model.gradient_checkpointing_enable()
-        base_model.enable_input_require_grads()
+        enable_gradient_checkpointing(base_model)
     if peft_config is None:
         return base_model
     from peft import get_peft_model

@@ -44,6 +44,9 @@ class TrainOutcome:
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
     memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
+    # the optimizer's actual hyperparameters (its `defaults`): what optimizer_kwargs amounted to, AdamW's own
+    # defaults included (a suite that merges training_params.json shallowly can drop a key silently)
+    optimizer_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,12 +87,18 @@ def train(
     support: MethodSupport,
     memory_now: Callable[[], int] = lambda: 0,
     tensor_memory: Optional[TensorMemoryTracker] = None,
+    # a context the validations run in, so that the process-level training peak leaves them out
+    memory_excluded: Callable[[], Any] = nullcontext,
     show_progress: bool = True,
     on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
     scheduler = build_lr_scheduler(optimizer, config)
+    outcome.optimizer_settings = {
+        key: (list(value) if isinstance(value, tuple) else value) for key, value in optimizer.defaults.items()
+        if isinstance(value, (bool, int, float, str, type(None))) or isinstance(value, tuple)
+    }
     trainable = [p for p in model.parameters() if p.requires_grad]
     forward_model = torch.compile(model, dynamic=True) if config.compile else model
     batches = task.train_batches(data.train, processor, config, seed=config.seed)
@@ -125,7 +134,7 @@ def train(
                 sampler.end()
 
             outcome.steps_done = step
-            outcome.total_tokens += batch.num_tokens
+            outcome.total_tokens += batch.num_units
             outcome.total_samples += _batch_size(batch)
             outcome.losses.append(loss_value)
             recent_losses.append(loss_value)
@@ -139,12 +148,13 @@ def train(
             if step % config.eval_steps == 0 and len(data.valid) > 0:
                 on_progress("valid", step, config.max_steps)
                 tic_valid = time.perf_counter()
-                result = task.evaluate(model, processor, data.valid, config, desc="valid")
+                with memory_excluded():
+                    result = task.evaluate(model, processor, data.valid, config, desc="valid")
                 model.train()
                 valid_time = time.perf_counter() - tic_valid
                 outcome.valid_time_s += valid_time
                 elapsed = time.perf_counter() - tic_loop
-                # like the PEFT suite, "train time" and "tokens / sec" cover the steps since the last validation
+                # like the PEFT suite, "train time" and "tokens / sec" (the task's unit) cover the steps since the last validation
                 train_time_total = elapsed - outcome.valid_time_s
                 train_time_window = train_time_total - window_start[0]
                 tokens_window = outcome.total_tokens - window_start[1]
@@ -158,7 +168,7 @@ def train(
                         "train samples": outcome.total_samples,
                         "train time": train_time_window,
                         "eval time": valid_time,
-                        "tokens / sec": tokens_window / max(train_time_window, 1e-9),
+                        f"{task.throughput_unit} / sec": tokens_window / max(train_time_window, 1e-9),
                         "elapsed time": elapsed,
                     }
                 )

@@ -1,0 +1,66 @@
+"""The text tasks' parameters (math, math-tiny, task files): prompts, tokenization, generation, data files.
+
+Keys of the PEFT suite's MetaMathQA `default_training_params.json` plus peftbench's own; see docs/engine.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+from peftbench.config import TrainConfig, param
+
+# What the training loss covers: "sequence" (the PEFT suite's: prompt, response and the first EOS, summed and
+# divided by the batch's non-padding tokens) or "completion" (the response and its EOS only, mean over them).
+LOSS_ON = ("sequence", "completion")
+# Training batch order: "peft" (the suite's: file order, one pass, sorted within buckets, the remainder bucket
+# seen twice; and, as in the suite, the seed changes neither the order nor the adapter's initialisation) or
+# "shuffled" (every epoch reshuffled with the seed, as many epochs as max_steps needs).
+BATCH_ORDERS = ("peft", "shuffled")
+
+
+@dataclass
+class TextTrainConfig(TrainConfig):
+    # Nested dicts merge key by key over the task's defaults.
+    nested_keys: ClassVar[tuple[str, ...]] = ("optimizer_kwargs", "generation_kwargs")
+
+    # --- keys of the PEFT suite (method_comparison/MetaMathQA/default_training_params.json) ---
+    max_seq_length: int = param(768, help="training rows and prompts are cut at this many tokens")
+    query_template: str = param("Question: {query} Think step by step.\nAnswer:", help="the prompt; must contain {query}")
+    generation_kwargs: dict[str, Any] = param({"max_length": 800, "max_new_tokens": 300},
+                                              help="transformers generate() arguments for the test generation")
+    attn_implementation: Optional[str] = param(None, help="transformers attn_implementation (null: its default)")
+    init_kv_cache_prefix: Optional[str] = param(None, help="prefix tuning starts from the base model's KV cache of this text")
+
+    # --- peftbench's own ---
+    train_data: Optional[str] = param(None, help="a hub dataset id or a local .json/.jsonl/.parquet/.csv file")
+    valid_data: Optional[str] = param(None, help="as train_data")
+    test_data: Optional[str] = param(None, help="as train_data")
+    forgetting_data: Optional[str] = param(None, help="texts for the forgetting measure, as train_data")
+    train_size: Optional[int] = param(None, help="training rows used (null: all)")
+    valid_size: int = param(50, help="validation rows")
+    test_size: Optional[int] = param(None, help="test rows (null: the whole test split)")
+    forgetting_size: int = param(100, help="forgetting texts")
+    forgetting_max_length: int = param(768, help="forgetting texts are cut at this many tokens")
+    loss_on: str = param("sequence", help="'sequence' (the PEFT suite's loss) or 'completion' (the response only)")
+    batch_order: str = param("peft", help="'peft' (the suite's one pass in file order) or 'shuffled'")
+
+    def validate(self) -> None:
+        super().validate()
+        bad = self.bad
+        for key in ("max_seq_length", "forgetting_max_length"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "must be a positive integer")
+        for key in ("train_size", "test_size"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise bad(key, "must be a positive integer or null")
+        for key in ("valid_size", "forgetting_size"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be an integer >= 0")
+        if "{query}" not in self.query_template:
+            raise bad("query_template", "must contain '{query}'")
+        if self.loss_on not in LOSS_ON:
+            raise bad("loss_on", f"valid: {', '.join(LOSS_ON)}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise bad("batch_order", f"valid: {', '.join(BATCH_ORDERS)}")
