@@ -342,3 +342,86 @@ def test_lm_eval_style_jinja_templates_and_valid_carved_from_train(task_dir):
     # the valid rows are train rows (carved with data.seed), disjoint from what is left to train on
     train_items = {r["doc"]["item"] for r in data.train}
     assert not {r["doc"]["item"] for r in data.valid} & train_items
+
+
+def test_a_chat_template_that_writes_bos_gives_one_bos(task_dir, tmp_path):
+    """Llama-3-style templates start with {{ bos_token }}; the tokenizer adds BOS too when it encodes the prompt."""
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "chat-bos-model"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
+    config_file = model / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_file.read_text())
+    tokenizer_config["chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    config_file.write_text(json.dumps(tokenizer_config))
+    task = get_task(str(edit_task(task_dir, model=str(model), apply_chat_template=True, forgetting="none")))
+    config = _config(task)
+    task.check_inputs(config)
+    tokenizer = task.load_processor(config)
+    data = task.load_data(config)
+    assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id  # the tokenizer adds BOS on its own
+    row = data.test[0]
+    prompt = task.prompt(row["query"], config)
+    assert prompt.startswith("<|user|>")
+    assert tokenizer(prompt)["input_ids"].count(tokenizer.bos_token_id) == 1
+    (ids, _), = task.tokenize_examples(data.train[:1], tokenizer, config)  # the training text too
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+
+
+def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
+    """What the math task file needs, for any task: per-split renames, a row filter and the suite's sample."""
+    import numpy as np
+
+    from peftbench.config import build_train_config
+
+    def read(name: str) -> list[dict]:
+        return [json.loads(line) for line in (task_dir / name).read_text().splitlines() if line.strip()]
+
+    renamed = {"item": "thing"}
+    task = get_task(str(edit_task(task_dir, forgetting="none", doc_to_text="What colour is {thing}?", data={
+        "train": {"path": "train.jsonl", "rename": renamed, "keep_if": "colour != 'green'"},
+        "valid": {"path": "valid.jsonl", "rename": renamed, "shuffle_seed": 0},
+        "test": {"path": "test.jsonl", "rename": renamed},
+    })))
+    config = build_train_config(task.default_params())
+    data = task.load_data(config)
+    expected_train = [row for row in read("train.jsonl") if row["colour"] != "green"]
+    assert 0 < len(expected_train) < len(read("train.jsonl"))
+    assert [row["doc"]["thing"] for row in data.train] == [row["item"] for row in expected_train]
+    valid = read("valid.jsonl")
+    order = np.arange(len(valid))
+    np.random.seed(0)
+    np.random.shuffle(order)
+    assert [row["doc"]["thing"] for row in data.valid] == [valid[i]["item"] for i in order][: config.valid_size]
+    # --set train_data=FILE replaces data.train's source; its options still apply
+    other = build_train_config(task.default_params(), overrides={"train_data": str(task_dir / "valid.jsonl")})
+    replaced = task.load_data(other).train
+    assert [row["doc"]["thing"] for row in replaced] == [row["item"] for row in valid if row["colour"] != "green"]
+
+
+@pytest.mark.parametrize("source, key", [
+    ({"path": "train.jsonl", "keep_if": "size > 3"}, "data.train.keep_if"),  # a field the data lacks
+    ({"path": "train.jsonl", "keep_if": "colour =="}, "data.train.keep_if"),  # not an expression
+    ({"path": "train.jsonl", "shuffle": 0}, "data.train.shuffle"),  # unknown option
+    ({"path": "train.jsonl", "rename": ["item"]}, "data.train.rename"),
+])
+def test_bad_source_options_name_the_key(task_dir, tmp_path, source, key):
+    message = prepare_error(edit_task(task_dir, data={"train": source, "test": "test.jsonl"}), tmp_path)
+    assert "variant-" in message and f"'{key}" in message, message  # the task file and the key
+
+
+def test_forgetting_loss_score_name_and_a_hub_forgetting_set(task_dir, tmp_path):
+    from peftbench.tasks.task_file import read_task_file, shipped_task_file
+
+    spec = read_task_file(edit_task(task_dir, forgetting="some-org/some-texts", forgetting_loss="peft_suite",
+                                    score_name="accuracy"))
+    assert (spec.forgetting, spec.forgetting_formula, spec.score_name) == ("some-org/some-texts", "peft_suite", "accuracy")
+    for changes, key in [({"forgetting_loss": "shifted"}, "'forgetting_loss'"), ({"score_name": "my score!"}, "'score_name'"),
+                         ({"forgetting": "missing.txt"}, "'forgetting'")]:
+        with pytest.raises(ConfigError, match=key):
+            read_task_file(edit_task(task_dir, **changes))
+    math = get_task("math")  # the shipped task file, under its registered name
+    assert (math.name, math.spec.path, math.forgetting_formula) == ("math", shipped_task_file("math"), "peft_suite")

@@ -308,12 +308,12 @@ def test_unknown_optimizer_type_fails_before_any_run(experiments_copy, math_fixt
 def test_out_of_memory_is_recorded_as_oom(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
     import torch
 
-    from peftbench.tasks.math import MathTask
+    from peftbench.tasks.text import TextTask
 
     def exhausted(self, model, batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(MathTask, "compute_loss", exhausted)
+    monkeypatch.setattr(TextTask, "compute_loss", exhausted)
     result = run_in_process(experiments_copy / LORA, tmp_path, math_fixture_params)
     assert result["peftbench"]["status"] == "oom" == result["train_info"]["status"]
     assert "2.00 GiB" in result["peftbench"]["error_msg"]

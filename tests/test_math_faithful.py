@@ -133,7 +133,7 @@ def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, mat
     path, status = execute(request)
     result = json.loads(path.read_text())
     assert status == "success"
-    rows = len(task.load_train_rows(config_for(task, math_fixture_params)))
+    rows = len(task.load_data(config_for(task, math_fixture_params)).train)
     assert rows < 4 * 20  # one partial bucket, which the suite's iterator yields twice, then it ends
     assert result["peftbench"]["steps"] == 2 * math.ceil(rows / 4) < 40
     assert result["run_info"]["train_config"]["loss_on"] == "sequence"

@@ -75,7 +75,7 @@ def test_a_local_file_replaces_a_generated_split(task, tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_text(json.dumps({"query": "Q?", "response": "1 + 1 = 2.\n#### 2"}) + "\n")
     data = task.load_data(small_config(task, test_data=str(path)))
-    assert data.test == [{"query": "Q?", "response": "1 + 1 = 2.\n#### 2"}]
+    assert [(row["query"], row["response"]) for row in data.test] == [("Q?", "1 + 1 = 2.\n#### 2")]
     with pytest.raises(ConfigError, match="test_data"):
         task.check_inputs(small_config(task, test_data=str(tmp_path / "missing.jsonl")))
 

@@ -50,3 +50,18 @@ def test_bad_metric_arguments_name_the_key():
         score("regex", "a", "a", pattern="(")
     with pytest.raises(ConfigError, match="metric_args"):
         score("contains", "a", "a", ignore_punctuation=True)
+
+
+def test_f1_is_squads_token_overlap_after_normalisation():
+    assert score("f1", "The Cat sat!", "cat sat") == pytest.approx(1)  # articles, case, punctuation ignored
+    # 2 shared tokens of 3 predicted and 4 expected: precision 2/3, recall 1/2
+    assert score("f1", "cat sat down", "cat sat on mats") == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert score("f1", "dog", "cat") == 0
+    assert score("f1", "cat cat", "cat") == pytest.approx(2 * 0.5 * 1 / 1.5)  # tokens count with multiplicity
+    assert score("f1", "the", "") == 1  # both empty after normalisation
+
+
+def test_final_answer_is_the_suites_gsm8k_scoring():
+    assert score("final_answer", "3 + 4 = 7.\n#### 7", "so 7 in all\n#### 7") == 1
+    assert score("final_answer", "The answer is: 1,250", "#### 1250") == 1
+    assert score("final_answer", "7 apples", "#### 7") == 0  # no answer delimiter in the prediction

@@ -14,6 +14,7 @@ import math
 import re
 import string
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -80,8 +81,37 @@ def rouge(prediction: str, target: str, *, variant: str = "rougeL") -> float:
     return rouge_scorer.RougeScorer([variant]).score(target, prediction)[variant].fmeasure
 
 
+def squad_normalise(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def f1(prediction: str, target: str) -> float:
+    """SQuAD's token-level F1 between prediction and target after squad_normalise: the harmonic mean of the
+    shares of shared tokens (counted with multiplicity) in each. Written here because no installed library
+    exports it offline (`evaluate` loads its squad metric from the hub); two empty texts score 1."""
+    predicted, expected = squad_normalise(prediction).split(), squad_normalise(target).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    shared = sum((Counter(predicted) & Counter(expected)).values())
+    if shared == 0:
+        return 0.0
+    precision, recall = shared / len(predicted), shared / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def final_answer(prediction: str, target: str) -> bool:
+    """The answer after the last "The answer is" / "#### " in the prediction equals the target's (numbers
+    numerically): the PEFT suite's GSM8K scoring, as the `math` task file uses it (evaluation/answers.py)."""
+    from peftbench.evaluation.answers import is_correct
+
+    return is_correct(prediction, target)
+
+
 BUILTIN_SCORERS: dict[str, Callable[..., float]] = {
     "exact_match": exact_match, "last_number": last_number, "regex": regex, "contains": contains, "rouge": rouge,
+    "f1": f1, "final_answer": final_answer,
 }
 
 

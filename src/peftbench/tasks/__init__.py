@@ -1,9 +1,9 @@
-"""The task registry: task name -> the module and class implementing it.
+"""The task registry: task name -> the module and class implementing it, or the task file shipped for it.
 
 Modules are imported only when their task is asked for, so listing tasks stays cheap and a task whose
-module is not there (yet) is simply not available. To add a task: write `peftbench/tasks/<module>.py` with a
-`Task` subclass (see tasks/base.py; text tasks with query/response rows can subclass `MathTask`) and add a
-line here.
+module is not there (yet) is simply not available. To add a text task, write a task file (docs/custom-task.md)
+into peftbench/tasks/files/ and name it in SHIPPED_TASK_FILES; any other task is a `Task` subclass (see
+tasks/base.py) in `peftbench/tasks/<module>.py` with a line in TASKS.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from peftbench.tasks.base import Task
 # name -> (module, class name)
 TASKS: dict[str, tuple[str, str]] = {
     "math-tiny": ("peftbench.tasks.math_tiny", "MathTinyTask"),
-    "math": ("peftbench.tasks.math", "MathTask"),
+    "math": ("peftbench.tasks.declared", "DeclaredTask"),
     "image-gen": ("peftbench.tasks.image_gen.task", "ImageGenTask"),
     "image-tiny": ("peftbench.tasks.image_tiny", "ImageTinyTask"),
+}
+# name -> description of the tasks that are task files shipped in peftbench/tasks/files/<name>.yaml
+SHIPPED_TASK_FILES: dict[str, str] = {
+    "math": "MetaMathQA -> GSM8K (the PEFT suite's published benchmark; base meta-llama/Llama-3.2-3B)",
 }
 DEFAULT_TASK = "math-tiny"
 
@@ -61,5 +65,10 @@ def get_task(name: str) -> Task:
             f"unknown task {name!r}. Valid tasks: {', '.join(available_tasks())}, or a task file (.yaml, see "
             "docs/custom-task.md)"
         )
+    if name in SHIPPED_TASK_FILES:
+        from peftbench.tasks.declared import DeclaredTask
+        from peftbench.tasks.task_file import shipped_task_file
+
+        return DeclaredTask(shipped_task_file(name), registered_name=name, description=SHIPPED_TASK_FILES[name])
     module_name, class_name = TASKS[name]
     return getattr(importlib.import_module(module_name), class_name)()

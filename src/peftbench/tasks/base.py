@@ -84,7 +84,7 @@ class EvalResult:
 
 
 class Task(ABC):
-    """A benchmark task. Subclass it (or a concrete task such as MathTask) and register it in peftbench.tasks."""
+    """A benchmark task. Subclass it (or the text engine, tasks/text.TextTask) and register it in peftbench.tasks."""
 
     name: str = ""
     description: str = ""

@@ -1,10 +1,11 @@
 """A task declared in a YAML file (`peftbench run EXP --task my_task.yaml`): any causal LM, the user's data,
 templates and scorer. See docs/custom-task.md for the format and tasks/task_file.py for its parsing.
 
-It is the `math` task's engine with the user's rows: each row becomes {query: the rendered prompt,
-response: target delimiter + the rendered target}, so tokenization, batching, the loss (on the completion,
-the prompt masked) and the forgetting measure are MathTask's. Evaluation is the task file's: generation
-scored by a built-in or user scorer, or multiple choice by the log-likelihood of each option.
+It runs on the text-task engine (peftbench.tasks.text) with the file's rows: each row becomes {query: the
+rendered prompt, response: target delimiter + the rendered target}, so tokenization, batching, the loss and
+the forgetting measure are TextTask's. The tasks shipped in tasks/files/ (`math`) are such files too.
+Evaluation is the task file's: generation scored by a built-in or user scorer, or multiple choice by the
+log-likelihood of each option.
 
 Everything that can be checked without a model is checked in `check_inputs`: the file's keys, the data
 (every split has rows, every template field exists in it, every multiple-choice target is an option), the
@@ -19,38 +20,56 @@ from typing import Any, Optional
 import numpy as np
 
 from peftbench.config import ConfigError
-from peftbench.tasks.base import EvalResult, Rows, TaskData, load_first_rows_streaming, load_rows, require_columns
-from peftbench.tasks.math import MathTask
+from peftbench.tasks.base import (
+    EvalResult,
+    Rows,
+    TaskData,
+    check_local_source,
+    is_local_source,
+    load_first_rows_streaming,
+    load_rows,
+    require_columns,
+)
+from peftbench.tasks.text import TextTask, subset_in_file_order
 from peftbench.tasks.task_file import (
     DECLARED_ELSEWHERE,
+    FORGETTING_CHOICES,
     SPLITS,
     TaskFile,
     builtin_model_path,
     parse_template,
     read_task_file,
+    shipped_task_file,
 )
 
 MATH_FORGETTING_DATA = "HuggingFaceFW/finewiki"  # `forgetting: default` for a model other than the shipped one
-DATA_PARAMS = tuple(key for key in DECLARED_ELSEWHERE if key.endswith("_data"))  # unused by a declared task
+# training parameter -> the split whose source it replaces (--set train_data=FILE)
+DATA_PARAMS = {"train_data": "train", "valid_data": "valid", "test_data": "test"}
 HUB_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test", "file": "train"}
 
 
-class DeclaredTask(MathTask):
+class DeclaredTask(TextTask):
     score_name = "score"
     higher_is_better = True
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, registered_name: Optional[str] = None, description: Optional[str] = None) -> None:
+        """`registered_name`: the name of a task file shipped in the package (`math`), which results carry
+        instead of the file's name and hash (the package's git commit identifies its content)."""
         self.spec: TaskFile = read_task_file(path)
-        self.name = self.spec.identity
-        self.description = f"{self.spec.name} (task file {self.spec.path})"
-        if self.spec.output_type == "multiple_choice":
+        self.name = registered_name or self.spec.identity
+        self.description = description or f"{self.spec.name} (task file {self.spec.path})"
+        if self.spec.score_name:
+            self.score_name = self.spec.score_name
+        elif self.spec.output_type == "multiple_choice":
             self.score_name = "accuracy"
         else:  # a user's module:function is not a name to put in a metrics key
             self.score_name = self.spec.metric if ":" not in self.spec.metric else "score"
+        self.forgetting_formula = self.spec.forgetting_formula
         self.harness = self.spec.harness
         self.scorer = None  # generate_until: set by check_inputs (evaluation/scorers.py)
-        self._data: Optional[TaskData] = None
+        self._data: Optional[tuple[Any, TaskData]] = None  # (the config it was read for, the data)
         self._tokenizer = None  # for the chat template: set by load_processor
+        self._sources_in_use: Optional[dict[str, str]] = None  # the data sources read, for error messages
 
     def provenance(self) -> dict[str, Any]:
         return {"task_file": {"name": self.spec.path.name, "path": str(self.spec.path), "sha256": self.spec.sha256,
@@ -58,18 +77,25 @@ class DeclaredTask(MathTask):
 
     # ---- configuration ----
     def default_params(self) -> dict[str, Any]:
+        from peftbench.tasks import get_task
         from peftbench.tasks.math_tiny import MathTinyTask
 
         builtin = Path(self.spec.model) == builtin_model_path("tiny-math-llama")
-        # the shipped tiny model gets math-tiny's CPU-sized recipe; any other model the published one
-        base = (MathTinyTask() if builtin else MathTask()).default_params()
+        # the shipped tiny model gets math-tiny's CPU-sized recipe; any other model the published one (the
+        # shipped math task file's training_params), which that file itself states in full
+        if builtin:
+            base = MathTinyTask().default_params()
+        else:
+            base = {} if self.spec.path == shipped_task_file("math") else get_task("math").default_params()
         generation = {"max_length": None, "max_new_tokens": self.spec.max_gen_toks or 256}
+        forgetting = self.spec.forgetting
         defaults = {
             **base, "model_id": self.spec.model, "query_template": "{query}", "generation_kwargs": generation,
             "train_size": None, "test_size": None,
-            # a user's task trains on the completion, in shuffled batches (math's defaults reproduce PEFT's script)
+            # a user's task trains on the completion, in shuffled batches (math's file sets the PEFT suite's)
             "loss_on": "completion", "batch_order": "shuffled",
-            **{key: None for key in DATA_PARAMS},
+            **{key: self.spec.data.sources.get(split) for key, split in DATA_PARAMS.items()},
+            "forgetting_data": None if forgetting in FORGETTING_CHOICES else forgetting,
         }
         defaults.update(self.spec.training_params)
         return defaults
@@ -78,26 +104,42 @@ class DeclaredTask(MathTask):
         from peftbench.evaluation.scorers import load_scorer
 
         source = str(self.spec.path)
-        for key in DATA_PARAMS:  # e.g. --set train_data=...: the task file's keys declare the data
-            if getattr(config, key) is not None:
-                raise ConfigError(
-                    f"training parameter '{key}' does not apply to a task file; its '{DECLARED_ELSEWHERE[key]}' key "
-                    f"declares it ({source})"
-                )
+        for key, split in DATA_PARAMS.items():  # --set train_data=FILE replaces the source of data.train
+            value = getattr(config, key)
+            if value is not None:
+                if split not in self.spec.data.sources:
+                    raise ConfigError(
+                        f"training parameter '{key}' replaces '{DECLARED_ELSEWHERE[key]}', which {source} does not "
+                        "give as a source (it is carved by data.split, or absent)"
+                    )
+                if value != self.spec.data.sources[split] or not is_local_source(value):
+                    # a replacement, or a hub id (checked for reachability); the file's own local files are
+                    # checked by read_task_file, and an empty one is reported by split below
+                    check_local_source(value, key)
+        if config.forgetting_data is not None:
+            if self.spec.forgetting == "none":
+                raise ConfigError(f"training parameter 'forgetting_data' is set but {source} has 'forgetting: none'")
+            if config.forgetting_data != self.spec.forgetting or not is_local_source(config.forgetting_data):
+                check_local_source(config.forgetting_data, "forgetting_data")
         if self.spec.output_type == "generate_until":
             self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
         elif self.spec.metric not in ("acc", "acc_norm"):
             raise ConfigError(f"{source}: 'metric' {self.spec.metric!r} for multiple_choice; valid: acc, acc_norm")
-        self._data = self._read_data(config)
+        if all(is_local_source(data_source) for data_source in self._sources(config).values()):
+            # every problem of local data before any model loads; hub data is read (downloaded) by load_data
+            self._data = (config, self._read_data(config))
 
     # ---- data ----
     def load_data(self, config) -> TaskData:
-        if self._data is None:
+        """The data check_inputs read for this config (the engine calls both with one config), else read now."""
+        if self._data is None or self._data[0] is not config:
+            self._data = None
             self.check_inputs(config)
-        return self._data
+        return self._data[1] if self._data is not None else self._read_data(config)
 
     def _read_data(self, config) -> TaskData:
-        raw = {key: self._load_source(key, source) for key, source in self.spec.data.sources.items()}
+        sources = self._sources_in_use = self._sources(config)
+        raw = {key: self._load_source(key, source) for key, source in sources.items()}
         splits = self._carve(raw)
         for split in SPLITS:  # valid may be left out of the file, but a declared split must have rows
             declared = split != "valid" or split in self.spec.data.sources or split in self.spec.data.carve
@@ -105,21 +147,27 @@ class DeclaredTask(MathTask):
                 raise ConfigError(f"{self.spec.path}: 'data.{split}' has no rows ({self._where(split)})")
         rows = {split: self._to_rows(split, splits.get(split, [])) for split in SPLITS}
         train = rows["train"]
-        if config.train_size is not None and config.train_size < len(train):
-            order = np.random.default_rng(self.spec.data.seed).permutation(len(train))[: config.train_size]
-            train = [train[int(i)] for i in order]
+        train = subset_in_file_order(train, config.train_size, self.spec.data.seed)
         test = rows["test"][: config.test_size] if config.test_size is not None else rows["test"]
         return TaskData(
             train=train, valid=rows["valid"][: config.valid_size], test=test,
-            forgetting=self._forgetting_rows(config),
+            forgetting=self.forgetting_rows(config),
             info={"task_file": str(self.spec.path), "task_sha256": self.spec.sha256,
-                  **{f"data.{key}": source for key, source in self.spec.data.sources.items()},
+                  **{f"data.{key}": source for key, source in sources.items()},
                   "data.split": self.spec.data.carve, "data.seed": self.spec.data.seed,
-                  "forgetting": self.spec.forgetting},
+                  "forgetting": config.forgetting_data or self.spec.forgetting},
         )
 
+    def _sources(self, config) -> dict[str, str]:
+        """The file's sources, with those that training parameters replace (train_data, ...)."""
+        sources = dict(self.spec.data.sources)
+        for key, split in DATA_PARAMS.items():
+            if getattr(config, key, None) is not None:
+                sources[split] = getattr(config, key)
+        return sources
+
     def _where(self, split: str) -> str:
-        sources = self.spec.data.sources
+        sources = self._sources_in_use or self.spec.data.sources
         if split in sources:
             return sources[split]
         origin = sources.get("file", sources.get("train"))
@@ -129,13 +177,35 @@ class DeclaredTask(MathTask):
         path = Path(source)
         if path.is_file() and path.stat().st_size < 4096 and not path.read_bytes().strip():
             return []  # an empty file: `datasets` cannot read it, and the caller says which split is empty
+        options = self.spec.data.options.get(key, {})
+        hub_config = None if is_local_source(source) else options.get("name")
         try:
-            rows = load_rows(source, split=HUB_SPLIT_NAMES[key], key=f"data.{key}")
+            rows = load_rows(source, split=options.get("split", HUB_SPLIT_NAMES[key]), hub_config=hub_config,
+                             key=f"data.{key}")
         except ConfigError as error:
             raise ConfigError(f"{self.spec.path}: {error}") from None
         except Exception as error:  # a malformed file: name it
             raise ConfigError(f"{self.spec.path}: 'data.{key}' ({source}) cannot be read: {error}") from None
-        return [dict(row) for row in rows]
+        return self._apply_options(key, source, [dict(row) for row in rows], options)
+
+    def _apply_options(self, key: str, source: str, docs: list[dict[str, Any]], options: dict[str, Any]):
+        """rename, then keep_if, then shuffle_seed (see task_file.DataSpec.options)."""
+        rename = options.get("rename", {})
+        if rename:
+            docs = [{rename.get(column, column): value for column, value in doc.items()} for doc in docs]
+        condition = options.get("keep_if")
+        if condition is not None and docs:
+            missing = sorted(condition.fields - set(docs[0]))
+            if missing:
+                raise ConfigError(f"{self.spec.path}: '{condition.key}' uses field(s) {', '.join(missing)} that "
+                                  f"data.{key} ({source}) lacks; its fields: {', '.join(sorted(docs[0]))}")
+            docs = [doc for doc in docs if condition.evaluate(doc)]
+        if options.get("shuffle_seed") is not None:
+            # numpy's legacy global-generator shuffle (np.random.seed(N); np.random.shuffle), in its own generator
+            order = np.arange(len(docs))
+            np.random.RandomState(options["shuffle_seed"]).shuffle(order)
+            docs = [docs[int(i)] for i in order]
+        return docs
 
     def _carve(self, raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
         """Cut valid/test out of `file` (or train) by data.split, with data.seed; the rest is train."""
@@ -210,16 +280,19 @@ class DeclaredTask(MathTask):
             f"{options} nor an index 0..{len(options) - 1}"
         )
 
-    def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
-        from peftbench.tasks.math_tiny import MathTinyTask
+    def split_rows(self, split: str, source: str) -> list[dict[str, Any]]:
+        """The rows of `source` read as this file reads data.<split> (its options and templates), e.g. a local
+        file in the math schema for math-tiny's --set train_data=FILE."""
+        self._sources_in_use = {**self.spec.data.sources, split: source}
+        docs = self._load_source(split, source)
+        if not docs:
+            raise ConfigError(f"{self.spec.path}: data.{split} ({source}) has no rows")
+        return self._to_rows(split, docs)
 
-        # the ordinary next-token loss: math keeps the PEFT suite's unshifted formula only to match its numbers
-        return MathTinyTask.forgetting_loss(self, model, processor, rows, config)
-
-    def _forgetting_rows(self, config) -> Rows:
+    def forgetting_rows(self, config) -> Rows:
         from peftbench.tasks import math_tiny, math_tiny_data
 
-        choice = self.spec.forgetting
+        choice = config.forgetting_data or self.spec.forgetting
         if choice == "none" or config.forgetting_size == 0:
             return []
         if choice == "default":
@@ -234,8 +307,8 @@ class DeclaredTask(MathTask):
         if path.suffix.lower() == ".txt":
             texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
             rows = [{"text": t} for t in texts[: config.forgetting_size]]
-        else:
-            rows = [dict(r) for r in load_rows(choice, key="forgetting")][: config.forgetting_size]
+        else:  # a data file or a hub dataset (streamed: no whole shard is downloaded for 100 rows)
+            rows = [dict(r) for r in load_first_rows_streaming(choice, config.forgetting_size, key="forgetting")]
             if rows and "text" not in rows[0]:
                 raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) needs a 'text' field (or give a .txt file)")
         if not rows:
@@ -253,12 +326,14 @@ class DeclaredTask(MathTask):
         return tokenizer
 
     def prompt(self, query: str, config) -> str:
+        query = super().prompt(query, config)  # query_template ("{query}" unless an experiment sets it)
         if not self.spec.apply_chat_template:
             return query
         messages = [{"role": "user", "content": query}]
         if self.spec.system_instruction:
             messages.insert(0, {"role": "system", "content": self.spec.system_instruction})
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return strip_template_bos(rendered, self._tokenizer)
 
     # ---- evaluation ----
     def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
@@ -304,3 +379,14 @@ class DeclaredTask(MathTask):
             predictions.append(options[best])
             scores.append(float(best == row["gold"]))
         return predictions, scores
+
+
+def strip_template_bos(text: str, tokenizer) -> str:
+    """`text` without the BOS token that a chat template wrote at its start, when the tokenizer adds BOS itself
+    on encoding: every prompt is tokenized with the special tokens (generation, training, log-likelihoods), so
+    the template's BOS would become a second one."""
+    bos = tokenizer.bos_token
+    if not bos or not text.startswith(bos):
+        return text
+    adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return text[len(bos):] if adds_bos else text

@@ -2,8 +2,8 @@
 package, and defaults sized so that the quick suite (9 experiments, 2 at a time) runs in minutes on a small
 laptop CPU without native bf16 (the measured times are in benchmarks/math-tiny.md).
 
-It is the `math` task with generated rows: the same prompt template, tokenization, greedy generation and
-`#### N` scoring (see peftbench.tasks.math). Unlike `math`, which reproduces the PEFT suite, it trains with
+It is the `math` task (tasks/files/math.yaml) with generated rows: the same prompt template, tokenization
+(peftbench.tasks.text), greedy generation and `#### N` scoring. Unlike `math`, which reproduces the PEFT suite, it trains with
 the answer-only loss on shuffled batches and measures forgetting as a next-token loss (docs/math-tiny.md). The rows come from
 peftbench.tasks.math_tiny_data, always with data seed DATA_SEED, so every run (any training seed) sees
 the same train, valid and test problems; the training seed only changes their order and the adapter's
@@ -11,7 +11,7 @@ initialisation. Train, valid and test are disjoint by number chain (see math_tin
 set is held-out text of the base model's own pretraining distribution.
 
 A data key (train_data, valid_data, test_data, forgetting_data) set to a local file replaces the generated
-rows of that split, as in the `math` task.
+rows of that split, read as the `math` task file reads that split (its renames, filter and sample).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from peftbench.config import ConfigError
 from peftbench.tasks import math_tiny_data
-from peftbench.tasks.base import Rows, check_local_source
-from peftbench.tasks.math import DATA_KEYS, MathTask
+from peftbench.tasks.base import EvalResult, Rows, TaskData, check_local_source
+from peftbench.tasks.text import DATA_KEYS, TextTask, subset_in_file_order
 
 DATA_SEED = 0
 DEFAULT_TRAIN_SIZE = 8000
@@ -36,7 +36,13 @@ def shipped_model_path() -> Path:
     return Path(str(files("peftbench") / "assets" / "tiny-math-llama"))
 
 
-class MathTinyTask(MathTask):
+def math_task():
+    from peftbench.tasks import get_task
+
+    return get_task("math")
+
+
+class MathTinyTask(TextTask):
     name = "math-tiny"
     description = (
         "generated multi-step word problems, tiny Llama-architecture model shipped in the package "
@@ -45,7 +51,7 @@ class MathTinyTask(MathTask):
 
     def default_params(self) -> dict[str, Any]:
         return {
-            **super().default_params(),
+            **math_task().default_params(),
             "model_id": str(shipped_model_path()),
             # weights in fp32; bf16 autocast where the hardware runs bf16 natively (2x faster there, many times
             # slower where it is emulated): peftbench.hardware decides, once per suite
@@ -97,34 +103,41 @@ class MathTinyTask(MathTask):
             if getattr(config, key) is not None:
                 check_local_source(getattr(config, key), key)
 
-    # ---- generated rows, unless a local file replaces a split ----
-    def load_train_rows(self, config) -> Rows:
+    # ---- generated rows, unless a local file replaces a split (read by the math task file) ----
+    # The forgetting measure is the engine's next-token loss on the base model's own pretraining distribution
+    # (not the PEFT suite's unshifted formula, which `math` keeps for comparability with the published numbers).
+    def load_data(self, config) -> TaskData:
+        math = math_task() if any(getattr(config, key) is not None for key in DATA_KEYS) else None
         if config.train_data is not None:
-            return super().load_train_rows(config)
-        return math_tiny_data.generate_rows("train", config.train_size or DEFAULT_TRAIN_SIZE, seed=DATA_SEED)
-
-    def load_valid_rows(self, config) -> Rows:
+            train = subset_in_file_order(math.split_rows("train", config.train_data), config.train_size)
+        else:
+            train = math_tiny_data.generate_rows("train", config.train_size or DEFAULT_TRAIN_SIZE, seed=DATA_SEED)
         if config.valid_data is not None:
-            return super().load_valid_rows(config)
-        return math_tiny_data.generate_rows("valid", config.valid_size, seed=DATA_SEED)
-
-    def load_test_rows(self, config) -> Rows:
+            valid = math.split_rows("valid", config.valid_data)[: config.valid_size]
+        else:
+            valid = math_tiny_data.generate_rows("valid", config.valid_size, seed=DATA_SEED)
         if config.test_data is not None:
-            return super().load_test_rows(config)
-        return math_tiny_data.generate_rows("test", config.test_size or DEFAULT_TEST_SIZE, seed=DATA_SEED)
-
-    def load_forgetting_rows(self, config) -> Rows:
+            test = math.split_rows("test", config.test_data)[: config.test_size]
+        else:
+            test = math_tiny_data.generate_rows("test", config.test_size or DEFAULT_TEST_SIZE, seed=DATA_SEED)
         if config.forgetting_data is not None:
-            return super().load_forgetting_rows(config)
-        texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=DATA_SEED)
-        return [{"text": text} for text in texts]
+            forgetting = math.forgetting_rows(config)
+        else:
+            texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=DATA_SEED)
+            forgetting = [{"text": text} for text in texts]
+        return TaskData(train=train, valid=valid, test=test, forgetting=forgetting,
+                        info={key: getattr(config, key) for key in DATA_KEYS})
 
-    def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
-        from peftbench.evaluation.forgetting import mean_token_loss
+    def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
+        from peftbench.evaluation.answers import is_correct
+        from peftbench.evaluation.generation import generate_greedy
 
-        # the next-token loss on the base model's own pretraining distribution (not the PEFT suite's
-        # unshifted formula, which `math` keeps for comparability with the published numbers)
-        return mean_token_loss(
-            model, processor, [row["text"] for row in rows], batch_size=config.batch_size,
-            max_length=config.forgetting_max_length,
+        prompts = [self.prompt(row["query"], config) for row in rows]
+        completions = generate_greedy(
+            model, processor, prompts, batch_size=config.batch_size_eval,
+            generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
         )
+        correct = [int(is_correct(c, row["response"])) for c, row in zip(completions, rows)]
+        score = sum(correct) / len(correct) if correct else float("nan")
+        return EvalResult(score=score, per_item_correct=correct, predictions=completions,
+                          targets=[row["response"] for row in rows], inputs=prompts)

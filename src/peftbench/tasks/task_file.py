@@ -28,15 +28,18 @@ BUILTIN_MODELS = ("tiny-math-llama",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 FORGETTING_CHOICES = ("default", "none")
-# Training parameters that a task file may not set: the task file's own keys declare them.
+FORGETTING_FORMULAS = ("next_token", "peft_suite")  # see peftbench.tasks.text
+# Training parameters that a task file may not set: the task file's own keys declare them (their defaults are
+# those keys' values; a run may still replace a source with --set train_data=FILE).
 DECLARED_ELSEWHERE = {
-    "model_id": "model", "train_data": "data", "valid_data": "data", "test_data": "data",
-    "forgetting_data": "forgetting", "query_template": "doc_to_text",
+    "model_id": "model", "train_data": "data.train", "valid_data": "data.valid", "test_data": "data.test",
+    "forgetting_data": "forgetting",
 }
 TOP_LEVEL_KEYS = (
     "task", "model", "data", "doc_to_text", "doc_to_target", "output_type", "doc_to_choice", "target_delimiter",
     "apply_chat_template", "system_instruction", "metric", "metric_args", "metric_list", "generation_kwargs",
-    "forgetting", "training_params", "harness_tasks", "harness_include_path", "harness_limit",
+    "forgetting", "forgetting_loss", "score_name", "training_params", "harness_tasks", "harness_include_path",
+    "harness_limit",
 )
 # lm-eval keys that mean something else here, with what to write instead.
 LM_EVAL_HINTS = {
@@ -46,11 +49,20 @@ LM_EVAL_HINTS = {
     "num_fewshot": "few-shot prompts are not supported; put examples into doc_to_text",
 }
 DATA_KEYS = ("train", "valid", "test", "file", "split", "seed")
+# A source given as a mapping: {path: FILE or hub id, ...}; the options apply to that source's rows in this order.
+SOURCE_KEYS = ("path", "name", "split", "rename", "keep_if", "shuffle_seed")
 
 
 def is_task_file(name: str) -> bool:
     """Whether a --task value names a task file rather than a registered task."""
     return name.lower().endswith(TASK_FILE_SUFFIXES) or Path(name).is_file()
+
+
+def shipped_task_file(name: str) -> Path:
+    """The task file of a task shipped in the package (tasks/files/<name>.yaml), e.g. `math`."""
+    from importlib.resources import files
+
+    return Path(str(files("peftbench") / "tasks" / "files" / f"{name}.yaml"))
 
 
 def builtin_model_path(name: str) -> Path:
@@ -108,6 +120,10 @@ class DataSpec:
     sources: dict[str, str]  # split -> file or hub id (train, valid, test, or "file")
     carve: dict[str, float]  # split -> fraction (< 1) or row count, taken from `file` (or train) with `seed`
     seed: int = 0
+    # split -> the options of its source given as a mapping: name (hub config), split (hub split), rename
+    # ({old: new} columns, where present), keep_if (a Jinja expression; rows where it is false are dropped),
+    # shuffle_seed (the rows in numpy's np.random.seed(N); np.random.shuffle order, as the PEFT suite samples)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,7 +144,9 @@ class TaskFile:
     metric_args: dict[str, Any]
     until: list[str]
     max_gen_toks: Optional[int]
-    forgetting: str  # "default", "none" or a local file (absolute)
+    forgetting: str  # "default", "none", a local file (absolute) or a hub dataset id
+    forgetting_formula: str  # see FORGETTING_FORMULAS
+    score_name: Optional[str]  # the score's name in results; None: the metric's
     training_params: dict[str, Any]
     harness: dict[str, Any] = field(default_factory=dict)  # {tasks, include_path, limit} (evaluation/harness.py)
 
@@ -146,7 +164,7 @@ class TaskFile:
         from peftbench.tasks.base import is_local_source
 
         named = [Path(s) for s in self.data.sources.values() if is_local_source(s)]
-        if self.forgetting not in FORGETTING_CHOICES:
+        if self.forgetting not in FORGETTING_CHOICES and is_local_source(self.forgetting):
             named.append(Path(self.forgetting))
         scorer = scorer_file(self.metric, self.path.parent)
         return named + ([scorer] if scorer is not None else [])
@@ -260,11 +278,16 @@ def _parse_data(value: Any, path: Path) -> DataSpec:
         if key not in DATA_KEYS:
             raise ConfigError(f"{path}: unknown key 'data.{key}'; valid: {', '.join(DATA_KEYS)}")
     sources: dict[str, str] = {}
+    options: dict[str, dict[str, Any]] = {}
     for key in ("train", "valid", "test", "file"):
         if key in value:
             source = value[key]
+            if isinstance(source, dict):
+                options[key] = _parse_source_options(source, f"data.{key}", path)
+                source = source.get("path")
             if not isinstance(source, str) or not source:
-                raise ConfigError(f"{path}: 'data.{key}' must be a file path or a hub dataset id")
+                raise ConfigError(f"{path}: 'data.{key}' must be a file path or a hub dataset id "
+                                  f"(or a mapping with 'path' and options: {', '.join(SOURCE_KEYS[1:])})")
             if is_local_source(source) or _resolve_local(source, path.parent).exists():
                 local = _resolve_local(source, path.parent)
                 if not local.exists():
@@ -298,7 +321,53 @@ def _parse_data(value: Any, path: Path) -> DataSpec:
     seed = value.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{path}: 'data.seed' must be an integer")
-    return DataSpec(sources=sources, carve=dict(carve), seed=seed)
+    return DataSpec(sources=sources, carve=dict(carve), seed=seed, options=options)
+
+
+def _parse_source_options(value: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """The options of one data source written as a mapping (see DataSpec.options)."""
+    for name in value:
+        if name not in SOURCE_KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}.{name}'; valid: {', '.join(SOURCE_KEYS)}")
+    options = {name: value[name] for name in SOURCE_KEYS[1:] if name in value}
+    for name in ("name", "split"):
+        if name in options and (not isinstance(options[name], str) or not options[name]):
+            raise ConfigError(f"{path}: '{key}.{name}' must be a non-empty string")
+    rename = options.get("rename", {})
+    if not isinstance(rename, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in rename.items()):
+        raise ConfigError(f"{path}: '{key}.rename' must map column names to new names, e.g. {{question: query}}")
+    if "keep_if" in options:
+        options["keep_if"] = parse_condition(options["keep_if"], f"{key}.keep_if", path)
+    seed = options.get("shuffle_seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"{path}: '{key}.shuffle_seed' must be a non-negative integer")
+    return options
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Jinja expression over a row's fields (sandboxed, as templates), e.g. `(query ~ ' ' ~ response)|length <= 1300`."""
+
+    text: str
+    key: str
+    fields: frozenset[str]
+    evaluate: Callable[[dict[str, Any]], Any]
+
+
+def parse_condition(text: Any, key: str, source: Path) -> Condition:
+    import jinja2
+    from jinja2 import meta
+    from jinja2.sandbox import SandboxedEnvironment
+
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{source}: '{key}' must be a Jinja expression over the row's fields, e.g. 'text|length < 500'")
+    environment = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    try:
+        fields = meta.find_undeclared_variables(environment.parse("{{ " + text + " }}"))
+        compiled = environment.compile_expression(text, undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as error:
+        raise ConfigError(f"{source}: '{key}' is not a valid Jinja expression: {error}") from None
+    return Condition(text, key, frozenset(fields), lambda row: compiled(**row))
 
 
 def _parse_metric(data: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
@@ -344,15 +413,19 @@ def _parse_generation(value: Any, path: Path) -> tuple[list[str], Optional[int]]
 
 
 def _parse_forgetting(value: Any, path: Path) -> str:
+    from peftbench.tasks.base import is_local_source
+
     if value is None:
         return "default"
     if value is False:
         return "none"
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{path}: 'forgetting' must be 'default', 'none' or a text file")
+        raise ConfigError(f"{path}: 'forgetting' must be 'default', 'none', a text file or a hub dataset id")
     if value in FORGETTING_CHOICES:
         return value
     local = _resolve_local(value, path.parent)
+    if not Path(value).suffix and not is_local_source(value) and not local.exists():
+        return value  # a hub dataset with a `text` column, streamed
     if not local.is_file():
         raise ConfigError(f"{path}: 'forgetting': file not found: {local} (valid: default, none, or a local file)")
     return str(local.resolve())
@@ -434,13 +507,19 @@ def read_task_file(path: str | Path) -> TaskFile:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{path}: 'task' must be a non-empty name")
     metric, metric_args = _parse_metric(data, path)
+    formula = data.get("forgetting_loss", "next_token")
+    if formula not in FORGETTING_FORMULAS:
+        raise ConfigError(f"{path}: 'forgetting_loss' is {formula!r}; valid: {', '.join(FORGETTING_FORMULAS)}")
+    score_name = data.get("score_name")
+    if score_name is not None and (not isinstance(score_name, str) or not score_name.replace("_", "").isalnum()):
+        raise ConfigError(f"{path}: 'score_name' must be a name of letters, digits and _ (e.g. accuracy)")
     until, max_gen_toks = _parse_generation(data.get("generation_kwargs"), path)
     task = TaskFile(
         path=path, sha256="", name=name, model=_parse_model(data["model"], path), data=_parse_data(data["data"], path),
         doc_to_text=data["doc_to_text"], doc_to_target=data["doc_to_target"], output_type=output_type,
         doc_to_choice=data.get("doc_to_choice"), target_delimiter=delimiter, apply_chat_template=apply_chat,
         system_instruction=system, metric=metric, metric_args=metric_args, until=until, max_gen_toks=max_gen_toks,
-        forgetting=_parse_forgetting(data.get("forgetting"), path),
+        forgetting=_parse_forgetting(data.get("forgetting"), path), forgetting_formula=formula, score_name=score_name,
         training_params=_parse_training_params(data.get("training_params"), path),
         harness=_parse_harness(data, path),
     )

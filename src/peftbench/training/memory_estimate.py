@@ -35,10 +35,10 @@ import torch
 from peftbench.config import ConfigError, TrainConfig
 from peftbench.experiments import ExperimentSpec, build_peft_config
 from peftbench.tasks.base import Task, is_local_source
+from peftbench.tasks.text import DATA_KEYS
 from peftbench.training.tensor_memory import TensorMemoryTracker
 from torch.utils._python_dispatch import TorchDispatchMode
 
-DATA_KEYS = ("train_data", "valid_data", "test_data", "forgetting_data")
 
 
 @dataclass
@@ -107,9 +107,9 @@ class _FakeRunTracker(TensorMemoryTracker):
 
 
 def check_text_task(task: Task) -> None:
-    from peftbench.tasks.math import MathTask
+    from peftbench.tasks.text import TextTask
 
-    if not isinstance(task, MathTask):
+    if not isinstance(task, TextTask):
         raise ConfigError(
             f"peftbench memory estimates causal language-model tasks (math, math-tiny); task {task.name!r} is not one"
         )

@@ -1,14 +1,14 @@
-"""`math`: the PEFT suite's published MetaMathQA benchmark, and the base for other query/response tasks.
+"""The text-task engine: causal-LM fine-tuning on rows of {query, response}, shared by every text task (the
+task files, `math` among them, and math-tiny). A task supplies the rows, the defaults and the evaluation;
+this class tokenizes, batches, computes the loss and measures forgetting, with the PEFT suite's choices
+selected by training parameters:
 
-- train: MetaMathQA (`query`, `response`), rows with len(f"{query} {response}") > 1300 dropped, as in the suite;
-- valid: `valid_size` (50) rows of GSM8K train (`question`, `answer` ending in "#### N"), a fixed seed-0 sample;
-- test: GSM8K test (the first `test_size` rows, default all);
-- forgetting: the first `forgetting_size` (100) rows of HuggingFaceFW/finewiki (`text`).
-Every id can be replaced by a local file in the same schema (training parameters train_data, valid_data,
-test_data, forgetting_data, model_id).
-
-Subclasses (e.g. math-tiny) override `default_params` and/or the `load_*_rows` methods (generated rows, other
-files); the tokenization, loss, generation, scoring and forgetting stay the same.
+- loss_on "sequence": labels on prompt + response + the first padding token, the loss divided by the batch's
+  non-padding tokens (the suite's); "completion": labels on the response and an appended EOS;
+- batch_order "peft": the suite's BucketIterator (file order, one pass, the last partial bucket twice) and its
+  re-seeding of torch before the model loads; "shuffled": reshuffled buckets, endless;
+- forgetting_formula "next_token" (a task attribute): the ordinary shifted loss; "peft_suite": the suite's
+  unshifted formula, kept only to match its published numbers.
 """
 
 from __future__ import annotations
@@ -18,122 +18,34 @@ from typing import Any, Iterator
 import numpy as np
 
 from peftbench.config import ConfigError
-from peftbench.tasks.base import (
-    EvalResult,
-    Rows,
-    Task,
-    TaskData,
-    TrainBatch,
-    check_local_source,
-    is_local_source,
-    load_first_rows_streaming,
-    load_rows,
-    require_columns,
-)
+from peftbench.tasks.base import Rows, Task, TrainBatch
 from peftbench.tasks.text_config import TextTrainConfig
 
-# The PEFT suite drops MetaMathQA rows longer than this (query + " " + response), 93.8% of the data remain.
-CHAR_LIMIT = 1300
 # Rows per bucket = BUCKET_FACTOR * batch_size; sorting within a bucket reduces padding without sorting the
 # whole epoch (the PEFT suite's value).
 BUCKET_FACTOR = 20
-VALID_SAMPLE_SEED = 0  # the valid rows are the same for every run, whatever the training seed
+FORGETTING_FORMULAS = ("next_token", "peft_suite")
+# The training parameters that replace a text task's data sources with local files (or other hub ids).
 DATA_KEYS = ("train_data", "valid_data", "test_data", "forgetting_data")
 
 
-class MathTask(Task):
-    name = "math"
-    description = "MetaMathQA -> GSM8K (the PEFT suite's published benchmark; base meta-llama/Llama-3.2-3B)"
+def subset_in_file_order(rows: list, size, seed: int = 0) -> list:
+    """`size` rows drawn with `seed`, kept in file order (batch_order "peft" reads the file in order); all of
+    them when size is None or not smaller."""
+    if size is None or size >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:size])
+    return [rows[int(i)] for i in keep]
+
+
+class TextTask(Task):
+    """Rows are dicts with "query" (the prompt's text, put into config.query_template) and "response"."""
+
     config_class = TextTrainConfig
     score_name = "accuracy"
     higher_is_better = True
     throughput_unit = "tokens"
-
-    # ---- configuration ----
-    def default_params(self) -> dict[str, Any]:
-        return {
-            "model_id": "meta-llama/Llama-3.2-3B",
-            "dtype": "bfloat16",
-            "max_seq_length": 768,
-            "batch_size": 4,
-            "batch_size_eval": 50,
-            "max_steps": 5000,
-            "eval_steps": 250,
-            "compile": False,
-            "use_gc": False,
-            "seed": 0,
-            "grad_norm_clip": 1.0,
-            "optimizer_type": "AdamW",
-            "optimizer_kwargs": {"lr": 1e-4, "weight_decay": 0.1},
-            "lr_scheduler": "cosine",
-            "use_amp": False,
-            "autocast_adapter_dtype": True,
-            "attn_implementation": None,
-            "generation_kwargs": {"max_length": 800, "max_new_tokens": 300},
-            "query_template": "Question: {query} Think step by step.\nAnswer:",
-            "init_kv_cache_prefix": None,
-            "train_data": "meta-math/MetaMathQA",
-            "valid_data": "openai/gsm8k",
-            "test_data": "openai/gsm8k",
-            "forgetting_data": "HuggingFaceFW/finewiki",
-            "valid_size": 50,
-            "forgetting_size": 100,
-            "loss_on": "sequence",
-            "batch_order": "peft",
-        }
-
-    def check_inputs(self, config) -> None:
-        for key in DATA_KEYS:
-            check_local_source(getattr(config, key), key)
-
-    # ---- data: rows with "query" and "response" ----
-    def load_data(self, config) -> TaskData:
-        train = self.load_train_rows(config)
-        if config.train_size is not None and config.train_size < len(train):
-            # a fixed random subset, kept in file order (batch_order "peft" reads the file in order)
-            keep = np.sort(np.random.default_rng(VALID_SAMPLE_SEED).permutation(len(train))[: config.train_size])
-            train = [train[int(i)] for i in keep]
-        return TaskData(
-            train=train,
-            valid=self.load_valid_rows(config),
-            test=self.load_test_rows(config),
-            forgetting=self.load_forgetting_rows(config),
-            info={key: getattr(config, key) for key in DATA_KEYS},
-        )
-
-    def load_train_rows(self, config) -> Rows:
-        rows = load_rows(config.train_data, split="train", key="train_data")
-        require_columns(rows, ["query", "response"], config.train_data, "train_data")
-        keep = [i for i, (q, r) in enumerate(zip(rows["query"], rows["response"])) if len(f"{q} {r}") <= CHAR_LIMIT]
-        return rows.select(keep)
-
-    def load_valid_rows(self, config) -> Rows:
-        rows = self._gsm8k_rows(config.valid_data, "train", "valid_data")
-        # exactly the PEFT suite's sample: np.random.seed(0); np.random.shuffle(indices) (without touching the
-        # global generator)
-        order = np.arange(len(rows))
-        np.random.RandomState(VALID_SAMPLE_SEED).shuffle(order)
-        return [rows[int(i)] for i in order[: config.valid_size]]
-
-    def load_test_rows(self, config) -> Rows:
-        rows = self._gsm8k_rows(config.test_data, "test", "test_data")
-        count = len(rows) if config.test_size is None else min(config.test_size, len(rows))
-        return [rows[i] for i in range(count)]
-
-    def load_forgetting_rows(self, config) -> Rows:
-        rows = load_first_rows_streaming(config.forgetting_data, config.forgetting_size, key="forgetting_data")
-        require_columns(rows, ["text"], config.forgetting_data, "forgetting_data")
-        return rows
-
-    @staticmethod
-    def _gsm8k_rows(source: str, split: str, key: str) -> list[dict[str, str]]:
-        """GSM8K rows (question, answer) as query/response rows; query/response files are accepted as they are."""
-        rows = load_rows(source, split=split, hub_config=None if is_local_source(source) else "main", key=key)
-        columns = set(rows.column_names)
-        if {"query", "response"} <= columns:
-            return [{"query": q, "response": r} for q, r in zip(rows["query"], rows["response"])]
-        require_columns(rows, ["question", "answer"], source, key)
-        return [{"query": q, "response": a} for q, a in zip(rows["question"], rows["answer"])]
+    forgetting_formula = "next_token"  # see FORGETTING_FORMULAS
 
     # ---- model ----
     def load_processor(self, config):
@@ -249,26 +161,12 @@ class MathTask(Task):
         # transformers shifts the labels inside the model; peft extends them for virtual tokens
         return model(**batch.inputs).loss
 
-    # ---- evaluation ----
-    def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
-        from peftbench.evaluation.answers import is_correct
-        from peftbench.evaluation.generation import generate_greedy
-
-        prompts = [self.prompt(row["query"], config) for row in rows]
-        completions = generate_greedy(
-            model, processor, prompts, batch_size=config.batch_size_eval,
-            generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
-        )
-        correct = [int(is_correct(c, row["response"])) for c, row in zip(completions, rows)]
-        score = sum(correct) / len(correct) if correct else float("nan")
-        return EvalResult(score=score, per_item_correct=correct, predictions=completions,
-                          targets=[row["response"] for row in rows], inputs=prompts)
-
     def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
-        from peftbench.evaluation.forgetting import peft_suite_token_loss
+        from peftbench.evaluation.forgetting import mean_token_loss, peft_suite_token_loss
 
+        measure = peft_suite_token_loss if self.forgetting_formula == "peft_suite" else mean_token_loss
         # the training batch size, not batch_size_eval, keeps this from inflating the peak memory (as the suite)
-        return peft_suite_token_loss(
+        return measure(
             model, processor, [row["text"] for row in rows], batch_size=config.batch_size,
             max_length=config.forgetting_max_length,
         )
