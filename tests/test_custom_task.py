@@ -204,18 +204,26 @@ def test_chat_template_from_a_tokenizer_without_one(task_dir, tmp_path):
     assert "'apply_chat_template'" in message and "no chat template" in message
 
 
-def test_chat_template_renders_the_prompt(task_dir, tmp_path):
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def chat_model(folder, chat_template: str):
+    """A copy of the shipped tiny model whose tokenizer has `chat_template`."""
     from peftbench.tasks.task_file import builtin_model_path
 
-    model = tmp_path / "chat-model"
-    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
-    config_file = model / "tokenizer_config.json"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), folder)
+    config_file = folder / "tokenizer_config.json"
     tokenizer_config = json.loads(config_file.read_text())
-    tokenizer_config["chat_template"] = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
+    tokenizer_config["chat_template"] = chat_template
     config_file.write_text(json.dumps(tokenizer_config))
+    return folder
+
+
+def test_chat_template_renders_the_prompt(task_dir, tmp_path):
+    model = chat_model(tmp_path / "chat-model", CHAT_TEMPLATE)
     task = get_task(str(edit_task(task_dir, model=str(model), apply_chat_template=True, system_instruction="Be brief.",
                                forgetting="none")))
     config = _config(task)
@@ -346,17 +354,7 @@ def test_lm_eval_style_jinja_templates_and_valid_carved_from_train(task_dir):
 
 def test_a_chat_template_that_writes_bos_gives_one_bos(task_dir, tmp_path):
     """Llama-3-style templates start with {{ bos_token }}; the tokenizer adds BOS too when it encodes the prompt."""
-    from peftbench.tasks.task_file import builtin_model_path
-
-    model = tmp_path / "chat-bos-model"
-    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
-    config_file = model / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_file.read_text())
-    tokenizer_config["chat_template"] = (
-        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    config_file.write_text(json.dumps(tokenizer_config))
+    model = chat_model(tmp_path / "chat-bos-model", "{{ bos_token }}" + CHAT_TEMPLATE)
     task = get_task(str(edit_task(task_dir, model=str(model), apply_chat_template=True, forgetting="none")))
     config = _config(task)
     task.check_inputs(config)
