@@ -116,10 +116,10 @@ class PeakMemoryMeter:
                 self._sampler = _RssSampler()
 
     def current(self) -> int:
-        """Memory in use now, above the baseline (for the per-step log)."""
-        if self.cuda:
-            return torch.cuda.memory_reserved(self.device) - self.baseline
-        return current_rss_bytes() - self.baseline
+        """Memory in use now, above the baseline (for the per-step log); 0 when the process holds less than at
+        the start (freed caches, pages returned to the OS), not a negative amount."""
+        now = torch.cuda.memory_reserved(self.device) if self.cuda else current_rss_bytes()
+        return max(0, now - self.baseline)
 
     def tracked(self, model: torch.nn.Module, function: Callable) -> Callable:
         """`function` run under the tensor tracker (for track_memory "run": evaluation, forgetting)."""
