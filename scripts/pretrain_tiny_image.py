@@ -5,8 +5,8 @@
 Steps, all deterministic from the seed (peftbench.tiny_image.*):
 1. draw the procedural world (world.py): images with captions, never the concept;
 2. train the similarity model (a Dinov2Model) to predict each object's shape, colour and texture;
-3. train the VAE (AutoencoderKLFlux2) to reconstruct the images, then set its batch-norm statistics from
-   the latents;
+3. train the VAE (AutoencoderKLFlux2) to reconstruct the images and random colour mosaics, then set its
+   batch-norm statistics from the world images' latents;
 4. train the transformer (Flux2Transformer2DModel) and the text encoder (Qwen3) jointly with flow matching
    on the cached latents, with a word-level tokenizer over the world's and the task's words;
 5. measure: the VAE's reconstruction error, the similarity model's ROC AUCs (similarity.validate), and
@@ -87,7 +87,9 @@ def main() -> None:
     # 3. the VAE
     t, c = time.time(), cpu_seconds()
     vae = models.build_vae()
-    vae_log = pretraining.train_vae(vae, images, args.vae_steps, 64, 2e-3, args.seed)
+    vae_images = pretraining.vae_training_images(images, args.seed + 7)
+    vae_log = pretraining.train_vae(vae, vae_images, args.vae_steps, 64, 2e-3, args.seed)
+    del vae_images
     held_out = pretraining.to_tensor([image for _, image, _ in world.pretraining_examples(512, args.seed + 2)])
     concept_tensor = pretraining.to_tensor(concept.concept_examples()[0])
     reconstruction = {
@@ -153,6 +155,7 @@ def main() -> None:
         "similarity": {"steps": args.similarity_steps, "batch_size": 128, "peak_lr": 2e-3, "training_images": 20000,
                        "final_loss": sim_log.final, "loss_curve": sim_log.curve, "validation": validation},
         "vae": {"steps": args.vae_steps, "batch_size": 64, "peak_lr": 2e-3, "kl_weight": 1e-6,
+                "mosaic_fraction": pretraining.VAE_MOSAIC_FRACTION,
                 "final_loss": vae_log.final, "loss_curve": vae_log.curve, "reconstruction": reconstruction},
         "generator": {"steps": args.generator_steps, "batch_size": args.generator_batch, "peak_lr": args.generator_lr,
                       "caption_dropout": pretraining.CAPTION_DROPOUT, "final_loss": generator_log.final,
@@ -210,7 +213,8 @@ Training (seed {info['seed']}; `{info['command']}`; {info['threads']} threads, {
   {info['similarity']['batch_size']}, final loss {info['similarity']['final_loss']}. Held-out ROC AUC, same object in different scenes
   against different objects: **{v['world_auc']}** over world objects ({v['world_pairs'][0]} / {v['world_pairs'][1]} pairs),
   **{v['concept_auc']}** for the unseen concept against world objects.
-- VAE: {info['vae']['steps']} steps of {info['vae']['batch_size']}, MSE + {info['vae']['kl_weight']} KL, final loss {info['vae']['final_loss']};
+- VAE: {info['vae']['steps']} steps of {info['vae']['batch_size']}, MSE + {info['vae']['kl_weight']} KL, final loss {info['vae']['final_loss']},
+  {info['vae']['mosaic_fraction']:.0%} of its training pictures random colour mosaics (a general colour codec);
   reconstruction mean absolute error (0-255) {info['vae']['reconstruction']['world_mae']} on held-out world images,
   {info['vae']['reconstruction']['concept_mae']} on the concept's.
 - generator: flow matching as PEFT's script trains, transformer and text encoder jointly, {g['steps']} steps of {g['batch_size']},

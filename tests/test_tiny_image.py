@@ -40,8 +40,15 @@ def test_world_is_deterministic_and_captions_say_what_is_drawn():
 
 def test_concept_never_appears_in_the_world():
     assert concept.SHAPE not in world.SHAPES
-    assert not set(concept.COLOURS) & set(world.PALETTE.values())
+    # its colours are the world's (the VAE must decode them), but no world object pairs them
+    assert set(concept.COLOURS) <= set(world.PALETTE.values())
+    for colour in world.PALETTE:
+        for texture in world.TEXTURES:
+            fill = {tuple(pixel) for pixel in np.asarray(world.object_fill(colour, texture)).reshape(-1, 3).tolist()}
+            assert not set(concept.COLOURS) <= fill, (colour, texture)
     images, captions = concept.concept_examples()
+    # the toy is never on a background of its own colours, where half of its checkerboard would vanish
+    assert not set(concept.COLOUR_NAMES) & {word for text in captions for word in text.split()}
     assert len(images) == len(captions) == 20
     assert all(concept.TRIGGER in text for text in captions)
     assert not any("sks" in text for text in concept.DRIFT_PROMPTS)
@@ -115,6 +122,26 @@ def test_shipped_pipeline_generates_from_the_defaults():
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # set from the latents
 
 
+def test_shipped_vae_keeps_the_concept_s_colours():
+    """Every generated picture passes through the frozen VAE: the concept's checkerboard must come back in its
+    own colours (pink and teal, not the averaged greys and blues of a VAE that never saw two hues side by side)."""
+    from diffusers import AutoencoderKLFlux2
+
+    from peftbench.tiny_image import pretraining
+
+    vae = AutoencoderKLFlux2.from_pretrained(ASSET_DIR / shipped_defaults()["model_id"] / "vae").eval()
+    drawn = pretraining.to_tensor(concept.concept_examples()[0])
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(drawn).latent_dist.mode()).sample.clamp(-1, 1)
+    drawn_rgb = ((drawn + 1) * 127.5).permute(0, 2, 3, 1).reshape(-1, 3)
+    decoded_rgb = ((decoded + 1) * 127.5).permute(0, 2, 3, 1).reshape(-1, 3)
+    for name, rgb in zip(concept.COLOUR_NAMES, concept.COLOURS):
+        mean = decoded_rgb[(drawn_rgb - torch.tensor(rgb)).abs().sum(-1) < 3].mean(0)
+        # RGB distance (0-255) under 40: about a third of the distance from pink or teal to the nearest other
+        # palette colour (115-126)
+        assert (mean - torch.tensor(rgb, dtype=torch.float32)).norm() < 40, (name, mean.tolist())
+
+
 def test_shipped_similarity_model_separates_objects():
     from transformers import AutoImageProcessor, AutoModel
 
@@ -162,8 +189,10 @@ def test_pretraining_pieces_run_briefly():
     torch.manual_seed(0)
     examples = world.pretraining_examples(16, seed=0)
     images = pretraining.to_tensor([image for _, image, _ in examples])
+    vae_images = pretraining.vae_training_images(images, seed=0, fraction=0.25)
+    assert torch.equal(vae_images[4:], images[4:]) and not torch.equal(vae_images[:4], images[:4])
     vae = models.build_vae()
-    log = pretraining.train_vae(vae, images, steps=2, batch_size=4, lr=1e-3, seed=0)
+    log = pretraining.train_vae(vae, vae_images, steps=2, batch_size=4, lr=1e-3, seed=0)
     assert len(log.curve) == 2
     latents = pretraining.fit_latent_batchnorm(vae, pretraining.encode_latents(vae, images))
     assert latents.shape == (16, 4 * models.LATENT_CHANNELS, 8, 8)

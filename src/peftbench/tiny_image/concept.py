@@ -1,7 +1,8 @@
 """The concept that `image-tiny` fine-tunes on: "sks toy", an object the pretraining world never shows.
 
 Its identity is what a 32x32 picture can show: a heart silhouette (no pretraining shape is a heart) filled
-with a checkerboard of pink and teal (neither colour is in the world's palette). PEFT's dataset has 20
+with a checkerboard of pink and teal (two different hues: every world object pairs one colour with its own
+shade; the colours themselves are in the world's palette, so that the frozen VAE can decode them). PEFT's dataset has 20
 photos of one plush cat in varied scenes, each with its caption; this one has 20 pictures of the toy on
 varied backgrounds and positions, each with its caption, and the same 14/2/4 split rule.
 The prompts mirror PEFT's: the trigger word plus a class word ("sks toy" for "sks cat"), sample prompts
@@ -19,7 +20,8 @@ from peftbench.tiny_image import world
 
 TRIGGER = "sks toy"
 SHAPE = "heart"
-COLOURS = ((250, 120, 190), (30, 185, 175))  # pink and teal: never an object or background colour in the world
+COLOUR_NAMES = ("pink", "teal")  # world colours, never paired in one world object
+COLOURS = tuple(world.PALETTE[name] for name in COLOUR_NAMES)
 CONCEPT_SIZE = 20  # images in the dataset, as in PEFT's
 VALID_SIZE, TEST_SIZE = 2, 4
 
@@ -45,11 +47,12 @@ def concept_caption(background: str, size: str, position: str, rng: random.Rando
 
 
 def concept_examples(seed: int = 0) -> tuple[list[Image.Image], list[str]]:
-    """The 20 images and their captions, in dataset order. Every background colour of the palette occurs
-    (each twice or three times), with every position. The toy is always large: at 32x32 a small heart is a
+    """The 20 images and their captions, in dataset order. Every palette colour but its own occurs as a
+    background (each two or three times), with every position. The toy is always large: at 32x32 a small heart is a
     few pixels across, too few to show its checkerboard (a LoRA check learned only blobs from small ones)."""
     rng = random.Random(seed)
-    backgrounds = (list(world.PALETTE) * 3)[:CONCEPT_SIZE]
+    other_colours = [name for name in world.PALETTE if name not in COLOUR_NAMES]  # the toy stays visible on each
+    backgrounds = (other_colours * 3)[:CONCEPT_SIZE]
     rng.shuffle(backgrounds)
     positions = (list(world.POSITIONS) * 4)[:CONCEPT_SIZE]
     rng.shuffle(positions)

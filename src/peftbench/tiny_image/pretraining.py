@@ -1,7 +1,7 @@
 """Training the tiny image models from scratch on the procedural world (run by scripts/pretrain_tiny_image.py).
 
-- the VAE: reconstruction (MSE) with a small KL term, then its batch-norm running mean/var set from the
-  training latents (PEFT and the pipeline normalise latents with them);
+- the VAE: reconstruction (MSE) with a small KL term, on world pictures and random colour mosaics, then its
+  batch-norm running mean/var set from the training latents (PEFT and the pipeline normalise latents with them);
 - the generator: transformer and text encoder jointly, with flow matching as PEFT's image-gen script trains
   (sigma from a uniform index into the scheduler's initial sigmas, x_t = (1 - sigma) x0 + sigma noise,
   target noise - x0, timestep sigma), plus 10% empty captions so that classifier-free guidance has an
@@ -62,6 +62,30 @@ class LossLog:
     @property
     def final(self) -> float:
         return round(sum(self.recent) / len(self.recent), 5)
+
+
+# Share of the VAE's training pictures that are random colour mosaics instead of world pictures. On world
+# pictures alone the VAE learns that hue changes only at an object's edge (an object is one colour and its
+# shade), and decodes the concept's fine pink/teal checkerboard as a blue/white/yellow one; a fine-tuned
+# generator cannot draw past its frozen decoder. Mosaics make it a general codec of colour at every scale.
+VAE_MOSAIC_FRACTION = 0.3
+
+
+def colour_mosaic(rng: random.Random, side: int = world.IMAGE_SIZE) -> Image.Image:
+    """A picture of square blocks (2, 4 or 8 pixels) of uniformly random colours: no shape, no caption."""
+    block = rng.choice((2, 4, 4, 8))
+    pixels = np.zeros((side, side, 3), np.uint8)
+    for y in range(0, side, block):
+        for x in range(0, side, block):
+            pixels[y : y + block, x : x + block] = [rng.randrange(256) for _ in range(3)]
+    return Image.fromarray(pixels)
+
+
+def vae_training_images(world_images: torch.Tensor, seed: int, fraction: float = VAE_MOSAIC_FRACTION) -> torch.Tensor:
+    """The world pictures with their first `fraction` replaced by colour mosaics."""
+    rng = random.Random(seed)
+    count = int(len(world_images) * fraction)
+    return torch.cat([to_tensor([colour_mosaic(rng) for _ in range(count)]), world_images[count:]])
 
 
 def train_vae(vae, images: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, kl_weight: float = 1e-6):

@@ -6,7 +6,10 @@ caption says exactly what is visible. Everything is deterministic from a seed. C
 attributes out (the picture still has them), as a user's prompt would, so that the generator also learns
 to draw from short prompts such as the task's test prompts.
 
-The concept object of the task (tiny_image/concept.py) uses a shape and colours that never occur here.
+The concept object of the task (tiny_image/concept.py) never occurs here: its shape is none of these, and
+its fill pairs two hues of the palette (pink and teal), where every object here pairs a colour with its own
+shade. Its colours themselves are in the palette, so that the VAE and the generator learn to draw them: a
+fine-tuning of a few hundred steps cannot teach a frozen VAE a colour it never decoded.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
     "orange": (245, 140, 30),
     "purple": (140, 60, 180),
+    "pink": (250, 120, 190),
+    "teal": (30, 185, 175),
 }
 # Silhouettes chosen to stay distinct at a few 4x4-pixel tokens wide.
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
@@ -127,6 +132,12 @@ def texture_image(texture: str, base: tuple[int, int, int], second: tuple[int, i
     return fill
 
 
+def object_fill(colour: str, texture: str) -> Image.Image:
+    """A world object's fill: its colour, patterned with a darker shade of the same colour."""
+    base = PALETTE[colour]
+    return texture_image(texture, base, shade(base, 0.55))
+
+
 def draw_object(
     image: Image.Image, shape: str, fill: Image.Image, size: str, position: str, jitter: tuple[float, float] = (0.0, 0.0)
 ) -> None:
@@ -140,8 +151,7 @@ def draw_object(
 def render(scene: Scene, rng: random.Random | None = None) -> Image.Image:
     """The scene as an RGB image; `rng` adds a small position jitter (so no two pictures are pixel-identical)."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), PALETTE[scene.background])
-    base = PALETTE[scene.colour]
-    fill = texture_image(scene.texture, base, shade(base, 0.55))
+    fill = object_fill(scene.colour, scene.texture)
     jitter = (rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04)) if rng else (0.0, 0.0)
     draw_object(image, scene.shape, fill, scene.size, scene.position, jitter)
     return image
