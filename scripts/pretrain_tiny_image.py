@@ -184,6 +184,8 @@ def main() -> None:
 
 
 def model_card(info: dict) -> str:
+    from peftbench.tiny_image import world
+
     p = info["parameters"]
     v = info["similarity"]["validation"]
     g = info["generator"]
@@ -195,9 +197,9 @@ def model_card(info: dict) -> str:
 The shipped models and data of peftbench's offline `image-tiny` task (the `image-gen` task with local
 folders): a real `Flux2KleinPipeline` and a `Dinov2Model`, small enough to train and fine-tune on a CPU.
 All of it is rebuilt by `scripts/pretrain_tiny_image.py` from the procedural world in
-`peftbench.tiny_image.world` (one object, six shapes x eight colours x four textures, two sizes, five
+`peftbench.tiny_image.world` (one object, {len(world.SHAPES)} shapes x {len(world.PALETTE)} colours x {len(world.TEXTURES)} textures, two sizes, five
 positions, on a background of another colour, with a caption). The concept ("sks toy": a heart with a pink
-and teal checkerboard) is never part of any pretraining.
+and teal checkerboard) is never part of any pretraining; pink and teal are world colours, never paired in one object.
 
 | folder | what | parameters |
 |---|---|---|

@@ -45,10 +45,9 @@ def default_training_params(captions: list[str]) -> dict:
     Differences from PEFT's values and why: fp32 (bf16 weights lose a tiny model's small updates and are slow
     on CPUs without native bf16); 32x32 images; max_sequence_length 16 and text_encoder_out_layers (1, 2)
     because the text encoder has 2 layers and prompts have at most 13 words; dino_image_size 32; a batch of 4
-    and 400 steps at lr 1e-3, because the concept must be learned in well under a minute of CPU time (a
-    LoRA check, benchmarks/image-tiny.md: test similarity 0.49 +- 0.03 after 300 steps, 0.54 +- 0.06 after
-    1000, the base model's about 0.05). 400 rather than 300: PEFT's AdaLoRA config (tinit 100, tfinal 200)
-    needs more than 300 steps.
+    and 400 steps at lr 1e-3, because the concept must be learned in well under a minute of CPU time (LoRA's
+    scores at 400, 800 and 1200 steps: benchmarks/image-tiny.md). 400 rather than 300: PEFT's AdaLoRA config
+    (tinit 100, tfinal 200) needs more than 300 steps.
     """
     return {
         "model_id": f"./{GENERATOR_DIR}",
