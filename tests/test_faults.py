@@ -75,6 +75,7 @@ def edited_copy(source: Path, destination: Path, adapter_changes=None, training_
 
 def stand_in_child(monkeypatch, code: str) -> None:
     """Replace the training child with a tiny Python program (no torch: milliseconds)."""
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
     monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", code])
 
 
@@ -376,6 +377,52 @@ def test_sigkill_of_the_parent_leaves_a_cancelled_result_not_a_broken_pipe(lora,
     assert leftovers(results) == []
 
 
+
+POOL_SCRIPT = """
+import json, sys
+from peftbench.runners.batch import execute_trial
+from peftbench.runners.local_backend import run_local_pool
+from peftbench.runners.cancel import cancel_on_signals
+from peftbench.runners.request import RunRequest
+cancel_on_signals()  # as the CLI does
+trials = [RunRequest.from_dict(fields) for fields in json.loads(sys.argv[1])]
+run_local_pool(trials, workers=2, execute=execute_trial, on_done=lambda outcome: None, cores=2)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_params, tmp_path, signum):
+    """The pool's children come from the fork server, not from the pool's process: stopping that process
+    still reaches them (SIGTERM through the pool, SIGKILL through the fork server's exit)."""
+    import psutil
+
+    (tmp_path / "tmp").mkdir()
+    trials = [RunRequest(task="math", results_dir=str(tmp_path / name), experiment_dir=str(lora),
+                         overrides=long_run(math_fixture_params)).to_dict() for name in ("a", "b")]
+    parent = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT, json.dumps(trials)], stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True, env=subprocess_env(tmp_path))
+    stderr = []
+    threading.Thread(target=lambda: stderr.append(parent.stderr.read()), daemon=True).start()
+
+    def trials_training() -> list:  # the fork server's children, once both have worked for a few CPU seconds
+        children = [process for process in psutil.Process(parent.pid).children(recursive=True)
+                    if process.ppid() != parent.pid]
+        return children if len(children) == 2 and all(c.cpu_times().user > 5 for c in children) else []
+
+    deadline = time.monotonic() + 180
+    while not (running := trials_training()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running and parent.poll() is None, stderr
+    parent.send_signal(signum)
+    parent.wait(timeout=180)
+    psutil.wait_procs(running, timeout=180)
+    for name in ("a", "b"):
+        result = read_result(tmp_path / name / "lora--llama-3.2-3B-rank32.json")["peftbench"]
+        assert result["status"] == "cancelled", result["error_msg"]
+        reason = "parent" if signum == signal.SIGKILL else "SIGTERM"
+        assert reason in result["error_msg"] and "BrokenPipe" not in result["error_msg"], result["error_msg"]
+
+
 def start_child(lora: Path, results: Path, params: dict, tmp_path: Path) -> subprocess.Popen:
     request = RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora), overrides=params)
     child = subprocess.Popen([*isolated.CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -400,12 +447,8 @@ def test_sighup_to_the_child_writes_a_cancelled_result(lora, math_fixture_params
 def test_sigkill_of_the_child_is_killed_not_oom_and_runs_again(lora, math_fixture_params, tmp_path):
     import psutil
 
-    def training_child():  # not `git rev-parse`, which preparing also starts
-        for child in psutil.Process().children():
-            with contextlib.suppress(psutil.Error):
-                if "peftbench.runners.child" in " ".join(child.cmdline()):
-                    return child
-        return None
+    def training_child():  # the child running the request (from the fork server: this test runs it in a thread)
+        return next((psutil.Process(pid) for pid in isolated._RUNNING), None)
 
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(zip(("path", "status"), isolated.run_request(RunRequest(

@@ -64,3 +64,28 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
     assert status == "killed"  # SIGKILL, and nothing says it was the out-of-memory killer
     message = json.loads(path.read_text())["peftbench"]["error_msg"]
     assert "SIGKILL" in message and "about to be killed" in message
+
+
+def test_children_of_a_two_worker_pool_come_from_the_fork_server(experiments_copy, params, tmp_path, monkeypatch):
+    """While the pool's threads run, children are forked by the fork server (torch imported once there), not by
+    this process; they train as a fresh interpreter does, and are their own processes."""
+    import torch  # noqa: F401 - the parent holds torch, as after prepare()
+
+    from peftbench.runners.batch import execute_trial
+    from peftbench.runners.local_backend import run_local_pool
+
+    starts = []
+    monkeypatch.setattr(isolated, "_ForkServerChild",
+                        lambda real=isolated._ForkServerChild: starts.append(1) or real())
+    monkeypatch.setattr(isolated, "_ForkedChild", lambda: pytest.fail("forked from a threaded process"))
+    trials = [RunRequest(task="math", results_dir=str(tmp_path / name), experiment_dir=str(experiments_copy / LORA),
+                         overrides=params, save_checkpoint=False, show_progress=False) for name in ("a", "b")]
+    outcomes = []
+    run_local_pool(trials, workers=2, execute=execute_trial, on_done=outcomes.append, cores=2)
+    assert [outcome.status for outcome in outcomes] == ["success", "success"] and starts == [1, 1]
+    forked = [next((tmp_path / name).glob("*.json")) for name in ("a", "b")]
+    assert losses(forked[0]) == losses(forked[1])
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)
+    spawned, status, _ = isolated.run_request(replace(trials[0], results_dir=str(tmp_path / "spawn"), num_threads=1))
+    assert status == "success" and losses(spawned) == losses(forked[0])
+    assert not isolated._RUNNING  # every child was reaped

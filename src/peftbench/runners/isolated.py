@@ -39,12 +39,15 @@ FINAL_STATUSES = ("success", "diverged")
 KILLED_STATUSES = ("oom", "killed")
 CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancelled` result
 CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the request comes on stdin
-# Fork the child from this process where that is safe: it then starts with torch, transformers and peft
-# already imported (prepare() imported them here; a fresh interpreter imports them again, about 5 s of CPU)
-# and is still a process of its own (a crash, an OOM kill or a leak stays in it). Not while other threads
-# run (a fork copies the locks they hold but not the threads; suites run trials from threads), and not
-# before torch is imported (nothing to gain).
+# Start children warm: forked from a process that has torch, transformers and peft imported already (a fresh
+# interpreter imports them again, about 4 s of CPU per child), each still a process of its own (a crash, an
+# OOM kill or a leak stays in it). From this process itself when no other thread runs (prepare() imported
+# them here); while threads run (a suite's workers) a fork would copy the locks they hold but not the
+# threads, so then from multiprocessing's fork server, a single-threaded process that imports them once and
+# forks every later child. It exits with this process, and its children with it (die_with_parent).
 FORK_WARM_CHILD = hasattr(os, "fork")
+FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.runners.engine", "peftbench.training.train"]
+_RUNNING: set[int] = set()  # pids of the children now running, for interrupt_running_children
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -104,12 +107,13 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
     oom_kills_before = oom_kill_count()
     interrupt: Optional[KeyboardInterrupt] = None
     process = _start_child()
+    _RUNNING.add(process.pid)
     # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
     # own bars and warnings would interleave into noise: keep only their tail for the result.
     tail = _StderrTail(process.stderr, echo=request.show_progress)
     try:
         try:
-            process.stdin.write(json.dumps({**request.to_dict(), "parent_pid": os.getpid()}).encode("utf-8"))
+            process.stdin.write(json.dumps({**request.to_dict(), "parent_pid": process.parent_pid}).encode("utf-8"))
             process.stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; its exit code and stderr say why
@@ -125,6 +129,7 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    _RUNNING.discard(process.pid)
     tail.join()
 
     if _mtime(run.result_file) not in (None, before):
@@ -138,45 +143,64 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
 
 
 def _start_child():
-    """The child process, reading its request from stdin: forked from this warm process where that is safe
-    (see FORK_WARM_CHILD), else a fresh interpreter."""
-    if FORK_WARM_CHILD and "torch" in sys.modules and threading.active_count() == 1:
-        return _ForkedChild()
-    return subprocess.Popen(
+    """The child process, reading its request from stdin: warm where that is safe (see FORK_WARM_CHILD), else a
+    fresh interpreter. It has the parts of subprocess.Popen that _run_child uses, and `parent_pid`: the process
+    whose exit it must follow."""
+    if FORK_WARM_CHILD and "torch" in sys.modules:
+        return _ForkedChild() if threading.active_count() == 1 else _ForkServerChild()
+    process = subprocess.Popen(
         [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    process.parent_pid = os.getpid()
+    return process
+
+
+def interrupt_running_children(signum: int = signal.SIGINT) -> None:
+    """Send `signum` to every child now running a request: they treat the first SIGINT, SIGTERM or SIGHUP as
+    "cancel, write a cancelled result" and ignore repeats."""
+    for pid in list(_RUNNING):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # it has just exited
+
+
+def _child_body(stdin_fd: int, stderr_fd: int) -> int:
+    """What a warm child runs: `python -m peftbench.runners.child -` with the given pipes as stdin and stderr.
+    Returns its exit code; the caller exits with it, never going back into the code that forked it."""
+    code = 1
+    try:
+        os.dup2(stdin_fd, 0)
+        os.dup2(stderr_fd, 2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)
+        from peftbench.runners.child import main
+
+        code = main(["-"])
+    except BaseException:  # noqa: BLE001 - whatever happens, this process must exit with a code
+        traceback.print_exc()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    return code
 
 
 class _ForkedChild:
-    """A forked child with the parts of subprocess.Popen that _run_child uses (returncode -N for signal N)."""
+    """A child forked from this process."""
 
     def __init__(self) -> None:
         stdin_read, stdin_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: `python -m peftbench.runners.child -`, then exit, never back into our code
-            code = 1
-            try:
-                os.dup2(stdin_read, 0)
-                os.dup2(stderr_write, 2)
-                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-                for fd in (stdin_read, stdin_write, stderr_read, stderr_write):
-                    os.close(fd)
-                sys.stdin = open(0, encoding="utf-8", closefd=False)
-                from peftbench.runners.child import main
-
-                code = main(["-"])
-            except BaseException:  # noqa: BLE001 - whatever happens, this process must exit here
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+        if pid == 0:
+            for fd in (stdin_write, stderr_read):
+                os.close(fd)
+            os._exit(_child_body(stdin_read, stderr_write))
         os.close(stdin_read)
         os.close(stderr_write)
-        self.pid = pid
+        self.pid, self.parent_pid = pid, os.getpid()
         self.returncode: Optional[int] = None
         self.stdin = os.fdopen(stdin_write, "wb")
         self.stderr = os.fdopen(stderr_read, "rb")
@@ -207,6 +231,72 @@ class _ForkedChild:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+def _fork_server_child(stdin_end, stderr_end, environment: dict[str, str], cwd: str) -> None:
+    """The target of a fork-server child, started as subprocess.Popen would start it: with the environment and
+    working directory that the parent has now, not those it had when the fork server started."""
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(cwd)
+    # exits through multiprocessing, whose exit handlers release the child's semaphores (tqdm makes one)
+    sys.exit(_child_body(stdin_end.fileno(), stderr_end.fileno()))
+
+
+class _ForkServerChild:
+    """A child forked by multiprocessing's fork server (see FORK_WARM_CHILD)."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from multiprocessing.connection import Connection
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+        stdin_read, stdin_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        # Connections travel to the child as file descriptors (multiprocessing passes them over its socket)
+        child_ends = (Connection(stdin_read, writable=False), Connection(stderr_write, readable=False))
+        self._process = context.Process(target=_fork_server_child, name="peftbench-trial",
+                                        args=(*child_ends, dict(os.environ), os.getcwd()))
+        try:
+            self._process.start()
+        finally:
+            for end in child_ends:
+                end.close()
+        self.pid = self._process.pid
+        self.parent_pid = _fork_server_pid(self.pid)
+        self.stdin = os.fdopen(stdin_write, "wb")
+        self.stderr = os.fdopen(stderr_read, "rb")
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._process.exitcode
+
+    def poll(self) -> Optional[int]:
+        return self._process.exitcode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _fork_server_pid(child_pid: int) -> Optional[int]:
+    """The fork server's pid: the parent of a child it has just forked (None if that child is gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(child_pid).ppid()
+    except psutil.Error:
+        return None
 
 
 def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr_tail: str,

@@ -6,17 +6,18 @@ cores are split evenly between the workers (`num_threads` of each trial), so two
 16-core machine train with 8 torch threads each instead of 16 threads fighting over 16 cores.
 
 One worker runs its trials in the calling thread: with no other thread running, the child process can be
-forked from this warm process (runners.isolated.FORK_WARM_CHILD), which saves it importing torch again.
+forked from this warm process; with more, children come from a fork server (runners.isolated.FORK_WARM_CHILD).
+Either way a child does not import torch again.
 """
 
 from __future__ import annotations
 
-import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from peftbench.runners.batch import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
 from peftbench.runners.cancel import cancel_signal
+from peftbench.runners.isolated import interrupt_running_children
 from peftbench.runners.request import RunRequest
 
 
@@ -38,7 +39,7 @@ def run_local_pool(
             for trial in trials:
                 on_done(guarded(execute, trial))
         except KeyboardInterrupt as interrupt:  # the running trial has stopped its own child; any other goes too
-            _interrupt_children(cancel_signal(interrupt))
+            interrupt_running_children(cancel_signal(interrupt))
             raise
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peftbench-trial")
@@ -51,7 +52,7 @@ def run_local_pool(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM or SIGHUP (runners.cancel)
         pool.shutdown(wait=False, cancel_futures=True)
         # the terminal's Ctrl-C reached them too, unless the signal went to this process only
-        _interrupt_children(cancel_signal(interrupt))
+        interrupt_running_children(cancel_signal(interrupt))
         pool.shutdown(wait=True)
         raise
     except BaseException:
@@ -59,14 +60,3 @@ def run_local_pool(
         raise
     pool.shutdown(wait=True)
 
-
-def _interrupt_children(signum: int = signal.SIGINT) -> None:
-    """Send `signum` to this process's direct children: the trials' child processes, which treat the first
-    SIGINT, SIGTERM or SIGHUP as "cancel, write a cancelled result" and ignore repeats."""
-    import psutil
-
-    for child in psutil.Process().children():
-        try:
-            child.send_signal(signum)
-        except psutil.Error:
-            pass  # it has just exited
