@@ -293,3 +293,16 @@ def test_a_request_crosses_to_the_child_as_json_and_back_unchanged(tmp_path, two
     plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=1, seeds=1)
     request = plan.search_trials()[0]
     assert RunRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+
+
+def test_experiments_without_validation_rows_are_rejected_naming_the_fix():
+    """A sweep chooses rates on validation: the quick suite's folders (valid_size 0, test scores only) would
+    otherwise run every trial and then choose nothing."""
+    from importlib.resources import files
+
+    from peftbench.sweep.plan import resolve_experiments
+
+    folder = Path(str(files("peftbench") / "suites" / "quick" / "lora" / "rank16"))
+    with pytest.raises(ConfigError, match=r"valid_size is 0 for .*rank16.*--set valid_size=100"):
+        resolve_experiments([folder], "math-tiny", {})
+    assert resolve_experiments([folder], "math-tiny", {"valid_size": 20})[0].key == "lora/rank16"

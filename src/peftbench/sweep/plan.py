@@ -86,6 +86,11 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
         lr = config.optimizer_kwargs["lr"]
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ConfigError(f"optimizer_kwargs.lr of {spec.path} is {lr!r}; a sweep needs a positive number")
+        if getattr(config, "valid_size", None) == 0:  # e.g. the quick suite's folders, which report test scores only
+            raise ConfigError(
+                f"valid_size is 0 for {spec.path} ({spec.training_params_path} or --set): a sweep chooses each "
+                "learning rate on the validation score, so it needs validation rows; add e.g. --set valid_size=100"
+            )
         experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed)))
     first_by_key: dict[str, SweepExperiment] = {}
     for experiment in experiments:
