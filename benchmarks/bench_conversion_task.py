@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -107,10 +108,16 @@ def table_from_results(results_dir: Path, overrides: dict, experiments: list[str
                 f"| {experiment} | LoRA {rank_spec} (rank {rank_text}) | {score} | {conversion['lora_parameters']:,} "
                 f"| {converted['checkpoint_size_bytes']:,} | {conversion['max_logits_relative_error']:.3g} |"
             )
+    from peftbench.results.reader import read_result_file
+
+    first = next(results_dir.glob("*.json"), None)  # the hardware and precision the runs recorded
+    recorded = read_result_file(first).result if first else None
+    machine = (f"{os.cpu_count()}-core {recorded.hardware.get('name', 'CPU')}, {recorded.precision}"
+               if recorded and recorded.hardware else f"{os.cpu_count()}-core CPU")
     header = [
         "Command: `.venv/bin/python benchmarks/bench_conversion_task.py "
         + " ".join(f"--set {key}={json.dumps(value)}" for key, value in overrides.items())
-        + f"` · machine: 2-core CPU · date: {datetime.date.today().isoformat()}.",
+        + f"` · machine: {machine} · date: {datetime.date.today().isoformat()}.",
         "",
         f"Adapters trained on {TASK} with the quick suite's settings (one seed; overrides above), converted with "
         f"`peftbench convert`, each converted adapter scored by the engine on the same {test_items} test items. "
