@@ -40,7 +40,7 @@ KILLED_STATUSES = ("oom", "killed")
 CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancelled` result
 CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the request comes on stdin
 # Start children warm: forked from a process that has torch, transformers and peft imported already (a fresh
-# interpreter imports them again, about 4 s of CPU per child), each still a process of its own (a crash, an
+# interpreter imports them again, seconds of CPU per child), each still a process of its own (a crash, an
 # OOM kill or a leak stays in it). From this process itself when no other thread runs (prepare() imported
 # them here); while threads run (a suite's workers) a fork would copy the locks they hold but not the
 # threads, so then from multiprocessing's fork server, a single-threaded process that imports them once and
