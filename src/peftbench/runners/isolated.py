@@ -147,12 +147,27 @@ def _start_child():
     fresh interpreter. It has the parts of subprocess.Popen that _run_child uses, and `parent_pid`: the process
     whose exit it must follow."""
     if FORK_WARM_CHILD and "torch" in sys.modules:
+        _stop_tqdm_monitor()
         return _ForkedChild() if threading.active_count() == 1 else _ForkServerChild()
     process = subprocess.Popen(
         [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     process.parent_pid = os.getpid()
     return process
+
+
+def _stop_tqdm_monitor() -> None:
+    """Stop tqdm's monitor thread, which its first bar in this process started (loading a dataset shows one):
+    it only refreshes stalled bars, and alone it would make a single `run` start its child from the fork
+    server, a second interpreter that imports torch, transformers and peft again."""
+    tqdm_module = sys.modules.get("tqdm.std")
+    if tqdm_module is None:
+        return
+    tqdm_module.tqdm.monitor_interval = 0  # none again in this process (tqdm.auto's class inherits it)
+    for thread in threading.enumerate():
+        if isinstance(thread, tqdm_module.TMonitor):
+            thread.exit()  # wakes it and joins it
+            thread.tqdm_cls.monitor = None
 
 
 def interrupt_running_children(signum: int = signal.SIGINT) -> None:
