@@ -1,9 +1,11 @@
-"""Where one training step of the side-by-side comparison spends its time, and what torch.compile changes.
+"""Where one training step of the side-by-side comparison spends its time, and what oneDNN's fp32 kernels
+(`cpu_matmul`) and torch.compile change.
 
 The step is the one both PEFT's MetaMathQA script and `math` run: the shipped tiny Llama with the PEFT suite's
 LoRA r32 on q/v, a batch of 16 rows of 140 tokens, fp32, loss over the whole sequence, AdamW, grad-norm clip.
-Prints the median step time eagerly and under `torch.compile` (with its compile time), then the profiler's
-top operators of three eager steps.
+Prints the fp32 product throughput of torch's kernel and oneDNN's on the step's shapes, the median step time
+with torch's kernels, with oneDNN's linear layers and under `torch.compile` (with its compile time), then the
+profiler's top operators of three eager steps with each kernel.
 
     .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--steps 6]
 """
@@ -17,9 +19,15 @@ import time
 from importlib.resources import files
 
 import torch
+import torch.nn.functional as F
+
+from peftbench.training.onednn_linear import _inner_product, onednn_linears
+
+# (rows, in, out) of the step's products: q/k/v/o, MLP up and down, LM head; and a large square one
+SHAPES = [(2240, 256, 256), (2240, 256, 704), (2240, 704, 256), (2240, 256, 705), (2048, 2048, 2048)]
 
 
-def build(compiled: bool):
+def build(compiled: bool, on_onednn: bool = False):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -33,8 +41,9 @@ def build(compiled: bool):
     tokens = torch.randint(3, 700, (16, 140))
 
     def step() -> None:
-        loss = forward(input_ids=tokens, attention_mask=torch.ones_like(tokens), labels=tokens).loss
-        loss.backward()
+        with onednn_linears(on_onednn):
+            loss = forward(input_ids=tokens, attention_mask=torch.ones_like(tokens), labels=tokens).loss
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
@@ -65,17 +74,30 @@ def main() -> None:
     cpu = detect_hardware("cpu")
     print(f"CPU {cpu.name} ({' '.join(cpu.flags)}; torch kernels {cpu.torch_cpu_capability}) · torch {torch.__version__}"
           f" · {arguments.threads} thread(s) · Python {platform.python_version()}")
-    for compiled in (False, True):
-        first, median = timed(build(compiled), arguments.steps)
-        print(f"{'torch.compile' if compiled else 'eager':>13}: first step {first:.2f} s, median step {median:.3f} s")
+    for rows, size_in, size_out in SHAPES:
+        x, weight = torch.randn(rows, size_in), torch.randn(size_out, size_in)
+        rates = []
+        for product in (F.linear, _inner_product):
+            product(x, weight)
+            tic = time.perf_counter()
+            for _ in range(5):
+                product(x, weight)
+            rates.append(2 * rows * size_in * size_out * 5 / (time.perf_counter() - tic) / 1e9)
+        print(f"fp32 product {rows}x{size_in}x{size_out}: torch {rates[0]:.0f} GFLOP/s, oneDNN {rates[1]:.0f} GFLOP/s")
+    for label, compiled, on_onednn in (("eager", False, False), ("eager oneDNN", False, True),
+                                       ("torch.compile", True, False)):
+        first, median = timed(build(compiled, on_onednn), arguments.steps)
+        print(f"{label:>13}: first step {first:.2f} s, median step {median:.3f} s")
     from torch.profiler import profile
 
-    step = build(False)
-    step()
-    with profile() as profiler:
-        for _ in range(3):
-            step()
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    for on_onednn in (False, True):
+        step = build(False, on_onednn)
+        step()
+        with profile() as profiler:
+            for _ in range(3):
+                step()
+        print("oneDNN linear layers" if on_onednn else "torch's kernels")
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     assert run_info["train_config"]["dtype"] == "float32" and run_info["train_config"]["use_amp"] is False
     assert pb["precision"] == "fp32"
     assert pb["hardware"]["device"] == "cpu" and pb["hardware"]["name"] and pb["hardware"]["use_amp_setting"] is False
+    # the kernel of its fp32 linear layers, and what chose it
+    assert run_info["train_config"]["cpu_matmul"] in ("onednn", "torch")
+    assert pb["hardware"]["cpu_matmul_setting"] == "auto" and "micro-benchmark" in pb["hardware"]["cpu_matmul_decided_by"]
 
     # peft loads the checkpoint back
     from peft import PeftConfig

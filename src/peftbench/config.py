@@ -42,6 +42,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Optimizer types that are not torch.optim classes, following the PEFT suite's `optimizer_type` semantics.
 PEFT_OPTIMIZER_TYPES = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
+CPU_MATMUL_KERNELS = ("auto", "onednn", "torch")  # see training/onednn_linear.py
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002 - the field's help
@@ -86,6 +87,7 @@ class TrainConfig:
     trust_remote_code: bool = param(False, help="run a model repository's code (never unless asked)")
     track_memory: str = param("train", help="tensor-level memory tracking: 'train' or 'run' (also evaluation)")
     merge_for_eval: bool = param(False, help="evaluate on a merged copy of the model (adapters peft can merge)")
+    cpu_matmul: str = param("auto", help="fp32 linear layers on a CPU: 'torch' (its own BLAS), 'onednn', or 'auto' (oneDNN where it is faster)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,6 +126,12 @@ class TrainConfig:
                 raise bad(f"optimizer_kwargs.{name}", "must be a finite number", value)
         if not isinstance(self.use_amp, bool) and self.use_amp != "auto":
             raise bad("use_amp", "valid: true, false, or \"auto\" (bf16 autocast only where the hardware runs bf16 natively)")
+        if self.cpu_matmul not in CPU_MATMUL_KERNELS:
+            raise bad("cpu_matmul", f"valid: {', '.join(CPU_MATMUL_KERNELS)}")
+        if self.cpu_matmul == "onednn" and (self.use_gc or self.compile):
+            # checkpointing recomputes layers in the backward pass, where the oneDNN layers are out of reach (the
+            # recomputation would differ from the forward); compiled code runs inductor's own kernels
+            raise bad("cpu_matmul", "'onednn' works without use_gc and compile; use 'torch' or 'auto' with them")
         if self.track_memory not in ("train", "run"):
             raise bad("track_memory", "valid: 'train', 'run'")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):

@@ -1,4 +1,5 @@
-"""What hardware a run is on, and whether it runs bf16 natively (for `use_amp: "auto"`).
+"""What hardware a run is on, whether it runs bf16 natively (for `use_amp: "auto"`), and which kernel runs its
+fp32 linear layers fastest (for `cpu_matmul: "auto"`).
 
 bf16 autocast halves a CPU training step where the hardware has bf16 instructions, and multiplies it many
 times over where it has not (the kernels then convert and emulate: measured 6-13x slower than fp32 on an
@@ -9,6 +10,10 @@ AVX2-only CPU; see benchmarks/math-tiny.md). `auto` therefore means bf16 only wh
 Where the flags cannot settle it (no flags readable, kernels restricted below what the flags promise, or
 AVX-NE-CONVERT without AVX-512), a micro-benchmark of a few milliseconds decides: bf16 autocast must run a
 matmul at least as fast as fp32.
+
+On x86, PyTorch's fp32 matrix products go to MKL, which uses its AVX-512 kernels on Intel CPUs only; oneDNN
+(training.onednn_linear) uses them on any CPU that has them. `cpu_matmul: auto` times both on one product and
+takes oneDNN where it is at least ONEDNN_MIN_SPEEDUP times faster (AMD CPUs with AVX-512: about 2.3x).
 
 Precision is an experimental condition (it moves scores), so a suite or sweep resolves `auto` once, in the
 parent, and every experiment of the batch gets the same answer; every result file records the precision and
@@ -31,6 +36,10 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_ne_convert"
 # torch's CPU capabilities (torch.backends.cpu.get_cpu_capability()) that use AVX-512 kernels.
 AVX512_CAPABILITIES = ("AVX512", "AVX512_BF16", "AMX")
 # Environment variables that restrict the kernels below what the CPU offers: then the flags are not the truth.
+# `cpu_matmul: auto` takes oneDNN when it runs an fp32 product at least this many times faster than torch: a
+# margin that a loaded machine's noise does not cross where both are the same kind of kernel (measured 1.1x
+# with both limited to AVX2, 2.3x on an AVX-512 AMD CPU).
+ONEDNN_MIN_SPEEDUP = 1.3
 KERNEL_RESTRICTING_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
@@ -169,6 +178,33 @@ def resolve_use_amp(use_amp: bool | str, device_setting: str) -> tuple[bool, Har
     """`use_amp` as a bool ("auto": bf16 where native) and the hardware description behind it."""
     hardware = detect_hardware(device_type_of(device_setting), _device_index(device_setting))
     return (hardware.bf16_native if use_amp == "auto" else bool(use_amp)), hardware
+
+
+@functools.lru_cache(maxsize=None)
+def _fastest_fp32_linear() -> tuple[str, str]:
+    import torch
+
+    from peftbench.training.onednn_linear import linear_timings
+
+    if not torch.backends.mkldnn.is_available():
+        return "torch", "this torch build has no oneDNN"
+    torch_s, onednn_s = linear_timings()
+    kernel = "onednn" if torch_s >= ONEDNN_MIN_SPEEDUP * onednn_s else "torch"
+    return kernel, f"micro-benchmark: fp32 product {onednn_s * 1e3:.2f} ms on oneDNN vs {torch_s * 1e3:.2f} ms on torch's"
+
+
+def resolve_cpu_matmul(setting: str, device_setting: str, *, compiled: bool, checkpointed: bool) -> tuple[str, str]:
+    """`cpu_matmul` as "onednn" or "torch" ("auto": the faster, where it applies) and what decided it."""
+    if setting != "auto":
+        return setting, "set"
+    if device_type_of(device_setting) != "cpu":
+        return "torch", "not a CPU run"
+    if compiled:
+        return "torch", "compile: inductor picks its own kernels"
+    if checkpointed:  # see TrainConfig.validate
+        return "torch", "use_gc: recomputed layers would use torch's kernels"
+    with _DETECTION_LOCK:
+        return _fastest_fp32_linear()
 
 
 def precision_name(dtype: Optional[str], use_amp: Any) -> str:

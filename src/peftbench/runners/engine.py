@@ -119,19 +119,23 @@ def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
 
 
 def resolve_precision(request: RunRequest, config: TrainConfig) -> RunRequest:
-    """Decide `use_amp: "auto"` for this machine, once; returns `request` with the answer and what decided it.
+    """Decide `use_amp: "auto"` and `cpu_matmul: "auto"` for this machine, once; returns `request` with the answers
+    and what decided them.
 
     The answer goes into the returned request's overrides (so the child trains with it and its result records
     it) and the hardware description into its `hardware`; a cached detection gives every run of this process
     the same answer. An explicit true/false is kept, with the hardware recorded beside it. `request` itself is
     left as it is: the requests of a batch may share their overrides.
     """
-    from peftbench.hardware import resolve_use_amp
+    from peftbench.hardware import resolve_cpu_matmul, resolve_use_amp
 
     use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
-    resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp},
-                       hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp})
-    config.use_amp = use_amp
+    cpu_matmul, cpu_matmul_why = resolve_cpu_matmul(config.cpu_matmul, config.device, compiled=config.compile,
+                                                   checkpointed=config.use_gc)
+    resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp, "cpu_matmul": cpu_matmul},
+                       hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp,
+                                 "cpu_matmul_setting": config.cpu_matmul, "cpu_matmul_decided_by": cpu_matmul_why})
+    config.use_amp, config.cpu_matmul = use_amp, cpu_matmul
     return resolved
 
 
@@ -186,11 +190,14 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     tic_total = time.perf_counter()
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
     run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
-    if request.hardware is None or run.config.use_amp == "auto":  # not through a parent that decided it
+    if request.hardware is None or "auto" in (run.config.use_amp, run.config.cpu_matmul):  # no parent decided
         request = resolve_precision(request, run.config)
     m = new_result(run, request, status="failed", created_at=created_at)
     try:
-        _run_measured(request, run, m)
+        from peftbench.training.onednn_linear import onednn_linears
+
+        with onednn_linears(run.config.cpu_matmul == "onednn"):
+            _run_measured(request, run, m)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
     except MemoryError as error:

@@ -1,0 +1,109 @@
+"""fp32 linear layers on oneDNN instead of PyTorch's BLAS, for the CPUs where that is faster (`cpu_matmul`).
+
+On x86, PyTorch runs fp32 matrix products through MKL, and MKL picks its fastest (AVX-512) kernels on Intel
+CPUs only: on an AMD CPU with AVX-512 it runs its AVX2 kernels, at about 40% of what oneDNN (also shipped
+inside PyTorch, dispatching on the CPU's features) reaches on the same products. bf16 products already go to
+oneDNN; fp32 ones never do unless reduced precision is allowed. `onednn_linears()` routes every fp32
+`F.linear` on the CPU (nn.Linear, peft's adapters, the LM head) to oneDNN's inner product, forward and
+backward, in full fp32: the same products, rounded in another order (benchmarks/math-faithful.md, "Speed").
+
+A TorchFunctionMode rather than patched modules: it also reaches the F.linear calls that peft's methods make
+with weights they compute (DoRA, OFT, ...), and it leaves the model untouched (nothing to undo before saving
+or merging). Anything else (other dtypes, autocast, devices, 1-D inputs) goes to torch as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def _inner_product(x2d: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """x2d @ weight.T (+ bias) on oneDNN; weight is (out, in), any strides."""
+    return torch.ops.mkldnn._linear_pointwise(x2d, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear2d(torch.autograd.Function):
+    """On 2-D inputs: its output is then a tensor of its own, not a view, which peft's layers may add to in
+    place (autograd forbids that on a view made inside a Function); linear() reshapes around it."""
+
+    @staticmethod
+    def forward(ctx, x2d, weight, bias):
+        # what torch's own linear keeps, no more: the input only for a weight gradient, the weight only for an
+        # input gradient (a frozen layer must not hold its input alive: that is the activation memory measured)
+        ctx.save_for_backward(x2d if weight.requires_grad else None, weight if x2d.requires_grad else None)
+        ctx.has_bias = bias is not None
+        return _inner_product(x2d, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2d, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _inner_product(grad, weight.t())
+        if ctx.needs_input_grad[1]:
+            grad_weight = _inner_product(grad.t(), x2d.t())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """F.linear on oneDNN, with gradients."""
+    out = _OneDNNLinear2d.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def _on_onednn(x, weight, bias) -> bool:
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return (
+        all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.dtype == torch.float32 and t.device.type == "cpu"
+            for t in tensors)
+        and x.dim() >= 2 and weight.dim() == 2 and x.numel() > 0 and x.shape[-1] == weight.shape[1]
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+class _OneDNNLinearMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if _on_onednn(x, weight, bias):
+                return linear(x, weight, bias)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def onednn_linears(enabled: bool = True) -> Iterator[None]:
+    """Within the block, fp32 CPU linear layers run on oneDNN (a no-op when not `enabled`)."""
+    if not enabled:
+        yield
+        return
+    with _OneDNNLinearMode():
+        yield
+
+
+def linear_timings(rows: int = 1024, size: int = 384, repeats: int = 5) -> tuple[float, float]:
+    """Best seconds of a (rows x size) @ (size x size) fp32 product with torch's kernel and with oneDNN's, one
+    thread, alternating (another process on the machine only ever adds time)."""
+    x, weight = torch.randn(rows, size), torch.randn(size, size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = {"torch": float("inf"), "onednn": float("inf")}
+    try:
+        for repeat in range(repeats + 1):
+            for kernel, product in (("torch", F.linear), ("onednn", _inner_product)):
+                tic = time.perf_counter()
+                product(x, weight)
+                if repeat:  # the first call allocates and picks kernels: not counted
+                    best[kernel] = min(best[kernel], time.perf_counter() - tic)
+    finally:
+        torch.set_num_threads(threads)
+    return best["torch"], best["onednn"]

@@ -1,0 +1,119 @@
+"""`cpu_matmul`: fp32 linear layers on oneDNN give torch's results (to fp32 rounding) and leave other dtypes
+alone; `auto` is decided once, recorded, and never applied to GPU or compiled runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from peftbench import hardware
+from peftbench.config import ConfigError, TrainConfig
+from peftbench.training import onednn_linear
+from peftbench.training.onednn_linear import onednn_linears
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The number of products that went to oneDNN."""
+    calls = []
+    original = onednn_linear._inner_product
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(onednn_linear, "_inner_product", counting)
+    return calls
+
+
+def _forward_backward(x, weight, bias, on_onednn: bool):
+    x, weight = (t.detach().clone().requires_grad_(t.requires_grad) for t in (x, weight))
+    bias = None if bias is None else bias.detach().clone().requires_grad_(True)
+    with onednn_linears(on_onednn):
+        out = F.linear(x, weight, bias)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    return out, [t.grad for t in (x, weight, bias) if t is not None]
+
+
+@pytest.mark.parametrize("x_grad,weight_grad,with_bias", [(True, True, True), (True, False, False), (False, True, True)])
+def test_forward_and_gradients_match_torch(counted, x_grad, weight_grad, with_bias):
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16).requires_grad_(x_grad)
+    weight = torch.randn(8, 16).requires_grad_(weight_grad)
+    bias = torch.randn(8) if with_bias else None
+    reference, reference_grads = _forward_backward(x, weight, bias, on_onednn=False)
+    assert not counted
+    out, grads = _forward_backward(x, weight, bias, on_onednn=True)
+    assert counted, "the product did not go to oneDNN"
+    assert out.shape == reference.shape == (3, 7, 8)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    expected_grads = [x_grad, weight_grad] + ([True] if with_bias else [])
+    assert [g is not None for g in grads] == [g is not None for g in reference_grads] == expected_grads
+    for grad, expected in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_autocast_and_vectors_go_to_torch(counted):
+    weight = torch.randn(4, 6)
+    with onednn_linears():
+        assert F.linear(torch.randn(2, 6, dtype=torch.float64), weight.double()).dtype == torch.float64
+        assert F.linear(torch.randn(6), weight).shape == (4,)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert F.linear(torch.randn(2, 6), weight).dtype == torch.bfloat16
+        assert not counted
+        F.linear(torch.randn(2, 6), weight)  # an fp32 module layer, as nn.Linear calls it
+    assert len(counted) == 1
+
+
+def test_a_lora_model_trains_the_same_on_either_kernel(counted):
+    from peft import LoraConfig, get_peft_model
+
+    def losses(on_onednn: bool) -> list[float]:
+        torch.manual_seed(0)
+        base = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=["0", "2"], init_lora_weights=False))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        inputs, targets = torch.randn(32, 12), torch.randn(32, 4)
+        values = []
+        with onednn_linears(on_onednn):
+            for _ in range(5):
+                loss = F.mse_loss(model(inputs), targets)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                values.append(loss.item())
+        return values
+
+    assert losses(True) == pytest.approx(losses(False), rel=1e-5)
+    assert counted
+
+
+PLAIN = {"compiled": False, "checkpointed": False}
+
+
+def test_setting_is_checked():
+    with pytest.raises(ConfigError, match="cpu_matmul.*valid: auto, onednn, torch"):
+        TrainConfig(model_id="m", cpu_matmul="mkl")
+    with pytest.raises(ConfigError, match="cpu_matmul.*without use_gc and compile"):
+        TrainConfig(model_id="m", cpu_matmul="onednn", use_gc=True)
+
+
+def test_auto_is_decided_by_the_benchmark_and_only_on_cpu(monkeypatch):
+    hardware._fastest_fp32_linear.cache_clear()
+    monkeypatch.setattr(onednn_linear, "linear_timings", lambda: (0.003, 0.001))
+    kernel, why = hardware.resolve_cpu_matmul("auto", "cpu", **PLAIN)
+    assert kernel == "onednn" and "1.00 ms on oneDNN vs 3.00 ms" in why
+    hardware._fastest_fp32_linear.cache_clear()
+    monkeypatch.setattr(onednn_linear, "linear_timings", lambda: (0.0012, 0.001))  # below ONEDNN_MIN_SPEEDUP
+    assert hardware.resolve_cpu_matmul("auto", "cpu", **PLAIN)[0] == "torch"
+    hardware._fastest_fp32_linear.cache_clear()
+    assert hardware.resolve_cpu_matmul("auto", "cuda", **PLAIN) == ("torch", "not a CPU run")
+    assert hardware.resolve_cpu_matmul("auto", "cpu", compiled=True, checkpointed=False)[0] == "torch"
+    assert hardware.resolve_cpu_matmul("auto", "cpu", compiled=False, checkpointed=True)[0] == "torch"
+    assert hardware.resolve_cpu_matmul("onednn", "cuda", **PLAIN) == ("onednn", "set")
+
+
+def test_linear_timings_measure_both_kernels():
+    torch_s, onednn_s = onednn_linear.linear_timings(rows=64, size=32, repeats=2)
+    assert 0 < torch_s < 1 and 0 < onednn_s < 1
