@@ -50,3 +50,15 @@ def test_cached_greedy_generation_matches_decoding_without_cache(tiny_model_dir,
         ids = reference[row].tolist()
         cut = ids.index(eos) + 1 if eos in ids else len(ids)
         assert text == tokenizer.decode(ids[:cut], skip_special_tokens=True), (method, row, expected[row])
+
+
+def test_cpu_generation_uses_a_static_cache_unless_told_otherwise(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from peftbench.evaluation.generation import generation_config_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert generation_config_for(10, {"max_new_tokens": 5}, tokenizer, "cpu").cache_implementation == "static"
+    assert generation_config_for(10, {"max_new_tokens": 5}, tokenizer, "cuda").cache_implementation is None
+    dynamic = {"max_new_tokens": 5, "cache_implementation": "dynamic"}
+    assert generation_config_for(10, dynamic, tokenizer, "cpu").cache_implementation == "dynamic"
