@@ -50,7 +50,7 @@ def test_peft_order_is_file_order_one_pass_with_the_remainder_twice(task, math_f
     assert row_numbers(batches[40:45]) == list(range(80, 90))
     for repeated, original in zip(batches[45:], batches[40:45]):
         assert torch.equal(repeated.inputs["input_ids"], original.inputs["input_ids"])
-    lengths = [int(b.inputs["attention_mask"].sum(1).max()) for b in batches[:20]]
+    lengths = [int((b.inputs["input_ids"] != tokenizer.pad_token_id).sum(1).max()) for b in batches[:20]]
     assert lengths == sorted(lengths, reverse=True)  # long to short within a bucket
     # the seed does not change the order (the suite never shuffles)
     other = list(itertools.islice(task.train_batches(ROWS, tokenizer, config, seed=5), 3))
@@ -61,7 +61,8 @@ def test_sequence_labels_cover_the_row_and_the_first_padding_token(task, math_fi
     config = config_for(task, math_fixture_params)
     tokenizer = task.load_processor(config)
     batch = next(task.train_batches(ROWS[:40], tokenizer, config, seed=0))
-    ids, mask, labels = (batch.inputs[k] for k in ("input_ids", "attention_mask", "labels"))
+    ids, labels = batch.inputs["input_ids"], batch.inputs["labels"]
+    mask = ids != tokenizer.pad_token_id  # no pad token inside the fixture's texts
     assert batch.inputs["num_items_in_batch"] == int(mask.sum())
     short = int(mask.sum(1).argmin())
     length = int(mask[short].sum())
@@ -78,13 +79,25 @@ def test_sequence_loss_is_the_sum_over_the_non_padding_count(task, math_fixture_
     tokenizer = task.load_processor(config)
     model = task.load_model(config, "cpu")
     batch = next(task.train_batches(ROWS[:40], tokenizer, config, seed=0))
+    ids = batch.inputs["input_ids"]
+    mask = (ids != tokenizer.pad_token_id).long()
+    assert (mask == 0).any(), "the batch should hold padding"
+    # the batch goes to the model without an attention mask; the reference masks the padding
+    assert "attention_mask" not in batch.inputs
     loss = task.compute_loss(model, batch)
-    logits = model(input_ids=batch.inputs["input_ids"], attention_mask=batch.inputs["attention_mask"]).logits
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = model(input_ids=ids, attention_mask=mask).logits
     token_losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), batch.inputs["labels"][:, 1:].reshape(-1),
         ignore_index=-100, reduction="sum",
     )
-    assert loss.item() == pytest.approx(token_losses.item() / int(batch.inputs["attention_mask"].sum()), rel=1e-5)
+    reference = token_losses / int(mask.sum())
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    reference.backward()
+    for grad, parameter in zip(grads, model.parameters()):
+        torch.testing.assert_close(grad, parameter.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_completion_masks_the_prompt_and_appends_eos(task, math_fixture_params):

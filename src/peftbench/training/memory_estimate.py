@@ -219,7 +219,7 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
         largest = max(shapes.shapes, key=lambda shape: shape[0] * shape[1])
         for batch, length in [largest, *shapes.shapes]:
             input_ids = torch.zeros((batch, length), dtype=torch.long)
-            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+            inputs = {"input_ids": input_ids, "labels": input_ids.clone()}  # a text task's batch: no mask (tasks/text.py)
             tracker.register(model, optimizer, inputs)
             with tracker:
                 optimizer.zero_grad(set_to_none=True)
