@@ -1,4 +1,4 @@
-"""Experimental conditions (precision, hardware, loss_on, batch_order): read from result files, and the warning
+"""Experimental conditions (precision, hardware, loss_on, batch_order, cpu_matmul): read from result files, and the warning
 `report` and `recommend` give when compared results differ in one."""
 
 from __future__ import annotations
@@ -63,3 +63,11 @@ def test_report_and_recommend_warn_on_mixed_loss_on():
     assert any("differ in loss_on" in w for w in json.loads(recommended.stdout)["condition_warnings"])
     plain = runner.invoke(app, ["recommend", str(RESULTS / "conditions" / "loss_on")], env={"COLUMNS": "300"})
     assert "warning: task math-tiny: results differ in loss_on" in plain.stdout
+
+
+def test_report_warns_when_the_fp32_kernels_differ():
+    result = runner.invoke(app, ["report", str(RESULTS / "conditions" / "cpu_matmul"), "--json"])
+    assert result.exit_code == 0, result.output
+    warnings = [w for w in json.loads(result.stdout)["warnings"] if "not fair" in w]
+    assert len(warnings) == 1 and "differ in cpu_matmul" in warnings[0]
+    assert "'onednn' in lora/rank8" in warnings[0] and "'torch' in oft/rank8" in warnings[0]

@@ -1,7 +1,8 @@
 """Experimental conditions that must be equal for a comparison to be fair, and the warning when they differ.
 
 A condition is a property of a run that moves scores or costs but is not the method: the precision it computed
-in, the hardware it ran on, which tokens the loss covered, the order of the training batches. Results compared
+in, the hardware it ran on, which tokens the loss covered, the order of the training batches, the kernel of
+its fp32 linear layers on a CPU. Results compared
 under different conditions compare the conditions as much as the methods, so `report` and `recommend` warn,
 naming the runs. One mechanism serves every condition: CONDITIONS maps a name to a function that reads it
 from a run; adding a condition is one entry.
@@ -76,6 +77,8 @@ CONDITIONS: dict[str, Callable[[RunRecord], str]] = {
     "hardware": run_hardware,
     "loss_on": _TrainConfigKey("loss_on", "completion", "sequence"),
     "batch_order": _TrainConfigKey("batch_order", "shuffled", "peft"),
+    # the fp32 kernel moves the time axis (and the last digits of losses); results before the key used torch's
+    "cpu_matmul": _TrainConfigKey("cpu_matmul", "torch", "torch"),
 }
 
 # How many point names a warning lists per value before "and N more".
