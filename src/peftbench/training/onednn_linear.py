@@ -9,7 +9,10 @@ backward, in full fp32: the same products, rounded in another order (benchmarks/
 
 A TorchFunctionMode rather than patched modules: it also reaches the F.linear calls that peft's methods make
 with weights they compute (DoRA, OFT, ...), and it leaves the model untouched (nothing to undo before saving
-or merging). Anything else (other dtypes, autocast, devices, 1-D inputs) goes to torch as usual.
+or merging). Anything else (other dtypes, autocast, devices, 1-D inputs) goes to torch as usual. The mode
+does not reach into the backward pass (autograd runs it outside): the gradients are computed by the Function
+below, but gradient checkpointing's recomputation would run on torch's kernels, so the config refuses that
+pairing.
 """
 
 from __future__ import annotations
