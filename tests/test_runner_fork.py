@@ -31,18 +31,19 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
 
     from tqdm import TMonitor, tqdm
 
-    # the fixtures' progress bars left tqdm's monitor thread running; with a thread, no fork (by design)
-    monkeypatch.setattr(tqdm, "monitor_interval", 0)
-    for thread in threading.enumerate():
-        if isinstance(thread, TMonitor):
-            thread.exit()
-    assert threading.active_count() == 1
+    # A progress bar starts tqdm's monitor thread (a dataset's bar does in a real run): run_request stops it,
+    # so this process, with no thread of its own running, still forks its child instead of using the fork server
+    monkeypatch.setattr(tqdm, "monitor_interval", 10)  # restored afterwards: run_request sets it to 0
+    with tqdm(total=1, disable=False, file=open(os.devnull, "w")) as bar:
+        bar.update(1)
+    assert any(isinstance(thread, TMonitor) for thread in threading.enumerate())
     forks = []
     monkeypatch.setattr(isolated, "_ForkedChild", lambda real=isolated._ForkedChild: forks.append(1) or real())
     request = RunRequest(task="math", results_dir=str(tmp_path / "fork"), experiment_dir=str(experiments_copy / LORA),
                          overrides=params, save_checkpoint=False, show_progress=False)
     forked, status, _ = isolated.run_request(request)
     assert status == "success" and forks == [1]
+    assert not any(isinstance(thread, TMonitor) for thread in threading.enumerate())
     monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)
     spawned, status, _ = isolated.run_request(replace(request, results_dir=str(tmp_path / "spawn")))
     assert status == "success" and forks == [1]

@@ -35,11 +35,11 @@ X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_ne_convert", "avx_vnni", "bf16", "asimd", "sve")
 # torch's CPU capabilities (torch.backends.cpu.get_cpu_capability()) that use AVX-512 kernels.
 AVX512_CAPABILITIES = ("AVX512", "AVX512_BF16", "AMX")
-# Environment variables that restrict the kernels below what the CPU offers: then the flags are not the truth.
 # `cpu_matmul: auto` takes oneDNN when it runs an fp32 product at least this many times faster than torch: a
 # margin that a loaded machine's noise does not cross where both are the same kind of kernel (measured 1.1x
 # with both limited to AVX2, 2.3x on an AVX-512 AMD CPU).
 ONEDNN_MIN_SPEEDUP = 1.3
+# Environment variables that restrict the kernels below what the CPU offers: then the flags are not the truth.
 KERNEL_RESTRICTING_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 
-def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer, device_type: str = "cpu"):
+def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer, device_type: str):
     """A greedy GenerationConfig. Like the PEFT suite: when both max_length and max_new_tokens are given,
     the smaller limit wins (transformers would otherwise ignore one of them).
 
