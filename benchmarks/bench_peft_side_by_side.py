@@ -198,6 +198,11 @@ def main() -> None:
     from peftbench.runners.request import result_stem
     from peftbench.tasks.math_tiny import shipped_model_path
 
+    from peftbench.hardware import detect_hardware  # the CPU, named beside every timing
+
+    cpu = detect_hardware("cpu")
+    print(f"CPU {cpu.name} ({' '.join(cpu.flags)}; torch kernels {cpu.torch_cpu_capability}), {args.threads} thread(s)",
+          flush=True)
     export_data(data_dir, args.train_rows, args.test_rows)
     model_path = shipped_model_path()
     if args.tokenizer_pad == "eos":
@@ -232,7 +237,9 @@ def main() -> None:
             own = result["peftbench"]
             rows.append(("peftbench math", seed, wall, own["test_score"], own["forgetting"],
                          result["train_info"]["train_time"], own["steps"]))
-            print(json.dumps({k: own[k] for k in ("train_time_s", "eval_time_s", "total_time_s", "valid_score")}))
+            print(json.dumps({**{k: own[k] for k in ("train_time_s", "eval_time_s", "total_time_s", "valid_score")},
+                              "cpu_matmul": result["run_info"]["train_config"].get("cpu_matmul"),
+                              "decided_by": own["hardware"].get("cpu_matmul_decided_by")}))
         for row in rows[-2:]:
             print("| {} | {} | {:.1f} | {:.3f} | {:.4f} | {:.1f} | {} |".format(*row), flush=True)
 
