@@ -172,6 +172,46 @@ def newest(folder: Path, pattern: str) -> dict:
     return json.loads(max(folder.glob(pattern), key=lambda p: p.stat().st_mtime).read_text())
 
 
+def data_assignments(data_dir: Path) -> list[str]:
+    """peftbench's --set options for the exported files."""
+    files = {"train_data": ("metamath", "train"), "valid_data": ("gsm8k", "train"), "test_data": ("gsm8k", "test"),
+             "forgetting_data": ("finewiki", "train")}
+    return [option for key, (folder, split) in files.items()
+            for option in ("--set", f"{key}={data_dir / folder / f'{split}.jsonl'}")]
+
+
+def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: dict) -> None:
+    """A learning-rate batch: one `peftbench sweep` over the rates with two workers (the cores split between
+    them, its default), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
+    seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate."""
+    base = shared_params(model_path, args.steps, args.seeds[0])
+    experiment = prepare_experiment(args.work / "peftbench-sweep", base)
+    results = args.work / "peftbench-sweep" / "results"
+    shutil.rmtree(results, ignore_errors=True)
+    command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
+               "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", "2",
+               "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), [])]
+    sweep_wall = run_timed(command, env, REPO)
+    trial_lrs = []
+    for path in sorted(results.glob("*.json")):
+        result = json.loads(path.read_text())
+        if "peftbench" in result:
+            trial_lrs.append(result["run_info"]["train_config"]["optimizer_kwargs"]["lr"])
+            print(f"peftbench {path.stem}: test accuracy {result['peftbench']['test_score']:.3f}, "
+                  f"child {result['peftbench']['total_time_s']:.1f} s")
+    peft_dir = args.peft_dir.resolve()
+    peft_walls = []
+    for lr in trial_lrs:
+        prepare_experiment(peft_dir, {**base, "optimizer_kwargs": {**base["optimizer_kwargs"], "lr": lr}})
+        peft_walls.append(run_timed([sys.executable, __file__, "--shim", "--peft-dir", str(peft_dir), "--work",
+                                     str(args.work.resolve()), "--threads", str(args.threads)], env, REPO))
+        final = newest(peft_dir / "temporary_results", f"{EXPERIMENT[0]}--{EXPERIMENT[1]}--*.json")["train_info"]
+        print(f"PEFT run.py lr {lr:g}: test accuracy {final['metrics'][-1]['test accuracy']:.3f}", flush=True)
+    print(f"peftbench sweep, {len(trial_lrs)} trials, 2 workers: {sweep_wall:.1f} s")
+    print(f"PEFT run.py, the same {len(trial_lrs)} trials one after another, {args.threads} threads: "
+          f"{sum(peft_walls):.1f} s ({sum(peft_walls) / sweep_wall:.2f}x peftbench's time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peft-dir", type=Path, help="folder with PEFT's run.py, data.py, utils.py, default_training_params.json")
@@ -188,6 +228,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("peft", "peftbench"), default=None)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra peftbench training parameter (e.g. loss_on=completion)")
+    parser.add_argument("--lrs", default=None, metavar="LR,LR,...",
+                        help="compare a batch instead of one experiment: one `peftbench sweep --lrs ... --seeds 1 "
+                             "--workers 2` against PEFT's script once per trial of that sweep, one after another")
     parser.add_argument("--shim", action="store_true", help=argparse.SUPPRESS)  # internal: run PEFT's script here
     args = parser.parse_args()
     data_dir = args.work / "data"
@@ -208,6 +251,9 @@ def main() -> None:
     if args.tokenizer_pad == "eos":
         model_path = padless_model_copy(model_path, (args.work / "tiny-model-pad-eos").resolve())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.lrs:
+        compare_batch(args, [float(lr) for lr in args.lrs.split(",")], str(model_path), data_dir, env)
+        return
     rows = []
     for seed, repeat in [(seed, repeat) for seed in args.seeds for repeat in range(args.repeats)]:
         params = shared_params(str(model_path), args.steps, seed)
