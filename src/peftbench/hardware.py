@@ -28,7 +28,7 @@ import platform
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 # CPU flags that matter for precision (x86 names from /proc/cpuinfo, ARM's "bf16" feature); recorded in results.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -79,34 +79,46 @@ def _restricting_env() -> list[str]:
     return [f"{key}={os.environ[key]}" for key in KERNEL_RESTRICTING_ENV if os.environ.get(key)]
 
 
+def best_one_thread_seconds(candidates: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """The best of `repeats` timings of each candidate, on one thread, the candidates alternating.
+
+    Other processes on the machine only ever add time, so the best is the truest; and two threads that must
+    meet at every op are slowed down many times over when another process takes a core (that once made an
+    fp32 matmul look as slow as emulated bf16 on a loaded machine). The first round allocates and picks
+    kernels: not counted.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = dict.fromkeys(candidates, float("inf"))
+    try:
+        for repeat in range(repeats + 1):
+            for name, candidate in candidates.items():
+                tic = time.perf_counter()
+                candidate()
+                if repeat:
+                    best[name] = min(best[name], time.perf_counter() - tic)
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
 def bf16_matmul_is_fast(size: int = 128, repeats: int = 10) -> tuple[bool, float, float]:
     """Time a (2*size x size) @ (size x 3*size) matmul in fp32 and under bf16 autocast (ms where bf16 is native,
-    about 0.1 s where it is emulated).
-
-    One thread, alternating the two, best of `repeats` each: other processes on the machine only ever add time,
-    and two threads that must meet at every op are slowed down many times over when another process takes a
-    core, which made an fp32 matmul look as slow as emulated bf16 on a loaded machine.
-    Returns (bf16 at least as fast as fp32, best fp32 seconds, best bf16 seconds).
-    """
+    about 0.1 s where it is emulated). Returns (bf16 at least as fast as fp32, best fp32 seconds, best bf16
+    seconds)."""
     import torch
 
     a = torch.randn(2 * size, size)
     b = torch.randn(size, 3 * size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = {False: float("inf"), True: float("inf")}
-    try:
-        for repeat in range(repeats + 1):
-            for amp in (False, True):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                    tic = time.perf_counter()
-                    a @ b
-                    elapsed = time.perf_counter() - tic
-                if repeat:  # the first call allocates and picks kernels: not counted
-                    best[amp] = min(best[amp], elapsed)
-    finally:
-        torch.set_num_threads(threads)
-    return best[True] <= best[False], best[False], best[True]
+
+    def bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a @ b
+
+    best = best_one_thread_seconds({"fp32": lambda: a @ b, "bf16": bf16}, repeats)
+    return best["bf16"] <= best["fp32"], best["fp32"], best["bf16"]
 
 
 def _cpu_hardware() -> Hardware:

@@ -202,7 +202,23 @@ def _child_body(stdin_fd: int, stderr_fd: int) -> int:
     return code
 
 
-class _ForkedChild:
+class _WarmChild:
+    """What both kinds of warm child share: signals go to its pid while it runs."""
+
+    pid: int
+
+    def poll(self) -> Optional[int]:
+        raise NotImplementedError
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _ForkedChild(_WarmChild):
     """A child forked from this process."""
 
     def __init__(self) -> None:
@@ -240,13 +256,6 @@ class _ForkedChild:
             time.sleep(0.1)
         return self.returncode
 
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
 
 def _fork_server_child(stdin_end, stderr_end, environment: dict[str, str], cwd: str) -> None:
     """The target of a fork-server child, started as subprocess.Popen would start it: with the environment and
@@ -258,7 +267,7 @@ def _fork_server_child(stdin_end, stderr_end, environment: dict[str, str], cwd: 
     sys.exit(_child_body(stdin_end.fileno(), stderr_end.fileno()))
 
 
-class _ForkServerChild:
+class _ForkServerChild(_WarmChild):
     """A child forked by multiprocessing's fork server (see FORK_WARM_CHILD)."""
 
     def __init__(self) -> None:
@@ -296,12 +305,6 @@ class _ForkServerChild:
             raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
         return self._process.exitcode
 
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
 
 def _fork_server_pid(child_pid: int) -> Optional[int]:

@@ -18,7 +18,6 @@ pairing.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Iterator
 
 import torch
@@ -94,19 +93,10 @@ def onednn_linears(enabled: bool = True) -> Iterator[None]:
 
 
 def linear_timings(rows: int = 1024, size: int = 384, repeats: int = 5) -> tuple[float, float]:
-    """Best seconds of a (rows x size) @ (size x size) fp32 product with torch's kernel and with oneDNN's, one
-    thread, alternating (another process on the machine only ever adds time)."""
+    """Best seconds of a (rows x size) @ (size x size) fp32 product with torch's kernel and with oneDNN's."""
+    from peftbench.hardware import best_one_thread_seconds
+
     x, weight = torch.randn(rows, size), torch.randn(size, size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = {"torch": float("inf"), "onednn": float("inf")}
-    try:
-        for repeat in range(repeats + 1):
-            for kernel, product in (("torch", F.linear), ("onednn", _inner_product)):
-                tic = time.perf_counter()
-                product(x, weight)
-                if repeat:  # the first call allocates and picks kernels: not counted
-                    best[kernel] = min(best[kernel], time.perf_counter() - tic)
-    finally:
-        torch.set_num_threads(threads)
+    best = best_one_thread_seconds({"torch": lambda: F.linear(x, weight), "onednn": lambda: _inner_product(x, weight)},
+                                   repeats)
     return best["torch"], best["onednn"]
