@@ -52,13 +52,47 @@ def test_cached_greedy_generation_matches_decoding_without_cache(tiny_model_dir,
         assert text == tokenizer.decode(ids[:cut], skip_special_tokens=True), (method, row, expected[row])
 
 
-def test_cpu_generation_uses_a_static_cache_unless_told_otherwise(tiny_model_dir):
-    from transformers import AutoTokenizer
+def test_cpu_generation_fills_one_cache_in_place_with_the_same_completions(tiny_model_dir, monkeypatch):
+    """The default CPU cache (filled in place, attention over the written positions only) decodes exactly as
+    transformers' dynamic and static caches do, on prompts of different lengths (left padding)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftbench.evaluation.generation import generation_config_for
+    from peftbench.evaluation import generation
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert generation_config_for(10, {"max_new_tokens": 5}, tokenizer, "cpu").cache_implementation == "static"
-    assert generation_config_for(10, {"max_new_tokens": 5}, tokenizer, "cuda").cache_implementation is None
-    dynamic = {"max_new_tokens": 5, "cache_implementation": "dynamic"}
-    assert generation_config_for(10, dynamic, tokenizer, "cpu").cache_implementation == "dynamic"
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, init_lora_weights=False)
+    ).eval()
+    prompts = ["Ava has 4 apples.", "A much longer prompt: Ben buys 26 more apples and then sells 3.", "Cy"]
+    built, real = [], generation.filled_in_place_cache
+
+    def recording(*args):
+        built.append(real(*args))
+        return built[-1]
+
+    monkeypatch.setattr(generation, "filled_in_place_cache", recording)
+
+    def complete(**kwargs):
+        return generate_greedy(model, tokenizer, prompts, batch_size=3, max_prompt_length=64,
+                               generation_kwargs={"max_new_tokens": 12, "min_new_tokens": 12, **kwargs})
+
+    default = complete()
+    assert len(built) == 1 and built[0] is not None  # the default took the in-place cache
+    layer = built[0].layers[0]
+    assert layer.keys.shape[2] == layer.capacity - 1  # the prompt and every new token but the last, fed back
+    assert default == complete(cache_implementation="dynamic") == complete(cache_implementation="static")
+    assert len(built) == 1  # a cache named in generation_kwargs is transformers' own
+
+
+def test_in_place_cache_only_where_every_layer_attends_to_all_positions():
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    from peftbench.evaluation.generation import filled_in_place_cache
+
+    small = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 2}
+    assert filled_in_place_cache(LlamaForCausalLM(LlamaConfig(**small)), 8) is not None
+    # sliding-window layers keep transformers' own cache
+    assert filled_in_place_cache(MistralForCausalLM(MistralConfig(**small, sliding_window=4)), 8) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -9,15 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 
-def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer, device_type: str):
+def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer):
     """A greedy GenerationConfig. Like the PEFT suite: when both max_length and max_new_tokens are given,
-    the smaller limit wins (transformers would otherwise ignore one of them).
-
-    On a CPU the KV cache is static (allocated once for the batch's longest possible sequence) unless
-    generation_kwargs names another `cache_implementation`: the dynamic cache concatenates every layer's keys and
-    values at every token, and a static one made a CPU batch about a quarter faster with the same completions
-    (benchmarks/math-faithful.md, "Speed"). GPUs keep transformers' default (not measured there: a static cache
-    holds the whole length for the whole batch in accelerator memory)."""
+    the smaller limit wins (transformers would otherwise ignore one of them)."""
     from transformers import GenerationConfig
 
     kwargs = {k: v for k, v in generation_kwargs.items() if v is not None}
@@ -26,11 +21,67 @@ def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any],
         kwargs["max_new_tokens"] = max(max_new, 1)
     kwargs.setdefault("do_sample", False)
     kwargs.setdefault("use_cache", True)
-    if device_type == "cpu":
-        kwargs.setdefault("cache_implementation", "static")
     return GenerationConfig(
         **kwargs, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
+
+
+@functools.cache
+def _filled_in_place_layer():
+    from transformers.cache_utils import DynamicLayer  # imported when first needed: transformers is slow to import
+
+    class FilledInPlaceLayer(DynamicLayer):
+        """A layer of KV cache allocated once, for the prompt and every token to come, and filled in place;
+        attention reads the positions written so far, as a view.
+
+        transformers' dynamic cache concatenates each layer's keys and values at every token (a copy of the
+        whole cache per token); its static cache writes in place but attends over its full length at every
+        token, written or not. Decoding a batch on a CPU is bound by reading the cache, so this one reads only
+        what exists (benchmarks/math-faithful.md, "Speed": the same completions). For greedy decoding: beam
+        search reorders a cache by replacing its tensors, which this layer does not follow."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity, self.length = capacity, 0
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            batch, heads, _, _ = key_states.shape
+            self.device = key_states.device
+            self.key_buffer = key_states.new_empty(batch, heads, self.capacity, key_states.shape[-1])
+            self.value_buffer = value_states.new_empty(batch, heads, self.capacity, value_states.shape[-1])
+            self.keys, self.values = self.key_buffer[:, :, :0], self.value_buffer[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if end > self.capacity:
+                raise RuntimeError(f"KV cache of {self.capacity} positions asked to hold {end}")
+            self.key_buffer[:, :, self.length : end].copy_(key_states)
+            self.value_buffer[:, :, self.length : end].copy_(value_states)
+            self.length = end
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+    return FilledInPlaceLayer
+
+
+def filled_in_place_cache(model, capacity: int):
+    """A KV cache of FilledInPlaceLayers holding `capacity` positions per row, or None where the model's own
+    cache is not plain full-attention layers (sliding windows, linear attention, models that bring their own):
+    transformers' default cache is used there."""
+    from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    supports = getattr(base, "_supports_default_dynamic_cache", None)
+    if supports is None or not supports():
+        return None
+    layers = DynamicCache(config=base.config.get_text_config(decoder=True)).layers
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    layer_class = _filled_in_place_layer()
+    return Cache(layers=[layer_class(capacity) for _ in layers])
 
 
 @torch.inference_mode()
@@ -51,19 +102,30 @@ def generate_greedy(
             truncation=True, max_length=max_prompt_length,
         ).to(device)
         prompt_length = encoded["input_ids"].shape[1]
-        config = generation_config_for(prompt_length, generation_kwargs, tokenizer, device.type)
+        config = generation_config_for(prompt_length, generation_kwargs, tokenizer)
         if _is_prompt_learning(model):
             new_tokens = _greedy_with_virtual_tokens(
                 model, encoded["input_ids"], encoded["attention_mask"], config.max_new_tokens, tokenizer
             )
         else:
             output = model.generate(
-                input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config
+                input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config,
+                **_cpu_cache(model, config, prompt_length, device),
             )
             new_tokens = output[:, prompt_length:]
         completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     model.train(was_training)
     return completions
+
+
+def _cpu_cache(model, config, prompt_length: int, device) -> dict:
+    """generate's `cache` argument: on a CPU, for greedy decoding whose generation_kwargs name no cache, one filled
+    in place. GPUs keep transformers' default (not measured there)."""
+    if device.type != "cpu" or not config.use_cache or config.cache_implementation is not None or (config.num_beams or 1) != 1:
+        return {}
+    capacity = prompt_length + config.max_new_tokens if config.max_new_tokens else config.max_length
+    cache = filled_in_place_cache(model, capacity)
+    return {} if cache is None else {"cache": cache}
 
 
 def _is_prompt_learning(model) -> bool:
