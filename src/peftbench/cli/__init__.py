@@ -7,7 +7,11 @@ Subcommand modules import torch, peft and friends inside their functions, so tha
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 
 import typer
 
@@ -38,4 +42,31 @@ def main() -> None:
     from peftbench.runners.cancel import cancel_on_signals
 
     cancel_on_signals()  # SIGTERM and SIGHUP cancel like Ctrl-C: `cancelled` results, no files left behind
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    exit_without_teardown(code)
+
+
+def exit_without_teardown(code) -> None:
+    """sys.exit(code), without the interpreter's teardown: once torch, transformers and peft are imported,
+    freeing their modules and objects one by one takes about a second (benchmarks/math-faithful.md, "Speed"),
+    for memory the operating system takes back at once. Exit handlers (atexit: logging, multiprocessing,
+    temporary folders) still run and the standard streams are flushed; the files peftbench writes are closed
+    (and renamed into place) before a command returns. With a non-daemon thread still running, the ordinary
+    exit, which waits for it."""
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to say there
+            pass
+    os._exit(code or 0)
