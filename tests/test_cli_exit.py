@@ -1,0 +1,36 @@
+"""`peftbench` exits without the interpreter's teardown (cli.exit_without_teardown): the exit status, the exit
+handlers and the buffered output must be what an ordinary sys.exit gives."""
+
+import subprocess
+import sys
+
+import pytest
+
+PROGRAM = """
+import atexit, sys
+from peftbench.cli import exit_without_teardown
+atexit.register(lambda: print("exit handler ran"))
+sys.stdout.write("buffered, not flushed")
+exit_without_teardown({code})
+"""
+
+
+@pytest.mark.parametrize("code, status", [("0", 0), ("3", 3), ("None", 0), ("'bad input'", 1)])
+def test_exit_status_handlers_and_output_survive(code, status):
+    done = subprocess.run([sys.executable, "-c", PROGRAM.format(code=code)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == status
+    assert done.stdout == "buffered, not flushedexit handler ran\n"
+    assert ("bad input" in done.stderr) == (status == 1)
+
+
+def test_a_running_non_daemon_thread_is_waited_for():
+    """os._exit would kill it mid-work: with one still running, the ordinary exit, which waits for it."""
+    thread = (
+        "import threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread finished', flush=True))).start()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", thread + PROGRAM.format(code=5)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 5
+    assert "thread finished" in done.stdout
