@@ -44,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SUITE_EXPERIMENT = REPO.parent / "shared" / "peft-method-comparison" / "MetaMathQA" / "experiments" / "lora" / "llama-3.2-3B-rank32"
 EXPERIMENT = ("lora", "rank32-tiny")
+PEFT_SCRIPTS = ("run.py", "data.py", "utils.py", "default_training_params.json")
 HUB_IDS = {"meta-math/MetaMathQA": "metamath", "openai/gsm8k": "gsm8k", "HuggingFaceFW/finewiki": "finewiki"}
 
 
@@ -243,6 +244,12 @@ def main() -> None:
 
     from peftbench.hardware import detect_hardware  # the CPU, named beside every timing
 
+    needs_peft = args.only != "peftbench" or args.lrs
+    if needs_peft:  # before anything is written into it
+        missing = [name for name in PEFT_SCRIPTS if args.peft_dir is None or not (args.peft_dir / name).is_file()]
+        if missing:
+            raise SystemExit(f"--peft-dir {args.peft_dir}: no {', '.join(missing)} there (PEFT's "
+                             "method_comparison/MetaMathQA folder is needed, or --only peftbench)")
     cpu = detect_hardware("cpu")
     print(f"CPU {cpu.name} ({' '.join(cpu.flags)}; torch kernels {cpu.torch_cpu_capability}), {args.threads} thread(s)",
           flush=True)
