@@ -121,9 +121,12 @@ def generate_greedy(
 def _cpu_cache(model, config, prompt_length: int, device) -> dict:
     """generate's `cache` argument: on a CPU, for greedy decoding whose generation_kwargs name no cache, one filled
     in place. GPUs keep transformers' default (not measured there)."""
-    if device.type != "cpu" or not config.use_cache or config.cache_implementation is not None or (config.num_beams or 1) != 1:
+    greedy = (config.num_beams or 1) == 1
+    if device.type != "cpu" or not config.use_cache or config.cache_implementation is not None or not greedy:
         return {}
     capacity = prompt_length + config.max_new_tokens if config.max_new_tokens else config.max_length
+    if not capacity:  # no length limit given: transformers' own default applies, and its own cache
+        return {}
     cache = filled_in_place_cache(model, capacity)
     return {} if cache is None else {"cache": cache}
 
