@@ -36,22 +36,31 @@ def _forward_backward(x, weight, bias, on_onednn: bool):
     return out, [t.grad for t in (x, weight, bias) if t is not None]
 
 
+@pytest.mark.parametrize("features_in,features_out", [(16, 8), (4, 24)])  # the weight gradient's two orientations
 @pytest.mark.parametrize("x_grad,weight_grad,with_bias", [(True, True, True), (True, False, False), (False, True, True)])
-def test_forward_and_gradients_match_torch(counted, x_grad, weight_grad, with_bias):
+def test_forward_and_gradients_match_torch(counted, x_grad, weight_grad, with_bias, features_in, features_out):
     torch.manual_seed(0)
-    x = torch.randn(3, 7, 16).requires_grad_(x_grad)
-    weight = torch.randn(8, 16).requires_grad_(weight_grad)
-    bias = torch.randn(8) if with_bias else None
+    x = torch.randn(3, 7, features_in).requires_grad_(x_grad)
+    weight = torch.randn(features_out, features_in).requires_grad_(weight_grad)
+    bias = torch.randn(features_out) if with_bias else None
     reference, reference_grads = _forward_backward(x, weight, bias, on_onednn=False)
     assert not counted
     out, grads = _forward_backward(x, weight, bias, on_onednn=True)
     assert counted, "the product did not go to oneDNN"
-    assert out.shape == reference.shape == (3, 7, 8)
+    assert out.shape == reference.shape == (3, 7, features_out)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
     expected_grads = [x_grad, weight_grad] + ([True] if with_bias else [])
     assert [g is not None for g in grads] == [g is not None for g in reference_grads] == expected_grads
     for grad, expected in zip(grads, reference_grads):
         torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_weight_gradient_is_the_same_either_way_round():
+    """backward() picks the orientation that copies less; both give the same products, bit for bit."""
+    torch.manual_seed(0)
+    grad, x2d = torch.randn(300, 64), torch.randn(300, 8)
+    assert torch.equal(onednn_linear._inner_product(grad.t(), x2d.t()),
+                       onednn_linear._inner_product(x2d.t(), grad.t()).t())
 
 
 def test_other_dtypes_autocast_and_vectors_go_to_torch(counted):

@@ -49,7 +49,12 @@ class _OneDNNLinear2d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _inner_product(grad, weight.t())
         if ctx.needs_input_grad[1]:
-            grad_weight = _inner_product(grad.t(), x2d.t())
+            # oneDNN copies its transposed source first: give it the narrower of grad and x2d (a LoRA B's x2d is
+            # r wide). Either way round the products are the same, bit for bit (tests/test_onednn_linear.py).
+            if x2d.shape[1] < grad.shape[1]:
+                grad_weight = _inner_product(x2d.t(), grad.t()).t()
+            else:
+                grad_weight = _inner_product(grad.t(), x2d.t())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
