@@ -378,6 +378,23 @@ def test_sigkill_of_the_parent_leaves_a_cancelled_result_not_a_broken_pipe(lora,
 
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it that is still running."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
 POOL_SCRIPT = """
 import json, sys
 from peftbench.runners.batch import execute_trial
@@ -405,17 +422,23 @@ def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_p
     threading.Thread(target=lambda: stderr.append(parent.stderr.read()), daemon=True).start()
 
     def trials_training() -> list:  # the fork server's children, once both have worked for a few CPU seconds
-        children = [process for process in psutil.Process(parent.pid).children(recursive=True)
-                    if process.ppid() != parent.pid]
-        return children if len(children) == 2 and all(c.cpu_times().user > 5 for c in children) else []
+        try:
+            children = [process for process in psutil.Process(parent.pid).children(recursive=True)
+                        if process.ppid() != parent.pid]
+            return children if len(children) == 2 and all(c.cpu_times().user > 5 for c in children) else []
+        except psutil.NoSuchProcess:  # a short-lived process of the tree (a child's `git` call) ended meanwhile
+            return []
 
-    deadline = time.monotonic() + 180
-    while not (running := trials_training()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert running and parent.poll() is None, stderr
-    parent.send_signal(signum)
-    parent.wait(timeout=180)
-    psutil.wait_procs(running, timeout=180)
+    try:
+        deadline = time.monotonic() + 180
+        while not (running := trials_training()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running and parent.poll() is None, stderr
+        parent.send_signal(signum)
+        parent.wait(timeout=180)
+        psutil.wait_procs(running, timeout=180)
+    finally:  # a failed check must not leave the pool training (its trials run 100000 steps)
+        kill_tree(parent.pid)
     for name in ("a", "b"):
         result = read_result(tmp_path / name / "lora--llama-3.2-3B-rank32.json")["peftbench"]
         assert result["status"] == "cancelled", result["error_msg"]
