@@ -87,12 +87,15 @@ def test_cpu_generation_fills_one_cache_in_place_with_the_same_completions(tiny_
 
 
 def test_in_place_cache_only_where_every_layer_attends_to_all_positions():
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, T5Config,
+                              T5ForConditionalGeneration)
 
     from peftbench.evaluation.generation import filled_in_place_cache
 
     small = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
              "num_attention_heads": 2, "num_key_value_heads": 2}
     assert filled_in_place_cache(LlamaForCausalLM(LlamaConfig(**small)), 8) is not None
-    # sliding-window layers keep transformers' own cache
+    # sliding-window layers and encoder-decoders keep transformers' own cache
     assert filled_in_place_cache(MistralForCausalLM(MistralConfig(**small, sliding_window=4)), 8) is None
+    t5 = T5Config(vocab_size=32, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
+    assert filled_in_place_cache(T5ForConditionalGeneration(t5), 8) is None

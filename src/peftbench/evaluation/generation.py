@@ -69,13 +69,13 @@ def _filled_in_place_layer():
 
 def filled_in_place_cache(model, capacity: int):
     """A KV cache of FilledInPlaceLayers holding `capacity` positions per row, or None where the model's own
-    cache is not plain full-attention layers (sliding windows, linear attention, models that bring their own):
-    transformers' default cache is used there."""
+    cache is not plain full-attention layers (sliding windows, linear attention, encoder-decoders, models that
+    bring their own): transformers' default cache is used there."""
     from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     supports = getattr(base, "_supports_default_dynamic_cache", None)
-    if supports is None or not supports():
+    if supports is None or not supports() or base.config.is_encoder_decoder:
         return None
     layers = DynamicCache(config=base.config.get_text_config(decoder=True)).layers
     if not layers or any(type(layer) is not DynamicLayer for layer in layers):
