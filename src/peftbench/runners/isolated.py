@@ -306,7 +306,6 @@ class _ForkServerChild(_WarmChild):
         return self._process.exitcode
 
 
-
 def _fork_server_pid(child_pid: int) -> Optional[int]:
     """The fork server's pid: the parent of a child it has just forked (None if that child is gone)."""
     import psutil

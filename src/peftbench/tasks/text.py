@@ -134,24 +134,22 @@ class TextTask(Task):
 
     @staticmethod
     def _collate(chunk: list[tuple[list[int], int]], pad_id: int, config) -> TrainBatch:
-        """Right-padded tensors, without an attention mask (see below). "sequence": labels are the whole row and the first padding token (the
-        tokenizer's pad, EOS when it has none), and the loss is summed and divided by the batch's non-padding
-        tokens (num_items_in_batch), as the suite's. "completion": labels are the response and its EOS, and
+        """Right-padded tensors, without an attention mask (see below). "sequence": labels are the whole row and
+        the first padding token (the tokenizer's pad, EOS when it has none), and the loss is summed and divided by
+        the batch's non-padding tokens (num_items_in_batch), as the suite's. "completion": labels are the response and its EOS, and
         the loss is the mean over them."""
         import torch
 
         width = max(len(ids) for ids, _ in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
         labels = torch.full((len(chunk), width), -100, dtype=torch.long)
         for row, (ids, prompt_length) in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
             if config.loss_on == "sequence":
                 labels[row, : len(ids) + 1] = input_ids[row, : len(ids) + 1]
             else:
                 labels[row, prompt_length : len(ids)] = input_ids[row, prompt_length : len(ids)]
-        num_tokens = int(attention_mask.sum())
+        num_tokens = sum(len(ids) for ids, _ in chunk)
         # No attention mask: the padding is on the right, so under causal attention no real token sees a padding
         # position, and no padding position's output carries a label (the first padding token is predicted from
         # the last real token). The loss and its gradients are the masked batch's, and the attention kernel
