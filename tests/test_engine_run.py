@@ -323,6 +323,25 @@ def test_out_of_memory_is_recorded_as_oom(experiments_copy, math_fixture_params,
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_cleanup_that_fails_while_cancelling_still_records_cancelled(experiments_copy, math_fixture_params,
+                                                                       tmp_path, monkeypatch):
+    import signal
+
+    from peftbench.runners.cancel import REASONS, Cancelled
+    from peftbench.tasks.text import TextTask
+
+    def cancelled_mid_cleanup(self, model, batch):
+        try:
+            raise Cancelled(signal.SIGTERM, REASONS[signal.SIGTERM])
+        finally:
+            raise RuntimeError("trying to pop from empty mode stack")  # a library's `with` left half-done
+
+    monkeypatch.setattr(TextTask, "compute_loss", cancelled_mid_cleanup)
+    result = run_in_process(experiments_copy / LORA, tmp_path, math_fixture_params)
+    assert result["peftbench"]["status"] == "cancelled", result["peftbench"]["error_msg"]
+    assert result["peftbench"]["error_msg"] == REASONS[signal.SIGTERM]
+
+
 def test_gradient_checkpointing_trains_the_same_adapter(experiments_copy, math_fixture_params, tmp_path):
     params = {**math_fixture_params, "max_steps": 2, "valid_size": 0, "test_size": 1}
     plain = run_in_process(experiments_copy / LORA, tmp_path / "plain", params, save_checkpoint=False)

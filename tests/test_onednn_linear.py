@@ -126,3 +126,19 @@ def test_auto_is_decided_by_the_benchmark_and_only_on_cpu(monkeypatch):
 def test_linear_timings_measure_both_kernels():
     torch_s, onednn_s = onednn_linear.linear_timings(rows=64, size=32, repeats=2)
     assert 0 < torch_s < 1 and 0 < onednn_s < 1
+
+
+def test_an_interrupt_that_lands_inside_torchs_mode_switch_stays_an_interrupt(monkeypatch):
+    """Cancellation raises KeyboardInterrupt wherever the signal lands (runners.cancel). Around functions written
+    in Python (F.silu, ...), torch pops the mode, calls it and pushes it back in Python; an interrupt landing
+    before the push leaves the mode off the stack. Leaving the block must then not fail with torch's "empty mode
+    stack" error, which would record a cancelled run as failed."""
+    x = torch.randn(3, 4)
+    with pytest.raises(KeyboardInterrupt):
+        with onednn_linears():
+            def interrupted_push(mode):
+                raise KeyboardInterrupt  # as a signal handler does at the call's first instruction
+
+            monkeypatch.setattr(torch.overrides, "_push_mode", interrupted_push)
+            F.silu(x)
+    assert torch._C._len_torch_function_stack() == 0

@@ -35,6 +35,19 @@ def cancel_signal(interrupt: BaseException) -> int:
     return getattr(interrupt, "signum", signal.SIGINT)
 
 
+def interrupt_behind(error: BaseException) -> Optional[KeyboardInterrupt]:
+    """The interrupt during whose handling `error` was raised, if any: cancellation raises wherever its signal
+    lands, so cleanup code (a library's `with`, a `finally`) can fail on the state it left half-changed."""
+    seen = set()
+    context = error.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, KeyboardInterrupt):
+            return context
+        seen.add(id(context))
+        context = context.__context__
+    return None
+
+
 def cancel_on_signals(signals=(signal.SIGTERM, signal.SIGHUP), parent_pid: Optional[int] = None) -> None:
     """Raise Cancelled on the first of `signals`; ignore the later ones, so that cleanup is not interrupted.
 

@@ -26,7 +26,7 @@ from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_
 from peftbench.hardware import precision_name
 from peftbench.results.record import RunResult
 from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
-from peftbench.runners.cancel import ORPHANED, cancel_reason
+from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
@@ -207,7 +207,10 @@ def execute(request: RunRequest) -> tuple[Path, str]:
     except Exception as error:  # recorded in the result; other experiments go on
         import torch
 
-        if isinstance(error, torch.OutOfMemoryError):
+        interrupt = interrupt_behind(error)
+        if interrupt is not None:  # a cleanup that failed while the run was being cancelled
+            m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
+        elif isinstance(error, torch.OutOfMemoryError):
             m.status, m.error_msg = "oom", f"out of memory: {error}"
         elif isinstance(error, BrokenPipeError):  # its stderr's reader, the parent, is gone
             m.status, m.error_msg = "cancelled", ORPHANED

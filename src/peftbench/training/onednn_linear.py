@@ -93,8 +93,18 @@ def onednn_linears(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    with _OneDNNLinearMode():
+    # Pushed and popped here rather than by `with mode`: cancellation raises wherever its signal lands
+    # (runners.cancel), and around functions written in Python torch pops the mode, calls it and pushes it back
+    # in Python. An interrupt landing before that push leaves the mode off the stack, and `with` would then
+    # replace the interrupt with torch's "empty mode stack" error.
+    mode = _OneDNNLinearMode()
+    torch._C._push_on_torch_function_stack(mode)
+    try:
         yield
+    finally:
+        depth = torch._C._len_torch_function_stack()
+        if depth and torch._C._get_function_stack_at(depth - 1) is mode:
+            torch._C._pop_torch_function_stack()
 
 
 def linear_timings(rows: int = 1024, size: int = 384, repeats: int = 5) -> tuple[float, float]:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peftbench.config import TrainConfig
-from peftbench.runners.cancel import ORPHANED, cancel_reason
+from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
 from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
@@ -183,8 +183,12 @@ def train(
     except BrokenPipeError:  # the progress output's reader, the parent process, is gone
         outcome.status, outcome.error_msg = "cancelled", ORPHANED
     except Exception as error:  # recorded in the result; the runner goes on with the next experiment
-        outcome.status = "failed"
-        outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
+        interrupt = interrupt_behind(error)
+        if interrupt is not None:  # a cleanup that failed while the run was being cancelled
+            outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
+        else:
+            outcome.status = "failed"
+            outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
     finally:
         if sampler:
             sampler.end()
