@@ -467,6 +467,35 @@ def test_sighup_to_the_child_writes_a_cancelled_result(lora, math_fixture_params
     assert leftovers(tmp_path / "r") == []
 
 
+SWALLOWED_SCRIPT = """
+import os, signal, time, weakref
+from peftbench.runners.cancel import Cancelled, cancel_on_signals
+cancel_on_signals()  # as the CLI does
+class Storage: pass
+def freed(_):  # a weakref callback, like the memory tracker's: Python prints its exceptions and drops them
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)  # the handler runs in this callback
+storage = Storage()
+ref = weakref.ref(storage, freed)
+try:
+    del storage
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pass
+    print("went on")
+except Cancelled as cancelled:
+    print(cancelled.reason)
+"""
+
+
+def test_a_cancel_that_lands_where_python_drops_exceptions_is_delivered_again(tmp_path):
+    """A signal's Cancelled raised inside a weakref callback or a __del__ is only printed; the handler has
+    already ignored the later signals (so that cleanup runs undisturbed), so the run would go on, deaf."""
+    done = subprocess.run([sys.executable, "-c", SWALLOWED_SCRIPT], capture_output=True, text=True, timeout=60,
+                          env=subprocess_env(tmp_path))
+    assert done.stdout.strip() == "cancelled by SIGTERM", done.stdout + done.stderr
+
+
 def test_sigkill_of_the_child_is_killed_not_oom_and_runs_again(lora, math_fixture_params, tmp_path):
     import psutil
 

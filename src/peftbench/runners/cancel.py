@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 from typing import Optional
 
@@ -64,8 +66,21 @@ def cancel_on_signals(signals=(signal.SIGTERM, signal.SIGHUP), parent_pid: Optio
             _silence_stderr()  # its reader is gone: writing to it would raise BrokenPipeError
         raise Cancelled(signum, reason)
 
+    def deliver_dropped_again(unraisable, previous=sys.unraisablehook) -> None:
+        # The signal landed in a weakref callback or a __del__ (the memory tracker has many), whose exceptions
+        # Python hands here and drops: the run would go on, deaf to the signals the handler now ignores. Send
+        # it again, from another thread, so that it lands after this hook returns.
+        if not isinstance(unraisable.exc_value, Cancelled):
+            return previous(unraisable)
+        signum = unraisable.exc_value.signum
+        signal.signal(signum, handler)
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+
     for signum in signals:
         signal.signal(signum, handler)
+    sys.unraisablehook = deliver_dropped_again
 
 
 def _parent_gone(parent_pid: int, wait_s: float) -> bool:
