@@ -32,3 +32,17 @@ def test_the_measure_counts_body_lines_only(tmp_path):
     module = tmp_path / "m.py"
     module.write_text('def f(\n    a=1,\n    b=2,\n):\n    """Doc."""\n    x = a\n    return x\n')
     assert dict(function_bodies(module)) == {"f": 2}
+
+
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source():
+    """Rich help keeps a text's line breaks: a paragraph wrapped at the source's width would break mid-sentence
+    at any other width. Indented lines (examples) keep theirs."""
+    from typer.testing import CliRunner
+
+    for command in peftbench.cli.app.registered_commands:
+        assert "\n" not in command.short_help, command.name
+        for paragraph in command.help.split("\n\n"):
+            lines = paragraph.splitlines()
+            assert len(lines) == 1 or any(line.startswith(" ") for line in lines), (command.name, paragraph)
+    listing = CliRunner().invoke(peftbench.cli.app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "(<method>/<name>/ with adapter_config.json or training_params.json) under ROOTS." in listing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import inspect
 import os
 import sys
 import threading
@@ -33,6 +34,14 @@ app = typer.Typer(
 def _register_all() -> None:
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"peftbench.cli.{name}").register(app)
+    for command in app.registered_commands:
+        # Help texts are wrapped at the source's width; rich help keeps their line breaks, so paragraphs are
+        # joined here and the terminal's width wraps them. Indented lines (examples) stay as written.
+        paragraphs = [paragraph if any(line.startswith(" ") for line in paragraph.splitlines())
+                      else " ".join(paragraph.split())
+                      for paragraph in inspect.cleandoc(command.help or command.callback.__doc__ or "").split("\n\n")]
+        command.help = "\n\n".join(paragraphs)
+        command.short_help = command.short_help or paragraphs[0]
 
 
 _register_all()
