@@ -122,23 +122,30 @@ def _print_recommendation(console, result) -> bool:
     if result.best is None:
         console.print(Text(result.reasons[0], style="bold red"))
         for reason in result.reasons[1:]:
-            console.print(Text(f"  - {reason}"))
+            console.print(Text(_hanging(reason, console.width)))
         return False
     console.print(Text.assemble(("Best: ", "bold green"), Text(result.best.name, style="bold")))
     if result.runner_up is not None:
         console.print(Text.assemble(("Runner-up: ", "bold"), Text(result.runner_up.name)))
     console.print(Text("Why:", style="bold"))
     for reason in result.reasons:
-        console.print(Text(f"  - {reason}"))
+        console.print(Text(_hanging(reason, console.width)))
     shown = ", ".join(
         f"{m.label} {format_value(m, result.best.mean(m.name))}"
         for m in map(get_metric, ["test_score", "peak_memory", "train_time", "file_size", "forgetting"])
         if result.best.mean(m.name) is not None
     )
-    console.print(Text(f"  best: {shown}; {result.best.noise_note}", style="dim"))
+    console.print(Text(_hanging(f"best: {shown}; {result.best.noise_note}", console.width, first="  "), style="dim"))
     if result.excluded:
         console.print(Text(f"{len(result.excluded)} point(s) left out by the constraints", style="dim"))
     return True
+
+
+def _hanging(text: str, width: int, first: str = "  - ", rest: str = "    ") -> str:
+    """`text` wrapped to `width`, its later lines indented under the text rather than under the dash."""
+    import textwrap
+
+    return textwrap.fill(text, width=max(width, 40), initial_indent=first, subsequent_indent=rest)
 
 
 def register(app: typer.Typer) -> None:
