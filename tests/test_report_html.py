@@ -238,3 +238,23 @@ def test_report_shows_what_the_models_wrote(predictions_report, browser):
     assert page.locator("#samples img, #samples script").count() == 0
     assert not dialogs and not errors, (dialogs, errors)
     page.close()
+
+
+def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp_path):
+    """Runs with valid_size 0 (the quick suite's) have no validation curve."""
+    data = json.loads((RESULTS / "peftbench" / "lora--rank8--seed0.json").read_text())
+    data["peftbench"]["valid_curve"] = []
+    data["train_info"]["metrics"] = [{key: value for key, value in entry.items() if not key.startswith("valid")}
+                                     for entry in data["train_info"]["metrics"]]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "lora--rank8--seed0.json").write_text(json.dumps(data))
+    path = tmp_path / "report.html"
+    render_report([tmp_path / "results"], html=path, console=Console(file=io.StringIO()))
+    page, errors, dialogs, _ = watched_page(browser, path)
+    page.wait_for_selector("#valid-curves .annotation-text", timeout=30_000)
+    assert "no validation scores" in page.locator("#valid-curves .annotation-text").text_content()
+    assert page.locator("#valid-curves .xtick").count() == 0  # no axes drawn
+    assert page.locator("#train-curves .scatterlayer .trace").count() == 1
+    assert page.locator("#train-curves .annotation-text").count() == 0
+    assert not errors and not dialogs, (errors, dialogs)
+    page.close()
