@@ -258,3 +258,25 @@ def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp
     assert page.locator("#train-curves .annotation-text").count() == 0
     assert not errors and not dialogs, (errors, dialogs)
     page.close()
+
+
+def test_train_loss_is_smoothed_on_request(browser, tmp_path):
+    """A running mean over about 1/25 of the longest run; off, the logged losses as they are."""
+    data = json.loads((RESULTS / "peftbench" / "lora--rank8--seed0.json").read_text())
+    losses = [1.0 if step % 2 else 2.0 for step in range(100)]
+    data["peftbench"]["train_curve"] = [{"step": step, "loss": loss, "lr": 1e-3} for step, loss in enumerate(losses)]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "lora--rank8--seed0.json").write_text(json.dumps(data))
+    path = tmp_path / "report.html"
+    render_report([tmp_path / "results"], html=path, console=Console(file=io.StringIO()))
+    page, errors, dialogs, _ = watched_page(browser, path)
+    page.wait_for_selector("#train-curves .scatterlayer .trace", timeout=30_000)
+    shown = "document.getElementById('train-curves').data[0].y"
+    assert page.evaluate(shown)[:5] == [2.0, 1.5, 5 / 3, 1.5, 1.5]  # windows of 4 (100 / 25)
+    assert page.evaluate(shown)[4:] == [1.5] * 96
+    assert "last 4 logged steps" in page.locator("#smooth-label").text_content()
+    page.uncheck("#smooth")
+    page.wait_for_function(f"{shown}[0] === 2.0 && {shown}[1] === 1.0")
+    assert page.evaluate(shown) == losses
+    assert not errors and not dialogs, (errors, dialogs)
+    page.close()
