@@ -240,17 +240,25 @@ def test_report_shows_what_the_models_wrote(predictions_report, browser):
     page.close()
 
 
-def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp_path):
-    """Runs with valid_size 0 (the quick suite's) have no validation curve."""
+def report_of_one_edited_result(tmp_path: Path, edit) -> Path:
+    """The HTML report of one fixture result after `edit(data)`."""
     data = json.loads((RESULTS / "peftbench" / "lora--rank8--seed0.json").read_text())
-    data["peftbench"]["valid_curve"] = []
-    data["train_info"]["metrics"] = [{key: value for key, value in entry.items() if not key.startswith("valid")}
-                                     for entry in data["train_info"]["metrics"]]
+    edit(data)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "lora--rank8--seed0.json").write_text(json.dumps(data))
     path = tmp_path / "report.html"
     render_report([tmp_path / "results"], html=path, console=Console(file=io.StringIO()))
-    page, errors, dialogs, _ = watched_page(browser, path)
+    return path
+
+
+def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp_path):
+    """Runs with valid_size 0 (the quick suite's) have no validation curve."""
+    def without_validation(data: dict) -> None:
+        data["peftbench"]["valid_curve"] = []
+        data["train_info"]["metrics"] = [{key: value for key, value in entry.items() if not key.startswith("valid")}
+                                         for entry in data["train_info"]["metrics"]]
+
+    page, errors, dialogs, _ = watched_page(browser, report_of_one_edited_result(tmp_path, without_validation))
     page.wait_for_selector("#valid-curves .annotation-text", timeout=30_000)
     assert "no validation scores" in page.locator("#valid-curves .annotation-text").text_content()
     assert page.locator("#valid-curves .xtick").count() == 0  # no axes drawn
@@ -262,14 +270,12 @@ def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp
 
 def test_train_loss_is_smoothed_on_request(browser, tmp_path):
     """A running mean over about 1/25 of the longest run; off, the logged losses as they are."""
-    data = json.loads((RESULTS / "peftbench" / "lora--rank8--seed0.json").read_text())
     losses = [1.0 if step % 2 else 2.0 for step in range(100)]
-    data["peftbench"]["train_curve"] = [{"step": step, "loss": loss, "lr": 1e-3} for step, loss in enumerate(losses)]
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "lora--rank8--seed0.json").write_text(json.dumps(data))
-    path = tmp_path / "report.html"
-    render_report([tmp_path / "results"], html=path, console=Console(file=io.StringIO()))
-    page, errors, dialogs, _ = watched_page(browser, path)
+
+    def noisy_losses(data: dict) -> None:
+        data["peftbench"]["train_curve"] = [{"step": step, "loss": loss, "lr": 1e-3} for step, loss in enumerate(losses)]
+
+    page, errors, dialogs, _ = watched_page(browser, report_of_one_edited_result(tmp_path, noisy_losses))
     page.wait_for_selector("#train-curves .scatterlayer .trace", timeout=30_000)
     shown = "document.getElementById('train-curves').data[0].y"
     assert page.evaluate(shown)[:5] == [2.0, 1.5, 5 / 3, 1.5, 1.5]  # windows of 4 (100 / 25)
