@@ -49,8 +49,10 @@ def test_suite_runs_an_experiment_end_to_end_and_prints_the_table(tmp_path):
     """One quick-suite experiment, a few steps on a few rows, through the real child-process runner."""
     tiny = ["--set", "max_steps=2", "--set", "eval_steps=2", "--set", "train_size=16", "--set", "valid_size=4",
             "--set", "test_size=6", "--set", "forgetting_size=2", "--set", "batch_size=4", "--set", "num_threads=1"]
-    result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path), *tiny])
+    result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path), *tiny,
+                                 "--save-checkpoint"])
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "checkpoints" / "ia3--default" / "adapter_config.json").exists()  # for `peftbench convert`
     import json
 
     record = json.loads((tmp_path / "ia3--default.json").read_text())["peftbench"]
@@ -71,3 +73,10 @@ def test_quick_suite_starts_longest_first_and_its_order_names_real_experiments()
     assert sorted(longest_first) == sorted(names)
     assert names == longest_first
     assert names[0] == "loha/rank16"  # the slowest one (benchmarks/math-tiny.md) must not start last
+
+
+def test_suites_keep_no_adapters_unless_asked(tmp_path):
+    from peftbench.builtin_suites import suite_requests
+
+    requests, _ = suite_requests("quick", None, "lora/rank16", tmp_path, [], force=False, keep_killed=False)
+    assert requests and not any(request.save_checkpoint for request in requests)

@@ -39,7 +39,7 @@ def suite_experiments(suite: str) -> list[Path]:
 
 
 def suite_requests(name: str, task: Optional[str], only: Optional[str], results: Optional[Path],
-                   set_params: list[str], force: bool, keep_killed: bool):
+                   set_params: list[str], force: bool, keep_killed: bool, save_checkpoint: bool = False):
     """The suite's run descriptions and its task's label, checked before any run (ConfigError: an unknown
     suite or task, no experiment matching --only, a results folder that takes no write)."""
     from peftbench.config import parse_set_options
@@ -60,7 +60,7 @@ def suite_requests(name: str, task: Optional[str], only: Optional[str], results:
     check_writable(results)  # before any training, not after the first run
     requests = [
         RunRequest(task=task_name, results_dir=str(results), experiment_dir=str(path), overrides=overrides,
-                   force=force, keep_killed=keep_killed, save_checkpoint=False, show_progress=False)
+                   force=force, keep_killed=keep_killed, save_checkpoint=save_checkpoint, show_progress=False)
         for path in experiments
     ]
     return requests, task_label

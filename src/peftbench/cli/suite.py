@@ -64,6 +64,10 @@ def suite(
     keep_killed: Annotated[
         bool, typer.Option("--keep-killed", help="Keep existing oom and killed results instead of running them again.")
     ] = False,
+    save_checkpoint: Annotated[
+        bool, typer.Option("--save-checkpoint", help="Keep each experiment's trained adapter under "
+                           "RESULTS/checkpoints/<method>--<name>/, for `peftbench convert`.")
+    ] = False,
     workers: Annotated[
         int, typer.Option("--workers", help="Experiments run at once; the CPU cores are split between them.")
     ] = 2,  # two single-thread runs keep both cores busy through generation and small-batch steps
@@ -85,7 +89,8 @@ def suite(
         return
     name = name or "quick"
     try:
-        trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed)
+        trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed,
+                                            save_checkpoint)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
