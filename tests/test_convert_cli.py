@@ -194,3 +194,31 @@ def test_evaluate_writes_a_converted_result_named_beside_the_original(tmp_path, 
 def test_evaluate_needs_a_task(tmp_path):
     result = _convert(tmp_path, "--out", tmp_path / "out", "--rank", "8", "--evaluate")
     assert result.exit_code == 2 and "--evaluate needs --task" in result.output
+
+
+def test_the_table_keeps_names_and_numbers_whole_and_shows_only_columns_that_differ():
+    import io
+
+    from rich.console import Console
+
+    from peftbench.conversion.report import ConversionReport, LayerReport, render_table
+
+    def layer(name, how, bias_changed=False):
+        return LayerReport(module=name, rank=16, energy_kept=0.76, delta_relative_error=0.49, delta_norm=1.77,
+                           bias_changed=bias_changed, how=how, nonlinearity=0.0)
+
+    def shown(layers) -> str:
+        report = ConversionReport(source_adapter="a", peft_type="OFT", method="OFT", base_model="b", rank_spec="16",
+                                  vllm=False, approximate=False, lora_rank=16, lora_parameters=1, layers=layers)
+        screen = io.StringIO()
+        Console(file=screen, width=80).print(render_table(report))
+        return screen.getvalue()
+
+    long_name = "model.layers.27.self_attn.q_proj"
+    uniform = shown([layer(long_name, "identity probe"), layer("model.layers.27.mlp.down_proj", "identity probe")])
+    assert long_name in uniform and "0.7600" in uniform and "4.90e-01" in uniform
+    assert "how" not in uniform.splitlines()[2] and "probe for every layer" in uniform and "no bias changed" in uniform
+    mixed = shown([layer(long_name, "identity probe"), layer("lm_head", "least-squares fit", bias_changed=True)])
+    header = next(line for line in mixed.splitlines() if "module" in line)
+    assert "how" in header and "bias" in header and "changed" in mixed and "fit" in mixed
+    assert "0.7600" in mixed and "4.90e-01" in mixed

@@ -65,28 +65,29 @@ def render_table(report: ConversionReport):
     from rich.table import Table
     from rich.text import Text
 
+    how = [layer.how.replace("least-squares fit", "fit").replace("identity probe", "probe").replace("peft formula", "peft")
+           for layer in report.layers]
+    # A column that says the same for every layer moves to the caption: module names and numbers then fit an
+    # 80-column terminal whole. Whatever still does not fit folds the names, never the numbers.
+    show_how = len(set(how)) > 1
+    show_bias = any(layer.bias_changed for layer in report.layers)
+    caption = ("energy: kept fraction of ||ΔW||²; ΔW err: ||ΔW - BA|| / ||ΔW||; ΔW from peft's formula (peft) or the "
+               "identity probe (probe), exact and both checked on random inputs, or a least-squares fit (fit, "
+               "approximate): " + ("column how" if show_how else f"{how[0] if how else '-'} for every layer")
+               + ("" if show_bias else "; no bias changed"))
     # names come from untrusted files: never let them be read as rich markup
-    table = Table(
-        title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"),
-        caption="energy: kept fraction of ||ΔW||²; ΔW err: ||ΔW - BA|| / ||ΔW||; how: ΔW from peft's formula or the "
-        "identity probe (exact, both checked on random inputs), or a least-squares fit (approximate)",
-    )
-    # on a narrow terminal the module name folds; the numbers, the point of the table, are never cut
+    table = Table(title=escape(f"{report.source_adapter} -> LoRA ({report.rank_spec})"), caption=caption)
     table.add_column("module", overflow="fold")
     for header in ("rank", "energy", "ΔW err", "‖ΔW‖"):
         table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("bias", justify="center", no_wrap=True)
-    table.add_column("how", justify="center", no_wrap=True)
-    for layer in report.layers:
-        table.add_row(
-            Text(layer.module),
-            str(layer.rank),
-            f"{layer.energy_kept:.4f}",
-            f"{layer.delta_relative_error:.2e}",
-            f"{layer.delta_norm:.3g}",
-            "changed" if layer.bias_changed else "-",
-            layer.how.replace("least-squares fit", "fit").replace("identity probe", "probe").replace(
-                "peft formula", "peft"
-            ),
-        )
+    if show_bias:
+        table.add_column("bias", justify="center", no_wrap=True)
+    if show_how:
+        table.add_column("how", justify="center", no_wrap=True)
+    for layer, layer_how in zip(report.layers, how):
+        cells = [Text(layer.module), str(layer.rank), f"{layer.energy_kept:.4f}", f"{layer.delta_relative_error:.2e}",
+                 f"{layer.delta_norm:.3g}"]
+        cells += ["changed" if layer.bias_changed else "-"] if show_bias else []
+        cells += [layer_how] if show_how else []
+        table.add_row(*cells)
     return table
