@@ -247,7 +247,35 @@ def test_memory_command_names_a_method_it_cannot_trace_and_goes_on(tmp_path):
                                        "--set", f"model_id={LLAMA_3B}", "--set", "max_seq_length=64"])
     assert outcome.exit_code == 1
     assert "shira/default: could not be traced without the model's weights" in outcome.stderr
+    assert "computes shapes from tensor values" in outcome.stderr
     assert [e["experiment_name"] for e in json.loads(outcome.stdout)] == ["ia3/default"]
+
+
+def test_memory_command_blames_values_only_for_errors_about_values(tmp_path, monkeypatch):
+    from peftbench.runners import memory_estimates
+
+    def broken(*args, **kwargs):
+        raise ValueError("something else went wrong")
+
+    monkeypatch.setattr(memory_estimates, "estimate_training_memory", broken)
+    outcome = CliRunner().invoke(app, ["memory", str(FIXTURES / "experiments" / LORA), "--task", "math",
+                                       "--set", f"model_id={LLAMA_3B}"])
+    assert outcome.exit_code == 1
+    assert "(ValueError: something else went wrong)" in outcome.stderr
+    assert "tensor values" not in outcome.stderr and "track_memory" in outcome.stderr
+
+
+def test_memory_command_on_the_default_task_whose_precision_is_auto():
+    """math-tiny's use_amp is "auto" (bf16 where native): the estimate, for a GPU, takes a GPU that has it."""
+    quick = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
+    outcome = CliRunner().invoke(app, ["memory", str(quick / "lora" / "rank16"), str(quick / "full-finetuning" / "default"),
+                                       "--task", "math-tiny"], env={"COLUMNS": "80"})
+    assert outcome.exit_code == 0, outcome.output
+    assert "use_amp 'auto' taken as bf16 autocast" in outcome.stderr
+    assert "full-finetuning/default" in outcome.stdout and "activations" in outcome.stdout  # names and parts whole
+    as_json = CliRunner().invoke(app, ["memory", str(quick / "lora" / "rank16"), "--task", "math-tiny", "--json",
+                                       "--set", "use_amp=false"])
+    assert as_json.exit_code == 0 and "use_amp 'auto'" not in as_json.output
 
 
 def test_track_memory_run_also_watches_evaluation(tmp_path, math_fixture_params):

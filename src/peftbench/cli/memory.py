@@ -19,8 +19,8 @@ Examples:
   peftbench memory experiments/*/* --task math --set model_id=models/Llama-3.2-3B --set batch_size=8 --json
 """
 
-BREAKDOWN_COLUMNS = [
-    ("parameters", "params"), ("gradients", "grads"), ("optimizer_state", "optimizer"),
+BREAKDOWN_LABELS = [
+    ("parameters", "parameters"), ("gradients", "gradients"), ("optimizer_state", "optimizer state"),
     ("activations", "activations"), ("temporaries", "temporaries"),
 ]
 
@@ -70,6 +70,8 @@ def memory(
         print(json.dumps([estimate.to_dict() for estimate in estimates], indent=2))
     else:
         _print_table(estimates)
+        for note in dict.fromkeys(note for estimate in estimates for note in estimate.notes):
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if exit_code:
         raise typer.Exit(exit_code)
 
@@ -83,17 +85,17 @@ def _print_table(estimates) -> None:
 
     memory_metric, count_metric = get_metric("peak_memory"), get_metric("trainable_params")
     table = Table(title="estimated peak training memory (allocated, as torch.cuda.max_memory_allocated)")
-    table.add_column("experiment")
-    table.add_column("peak", justify="right", style="bold")
-    for _, label in BREAKDOWN_COLUMNS:
-        table.add_column(label, justify="right")
-    table.add_column("trainable", justify="right")
+    # the breakdown is one wrapping column, largest part first: five more columns would not fit 80 characters
+    table.add_column("experiment", overflow="fold")
+    table.add_column("peak", justify="right", style="bold", no_wrap=True)
+    table.add_column("trainable", justify="right", no_wrap=True)
+    table.add_column("at the peak")
     for estimate in sorted(estimates, key=lambda e: e.peak_bytes):
-        table.add_row(
-            escape(estimate.experiment_name), format_value(memory_metric, estimate.peak_bytes),
-            *(format_value(memory_metric, estimate.breakdown.get(key, 0)) for key, _ in BREAKDOWN_COLUMNS),
-            format_value(count_metric, estimate.trainable_params),
-        )
+        parts = sorted(((estimate.breakdown.get(key, 0), label) for key, label in BREAKDOWN_LABELS), reverse=True)
+        breakdown = ", ".join(f"{label} {format_value(memory_metric, size)}".replace(" ", "\u00a0")  # one part, one line
+                              for size, label in parts if size)
+        table.add_row(escape(estimate.experiment_name), format_value(memory_metric, estimate.peak_bytes),
+                      format_value(count_metric, estimate.trainable_params), breakdown)
     Console().print(table)
 
 

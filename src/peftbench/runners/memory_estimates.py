@@ -46,7 +46,18 @@ def estimate_prepared_run(run: PreparedRun) -> MemoryEstimate | EstimateFailure:
         return EstimateFailure(run.experiment_name, f"{run.experiment_name}: {error}", exit_code=2)
     except Exception as error:  # e.g. a method whose initialisation needs the weights' values
         first_line = (str(error).splitlines() or [""])[0][:200]
+        why = ("this method computes shapes from tensor values (nonzero, bincount, a clustering of the weights), "
+               "which a model without data cannot give" if _needs_values(error)
+               else "`peftbench run` with track_memory measures it instead")
         return EstimateFailure(run.experiment_name, (
             f"{run.experiment_name}: could not be traced without the model's weights ({type(error).__name__}: "
-            f"{first_line}); this method computes shapes from tensor values (nonzero, bincount, a clustering of "
-            "the weights), which a model without data cannot give"), exit_code=1)
+            f"{first_line}); {why}"), exit_code=1)
+
+
+def _needs_values(error: Exception) -> bool:
+    """Whether tracing stopped at a shape or value only data could give: fake tensors' own errors, or torch's
+    meta kernels saying so (nonzero's)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    return (isinstance(error, (DataDependentOutputException, DynamicOutputShapeException))
+            or "data-independent" in str(error) or "data-dependent" in str(error))

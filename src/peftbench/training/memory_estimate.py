@@ -26,6 +26,7 @@ steady-state step per batch shape not smaller in every dimension than another.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -200,6 +201,17 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
     from peftbench.training.methods import wrap_model
     from peftbench.training.train import autocast_context, trainable_and_total_params
 
+    notes = []
+    if config.use_amp == "auto":  # bf16 where the hardware runs it natively (peftbench.hardware)
+        if device_type == "cuda":  # no GPU to ask: take one that does, as every GPU since Ampere
+            use_amp = True
+            notes.append("use_amp 'auto' taken as bf16 autocast, as on a GPU with native bf16 (Ampere or newer); "
+                         "--set use_amp=false for fp32")
+        else:
+            from peftbench.hardware import resolve_use_amp
+
+            use_amp = resolve_use_amp("auto", "cpu")[0]
+        config = dataclasses.replace(config, use_amp=use_amp)
     model_config = load_model_config(config)
     tracker = _FakeRunTracker(device_type=device_type)
     device = torch.device("cpu")
@@ -232,7 +244,6 @@ def estimate_training_memory(spec: ExperimentSpec, task: Task, config: TrainConf
                 optimizer.step()
             del inputs, input_ids
         trainable_params, total_params = trainable_and_total_params(model)
-    notes = []
     if config.use_amp:
         notes.append("use_amp: bf16 autocast traced on the CPU autocast rules")
     return MemoryEstimate(
