@@ -314,3 +314,7 @@ def test_experiments_without_validation_rows_are_rejected_naming_the_fix():
     with pytest.raises(ConfigError, match=r"valid_size is 0 for .*rank16.*--set valid_size=100"):
         resolve_experiments([folder], "math-tiny", {})
     assert resolve_experiments([folder], "math-tiny", {"valid_size": 20})[0].key == "lora/rank16"
+    # validation rows that are never used, because training ends before the first validation, are no better
+    with pytest.raises(ConfigError, match=r"eval_steps \(128\) is larger than max_steps \(20\).*--set eval_steps=20"):
+        resolve_experiments([folder], "math-tiny", {"valid_size": 20, "max_steps": 20})
+    assert resolve_experiments([folder], "math-tiny", {"valid_size": 20, "max_steps": 20, "eval_steps": 20})

@@ -32,17 +32,17 @@ def experiments(tmp_path):
 def test_sweep_command_prints_default_vs_tuned_and_writes_the_summary(cli, experiments, tmp_path):
     results = tmp_path / "results"
     outcome = cli(*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "2", "--results", results,
-                  "--workers", "2", "--set", "max_steps=5")
+                  "--workers", "2", "--set", "max_steps=5", "--set", "eval_steps=5")
     assert outcome.exit_code == 0, outcome.output
     assert "lora/r4" in outcome.stdout and "ia3/default" in outcome.stdout and "reference" in outcome.stdout
     summary = json.loads((results / "sweep-summary.json").read_text())
-    assert summary["overrides"] == {"max_steps": 5}
+    assert summary["overrides"] == {"max_steps": 5, "eval_steps": 5}
     # math-tiny's configured rate (2e-3) is the grid's centre for both experiments
     assert summary["experiments"]["lora/r4"]["lr_grid"] == [0.000632, 0.002, 0.00632]
     assert summary["experiments"]["ia3/default"]["chosen_lr"] == 0.00632
 
     again = cli(*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "2", "--results", results,
-                "--workers", "2", "--set", "max_steps=5")
+                "--workers", "2", "--set", "max_steps=5", "--set", "eval_steps=5")
     assert again.exit_code == 0 and "0 trials run, 10 already finished" in again.stderr
 
 

@@ -16,7 +16,7 @@ HELP = (
     "Running the same command again resumes: finished trials (success, diverged, oom) are kept; failed, "
     "cancelled and missing ones run again. Exit status 1 if any trial did not succeed.\n\n"
     "Example: peftbench sweep src/peftbench/suites/quick/lora/rank16 src/peftbench/suites/quick/ia3/default "
-    "--task math-tiny --lr-trials 3 --seeds 3 --workers 2"
+    "--task math-tiny --lr-trials 3 --seeds 3 --set valid_size=100 --workers 2"
 )
 
 
@@ -133,7 +133,7 @@ def summary_table(summary):
             key,
             _number(entry.experiment.default_lr),
             _number(default.test_score) if default.status == "success" else default.status,
-            _number(entry.chosen_lr),
+            _number(entry.chosen_lr) if entry.chosen_lr is not None else "none: no trial succeeded with a valid score",
             tuned_text,
             versus_text,
         )

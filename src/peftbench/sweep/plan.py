@@ -91,6 +91,12 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
                 f"valid_size is 0 for {spec.path} ({spec.training_params_path} or --set): a sweep chooses each "
                 "learning rate on the validation score, so it needs validation rows; add e.g. --set valid_size=100"
             )
+        if config.eval_steps > config.max_steps:  # validation runs every eval_steps steps, never here
+            raise ConfigError(
+                f"eval_steps ({config.eval_steps}) is larger than max_steps ({config.max_steps}) for {spec.path}: "
+                "no validation would run, and a sweep chooses each learning rate on the validation score; add "
+                f"--set eval_steps={config.max_steps}"
+            )
         experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed)))
     first_by_key: dict[str, SweepExperiment] = {}
     for experiment in experiments:
