@@ -141,7 +141,7 @@ def _print_summary(console, requests, outcomes) -> None:
     names = {request.trial_id: "/".join(request.names) for request in requests}
     table = Table(title="peftbench run")
     for column in ("experiment", "status", "test score", "train time (s)", "result / error"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a path or an error cut short would not say where or what
     for outcome in outcomes:
         status = "skipped" if outcome.skipped else outcome.status
         result = (read_result_file(outcome.result_path).result if outcome.result_path else None) or RunResult()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import warnings
 
 EXIT_BAD_INPUT = 3
 EXIT_NOT_WRITTEN = 4
@@ -22,6 +23,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m peftbench.runners.child REQUEST.json|-", file=sys.stderr)
         return 2
     from peftbench.runners.cancel import cancel_on_signals, die_with_parent
+
+    # Libraries' notices of their own coming API changes (transformers calling its deprecated names, ...) are
+    # for peftbench's developers, who see them in the test suite, not for a user watching a run.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|diffusers|torch)(\.|$)")
 
     if argv[0] == "-":
         fields = json.load(sys.stdin)
