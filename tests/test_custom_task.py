@@ -423,3 +423,20 @@ def test_forgetting_loss_score_name_and_a_hub_forgetting_set(task_dir, tmp_path)
             read_task_file(edit_task(task_dir, **changes))
     math = get_task("math")  # the shipped task file, under its registered name
     assert (math.name, math.spec.path, math.forgetting_formula) == ("math", shipped_task_file("math"), "peft_suite")
+
+
+def test_init_task_guesses_the_metric_from_the_targets(tmp_path):
+    """A whole worked solution never matches exactly: GSM8K-style targets are scored on their final answer,
+    solutions ending in a number on that number; short one-line answers keep exact match."""
+    gsm8k_like = Path(__file__).parent / "fixtures" / "math" / "gsm8k_test.jsonl"
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_text("".join(json.dumps({"question": f"{a} plus {b}?", "answer": f"Adding them gives {a + b}"})
+                                 + "\n" for a, b in zip(range(20), range(5, 45, 2))))
+    for data, metric in ((gsm8k_like, "final_answer"), (solutions, "last_number")):
+        task_file = tmp_path / f"{metric}.yaml"
+        outcome = CliRunner().invoke(app, ["init-task", str(task_file), "--data", str(data)])
+        assert outcome.exit_code == 0, outcome.output
+        spec = yaml.safe_load(task_file.read_text())
+        assert spec["metric"] == metric
+        assert "until" not in spec["generation_kwargs"]  # a solution runs over several lines: until EOS
+        assert 64 <= spec["generation_kwargs"]["max_gen_toks"] <= 512

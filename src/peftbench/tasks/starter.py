@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from typing import Any
 PROMPT_NAMES = ("question", "prompt", "input", "query", "instruction", "text", "sentence", "context", "ticket")
 TARGET_NAMES = ("answer", "target", "label", "output", "response", "completion", "solution", "gold", "category")
 CHOICE_NAMES = ("choices", "options", "candidates", "endings")
+GUESS_ROWS = 50  # the rows whose targets decide the metric
+NUMBER_AT_END = re.compile(r"-?[\d,]*\.?\d+\W*$")
 
 
 def _pick(columns: list[str], preferred: tuple[str, ...], exclude: set[str]) -> str | None:
@@ -82,14 +85,10 @@ def starter_text(data_file: Path, task_file: Path, rows: list[dict[str, Any]], m
     else:
         lines += [
             "# Generation: greedy, until EOS, max_gen_toks or an `until` string; then scored by `metric`:",
-            "# exact_match | last_number | regex | contains | module:function (a .py file beside this one;",
-            "# the function gets (prediction, row) and returns a bool or a number in [0, 1]).",
+            "# exact_match | last_number | final_answer | regex | contains | f1 | rouge | module:function (a .py",
+            "# file beside this one; the function gets (prediction, row) and returns a bool or a number in [0, 1]).",
             "output_type: generate_until",
-            "metric: exact_match",
-            "metric_args: {ignore_case: true}   # exact_match: ignore_case, ignore_punctuation, regexes_to_ignore",
-            "generation_kwargs:",
-            "  until: [\"\\n\"]",
-            "  max_gen_toks: 64",
+            *_scoring_guess([str(row[target]) for row in rows if row.get(target) is not None]),
         ]
     lines += [
         "",
@@ -113,6 +112,26 @@ def starter_text(data_file: Path, task_file: Path, rows: list[dict[str, Any]], m
     return "\n".join(lines)
 
 
+def _scoring_guess(targets: list[str]) -> list[str]:
+    """The metric and generation lines for these targets: a worked solution is scored on its final answer
+    (exact match of a whole solution would never succeed), a one-line short answer on exact match."""
+    longest = max((len(t) for t in targets), default=0)
+    # twice the longest target in tokens (about four characters each), in whole 32s
+    budget = f"  max_gen_toks: {min(512, max(64, -(-longest // 2 // 32) * 32))}"
+    if targets and all("####" in t or "The answer is" in t for t in targets):
+        return ["metric: final_answer   # the answer after the last '#### ' / 'The answer is', as GSM8K is scored",
+                "generation_kwargs:", budget]
+    if targets and all(NUMBER_AT_END.search(t) for t in targets) and any(len(t.split()) > 3 for t in targets):
+        return ["metric: last_number    # the solution's last number against the target's",
+                "generation_kwargs:", budget]
+    if any("\n" in t for t in targets):
+        return ["metric: f1   # token overlap, as for free text (exact_match: whole answers only)",
+                "generation_kwargs:", budget]
+    return ["metric: exact_match",
+            "metric_args: {ignore_case: true}   # exact_match: ignore_case, ignore_punctuation, regexes_to_ignore",
+            "generation_kwargs:", "  until: [\"\\n\"]", "  max_gen_toks: 64"]
+
+
 def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool = False) -> None:
     """Write `task_file`, a starter for `data`'s columns, only once it has been checked as `run` would check it;
     ConfigError (naming the file) on bad input, and then nothing is written."""
@@ -127,7 +146,8 @@ def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool
         raise ConfigError(f"{task_file} exists; --force replaces it")
     if not data.is_file():
         raise ConfigError(f"--data: file not found: {data}")
-    rows = [dict(row) for row in load_rows(str(data), key="--data").select(range(1))] if data.stat().st_size else []
+    table = load_rows(str(data), key="--data") if data.stat().st_size else []
+    rows = [dict(row) for row in table.select(range(min(GUESS_ROWS, len(table))))] if len(table) else []
     if not rows:
         raise ConfigError(f"--data: {data} has no rows")
     task_file.parent.mkdir(parents=True, exist_ok=True)
