@@ -117,3 +117,19 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     result = runner.invoke(app, ["report", str(RESULTS / "published"), "--png", str(tmp_path / "taken")])
     assert result.exit_code == 1 and "cannot write" in result.output
+
+
+def test_png_names_the_dominated_points_too_when_there_are_few_and_has_a_legend(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
+    comparison = render_report([RESULTS / "peftbench"], png_dir=tmp_path, console=Console(file=io.StringIO()))
+    (figure,) = figures
+    axes = figure.axes[0]
+    labels = {text.get_text() for text in axes.texts}
+    frontier = set(comparison.pair.frontier.frontier)
+    dominated = {p.name for p in comparison.points} - frontier - set(comparison.pair.frontier.missing)
+    assert frontier <= labels and dominated and labels & dominated
+    noise = ["on the frontier only within noise"] if comparison.pair.within_noise else []
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["on the frontier", *noise, "dominated"]

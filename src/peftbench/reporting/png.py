@@ -9,6 +9,7 @@ from peftbench.analysis.comparison import Comparison, frontier_view
 from peftbench.analysis.metrics import Metric, axis_unit, format_value, get_metric
 
 FRONTIER_COLOR, NOISE_COLOR, DOMINATED_COLOR = "#1a9e5a", "#d98a00", "#8a95a5"
+MAX_LABELLED = 20  # with more points, only the frontier is named
 
 
 def _plain(text: str) -> str:
@@ -25,18 +26,18 @@ def _spans_decades(values: list[float]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) > 1000
 
 
-def _label_frontier(ax, labelled: list[tuple[str, tuple[float, float]]]) -> None:
-    """Name the frontier points to their right, alternately above and below, and skip a label that would
-    sit on top of one already placed (dense frontiers); the HTML report names every point on hover."""
+def _label_points(ax, labelled: list[tuple[str, tuple[float, float], str]]) -> None:
+    """Name points to their right, alternately above and below, in the order given (the frontier first), and
+    skip a label that would sit on top of one already placed; the HTML report names every point on hover."""
     placed: list[tuple[float, float]] = []
-    for index, (text, position) in enumerate(labelled):
+    for index, (text, position, color) in enumerate(labelled):
         dy = 5 if index % 2 == 0 else -11
         px, py = ax.transData.transform(position)
         py += dy * ax.figure.dpi / 72
         if any(abs(py - qy) < 11 * ax.figure.dpi / 72 and abs(px - qx) < 160 * ax.figure.dpi / 72 for qx, qy in placed):
             continue
         placed.append((px, py))
-        ax.annotate(text, position, fontsize=7, color="#3a4656", xytext=(7, dy), textcoords="offset points",
+        ax.annotate(text, position, fontsize=7, color=color, xytext=(7, dy), textcoords="offset points",
                     annotation_clip=False)  # fmt: skip
 
 
@@ -86,7 +87,18 @@ def plot_pair(comparison: Comparison, x: Metric, y: Metric, path: Path) -> Path:
         ax.set_xlim(left, right * (right / left) ** 0.2)  # room for the labels of the rightmost points
     else:
         ax.set_xlim(left, right + (right - left) * 0.2)
-    _label_frontier(ax, [(_plain(p.name), xy(p)) for p in ordered_frontier])
+    # every point is named when there are few (the frontier's names win where labels would collide)
+    dominated = sorted((p for p in points if p.name not in frontier), key=lambda p: p.mean(y.name),
+                       reverse=y.higher_is_better)  # the best of them first
+    _label_points(ax, [(_plain(p.name), xy(p), "#3a4656") for p in ordered_frontier]
+                  + ([(_plain(p.name), xy(p), "#8a95a5") for p in dominated] if len(points) <= MAX_LABELLED else []))
+    from matplotlib.lines import Line2D
+
+    legend = [(FRONTIER_COLOR, "on the frontier"), (DOMINATED_COLOR, "dominated")]
+    if view.within_noise:
+        legend.insert(1, (NOISE_COLOR, "on the frontier only within noise"))
+    ax.legend(handles=[Line2D([], [], marker="o", ls="", color=color, label=text) for color, text in legend],
+              fontsize=7, loc="best", frameon=False)
     arrow = {True: "higher is better", False: "lower is better"}
     ax.set_xlabel(f"{x.label}{f' [{x_suffix}]' if x_suffix else ''} ({arrow[x.higher_is_better]})")
     ax.set_ylabel(f"{y.label}{f' [{y_suffix}]' if y_suffix else ''} ({arrow[y.higher_is_better]})")
