@@ -358,6 +358,9 @@ def test_list_shows_tasks_and_experiments(experiments_copy):
     outcome = CliRunner().invoke(app, ["list", str(experiments_copy)])
     assert outcome.exit_code == 0, outcome.output
     assert "math" in outcome.output and "prompt_tuning" in outcome.output and "full fine-tuning" in outcome.output
+    wide = CliRunner().invoke(app, ["list", str(experiments_copy)], env={"COLUMNS": "250"})
+    # the shipped models are named inside the package, not by an absolute path cut to fit
+    assert "peftbench/assets/tiny-math-llama" in wide.output and "…" not in wide.output
 
 
 def test_sigkill_is_oom_only_with_the_oom_killers_evidence(experiments_copy, math_fixture_params, tmp_path,

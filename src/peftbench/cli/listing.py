@@ -38,19 +38,21 @@ def list_command(
         return
     tasks = Table(title="tasks")
     for column in ("task", "description", "base model", "score"):
-        tasks.add_column(column)
+        tasks.add_column(column, overflow="fold")  # a model path or id cut short would name nothing
     for name in available_tasks():
         task = get_task(name)
         label = f"{name} (default)" if name == DEFAULT_TASK else name
         score = f"{task.score_name} ({'higher' if task.higher_is_better else 'lower'} is better)"
-        tasks.add_row(escape(label), escape(task.description), escape(str(task.default_params().get("model_id"))), score)
+        model = str(task.default_params().get("model_id"))
+        tasks.add_row(escape(label), escape(task.description), escape(_short(Path(model)) if Path(model).is_dir() else model),
+                      score)
     tasks.caption = "or your own: --task my_task.yaml (peftbench init-task; docs/custom-task.md)"
     console.print(tasks)
 
     search = roots or [p for p in (Path("experiments"), BUILTIN_SUITES) if p.exists()]
     experiments = Table(title="experiments")
     for column in ("folder", "method", "peft_type", "training params"):
-        experiments.add_column(column)
+        experiments.add_column(column, overflow="fold")
     for root in search:
         for folder in discover_experiments(root):
             try:
@@ -92,8 +94,9 @@ def _params_table(task_name: str):
 
 
 def _short(folder: Path) -> str:
-    """A folder relative to the working directory (or to the built-in suites), for a narrow table."""
-    for base, prefix in ((Path.cwd(), ""), (BUILTIN_SUITES, "suites/")):
+    """A folder relative to the working directory (or to the package: built-in suites, shipped models), for a
+    narrow table."""
+    for base, prefix in ((Path.cwd(), ""), (BUILTIN_SUITES, "suites/"), (BUILTIN_SUITES.parent, "peftbench/")):
         try:
             return prefix + str(folder.resolve().relative_to(base.resolve()))
         except ValueError:
