@@ -222,3 +222,23 @@ def test_the_table_keeps_names_and_numbers_whole_and_shows_only_columns_that_dif
     header = next(line for line in mixed.splitlines() if "module" in line)
     assert "how" in header and "bias" in header and "changed" in mixed and "fit" in mixed
     assert "0.7600" in mixed and "4.90e-01" in mixed
+
+
+def test_evaluate_reports_the_converted_score_beside_the_originals(tmp_path):
+    from pathlib import Path
+
+    from peftbench.cli.convert import _scores
+
+    fixture = Path(__file__).parent / "fixtures" / "results" / "peftbench" / "lora--rank8--seed0.json"
+    original = json.loads(fixture.read_text())
+    (tmp_path / "original.json").write_text(json.dumps(original))
+    converted = json.loads(fixture.read_text())
+    converted["peftbench"]["test_score"] = 0.25
+    converted["peftbench"]["conversion"] = {"source_result": str(tmp_path / "original.json")}
+    (tmp_path / "converted.json").write_text(json.dumps(converted))
+    assert _scores(tmp_path / "converted.json") == {
+        "score_name": "accuracy", "test_score": 0.25, "source_test_score": original["peftbench"]["test_score"]}
+    converted["peftbench"]["conversion"] = {"source_result": str(tmp_path / "gone.json")}
+    (tmp_path / "converted.json").write_text(json.dumps(converted))
+    assert _scores(tmp_path / "converted.json") == {"score_name": "accuracy", "test_score": 0.25}
+    assert _scores(tmp_path / "missing.json") == {}

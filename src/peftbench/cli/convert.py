@@ -106,7 +106,7 @@ def convert(
 
         outcome = evaluate_converted(report, adapter_dir, out, task, results_dir, report.base_model, overrides=overrides)
         evaluation = {"result_file": outcome.result_path, "status": outcome.status,
-                      **({"error": outcome.error} if outcome.error else {})}
+                      **({"error": outcome.error} if outcome.error else {}), **_scores(outcome.result_path)}
     if as_json:
         typer.echo(json.dumps({**report.to_json_dict(), "evaluation": evaluation}, indent=2))
         return
@@ -158,8 +158,30 @@ def _print_report(report, out: Path, task: Optional[str], evaluation: Optional[d
     out_console.print(f"wrote {_escape(str(out))}", soft_wrap=True)
     if evaluation:
         error = f" ({evaluation['error']})" if evaluation.get("error") else ""
-        out_console.print(f"evaluation on {_escape(task)}: {evaluation['status']}, result "
+        score = ""
+        if evaluation.get("test_score") is not None:
+            original = evaluation.get("source_test_score")
+            score = (f", test {evaluation['score_name']} {evaluation['test_score']:.3f}"
+                     + (f" (the original adapter: {original:.3f})" if original is not None else ""))
+        out_console.print(f"evaluation on {_escape(task)}: {evaluation['status']}{_escape(score)}, result "
                           f"{_escape(str(evaluation['result_file']))}{_escape(error)}", soft_wrap=True)
+
+
+def _scores(result_path) -> dict:
+    """The converted adapter's test score and, where its result file is at hand, the original's (both files
+    are read as untrusted data)."""
+    from peftbench.results.reader import read_result_file
+
+    converted = read_result_file(result_path).result if result_path else None
+    if converted is None or converted.test_score is None:
+        return {}
+    scores = {"score_name": converted.score_name, "test_score": converted.test_score}
+    conversion = converted.extra.get("conversion")
+    source = conversion.get("source_result") if isinstance(conversion, dict) else None
+    original = read_result_file(source).result if isinstance(source, str) else None
+    if original is not None and original.test_score is not None:
+        scores["source_test_score"] = original.test_score
+    return scores
 
 
 def _task_model(task_name: str) -> str:
