@@ -115,21 +115,19 @@ def starter_text(data_file: Path, task_file: Path, rows: list[dict[str, Any]], m
 def _scoring_guess(targets: list[str]) -> list[str]:
     """The metric and generation lines for these targets: a worked solution is scored on its final answer
     (exact match of a whole solution would never succeed), a one-line short answer on exact match."""
-    longest = max((len(t) for t in targets), default=0)
-    # twice the longest target in tokens (about four characters each), in whole 32s
-    budget = f"  max_gen_toks: {min(512, max(64, -(-longest // 2 // 32) * 32))}"
     if targets and all("####" in t or "The answer is" in t for t in targets):
-        return ["metric: final_answer   # the answer after the last '#### ' / 'The answer is', as GSM8K is scored",
-                "generation_kwargs:", budget]
-    if targets and all(NUMBER_AT_END.search(t) for t in targets) and any(len(t.split()) > 3 for t in targets):
-        return ["metric: last_number    # the solution's last number against the target's",
-                "generation_kwargs:", budget]
-    if any("\n" in t for t in targets):
-        return ["metric: f1   # token overlap, as for free text (exact_match: whole answers only)",
-                "generation_kwargs:", budget]
-    return ["metric: exact_match",
-            "metric_args: {ignore_case: true}   # exact_match: ignore_case, ignore_punctuation, regexes_to_ignore",
-            "generation_kwargs:", "  until: [\"\\n\"]", "  max_gen_toks: 64"]
+        metric = "final_answer   # the answer after the last '#### ' / 'The answer is', as GSM8K is scored"
+    elif targets and all(NUMBER_AT_END.search(t) for t in targets) and any(len(t.split()) > 3 for t in targets):
+        metric = "last_number    # the solution's last number against the target's"
+    elif any("\n" in t for t in targets):
+        metric = "f1   # token overlap, as for free text (exact_match: whole answers only)"
+    else:
+        return ["metric: exact_match",
+                "metric_args: {ignore_case: true}   # exact_match: ignore_case, ignore_punctuation, regexes_to_ignore",
+                "generation_kwargs:", "  until: [\"\\n\"]", "  max_gen_toks: 64"]
+    # until EOS, with room for twice the longest target in tokens (about four characters each), in whole 32s
+    longest = max(len(t) for t in targets)
+    return [f"metric: {metric}", "generation_kwargs:", f"  max_gen_toks: {min(512, max(64, -(-longest // 64) * 32))}"]
 
 
 def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool = False) -> None:

@@ -136,8 +136,8 @@ class TextTask(Task):
     def _collate(chunk: list[tuple[list[int], int]], pad_id: int, config) -> TrainBatch:
         """Right-padded tensors, without an attention mask (see below). "sequence": labels are the whole row and
         the first padding token (the tokenizer's pad, EOS when it has none), and the loss is summed and divided by
-        the batch's non-padding tokens (num_items_in_batch), as the suite's. "completion": labels are the response and its EOS, and
-        the loss is the mean over them."""
+        the batch's non-padding tokens (num_items_in_batch), as the suite's. "completion": labels are the
+        response and its EOS, and the loss is the mean over them."""
         import torch
 
         width = max(len(ids) for ids, _ in chunk)
