@@ -240,20 +240,25 @@ def test_optimizer_types(experiments_copy, math_fixture_params, tmp_path, optimi
     assert first["loss"] != last["loss"]  # the optimizer changed the adapter
 
 
-def test_adalora_budget_follows_max_steps(experiments_copy, math_fixture_params, tmp_path):
+@pytest.mark.parametrize("schedule", ["max_steps", "config"])
+def test_adalora_budget_follows_max_steps_or_keeps_the_configs_as_the_suite(
+    experiments_copy, math_fixture_params, tmp_path, schedule,
+):
     folder = experiments_copy / "adalora" / "small"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({
         "peft_type": "ADALORA", "task_type": "CAUSAL_LM", "init_r": 8, "target_r": 4, "tinit": 2, "tfinal": 2,
-        "deltaT": 1, "total_step": 5000, "target_modules": ["q_proj", "v_proj"],
+        "deltaT": 1, "total_step": 7, "target_modules": ["q_proj", "v_proj"],
     }))
-    params = {**math_fixture_params, "max_steps": 6, "eval_steps": 6, "test_size": 2}
+    params = {**math_fixture_params, "max_steps": 6, "eval_steps": 6, "test_size": 2, "adalora_total_step": schedule}
     result = run_in_process(folder, tmp_path, params)
     assert result["peftbench"]["status"] == "success", result["peftbench"]["error_msg"]
-    assert result["run_info"]["peft_config"]["total_step"] == 6
-    # update_and_allocate ran: the final rank budget was reached and recorded in the saved config
+    logged = result["run_info"]["peft_config"]
+    assert logged["total_step"] == (6 if schedule == "max_steps" else 7)
+    # update_and_allocate ran: the final budget (reached at total_step - tfinal) is in the result's config, which
+    # is logged after training as the suite's, and in the saved one
     saved = json.loads((Path(result["peftbench"]["checkpoint_dir"]) / "adapter_config.json").read_text())
-    assert saved["rank_pattern"]
+    assert saved["rank_pattern"] and logged["rank_pattern"]
 
 
 def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params, tmp_path):

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from peftbench.evaluation.generation import generate_greedy
+from peftbench.evaluation.generation import generate_completions
 
 
 def _greedy_without_cache(model, tokenizer, prompts, steps):
@@ -38,13 +38,13 @@ def test_cached_greedy_generation_matches_decoding_without_cache(tiny_model_dir,
     prompts = ["Ava has 4 apples.", "A much longer prompt: Ben buys 26 more apples and then sells 3."]
     steps = 6
     # min_new_tokens keeps EOS from ending a row early, so the two decodings compare token for token
-    completions = generate_greedy(
+    completions = generate_completions(
         model, tokenizer, prompts, batch_size=2, max_prompt_length=64,
         generation_kwargs={"max_new_tokens": steps, "min_new_tokens": steps} if method == "lora" else {"max_new_tokens": steps},
-    )
+    ).texts
     reference = _greedy_without_cache(model, tokenizer, prompts, steps)
     expected = tokenizer.batch_decode(reference, skip_special_tokens=True)
-    # rows that hit EOS stop early in generate_greedy; compare up to the first EOS
+    # rows that hit EOS stop early in generate_completions; compare up to the first EOS
     eos = tokenizer.eos_token_id
     for row, text in enumerate(completions):
         ids = reference[row].tolist()
@@ -75,8 +75,8 @@ def test_cpu_generation_fills_one_cache_in_place_with_the_same_completions(tiny_
     monkeypatch.setattr(generation, "filled_in_place_cache", recording)
 
     def complete(**kwargs):
-        return generate_greedy(model, tokenizer, prompts, batch_size=3, max_prompt_length=64,
-                               generation_kwargs={"max_new_tokens": 12, "min_new_tokens": 12, **kwargs})
+        return generate_completions(model, tokenizer, prompts, batch_size=3, max_prompt_length=64,
+                                    generation_kwargs={"max_new_tokens": 12, "min_new_tokens": 12, **kwargs}).texts
 
     default = complete()
     assert len(built) == 1 and built[0] is not None  # the default took the in-place cache

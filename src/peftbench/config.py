@@ -43,6 +43,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 PEFT_OPTIMIZER_TYPES = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
 CPU_MATMUL_KERNELS = ("auto", "onednn", "torch")  # see training/onednn_linear.py
+# AdaLoRA's total_step (the length of its rank-budget schedule): the run's max_steps, or the config's own value,
+# which the PEFT suite's scripts keep whatever max_steps is (its published configs set it to their max_steps)
+ADALORA_TOTAL_STEPS = ("max_steps", "config")
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002 - the field's help
@@ -88,6 +91,7 @@ class TrainConfig:
     track_memory: str = param("train", help="tensor-level memory tracking: 'train' or 'run' (also evaluation)")
     merge_for_eval: bool = param(False, help="evaluate on a merged copy of the model (adapters peft can merge)")
     cpu_matmul: str = param("auto", help="fp32 linear layers on a CPU: 'torch' (its own BLAS), 'onednn', or 'auto' (oneDNN where it is faster)")
+    adalora_total_step: str = param("max_steps", help="AdaLoRA's rank schedule: over 'max_steps' (the run) or 'config' (adapter_config.json's total_step, as the PEFT suite)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -132,6 +136,8 @@ class TrainConfig:
             # checkpointing recomputes layers in the backward pass, where the oneDNN layers are out of reach (the
             # recomputation would differ from the forward); compiled code runs inductor's own kernels
             raise bad("cpu_matmul", "'onednn' works without use_gc and compile; use 'torch' or 'auto' with them")
+        if self.adalora_total_step not in ADALORA_TOTAL_STEPS:
+            raise bad("adalora_total_step", f"valid: {', '.join(ADALORA_TOTAL_STEPS)}")
         if self.track_memory not in ("train", "run"):
             raise bad("track_memory", "valid: 'train', 'run'")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):

@@ -121,6 +121,14 @@ def _missing_warnings(points: Sequence[Point], view: FrontierView) -> list[LoadW
     return warnings
 
 
+def _run_warnings(points: Sequence[Point]) -> list[LoadWarning]:
+    """What a run's own result says makes its score suspect (evaluation/validity.py)."""
+    return [
+        LoadWarning(run.path, warning)
+        for point in points for run in point.runs for warning in run.result.run_warnings if isinstance(warning, str)
+    ]
+
+
 def _one_line_per_file(warnings: list[LoadWarning]) -> list[LoadWarning]:
     """A file with several problems still gets one warning line."""
     messages: dict[Path, list[str]] = {}
@@ -163,6 +171,7 @@ def compare_results(
     warnings += _missing_warnings(points, pair)
     if multi is not None:
         warnings += _missing_warnings(points, multi)
+    warnings += _run_warnings(points)
     warnings = _one_line_per_file(warnings) + condition_warnings(points)
     return Comparison(
         points=points,

@@ -77,6 +77,9 @@ CONDITIONS: dict[str, Callable[[RunRecord], str]] = {
     "hardware": run_hardware,
     "loss_on": _TrainConfigKey("loss_on", "completion", "sequence"),
     "batch_order": _TrainConfigKey("batch_order", "shuffled", "peft"),
+    # results written before these keys padded with the tokenizer's own pad token and decoded greedily
+    "pad_token": _TrainConfigKey("pad_token", "tokenizer", "eos"),
+    "decoding": _TrainConfigKey("decoding", "greedy", "model"),
     # the fp32 kernel moves the time axis (and the last digits of losses); results before the key used torch's
     "cpu_matmul": _TrainConfigKey("cpu_matmul", "torch", "torch"),
 }

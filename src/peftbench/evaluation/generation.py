@@ -4,26 +4,50 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 
-def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer):
-    """A greedy GenerationConfig. Like the PEFT suite: when both max_length and max_new_tokens are given,
-    the smaller limit wins (transformers would otherwise ignore one of them)."""
+def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer, decoding: str = "greedy"):
+    """The GenerationConfig of one batch (decoding: text_config.DECODINGS). Like the PEFT suite: when both
+    max_length and max_new_tokens are given, the smaller limit wins (transformers would otherwise ignore one
+    of them). "greedy" fixes greedy decoding and the tokenizer's EOS; "model" passes generation_kwargs and
+    pad_token_id = EOS only, as the suite's run.py, so generate() takes every other field from the model's
+    generation_config (sampling and its stop tokens included, where the model's files ask for them)."""
     from transformers import GenerationConfig
 
     kwargs = {k: v for k, v in generation_kwargs.items() if v is not None}
     if "max_length" in kwargs and "max_new_tokens" in kwargs:
         max_new = min(kwargs.pop("max_new_tokens"), kwargs.pop("max_length") - prompt_length)
         kwargs["max_new_tokens"] = max(max_new, 1)
-    kwargs.setdefault("do_sample", False)
     kwargs.setdefault("use_cache", True)
-    return GenerationConfig(
-        **kwargs, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    if decoding == "model":
+        return GenerationConfig(**kwargs, pad_token_id=tokenizer.eos_token_id)
+    kwargs.setdefault("do_sample", False)
+    return GenerationConfig(**kwargs, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def with_model_defaults(model, config):
+    """`config` with the fields it leaves unset taken from the model's generation_config, as generate() fills
+    them: for decoding loops that do not go through generate()."""
+    import copy
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    merged = copy.deepcopy(config)
+    merged.update(**base.generation_config.to_dict(), defaults_only=True)
+    return merged
+
+
+@dataclass
+class Completions:
+    """Decoded completions (prompt removed), and how many ran to the length limit without a stop token: all
+    of them means the model never learned to stop (a pad token taught in EOS's place, a missing template)."""
+
+    texts: list[str]
+    at_length_limit: int
 
 
 @functools.cache
@@ -85,14 +109,16 @@ def filled_in_place_cache(model, capacity: int):
 
 
 @torch.inference_mode()
-def generate_greedy(
+def generate_completions(
     model, tokenizer, prompts: list[str], *, batch_size: int, generation_kwargs: dict[str, Any], max_prompt_length: int,
-    desc: str = "generate",
-) -> list[str]:
-    """Complete each prompt greedily; returns the decoded completions (prompt removed). Each sequence stops at EOS, the batch stops when all sequences are done (transformers'
-    generate does both); prompts are left-padded so that every completion starts at the same position."""
+    decoding: str = "greedy", desc: str = "generate",
+) -> Completions:
+    """Complete each prompt (decoding: see generation_config_for). Each sequence stops at a stop token, the batch
+    when all sequences are done (transformers' generate does both); prompts are left-padded so that every
+    completion starts at the same position."""
     device = next(model.parameters()).device
-    completions: list[str] = []
+    texts: list[str] = []
+    at_limit = 0
     was_training = model.training
     model.eval()
     batches = range(0, len(prompts), batch_size)
@@ -102,20 +128,26 @@ def generate_greedy(
             truncation=True, max_length=max_prompt_length,
         ).to(device)
         prompt_length = encoded["input_ids"].shape[1]
-        config = generation_config_for(prompt_length, generation_kwargs, tokenizer)
+        config = with_model_defaults(model, generation_config_for(prompt_length, generation_kwargs, tokenizer, decoding))
         if _is_prompt_learning(model):
-            new_tokens = _greedy_with_virtual_tokens(
-                model, encoded["input_ids"], encoded["attention_mask"], config.max_new_tokens, tokenizer
-            )
+            new_tokens = _decode_with_virtual_tokens(model, encoded["input_ids"], encoded["attention_mask"], config)
         else:
             output = model.generate(
                 input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], generation_config=config,
                 **_cpu_cache(model, config, prompt_length, device),
             )
             new_tokens = output[:, prompt_length:]
-        completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        stopped = torch.isin(new_tokens, _stop_ids(config, new_tokens.device)).any(dim=1)
+        limit = config.max_new_tokens if config.max_new_tokens is not None else config.max_length - prompt_length
+        at_limit += int((~stopped & (new_tokens.shape[1] >= limit)).sum())
+        texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     model.train(was_training)
-    return completions
+    return Completions(texts=texts, at_length_limit=at_limit)
+
+
+def _stop_ids(config, device) -> torch.Tensor:
+    eos = config.eos_token_id
+    return torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=device)
 
 
 def _cpu_cache(model, config, prompt_length: int, device) -> dict:
@@ -142,8 +174,9 @@ def _cache_of(output):
     return cache if cache is not None else output.past_key_values
 
 
-def _greedy_with_virtual_tokens(model, input_ids, attention_mask, max_new_tokens: int, tokenizer):
-    """Greedy decoding for prompt-learning methods (prompt tuning, p-tuning, prefix tuning, ...).
+def _decode_with_virtual_tokens(model, input_ids, attention_mask, config):
+    """Decoding for prompt-learning methods (prompt tuning, p-tuning, prefix tuning, ...), greedy or sampled as
+    `config` (already holding the model's defaults) says.
 
     peft 0.21's generate for these methods looks for the KV cache under `past_key_values`, which
     transformers 5 passes as `cache`: it then re-injects the virtual tokens at every step and drops
@@ -153,6 +186,19 @@ def _greedy_with_virtual_tokens(model, input_ids, attention_mask, max_new_tokens
     model decodes from the cache it returns. tests/test_generation.py checks this against decoding
     without a cache.
     """
+    from transformers.generation.logits_process import (
+        LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList()
+    if config.do_sample:  # the order of generate()'s own warpers
+        if config.temperature is not None and config.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k:
+            warpers.append(TopKLogitsWarper(config.top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(config.top_p))
+    stop_ids = _stop_ids(config, input_ids.device)
     batch = input_ids.shape[0]
     virtual = model.active_peft_config.num_virtual_tokens
     base = model.get_base_model()
@@ -162,12 +208,17 @@ def _greedy_with_virtual_tokens(model, input_ids, attention_mask, max_new_tokens
     mask = torch.cat([attention_mask.new_ones(batch, virtual), attention_mask], dim=1)
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     tokens = []
-    for step in range(max_new_tokens):
-        next_token = output.logits[:, -1].argmax(dim=-1)
-        next_token = torch.where(done, torch.full_like(next_token, tokenizer.pad_token_id), next_token)
+    for step in range(config.max_new_tokens):
+        logits = output.logits[:, -1]
+        if config.do_sample:
+            probs = torch.softmax(warpers(input_ids, logits.float()), dim=-1)
+            next_token = torch.multinomial(probs, num_samples=1).squeeze(1)
+        else:
+            next_token = logits.argmax(dim=-1)
+        next_token = torch.where(done, torch.full_like(next_token, config.pad_token_id), next_token)
         tokens.append(next_token)
-        done |= next_token == tokenizer.eos_token_id
-        if bool(done.all()) or step == max_new_tokens - 1:
+        done |= torch.isin(next_token, stop_ids)
+        if bool(done.all()) or step == config.max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         output = base(input_ids=next_token[:, None], attention_mask=mask, use_cache=True, **{cache_key: cache})

@@ -47,6 +47,10 @@ class RunResult:
     per_item_correct: list[float] = field(default_factory=list)  # test items in order, for paired statistics
     # per test item: {input, prediction, target, score} (text tasks), in the order of per_item_correct
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    # test completions that ran to the length limit without a stop token (generating tasks)
+    completions_at_length_limit: Optional[int] = None
+    # what makes the score suspect (evaluation/validity.py): every completion unstopped, a 0 after learning
+    run_warnings: list[str] = field(default_factory=list)
     train_curve: list[dict[str, Any]] = field(default_factory=list)  # [{step, loss, lr}, ...]
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # [{step, score}, ...]
     forgetting: Optional[float] = None

@@ -228,6 +228,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
 def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     import torch
 
+    from peftbench.evaluation.validity import run_warnings
     from peftbench.runners.progress import ProgressFile
     from peftbench.training.memory import PeakMemoryMeter
     from peftbench.training.methods import method_support, peft_type_name, wrap_model
@@ -300,6 +301,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
 
         outcome = TrainOutcome()
     meter.end_training()
+    # again after training, as the suite logs it: AdaLoRA writes its final rank_pattern into the model's config
+    m.peft_config = peft_config_dict(model.peft_config[model.active_adapter] if peft_config is not None else None)
     m.trainable_params, m.total_params = trainable_and_total_params(model)
     m.status, m.error_msg = outcome.status, outcome.error_msg
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
@@ -325,6 +328,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
         del eval_model  # the forgetting measure below needs the adapter that can be switched off
         m.test_score, m.per_item_correct = test.score, test.per_item_correct
         m.predictions = item_predictions(test)
+        m.completions_at_length_limit = test.completions_at_length_limit
+        m.run_warnings = run_warnings(m, len(data.test))
         if len(forgetting_rows):
             progress.update("forgetting")
             forgetting = track(task.measure_forgetting)(

@@ -81,6 +81,8 @@ class EvalResult:
     # that people can read what each method wrote); empty where a task has no text to show.
     targets: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
+    # generated completions that ran to the length limit without a stop token (None: the task generates none)
+    completions_at_length_limit: Optional[int] = None
 
 
 class Task(ABC):

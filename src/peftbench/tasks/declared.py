@@ -338,21 +338,24 @@ class DeclaredTask(TextTask):
     # ---- evaluation ----
     def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
         prompts = [self.prompt(row["query"], config) for row in rows]
+        at_length_limit = None
         if self.spec.output_type == "multiple_choice":
             predictions, scores = self._choose(model, processor, prompts, rows, config)
         else:
-            from peftbench.evaluation.generation import generate_greedy
+            from peftbench.evaluation.generation import generate_completions
 
-            completions = generate_greedy(
-                model, processor, prompts, batch_size=config.batch_size_eval,
-                generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
+            completions = generate_completions(
+                model, processor, prompts, batch_size=config.batch_size_eval, generation_kwargs=config.generation_kwargs,
+                max_prompt_length=config.max_seq_length, decoding=config.decoding, desc=desc,
             )
-            predictions = [self._cut_at_stop(c) for c in completions]
+            at_length_limit = completions.at_length_limit
+            predictions = [self._cut_at_stop(c) for c in completions.texts]
             scores = [self.scorer(p, row["target"], row["doc"]) for p, row in zip(predictions, rows)]
         per_item = [int(s) if float(s).is_integer() else s for s in scores]
         return EvalResult(
             score=sum(scores) / len(scores) if scores else float("nan"), per_item_correct=per_item,
             predictions=predictions, targets=[row["target"] for row in rows], inputs=prompts,
+            completions_at_length_limit=at_length_limit,
         )
 
     def _cut_at_stop(self, completion: str) -> str:

@@ -83,6 +83,10 @@ class MathTinyTask(TextTask):
             # measured: predicts the published ranking better than the suite's loss, with which every config
             # stays near 0% on the shipped model (benchmarks/math-tiny.md, "Which loss")
             "loss_on": "completion",
+            # peftbench's own choices where `math` keeps the suite's (text_config.PAD_TOKENS, DECODINGS)
+            "pad_token": "tokenizer",
+            "decoding": "greedy",
+            "adalora_total_step": "max_steps",
             "batch_order": "shuffled",
             # test generation on merged weights: LoHa, DoRA and OFT otherwise rebuild their weight deltas at every
             # generated token (benchmarks/math-tiny.md: the CPU saved, and how many completions stay identical)
@@ -129,14 +133,15 @@ class MathTinyTask(TextTask):
 
     def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
         from peftbench.evaluation.answers import is_correct
-        from peftbench.evaluation.generation import generate_greedy
+        from peftbench.evaluation.generation import generate_completions
 
         prompts = [self.prompt(row["query"], config) for row in rows]
-        completions = generate_greedy(
-            model, processor, prompts, batch_size=config.batch_size_eval,
-            generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
+        completions = generate_completions(
+            model, processor, prompts, batch_size=config.batch_size_eval, generation_kwargs=config.generation_kwargs,
+            max_prompt_length=config.max_seq_length, decoding=config.decoding, desc=desc,
         )
-        correct = [int(is_correct(c, row["response"])) for c, row in zip(completions, rows)]
+        correct = [int(is_correct(c, row["response"])) for c, row in zip(completions.texts, rows)]
         score = sum(correct) / len(correct) if correct else float("nan")
-        return EvalResult(score=score, per_item_correct=correct, predictions=completions,
-                          targets=[row["response"] for row in rows], inputs=prompts)
+        return EvalResult(score=score, per_item_correct=correct, predictions=completions.texts,
+                          targets=[row["response"] for row in rows], inputs=prompts,
+                          completions_at_length_limit=completions.at_length_limit)

@@ -53,10 +53,13 @@ class TextTask(Task):
 
         tokenizer = AutoTokenizer.from_pretrained(config.model_id, trust_remote_code=config.trust_remote_code)
         tokenizer.model_max_length = config.max_seq_length
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"the tokenizer of {config.model_id} has no EOS token; generation could not stop")
+        if config.pad_token == "eos" or tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # right padding (the suite's get_tokenizer): some tokenizers default to left, and training batches are
+        # built assuming right padding; generation and forgetting name their side explicitly
+        tokenizer.padding_side = "right"
         return tokenizer
 
     def load_model(self, config, device: str):
@@ -114,7 +117,7 @@ class TextTask(Task):
             else:
                 examples.sort(key=lambda example: len(example[0]), reverse=True)
             for start in range(0, len(examples), config.batch_size):
-                yield self._collate(examples[start : start + config.batch_size], processor.pad_token_id, config)
+                yield self._collate(examples[start : start + config.batch_size], processor, config)
 
     @staticmethod
     def _buckets(rows: Rows, config, seed: int) -> Iterator[list]:
@@ -133,20 +136,24 @@ class TextTask(Task):
                 yield [rows[int(i)] for i in order[start : start + bucket_size]]
 
     @staticmethod
-    def _collate(chunk: list[tuple[list[int], int]], pad_id: int, config) -> TrainBatch:
+    def _collate(chunk: list[tuple[list[int], int]], tokenizer, config) -> TrainBatch:
         """Right-padded tensors, without an attention mask (see below). "sequence": labels are the whole row and
-        the first padding token (the tokenizer's pad, EOS when it has none), and the loss is summed and divided by
-        the batch's non-padding tokens (num_items_in_batch), as the suite's. "completion": labels are the
-        response and its EOS, and the loss is the mean over them."""
+        the first padding position, labelled EOS (the suite pads with EOS and labels that position with the pad:
+        the same token; with pad_token "tokenizer" the label stays EOS, so the model still learns to stop), and
+        the loss is summed and divided by the batch's non-padding tokens (num_items_in_batch), as the suite's.
+        The longest row has no padding position and so no stop label, as in the suite. "completion": labels are
+        the response and its EOS, and the loss is the mean over them."""
         import torch
 
         width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full((len(chunk), width), -100, dtype=torch.long)
         for row, (ids, prompt_length) in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             if config.loss_on == "sequence":
-                labels[row, : len(ids) + 1] = input_ids[row, : len(ids) + 1]
+                labels[row, : len(ids)] = input_ids[row, : len(ids)]
+                if len(ids) < width:
+                    labels[row, len(ids)] = tokenizer.eos_token_id
             else:
                 labels[row, prompt_length : len(ids)] = input_ids[row, prompt_length : len(ids)]
         num_tokens = sum(len(ids) for ids, _ in chunk)

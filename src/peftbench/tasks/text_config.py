@@ -17,6 +17,15 @@ LOSS_ON = ("sequence", "completion")
 # seen twice; and, as in the suite, the seed changes neither the order nor the adapter's initialisation) or
 # "shuffled" (every epoch reshuffled with the seed, as many epochs as max_steps needs).
 BATCH_ORDERS = ("peft", "shuffled")
+# The padding token: "eos" (the PEFT suite's get_tokenizer: always EOS, right-padded, whatever the tokenizer
+# declares) or "tokenizer" (its own pad token where it declares one, EOS otherwise). With "eos", code that builds
+# an attention mask from `input_ids != pad_token_id` hides every real EOS; "tokenizer" keeps them visible. Either
+# way loss_on "sequence" labels the stop position with EOS, so the model learns to stop.
+PAD_TOKENS = ("eos", "tokenizer")
+# Test generation: "greedy" (peftbench's: greedy decoding that stops at the tokenizer's EOS) or "model" (the PEFT
+# suite's run.py: generation_kwargs plus pad_token_id = EOS, and every field they leave unset taken from the
+# model's generation_config.json, which may ask for sampling and name other stop tokens).
+DECODINGS = ("greedy", "model")
 
 
 @dataclass
@@ -44,6 +53,8 @@ class TextTrainConfig(TrainConfig):
     forgetting_max_length: int = param(768, help="forgetting texts are cut at this many tokens")
     loss_on: str = param("sequence", help="'sequence' (the PEFT suite's loss) or 'completion' (the response only)")
     batch_order: str = param("peft", help="'peft' (the suite's one pass in file order) or 'shuffled'")
+    pad_token: str = param("tokenizer", help="'eos' (the suite's: always pad with EOS) or 'tokenizer' (its own pad token)")
+    decoding: str = param("greedy", help="'greedy' or 'model' (the suite's: the model's generation_config fills the rest)")
 
     def validate(self) -> None:
         super().validate()
@@ -64,3 +75,7 @@ class TextTrainConfig(TrainConfig):
             raise bad("loss_on", f"valid: {', '.join(LOSS_ON)}")
         if self.batch_order not in BATCH_ORDERS:
             raise bad("batch_order", f"valid: {', '.join(BATCH_ORDERS)}")
+        if self.pad_token not in PAD_TOKENS:
+            raise bad("pad_token", f"valid: {', '.join(PAD_TOKENS)}")
+        if self.decoding not in DECODINGS:
+            raise bad("decoding", f"valid: {', '.join(DECODINGS)}")

@@ -88,12 +88,16 @@ class MethodSupport:
 
 class AdaLoraSupport(MethodSupport):
     def adjust_config(self, peft_config, base_model, train_config) -> None:
-        # AdaLoRA's rank budget schedule runs over the whole training: total_step must be the run's length
-        peft_config.total_step = train_config.max_steps
-        if peft_config.tinit + peft_config.tfinal >= train_config.max_steps:
+        # the rank budget schedule runs over total_step steps: the whole run, unless the task keeps the config's
+        # value as the PEFT suite does (config.ADALORA_TOTAL_STEPS)
+        if train_config.adalora_total_step == "max_steps":
+            peft_config.total_step = train_config.max_steps
+        if peft_config.tinit + peft_config.tfinal >= peft_config.total_step:
             raise ConfigError(
-                f"AdaLoRA needs tinit + tfinal < max_steps, got tinit={peft_config.tinit}, "
-                f"tfinal={peft_config.tfinal}, max_steps={train_config.max_steps}; raise max_steps or lower them"
+                f"AdaLoRA needs tinit + tfinal < total_step, got tinit={peft_config.tinit}, "
+                f"tfinal={peft_config.tfinal}, total_step={peft_config.total_step} "
+                f"(adalora_total_step={train_config.adalora_total_step!r}, max_steps={train_config.max_steps}); "
+                "raise the steps or lower tinit/tfinal"
             )
 
     def after_optimizer_step(self, model, step: int) -> None:
