@@ -137,3 +137,21 @@ def test_report_repeats_a_results_warning(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert any("every test completion (500) ran to the length limit" in w for w in json.loads(result.stdout)["warnings"])
+
+
+def test_float32_keeps_the_checkpoints_dtype_in_math_as_the_suites_script(math_fixture_params, tmp_path):
+    """The suite passes no dtype for float32, and transformers >= 5 then loads what the checkpoint stores."""
+    from transformers import AutoModelForCausalLM
+
+    bf16_copy = tmp_path / "bf16-model"
+    AutoModelForCausalLM.from_pretrained(math_fixture_params["model_id"], dtype=torch.bfloat16).save_pretrained(bf16_copy)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        source = Path(math_fixture_params["model_id"]) / name
+        if source.exists():
+            (bf16_copy / name).write_bytes(source.read_bytes())
+    task = get_task("math")
+    suite = math_config(math_fixture_params, model_id=str(bf16_copy))
+    assert suite.float32_loading == "checkpoint"
+    assert next(task.load_model(suite, "cpu").parameters()).dtype == torch.bfloat16
+    cast = math_config(math_fixture_params, model_id=str(bf16_copy), float32_loading="float32")
+    assert next(task.load_model(cast, "cpu").parameters()).dtype == torch.float32

@@ -254,6 +254,11 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     meter = PeakMemoryMeter(device)
     meter.start_run()  # baseline: before the model is built
     base_model = task.load_model(config, device)
+    if getattr(config, "float32_loading", "float32") == "checkpoint" and config.dtype == "float32":
+        # the checkpoint's own dtype, whatever `dtype` says: record the precision the weights had
+        weights_dtype = str(next(base_model.parameters()).dtype).removeprefix("torch.")
+        m.precision = precision_name(weights_dtype, config.use_amp)
+        m.extra["weights_dtype"] = weights_dtype
     if request.mode == "train":
         peft_config = build_peft_config(run.spec)
         model = wrap_model(base_model, peft_config, processor, config, source=str(run.spec.path / "adapter_config.json"))

@@ -86,6 +86,7 @@ class MathTinyTask(TextTask):
             # peftbench's own choices where `math` keeps the suite's (text_config.PAD_TOKENS, DECODINGS)
             "pad_token": "tokenizer",
             "decoding": "greedy",
+            "float32_loading": "float32",
             "adalora_total_step": "max_steps",
             "batch_order": "shuffled",
             # test generation on merged weights: LoHa, DoRA and OFT otherwise rebuild their weight deltas at every

@@ -73,9 +73,10 @@ class TextTask(Task):
             # (benchmarks/math-faithful.md). `batch_order: shuffled` lets the seed vary both.
             torch.manual_seed(0)
             torch.nn.Linear(1, 1)
+        checkpoint_dtype = config.dtype == "float32" and config.float32_loading == "checkpoint"
         model = AutoModelForCausalLM.from_pretrained(
             config.model_id,
-            dtype=getattr(torch, config.dtype),
+            dtype="auto" if checkpoint_dtype else getattr(torch, config.dtype),
             attn_implementation=config.attn_implementation,
             trust_remote_code=config.trust_remote_code,
         )

@@ -26,6 +26,10 @@ PAD_TOKENS = ("eos", "tokenizer")
 # suite's run.py: generation_kwargs plus pad_token_id = EOS, and every field they leave unset taken from the
 # model's generation_config.json, which may ask for sampling and name other stop tokens).
 DECODINGS = ("greedy", "model")
+# dtype "float32": "float32" casts the weights to float32; "checkpoint" loads them as the checkpoint stores them (the
+# PEFT suite's get_base_model passes no dtype for float32, and transformers >= 5 then loads the checkpoint's own,
+# bfloat16 for Llama-3.2; the result then records the precision the weights had).
+FLOAT32_LOADINGS = ("float32", "checkpoint")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TextTrainConfig(TrainConfig):
     batch_order: str = param("peft", help="'peft' (the suite's one pass in file order) or 'shuffled'")
     pad_token: str = param("tokenizer", help="'eos' (the suite's: always pad with EOS) or 'tokenizer' (its own pad token)")
     decoding: str = param("greedy", help="'greedy' or 'model' (the suite's: the model's generation_config fills the rest)")
+    float32_loading: str = param("float32", help="dtype float32: 'float32' (cast) or 'checkpoint' (the suite's: the checkpoint's dtype)")
 
     def validate(self) -> None:
         super().validate()
@@ -79,3 +84,5 @@ class TextTrainConfig(TrainConfig):
             raise bad("pad_token", f"valid: {', '.join(PAD_TOKENS)}")
         if self.decoding not in DECODINGS:
             raise bad("decoding", f"valid: {', '.join(DECODINGS)}")
+        if self.float32_loading not in FLOAT32_LOADINGS:
+            raise bad("float32_loading", f"valid: {', '.join(FLOAT32_LOADINGS)}")
