@@ -115,7 +115,7 @@ def test_png_shows_dollar_signs_in_names_as_text(tmp_path):
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
-    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--png", str(tmp_path / "taken")])
+    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--html", str(tmp_path / "taken" / "r.html")])
     assert result.exit_code == 1 and "cannot write" in result.output
 
 
@@ -133,3 +133,47 @@ def test_png_names_the_dominated_points_too_when_there_are_few_and_has_a_legend(
     assert frontier <= labels and dominated and labels & dominated
     noise = ["on the frontier only within noise"] if comparison.pair.within_noise else []
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["on the frontier", *noise, "dominated"]
+
+
+def test_an_output_path_that_would_replace_an_input_is_refused_naming_it(tmp_path):
+    import shutil
+
+    results = tmp_path / "R"
+    shutil.copytree(RESULTS / "published", results)
+    before = {path.name: path.read_bytes() for path in results.iterdir()}
+    one = results / "ia3--llama-3.2-3B-default.json"
+    (tmp_path / "link.html").symlink_to(one)
+    refused = [
+        ([str(one)], ["--html", str(one)], "is the report's input"),
+        ([str(results)], ["--html", str(one)], "would be a result file in"),
+        ([str(results)], ["--html", str(results / "new.json")], "would be a result file in"),
+        ([str(results)], ["--html", str(tmp_path / "link.html")], "would be a result file in"),
+        ([str(one)], ["--html", str(tmp_path / "link.html")], "is the report's input"),
+        ([str(results)], ["--html", str(results)], "is the report's input"),
+        ([str(results)], ["--html", str(tmp_path)], "is a folder"),
+        ([str(results)], ["--png", str(one)], "is a file"),
+    ]
+    for inputs, output, message in refused:
+        result = runner.invoke(app, ["report", *inputs, *output])
+        assert result.exit_code == 2, (output, result.output)
+        assert message in result.output and output[1] in result.output.replace("\n", "")
+    assert {path.name: path.read_bytes() for path in results.iterdir()} == before
+    assert not (results / "new.json").exists()
+
+    fine = runner.invoke(app, ["report", str(results), "--html", str(results / "report.html")])
+    assert fine.exit_code == 0, fine.output
+    assert (results / "report.html").read_text().lstrip().startswith("<!")
+
+
+def test_suite_refuses_an_html_path_among_its_result_files_before_running(tmp_path, monkeypatch):
+    import peftbench.runners.isolated as isolated
+
+    def no_run(request):
+        raise AssertionError(f"{request.trial_id} ran before --html was checked")
+
+    monkeypatch.setattr(isolated, "run_request", no_run)
+    html = tmp_path / "ia3--default.json"
+    result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path),
+                                 "--html", str(html)])
+    assert result.exit_code == 2, result.output
+    assert "would be a result file in" in result.output and str(html) in result.output.replace("\n", "")

@@ -84,6 +84,7 @@ def suite(
     from peftbench.builtin_suites import suite_requests
     from peftbench.config import ConfigError
     from peftbench.printable import printable
+    from peftbench.reporting.render import check_output_paths
     from peftbench.runners.batch import run_trials
 
     console = Console()
@@ -94,7 +95,8 @@ def suite(
     try:
         trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed,
                                             save_checkpoint)
-    except ConfigError as error:
+        check_output_paths([trials[0].results_dir], html, None)
+    except (ConfigError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     results = Path(trials[0].results_dir)
