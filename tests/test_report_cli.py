@@ -177,3 +177,39 @@ def test_suite_refuses_an_html_path_among_its_result_files_before_running(tmp_pa
                                  "--html", str(html)])
     assert result.exit_code == 2, result.output
     assert "would be a result file in" in result.output and str(html) in result.output.replace("\n", "")
+
+
+def test_report_and_recommend_on_results_with_millions_of_test_items_stay_in_memory(tmp_path):
+    """Paired statistics over 1,000,000 test items: once a 15 GiB array and a numpy traceback. Run under a 4 GiB
+    address-space limit, so that a regression fails here instead of swapping the machine."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import peftbench
+
+    template = json.loads((RESULTS / "peftbench" / "oft--rank8.json").read_text())
+    for name, rate in (("oft/rank8", 0.45), ("lora/rank8", 0.46)):
+        items = (np.random.default_rng(len(name)).random(1_000_000) < rate).astype(int)
+        document = json.loads(json.dumps(template))
+        method, config = name.split("/")
+        document["run_info"]["experiment_name"] = name
+        document["peftbench"].update(method=method, name=config, per_item_correct=items.tolist(),
+                                     test_score=float(items.mean()))
+        (tmp_path / f"{method}--{config}.json").write_text(json.dumps(document))
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    environment = {**os.environ, "PYTHONPATH": str(Path(peftbench.__file__).parents[1]), "COLUMNS": "200"}
+    for command in ("report", "recommend"):
+        completed = subprocess.run(
+            [sys.executable, "-c", "from peftbench.cli import main; main()", command, str(tmp_path)],
+            capture_output=True, text=True, timeout=300, env=environment, preexec_fn=limit_memory,
+        )
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert "lora/rank8" in completed.stdout
+    assert "paired bootstrap over 1000000 test items" in completed.stdout
