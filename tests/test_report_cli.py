@@ -213,3 +213,12 @@ def test_report_and_recommend_on_results_with_millions_of_test_items_stay_in_mem
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert "lora/rank8" in completed.stdout
     assert "paired bootstrap over 1000000 test items" in completed.stdout
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-memory", "1e400GB"), ("--max-memory", "1e308TB"),
+                                               ("--max-train-time", "1e400s"), ("--max-params", "1e400"),
+                                               ("--max-forgetting", "nan"), ("--min-score", "-inf")])
+def test_recommend_refuses_a_limit_that_is_not_finite(option, value):
+    result = runner.invoke(app, ["recommend", str(RESULTS / "published"), option, value])
+    assert result.exit_code == 2, result.output
+    assert f"{option} " in result.output and "is not a finite number" in result.output
