@@ -222,3 +222,18 @@ def test_recommend_refuses_a_limit_that_is_not_finite(option, value):
     result = runner.invoke(app, ["recommend", str(RESULTS / "published"), option, value])
     assert result.exit_code == 2, result.output
     assert f"{option} " in result.output and "is not a finite number" in result.output
+
+
+def test_report_on_several_tasks_prints_one_table_per_task():
+    result = runner.invoke(app, ["report", str(RESULTS / "peftbench"), str(RESULTS / "image-gen")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    math_at, image_at = out.index("Pareto frontier on task math-tiny"), out.index("Pareto frontier on task image-gen")
+    math_tables, image_tables = (out[math_at:image_at], out[image_at:]) if math_at < image_at else (
+        out[math_at:], out[image_at:math_at])
+    assert "All 5 points on task math-tiny" in math_tables and "All 4 points on task image-gen" in image_tables
+    for name in ("ia3/default", "vera/default", "oft/rank8"):
+        assert name in math_tables and name not in image_tables
+    for name in ("lora/flux-rank16", "boft/flux-default"):
+        assert name in image_tables and name not in math_tables
