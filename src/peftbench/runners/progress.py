@@ -189,7 +189,7 @@ class BatchProgress:
                     if result_path is None else format_duration(now - running.started) if running else "")
             outcome = _result_summary(result_path) if status == "success" else status
             if status != "success" and error.strip():
-                outcome += f" ({error.strip().splitlines()[0][:160]})"
+                outcome += f" ({error.strip().splitlines()[0][:400]})"
             if took:
                 outcome += f", {took}"
             done = len(self._finished)
