@@ -285,6 +285,9 @@ def test_out_naming_a_file_is_refused_before_converting(tmp_path, monkeypatch):
         result = _convert(adapter_dir, "--out", out, "--rank", "8", *extra)
         assert result.exit_code == 2, result.output
         assert "exists and is not a folder" in result.output and str(out) in " ".join(result.output.split())
+    result = _convert(adapter_dir, "--out", out / "lora", "--rank", "8")
+    assert result.exit_code == 2, result.output
+    assert f"{out} is a file, not a folder" in " ".join(result.output.split())
     assert out.read_text() == "mine"
 
 
@@ -320,3 +323,24 @@ def test_a_rank_above_a_layers_size_is_reported_with_the_rank_used(tmp_path):
     assert f"{first['module']} (rank {first['rank']}" in notes[0] and first["rank"] < 100000
     recorded = json.loads((out_dir / "conversion_report.json").read_text())
     assert recorded["notes"] == report["notes"]
+
+
+def test_a_full_disk_while_writing_is_an_error_and_leaves_a_previous_output_as_it_was(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out_dir = tmp_path / "lora8"
+    assert _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure").exit_code == 0
+    before = _tree(out_dir)
+
+    def no_space(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    result = _convert(adapter_dir, "--out", out_dir, "--rank", "4", "--no-measure", "--overwrite")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "unchanged" in result.output
+    assert _tree(out_dir) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["base", adapter_dir.name, "lora8"])

@@ -143,6 +143,10 @@ def _convert(console, adapter_dir: Path, out: Path, rank: str, set_values: list[
     except (AdapterFolderError, ValueError) as error:  # OutputFolderError is a ValueError
         console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as error:  # writing the output failed after the checks (a full disk): nothing was replaced
+        console.print(f"[bold red]error:[/] cannot write {_escape(str(error.filename or out))}: "
+                      f"{_escape(error.strerror or str(error))}; {_escape(str(out))} is unchanged", soft_wrap=True)
+        raise typer.Exit(1) from None
     return report, overrides
 
 

@@ -72,6 +72,22 @@ def check_output_dir(adapter_dir: str | Path, out_dir: str | Path, overwrite: bo
         raise OutputFolderError(f"--out {out_dir} is inside the source adapter {adapter_dir}: the converted "
                                 "adapter would mix with the source's files; choose a folder outside it")
     _check_replaceable(Path(out_dir), overwrite)
+    _check_creatable(Path(out_dir).absolute())
+
+
+def _check_creatable(out_dir: Path) -> None:
+    """The nearest existing folder above `out_dir` must be a folder that takes a new entry (the converted
+    adapter is staged beside `out_dir`): a write test, since root ignores permission bits."""
+    existing = out_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputFolderError(f"--out {out_dir}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".peftbench-write-check-", dir=existing))
+    except OSError as error:
+        raise OutputFolderError(f"--out {out_dir}: cannot create a folder in {existing}: "
+                                f"{error.strerror or error}") from None
 
 
 def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
