@@ -111,7 +111,8 @@ def suite(
     unfinished = [outcome for outcome in outcomes if outcome.unfinished]
     if unfinished:
         # a script (or CI) running the suite must see that the table lacks these, and that a rerun continues
-        listed = ", ".join(f"{printable(o.trial_id)} ({o.status if o.recorded else 'result not written'})" for o in unfinished)
+        listed = ", ".join(f"{printable(o.trial_id)} ({o.status if o.recorded else 'result not written'})"
+                           for o in unfinished)
         console.print(Text(f"suite {name}: {len(unfinished)} of {len(outcomes)} experiments did not finish: "
                            f"{listed}; run the same command again to retry them", style="red"), soft_wrap=True)
         raise typer.Exit(1)

@@ -71,11 +71,10 @@ def render_report(
         loaded = results
     else:
         items = list(results)
-        if not all(isinstance(item, RunRecord) for item in items):
-            check_output_paths(items, html, png_dir)
         if items and all(isinstance(item, RunRecord) for item in items):
             loaded = LoadedResults(records=list(items), warnings=[], ignored=[])
         else:
+            check_output_paths(items, html, png_dir)
             loaded = load_results(items, progress=True)
     point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
     comparison = compare_results(loaded, x=x, y=y, metrics=metrics, point_filter=point_filter)

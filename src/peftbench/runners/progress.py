@@ -184,9 +184,13 @@ class BatchProgress:
                 self._durations.append(now - running.started)
                 if self._bars is not None and running.bar is not None:
                     self._bars.remove_task(running.bar)
-            # a run whose result could not be written has no result file: saying "kept" would hide that it is lost
-            took = ("kept, not run again" if skipped else "result not written, runs again next time"
-                    if result_path is None else format_duration(now - running.started) if running else "")
+            took = ""
+            if skipped:
+                took = "kept, not run again"
+            elif result_path is None:  # saying "kept" (or nothing) would hide that this run is lost
+                took = "result not written, runs again next time"
+            elif running is not None:
+                took = format_duration(now - running.started)
             outcome = _result_summary(result_path) if status == "success" else status
             if status != "success" and error.strip():
                 outcome += f" ({error.strip().splitlines()[0][:400]})"
