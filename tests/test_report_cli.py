@@ -172,11 +172,12 @@ def test_suite_refuses_an_html_path_among_its_result_files_before_running(tmp_pa
         raise AssertionError(f"{request.trial_id} ran before --html was checked")
 
     monkeypatch.setattr(isolated, "run_request", no_run)
-    html = tmp_path / "ia3--default.json"
-    result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path),
-                                 "--html", str(html)])
-    assert result.exit_code == 2, result.output
-    assert "would be a result file in" in result.output and str(html) in result.output.replace("\n", "")
+    for results in (tmp_path, tmp_path / "not-yet"):  # the results folder may not exist before the suite runs
+        html = results / "ia3--default.json"
+        result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(results),
+                                     "--html", str(html)])
+        assert result.exit_code == 2, result.output
+        assert "would be a result file in" in result.output and str(html) in result.output.replace("\n", "")
 
 
 def test_report_and_recommend_on_results_with_millions_of_test_items_stay_in_memory(tmp_path):

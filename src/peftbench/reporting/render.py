@@ -34,8 +34,9 @@ def check_output_paths(inputs: Iterable[str | Path], html: str | Path | None, pn
         html = Path(html)
         for item in map(Path, inputs):
             same_file = bool(_spellings(html) & _spellings(item))
-            in_folder = item.is_dir() and any(target.suffix.lower() == ".json" and folder in target.parents
-                                              for folder in _spellings(item) for target in _spellings(html))
+            # an input that is not a file is a folder, or one a suite is about to create
+            in_folder = not item.is_file() and any(target.suffix.lower() == ".json" and folder in target.parents
+                                                   for folder in _spellings(item) for target in _spellings(html))
             if same_file or in_folder:
                 where = "is" if same_file else "would be a result file in"
                 raise ValueError(f"--html {html} {where} the report's input {item}: writing the HTML report there "
