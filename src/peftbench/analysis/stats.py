@@ -62,9 +62,12 @@ def _rng(seed: int) -> np.random.Generator:
 # Drawing every resample's item indices at once takes n_resamples x n integers: 44.7 GiB for 3,000,000 test
 # items. A resample's mean depends only on how often each distinct value was drawn, so data with few distinct
 # values (0/1 correctness, its mean over a few seeds, any discrete score) is resampled by those counts: the same
-# bootstrap, in memory and time independent of n. Other data is resampled in chunks of bounded size.
+# bootstrap, in memory and time independent of n. Other data is resampled in chunks of bounded size, up to a
+# bounded number of draws in all; beyond that (over about 67,000 items with as many distinct values) the means
+# are drawn from the normal distribution that the bootstrap's means follow at that size (central limit theorem).
 MAX_DISTINCT_VALUES_BY_COUNTS = 4096
 MAX_INDICES_PER_CHUNK = 1 << 22
+MAX_INDICES_IN_ALL = 1 << 27
 
 
 def _bootstrap_means(data: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,6 +76,8 @@ def _bootstrap_means(data: np.ndarray, n_resamples: int, rng: np.random.Generato
     if values.size <= MAX_DISTINCT_VALUES_BY_COUNTS:
         drawn = rng.multinomial(data.size, counts / data.size, size=n_resamples)
         return drawn @ values / data.size
+    if data.size * n_resamples > MAX_INDICES_IN_ALL:
+        return rng.normal(data.mean(), data.std() / np.sqrt(data.size), size=n_resamples)
     rows = max(1, MAX_INDICES_PER_CHUNK // data.size)
     return np.concatenate([
         data[rng.integers(0, data.size, size=(min(rows, n_resamples - start), data.size))].mean(axis=1)
