@@ -242,3 +242,105 @@ def test_evaluate_reports_the_converted_score_beside_the_originals(tmp_path):
     (tmp_path / "converted.json").write_text(json.dumps(converted))
     assert _scores(tmp_path / "converted.json") == {"score_name": "accuracy", "test_score": 0.25}
     assert _scores(tmp_path / "missing.json") == {}
+
+
+def _refuse_model_loading(monkeypatch):
+    """A refusal must come before the conversion: loading the base model fails the test."""
+    import peftbench.conversion.convert as convert_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the base model was loaded before --out was checked")
+
+    monkeypatch.setattr(convert_module, "base_model_loader", no_loading)
+
+
+def _tree(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("where", ["the source", "its parent", "inside it"])
+def test_out_that_is_holds_or_is_inside_the_source_is_refused_before_converting(tmp_path, monkeypatch, where):
+    """`convert R/checkpoints/lora--rank16 --out R --overwrite` once left R holding only the converted files."""
+    results = tmp_path / "R"
+    adapter_dir = results / "checkpoints" / "lora--rank16"
+    adapter_dir.mkdir(parents=True)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"weights")
+    (results / "lora--rank16.json").write_text("{}")
+    before = _tree(results)
+    out = {"the source": adapter_dir, "its parent": results, "inside it": adapter_dir / "lora8"}[where]
+    _refuse_model_loading(monkeypatch)
+    result = _convert(adapter_dir, "--out", out, "--rank", "8", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert f"--out {out}" in " ".join(result.output.split()) and "source adapter" in result.output
+    assert _tree(results) == before
+
+
+def test_out_naming_a_file_is_refused_before_converting(tmp_path, monkeypatch):
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    _refuse_model_loading(monkeypatch)
+    for extra in ([], ["--overwrite"]):
+        result = _convert(adapter_dir, "--out", out, "--rank", "8", *extra)
+        assert result.exit_code == 2, result.output
+        assert "exists and is not a folder" in result.output and str(out) in " ".join(result.output.split())
+    result = _convert(adapter_dir, "--out", out / "lora", "--rank", "8")
+    assert result.exit_code == 2, result.output
+    assert f"{out} is a file, not a folder" in " ".join(result.output.split())
+    assert out.read_text() == "mine"
+
+
+def test_overwrite_replaces_only_a_previous_conversion_output(tmp_path, monkeypatch):
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out_dir = tmp_path / "lora8"
+    assert _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure").exit_code == 0
+    again = _convert(adapter_dir, "--out", out_dir, "--rank", "4", "--no-measure", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert json.loads((out_dir / "adapter_config.json").read_text())["r"] == 4
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    (out_dir / "mine.txt").write_text("added by hand")
+    _refuse_model_loading(monkeypatch)
+    for folder, named in ((precious, "thesis.tex"), (out_dir, "mine.txt")):
+        result = _convert(adapter_dir, "--out", folder, "--rank", "8", "--overwrite")
+        assert result.exit_code == 2, result.output
+        assert "not a previous conversion's output" in " ".join(result.output.split()) and named in result.output
+    assert (precious / "thesis.tex").read_text() == "years of work" and (out_dir / "mine.txt").exists()
+
+
+def test_a_rank_above_a_layers_size_is_reported_with_the_rank_used(tmp_path):
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out_dir = tmp_path / "lora"
+    result = _convert(adapter_dir, "--out", out_dir, "--rank", "100000", "--no-measure", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    notes = [note for note in report["notes"] if "--rank 100000" in note]
+    assert len(notes) == 1
+    first = report["layers"][0]
+    assert f"{first['module']} (rank {first['rank']}" in notes[0] and first["rank"] < 100000
+    recorded = json.loads((out_dir / "conversion_report.json").read_text())
+    assert recorded["notes"] == report["notes"]
+
+
+def test_a_full_disk_while_writing_is_an_error_and_leaves_a_previous_output_as_it_was(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    _, adapter_dir = _save_adapter(tmp_path, "loha")
+    out_dir = tmp_path / "lora8"
+    assert _convert(adapter_dir, "--out", out_dir, "--rank", "8", "--no-measure").exit_code == 0
+    before = _tree(out_dir)
+
+    def no_space(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    result = _convert(adapter_dir, "--out", out_dir, "--rank", "4", "--no-measure", "--overwrite")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "unchanged" in result.output
+    assert _tree(out_dir) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["base", adapter_dir.name, "lora8"])

@@ -115,7 +115,7 @@ def test_png_shows_dollar_signs_in_names_as_text(tmp_path):
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
-    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--png", str(tmp_path / "taken")])
+    result = runner.invoke(app, ["report", str(RESULTS / "published"), "--html", str(tmp_path / "taken" / "r.html")])
     assert result.exit_code == 1 and "cannot write" in result.output
 
 
@@ -133,3 +133,108 @@ def test_png_names_the_dominated_points_too_when_there_are_few_and_has_a_legend(
     assert frontier <= labels and dominated and labels & dominated
     noise = ["on the frontier only within noise"] if comparison.pair.within_noise else []
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["on the frontier", *noise, "dominated"]
+
+
+def test_an_output_path_that_would_replace_an_input_is_refused_naming_it(tmp_path):
+    import shutil
+
+    results = tmp_path / "R"
+    shutil.copytree(RESULTS / "published", results)
+    before = {path.name: path.read_bytes() for path in results.iterdir()}
+    one = results / "ia3--llama-3.2-3B-default.json"
+    (tmp_path / "link.html").symlink_to(one)
+    refused = [
+        ([str(one)], ["--html", str(one)], "is the report's input"),
+        ([str(results)], ["--html", str(one)], "would be a result file in"),
+        ([str(results)], ["--html", str(results / "new.json")], "would be a result file in"),
+        ([str(results)], ["--html", str(tmp_path / "link.html")], "would be a result file in"),
+        ([str(one)], ["--html", str(tmp_path / "link.html")], "is the report's input"),
+        ([str(results)], ["--html", str(results)], "is the report's input"),
+        ([str(results)], ["--html", str(tmp_path)], "is a folder"),
+        ([str(results)], ["--png", str(one)], "is a file"),
+    ]
+    for inputs, output, message in refused:
+        result = runner.invoke(app, ["report", *inputs, *output])
+        assert result.exit_code == 2, (output, result.output)
+        assert message in result.output and output[1] in result.output.replace("\n", "")
+    assert {path.name: path.read_bytes() for path in results.iterdir()} == before
+    assert not (results / "new.json").exists()
+
+    fine = runner.invoke(app, ["report", str(results), "--html", str(results / "report.html")])
+    assert fine.exit_code == 0, fine.output
+    assert (results / "report.html").read_text().lstrip().startswith("<!")
+
+
+def test_suite_refuses_an_html_path_among_its_result_files_before_running(tmp_path, monkeypatch):
+    import peftbench.runners.isolated as isolated
+
+    def no_run(request):
+        raise AssertionError(f"{request.trial_id} ran before --html was checked")
+
+    monkeypatch.setattr(isolated, "run_request", no_run)
+    for results in (tmp_path, tmp_path / "not-yet"):  # the results folder may not exist before the suite runs
+        html = results / "ia3--default.json"
+        result = runner.invoke(app, ["suite", "quick", "--only", "ia3/default", "--results", str(results),
+                                     "--html", str(html)])
+        assert result.exit_code == 2, result.output
+        assert "would be a result file in" in result.output and str(html) in result.output.replace("\n", "")
+
+
+def test_report_and_recommend_on_results_with_millions_of_test_items_stay_in_memory(tmp_path):
+    """Paired statistics over 1,000,000 test items: once a 15 GiB array and a numpy traceback. Run under a 4 GiB
+    address-space limit, so that a regression fails here instead of swapping the machine."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import peftbench
+
+    template = json.loads((RESULTS / "peftbench" / "oft--rank8.json").read_text())
+    for name, rate in (("oft/rank8", 0.45), ("lora/rank8", 0.46)):
+        items = (np.random.default_rng(len(name)).random(1_000_000) < rate).astype(int)
+        document = json.loads(json.dumps(template))
+        method, config = name.split("/")
+        document["run_info"]["experiment_name"] = name
+        document["peftbench"].update(method=method, name=config, per_item_correct=items.tolist(),
+                                     test_score=float(items.mean()))
+        (tmp_path / f"{method}--{config}.json").write_text(json.dumps(document))
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    environment = {**os.environ, "PYTHONPATH": str(Path(peftbench.__file__).parents[1]), "COLUMNS": "200"}
+    for command in ("report", "recommend"):
+        completed = subprocess.run(
+            [sys.executable, "-c", "from peftbench.cli import main; main()", command, str(tmp_path)],
+            capture_output=True, text=True, timeout=300, env=environment, preexec_fn=limit_memory,
+        )
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert "lora/rank8" in completed.stdout
+    assert "paired bootstrap over 1000000 test items" in completed.stdout
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-memory", "1e400GB"), ("--max-memory", "1e308TB"),
+                                               ("--max-train-time", "1e400s"), ("--max-params", "1e400"),
+                                               ("--max-forgetting", "nan"), ("--min-score", "-inf")])
+def test_recommend_refuses_a_limit_that_is_not_finite(option, value):
+    result = runner.invoke(app, ["recommend", str(RESULTS / "published"), option, value])
+    assert result.exit_code == 2, result.output
+    assert f"{option} " in result.output and "is not a finite number" in result.output
+
+
+def test_report_on_several_tasks_prints_one_table_per_task():
+    result = runner.invoke(app, ["report", str(RESULTS / "peftbench"), str(RESULTS / "image-gen")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    math_at, image_at = out.index("Pareto frontier on task math-tiny"), out.index("Pareto frontier on task image-gen")
+    math_tables, image_tables = (out[math_at:image_at], out[image_at:]) if math_at < image_at else (
+        out[math_at:], out[image_at:math_at])
+    assert "All 5 points on task math-tiny" in math_tables and "All 4 points on task image-gen" in image_tables
+    for name in ("ia3/default", "vera/default", "oft/rank8"):
+        assert name in math_tables and name not in image_tables
+    for name in ("lora/flux-rank16", "boft/flux-default"):
+        assert name in image_tables and name not in math_tables

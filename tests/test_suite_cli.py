@@ -80,3 +80,37 @@ def test_suites_keep_no_adapters_unless_asked(tmp_path):
 
     requests, _ = suite_requests("quick", None, "lora/rank16", tmp_path, [], force=False, keep_killed=False)
     assert requests and not any(request.save_checkpoint for request in requests)
+
+
+def test_a_suite_with_unfinished_experiments_exits_1_and_names_them(tmp_path, monkeypatch):
+    """A failed run and a result the full disk would not take: exit 1, a last line naming both, and the one not
+    written is reported as such (not as a kept result) and runs again next time."""
+    import errno
+
+    import peftbench.runners.isolated as isolated
+    from peftbench.results.writer import ResultWriteError
+
+    asked = []
+
+    def stand_in(request):  # runners.batch.execute_trial's child-process runner, without training
+        asked.append(request.trial_id)
+        result_file = request.result_file()
+        if request.trial_id == "ia3--default":
+            raise ResultWriteError(errno.ENOSPC, f"cannot write result file {result_file}: no space left on the device")
+        return result_file, "failed", False
+
+    monkeypatch.setattr(isolated, "run_request", stand_in)
+    command = ["suite", "quick", "--only", "ia3/default", "--results", str(tmp_path), "--workers", "1"]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert "kept, not run again" not in result.output
+    assert "result not written" in result.output and "no space left on the device" in result.output
+    last_line = result.output.strip().splitlines()[-1]
+    assert "did not finish" in last_line and "ia3--default (result not written)" in last_line
+
+    result = runner.invoke(app, ["suite", "quick", "--only", "lora/rank16", "--results", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "lora--rank16 (failed)" in result.output.strip().splitlines()[-1]
+
+    runner.invoke(app, command)
+    assert asked.count("ia3--default") == 2  # nothing recorded it as done

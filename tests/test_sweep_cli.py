@@ -79,3 +79,33 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(cli, experiments, tmp_path, mon
     outcome = cli(*experiments, "--results", tmp_path / "r")
     assert outcome.exit_code == 130
     assert "run the same command again to resume" in outcome.stderr
+
+
+def test_a_result_or_summary_the_full_disk_refuses_is_named_and_the_exit_status_is_1(cli, experiments, tmp_path,
+                                                                                     monkeypatch):
+    import errno
+
+    import peftbench.sweep.run as sweep_run
+    from peftbench.results.writer import ResultWriteError
+
+    def full_disk_for_one(request):
+        if request.trial_id.startswith("ia3--default--lr0.001--seed0"):
+            raise ResultWriteError(errno.ENOSPC, f"cannot write result file {request.result_file()}: "
+                                                 "no space left on the device")
+        return standin_execute(request)
+
+    monkeypatch.setattr(sweep_run, "execute_trial", full_disk_for_one)
+    results = tmp_path / "r"
+    outcome = cli(*experiments, "--lrs", "1e-3", "--seeds", "1", "--results", results)
+    assert outcome.exit_code == 1, outcome.output
+    assert "ia3--default--lr0.001--seed0.json: missing" in outcome.stderr
+    assert "result not written" in outcome.stderr and "kept, not run again" not in outcome.stderr
+
+    def no_space(path, data):
+        raise ResultWriteError(errno.ENOSPC, f"cannot write result file {path}: no space left on the device")
+
+    monkeypatch.setattr(sweep_run, "write_json_atomic", no_space)
+    outcome = cli(*experiments, "--lrs", "1e-3", "--seeds", "1", "--results", results)
+    assert outcome.exit_code == 1
+    assert f"cannot write result file {results / 'sweep-summary.json'}" in outcome.stderr.replace("\n", "")
+    assert "run the same command again" in outcome.stderr

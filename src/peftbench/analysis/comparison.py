@@ -16,7 +16,7 @@ from peftbench.analysis.filters import Filter
 from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
-from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, task_oriented
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, points_by_task, task_oriented
 from peftbench.results.reader import LoadedResults, LoadWarning
 
 
@@ -76,12 +76,9 @@ def _merge(frontiers: Sequence[Frontier], metrics: list[str]) -> Frontier:
 
 def frontier_view(points: Sequence[Point], metrics: Sequence[Metric], *, with_noise: bool = True) -> FrontierView:
     """The frontier over `metrics`, computed per task, with its noise marks (unless `with_noise` is False)."""
-    by_task: dict[str, list[Point]] = {}
-    for point in points:
-        by_task.setdefault(point.task, []).append(point)
     names = [m.name for m in metrics]
     frontiers, noise = [], {}
-    for task_points in by_task.values():
+    for task_points in points_by_task(points).values():
         task_metrics = [task_oriented(m, task_points) for m in metrics]
         values = {p.name: {m: p.mean(m) for m in names} for p in task_points}
         frontier = pareto_frontier(values, task_metrics)

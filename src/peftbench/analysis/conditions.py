@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from peftbench.analysis.points import Point
+from peftbench.analysis.points import Point, points_by_task
 from peftbench.results.reader import RunRecord
 
 UNKNOWN_HARDWARE = "unknown (not recorded)"
@@ -110,11 +110,8 @@ class ConditionWarning:
 
 def condition_warnings(points: Sequence[Point]) -> list[ConditionWarning]:
     """One warning per task and condition where the compared points' runs do not all share one value."""
-    by_task: dict[str, list[Point]] = {}
-    for point in points:
-        by_task.setdefault(point.task, []).append(point)
     warnings = []
-    for task, task_points in by_task.items():
+    for task, task_points in points_by_task(points).items():
         task_runs = [run for point in task_points for run in point.runs]
         for condition, read in CONDITIONS.items():
             if hasattr(read, "applies") and not read.applies(task_runs):

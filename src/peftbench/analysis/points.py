@@ -8,6 +8,7 @@ metrics are the mean over its runs with a 95% bootstrap interval (see analysis.s
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +168,15 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
         _aggregate(point)
         points.append(point)
     return points, warnings
+
+
+def points_by_task(points: Sequence[Point]) -> dict[str, list[Point]]:
+    """The points of each task, tasks in the order they first appear: results of different tasks are never
+    compared with each other."""
+    by_task: dict[str, list[Point]] = {}
+    for point in points:
+        by_task.setdefault(point.task, []).append(point)
+    return by_task
 
 
 def task_oriented(metric: Metric, task_points: list[Point]) -> Metric:

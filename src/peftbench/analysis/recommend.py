@@ -7,6 +7,7 @@ then peak memory, then name. Whether the winner's lead is real is judged by anal
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,12 +32,21 @@ class ConstraintError(ValueError):
     """A limit that cannot be parsed; the message names the option and shows valid forms."""
 
 
+def finite_limit(value: float, option: str, text: object) -> float:
+    """`value` (parsed from `text`) if it is a finite number: an infinite limit would silently allow everything
+    (and 'nan' compares false with everything, so it would silently allow nothing)."""
+    if not math.isfinite(value):
+        raise ConstraintError(f"{option} {text!r} is not a finite number; give a limit such as 20GB, 30m or 0.4, "
+                              "or leave the option out for no limit")
+    return value
+
+
 def parse_size(text: str, option: str = "size") -> float:
     """'20GB' -> 20 * 1024**3 bytes; KB/MB/GB/TB and KiB/MiB/GiB/TiB are all powers of 1024."""
     match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ConstraintError(f"{option} {text!r} is not a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
-    return float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    return finite_limit(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()], option, text)
 
 
 def parse_duration(text: str, option: str = "duration") -> float:
@@ -51,7 +61,7 @@ def parse_duration(text: str, option: str = "duration") -> float:
         if unit.lower() not in _DURATION_UNITS:
             raise ConstraintError(f"{option} {text!r}: unknown time unit {unit!r}; use s, m, h or d")
         seconds += float(number) * _DURATION_UNITS[unit.lower()]
-    return seconds
+    return finite_limit(seconds, option, text)
 
 
 def parse_count(text: str, option: str = "count") -> float:
@@ -59,7 +69,7 @@ def parse_count(text: str, option: str = "count") -> float:
     match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]?)\s*", text)
     if not match or match.group(2).lower() not in _COUNT_UNITS:
         raise ConstraintError(f"{option} {text!r} is not a count; use e.g. 500k, 10M, 1.5B")
-    return float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()]
+    return finite_limit(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()], option, text)
 
 
 @dataclass(frozen=True)

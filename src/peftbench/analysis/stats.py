@@ -59,6 +59,32 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+# Drawing every resample's item indices at once takes n_resamples x n integers: 44.7 GiB for 3,000,000 test
+# items. A resample's mean depends only on how often each distinct value was drawn, so data with few distinct
+# values (0/1 correctness, its mean over a few seeds, any discrete score) is resampled by those counts: the same
+# bootstrap, in memory and time independent of n. Other data is resampled in chunks of bounded size, up to a
+# bounded number of draws in all; beyond that (over about 67,000 items with as many distinct values) the means
+# are drawn from the normal distribution that the bootstrap's means follow at that size (central limit theorem).
+MAX_DISTINCT_VALUES_BY_COUNTS = 4096
+MAX_INDICES_PER_CHUNK = 1 << 22
+MAX_INDICES_IN_ALL = 1 << 27
+
+
+def _bootstrap_means(data: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """The means of `n_resamples` bootstrap resamples (n items drawn with replacement) of the 1-d `data`."""
+    values, counts = np.unique(data, return_counts=True)
+    if values.size <= MAX_DISTINCT_VALUES_BY_COUNTS:
+        drawn = rng.multinomial(data.size, counts / data.size, size=n_resamples)
+        return drawn @ values / data.size
+    if data.size * n_resamples > MAX_INDICES_IN_ALL:
+        return rng.normal(data.mean(), data.std() / np.sqrt(data.size), size=n_resamples)
+    rows = max(1, MAX_INDICES_PER_CHUNK // data.size)
+    return np.concatenate([
+        data[rng.integers(0, data.size, size=(min(rows, n_resamples - start), data.size))].mean(axis=1)
+        for start in range(0, n_resamples, rows)
+    ])
+
+
 def bootstrap_mean_ci(
     values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
 ) -> MeanCI:
@@ -74,8 +100,7 @@ def bootstrap_mean_ci(
     mean = float(data.mean())
     if data.size == 1:
         return MeanCI(mean, mean, mean, 1, confidence)
-    indices = _rng(seed).integers(0, data.size, size=(n_resamples, data.size))
-    means = data[indices].mean(axis=1)
+    means = _bootstrap_means(data, n_resamples, _rng(seed))
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return MeanCI(mean, float(low), float(high), int(data.size), confidence)
@@ -101,8 +126,7 @@ def paired_bootstrap(
             f"paired_bootstrap needs two equally long, non-empty sequences (got {a.size} and {b.size} items)"
         )
     differences = a - b
-    indices = _rng(seed).integers(0, differences.size, size=(n_resamples, differences.size))
-    resampled = differences[indices].mean(axis=1)
+    resampled = _bootstrap_means(differences, n_resamples, _rng(seed))
     tail = (1 - confidence) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     prob = float(np.mean(resampled > 0) + 0.5 * np.mean(resampled == 0))

@@ -36,7 +36,8 @@ def _progress_over(console):
 def convert(
     adapter_dir: Path = typer.Argument(..., help="Folder written by peft's save_pretrained (adapter_config.json, "
                                        "adapter_model.safetensors)."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the LoRA adapter to (created atomically)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the LoRA adapter to (created atomically): "
+                                   "a new folder, outside the source adapter's, checked before converting."),
     rank: str = typer.Option(
         ...,
         "--rank",
@@ -59,7 +60,8 @@ def convert(
         "weight change on calibration inputs instead of refusing. The result is reported as approximate.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (per layer + logits error)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists and is not empty."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT when it holds a previous conversion's "
+                                   "output (only the files convert writes; any other folder is refused)."),
     measure: bool = typer.Option(
         True, "--measure/--no-measure", help="Load the result with plain peft and compare logits on a probe batch."
     ),
@@ -138,9 +140,13 @@ def _convert(console, adapter_dir: Path, out: Path, rank: str, set_values: list[
     except ConversionFailed as failure:  # measured wrong: nothing was written
         console.print(f"[bold red]conversion failed:[/] {_escape(str(failure))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    except (AdapterFolderError, FileExistsError, ValueError) as error:
+    except (AdapterFolderError, ValueError) as error:  # OutputFolderError is a ValueError
         console.print(f"[bold red]error:[/] {_escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as error:  # writing the output failed after the checks (a full disk): nothing was replaced
+        console.print(f"[bold red]error:[/] cannot write {_escape(str(error.filename or out))}: "
+                      f"{_escape(error.strerror or str(error))}; {_escape(str(out))} is unchanged", soft_wrap=True)
+        raise typer.Exit(1) from None
     return report, overrides
 
 

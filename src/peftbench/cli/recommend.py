@@ -79,7 +79,7 @@ def _warn(console, warnings) -> None:
 def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params, max_forgetting, min_score):
     """The limit options as analysis.recommend Constraints (ConstraintError for a value that does not parse)."""
     from peftbench.analysis.metrics import get_metric
-    from peftbench.analysis.recommend import Constraint, parse_count, parse_duration, parse_size
+    from peftbench.analysis.recommend import Constraint, finite_limit, parse_count, parse_duration, parse_size
 
     limits = [
         ("peak_memory", max_memory, parse_size, "--max-memory"),
@@ -91,9 +91,11 @@ def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_
     constraints = [Constraint(get_metric(metric), parse(text, option)) for metric, text, parse, option in limits
                    if text is not None]
     if max_forgetting is not None:
-        constraints.append(Constraint(get_metric("forgetting"), max_forgetting))
+        constraints.append(Constraint(get_metric("forgetting"), finite_limit(max_forgetting, "--max-forgetting",
+                                                                             max_forgetting)))
     if min_score is not None:
-        constraints.append(Constraint(get_metric("test_score"), min_score, at_least=True))
+        constraints.append(Constraint(get_metric("test_score"), finite_limit(min_score, "--min-score", min_score),
+                                      at_least=True))
     return constraints
 
 

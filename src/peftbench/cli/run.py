@@ -88,7 +88,7 @@ def run(
         _print_summary(console, requests, outcomes)
         raise typer.Exit(130)
     _print_summary(console, requests, outcomes)
-    if any(not o.skipped and o.status not in ("success", "diverged") for o in outcomes):
+    if any(outcome.unfinished for outcome in outcomes):
         raise typer.Exit(1)
 
 

@@ -20,7 +20,9 @@ where the CPU runs bf16 natively, precision: `use_amp` "auto"). Progress: each e
 20 s, its score and time with the time left (live bars in a terminal, plain lines in a log).
 
 Results that already exist in the results folder are kept and not run again (use --force to re-run); failed,
-cancelled, oom and killed ones are run again (--keep-killed keeps oom and killed ones).
+cancelled, oom and killed ones are run again (--keep-killed keeps oom and killed ones). The exit status is 1
+when any experiment did not finish (failed, oom, killed, cancelled, or its result file could not be written),
+and the last line names them.
 
 Examples:
   peftbench suite quick --results results/quick --html results/quick/report.html
@@ -81,6 +83,8 @@ def suite(
 
     from peftbench.builtin_suites import suite_requests
     from peftbench.config import ConfigError
+    from peftbench.printable import printable
+    from peftbench.reporting.render import check_output_paths
     from peftbench.runners.batch import run_trials
 
     console = Console()
@@ -91,7 +95,8 @@ def suite(
     try:
         trials, task_label = suite_requests(name, task, only, results, set_params or [], force, keep_killed,
                                             save_checkpoint)
-    except ConfigError as error:
+        check_output_paths([trials[0].results_dir], html, None)
+    except (ConfigError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     results = Path(trials[0].results_dir)
@@ -103,6 +108,14 @@ def suite(
         if outcome.status != "success":
             console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
     show_results(results, html, console)
+    unfinished = [outcome for outcome in outcomes if outcome.unfinished]
+    if unfinished:
+        # a script (or CI) running the suite must see that the table lacks these, and that a rerun continues
+        listed = ", ".join(f"{printable(o.trial_id)} ({o.status if o.recorded else 'result not written'})"
+                           for o in unfinished)
+        console.print(Text(f"suite {name}: {len(unfinished)} of {len(outcomes)} experiments did not finish: "
+                           f"{listed}; run the same command again to retry them", style="red"), soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def show_results(results: Path, html: Optional[Path], console) -> None:

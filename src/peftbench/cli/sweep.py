@@ -49,6 +49,7 @@ def sweep(
     from rich.text import Text
 
     from peftbench.config import ConfigError
+    from peftbench.results.writer import ResultWriteError
     from peftbench.sweep.run import run_sweep
 
     console = Console(stderr=True)
@@ -70,6 +71,10 @@ def sweep(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished trials are kept; run the same command again to resume.")
         raise typer.Exit(130) from None
+    except ResultWriteError as error:  # the summary file (a trial's own is that trial's failure)
+        console.print(f"error: {error}; the finished trials are kept: run the same command again to write it",
+                      markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     Console().print(summary_table(run.summary))
     console.print(f"{len(run.ran)} trials run, {run.skipped} already finished; summary: {run.summary_path}", markup=False)
     if not run.summary.complete:

@@ -50,6 +50,63 @@ from peftbench.conversion.source import (
 
 PEFT_PREFIX = "base_model.model."
 FIT_METHODS = ("least-squares",)
+CONVERSION_REPORT_FILE = "conversion_report.json"
+# Everything `save_converted` writes: --overwrite replaces only a folder holding these and nothing else.
+OUTPUT_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, CONVERSION_REPORT_FILE)
+
+
+class OutputFolderError(ValueError):
+    """--out cannot take the converted adapter (it is the source, holds it, or is not a folder conversion wrote);
+    the message names the path."""
+
+
+def check_output_dir(adapter_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any model loads, an output folder that writing (or replacing) would break: the source
+    adapter itself, a folder around it (replacing it would delete the source, or a whole results folder) or
+    inside it, a file, or an existing folder that a conversion did not write."""
+    source, out = Path(adapter_dir).resolve(), Path(out_dir).resolve()
+    if out == source or out in source.parents:
+        raise OutputFolderError(f"--out {out_dir} is the source adapter {adapter_dir} or a folder that holds it: "
+                                "writing there would replace the source; choose a new folder")
+    if source in out.parents:
+        raise OutputFolderError(f"--out {out_dir} is inside the source adapter {adapter_dir}: the converted "
+                                "adapter would mix with the source's files; choose a folder outside it")
+    _check_replaceable(Path(out_dir), overwrite)
+    _check_creatable(Path(out_dir).absolute())
+
+
+def _check_creatable(out_dir: Path) -> None:
+    """The nearest existing folder above `out_dir` must be a folder that takes a new entry (the converted
+    adapter is staged beside `out_dir`): a write test, since root ignores permission bits."""
+    existing = out_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputFolderError(f"--out {out_dir}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".peftbench-write-check-", dir=existing))
+    except OSError as error:
+        raise OutputFolderError(f"--out {out_dir}: cannot create a folder in {existing}: "
+                                f"{error.strerror or error}") from None
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(f"--out {out_dir} exists and is not a folder; choose a folder name")
+    existing = sorted(entry.name for entry in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not existing:
+        return
+    if not overwrite:
+        raise OutputFolderError(f"{out_dir}: exists and is not empty; pass --overwrite to replace a previous "
+                                "conversion's output")
+    others = [name for name in existing if name not in OUTPUT_FILES]
+    if others or CONVERSION_REPORT_FILE not in existing:
+        found = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise OutputFolderError(
+            f"--overwrite refused: {out_dir} is not a previous conversion's output (that holds only "
+            f"{', '.join(OUTPUT_FILES)}; " + (f"this also holds {found}" if others else f"this has no "
+            f"{CONVERSION_REPORT_FILE}") + "); choose a new folder or empty this one yourself"
+        )
 
 
 @dataclass
@@ -265,6 +322,13 @@ def convert_peft_model(
         lora_parameters=lora_parameters,
         layers=layer_reports,
     )
+    capped = [f"{name} (rank {ranks[name]}: its ΔW is {' x '.join(map(str, changes[name].delta_weight.shape))})"
+              for name in changes if rank_spec.fixed_rank is not None and ranks[name] < rank_spec.fixed_rank]
+    if capped:
+        listed = "; ".join(capped[:5]) + (f"; and {len(capped) - 5} more (the table shows every rank)"
+                                          if len(capped) > 5 else "")
+        report.notes.append(f"--rank {rank_spec.fixed_rank} is more than {len(capped)} layer(s) can hold: they keep "
+                            f"their full rank, which is exact: {listed}")
     if report.approximate:
         report.notes.append(
             "Some layers are not linear in their input; their weight change was fitted by least squares on "
@@ -278,15 +342,14 @@ def save_converted(converted: ConvertedAdapter, out_dir: str | Path, overwrite: 
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    _check_replaceable(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(converted.state_dict, str(staging / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
         converted.lora_config.save_pretrained(str(staging))
         report_json = json.dumps(converted.report.to_json_dict(), indent=2)
-        (staging / "conversion_report.json").write_text(report_json + "\n", encoding="utf-8")
+        (staging / CONVERSION_REPORT_FILE).write_text(report_json + "\n", encoding="utf-8")
         for written in staging.iterdir():
             with open(written, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -361,6 +424,7 @@ def convert_adapter_dir(
     progress=_no_progress,
 ) -> ConversionReport:
     """The `peftbench convert` command without its terminal output."""
+    check_output_dir(adapter_dir, out_dir, overwrite)
     config = read_adapter_config(adapter_dir)
     config_file = str(Path(adapter_dir) / ADAPTER_CONFIG_FILE)
     base_model_path = resolve_base_model(config, base_model, config_file, fallback_base_model)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,6 +16,36 @@ from peftbench.analysis.comparison import Comparison, compare_results, compariso
 from peftbench.analysis.filters import parse_filter
 from peftbench.analysis.points import FILTER_FIELDS
 from peftbench.results.reader import LoadedResults, RunRecord, load_results
+
+
+def _spellings(path: Path) -> set[Path]:
+    """The path as given (absolute) and with its links resolved: an input reached through a link is still one."""
+    return {Path(os.path.abspath(path)), path.resolve()}
+
+
+def check_output_paths(inputs: Iterable[str | Path], html: str | Path | None, png_dir: str | Path | None) -> None:
+    """Refuse, before anything is read, run or written, an output that would replace what the report reads.
+
+    The HTML report must not be an input file, nor a .json file inside an input folder (a result file there now,
+    one a suite is about to write, or one the next report would read as a broken result), nor a folder. The PNG
+    folder must not be a file. The ValueError names the path.
+    """
+    if html is not None:
+        html = Path(html)
+        for item in map(Path, inputs):
+            same_file = bool(_spellings(html) & _spellings(item))
+            # an input that is not a file is a folder, or one a suite is about to create
+            in_folder = not item.is_file() and any(target.suffix.lower() == ".json" and folder in target.parents
+                                                   for folder in _spellings(item) for target in _spellings(html))
+            if same_file or in_folder:
+                where = "is" if same_file else "would be a result file in"
+                raise ValueError(f"--html {html} {where} the report's input {item}: writing the HTML report there "
+                                 "would replace result data; give another path, e.g. report.html")
+        if html.is_dir():
+            raise ValueError(f"--html {html} is a folder; give a file name, e.g. {html / 'report.html'}")
+    if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
+        raise ValueError(f"--png {png_dir} is a file; give a folder for the PNG plots")
+
 
 def render_report(
     results: Iterable[str | Path] | Sequence[RunRecord] | LoadedResults,
@@ -33,7 +64,8 @@ def render_report(
 
     `results`: result files / folders, already loaded records, or a LoadedResults. With `json_out` the
     terminal gets the JSON object only (for piping); otherwise the rich tables. Returns the Comparison.
-    Raises KeyError (unknown metric) or FilterError (bad filter) before anything is written.
+    Raises KeyError (unknown metric), FilterError (bad filter) or ValueError (an output path that would replace
+    an input: check_output_paths) before anything is written.
     """
     console = console or Console()
     if isinstance(results, LoadedResults):
@@ -43,6 +75,7 @@ def render_report(
         if items and all(isinstance(item, RunRecord) for item in items):
             loaded = LoadedResults(records=list(items), warnings=[], ignored=[])
         else:
+            check_output_paths(items, html, png_dir)
             loaded = load_results(items, progress=True)
     point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
     comparison = compare_results(loaded, x=x, y=y, metrics=metrics, point_filter=point_filter)

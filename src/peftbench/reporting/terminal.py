@@ -12,7 +12,7 @@ from rich.text import Text
 
 from peftbench.analysis.comparison import Comparison, FrontierView, frontier_note
 from peftbench.analysis.metrics import Metric, format_value, get_metric
-from peftbench.analysis.points import Point
+from peftbench.analysis.points import Point, points_by_task
 
 # Columns shown besides the chosen pair, when the points have them.
 NARROW_WIDTH = 120
@@ -55,7 +55,7 @@ def _note(point: Point, view: FrontierView) -> Text:
 
 
 def _points_table(
-    comparison: Comparison, view: FrontierView, points: list[Point], title: str, width: int
+    comparison: Comparison, view: FrontierView, points: list[Point], title: Text, width: int
 ) -> Table:
     columns = _columns(comparison, width)
     table = Table(title=title, title_justify="left", header_style="bold", show_lines=False, expand=False)
@@ -103,17 +103,23 @@ def print_comparison(comparison: Comparison, console: Console | None = None) -> 
         console.print(Text("No usable results: nothing to compare.", style="bold red"))
         return
     pair = comparison.pair
-    title = f"Pareto frontier: {comparison.y.label} vs {comparison.x.label}"
-    frontier_points = [p for p in comparison.points if p.name in set(pair.frontier.frontier)]
-    console.print(_points_table(comparison, pair, frontier_points, title, console.width))
-    all_title = f"All {len(comparison.points)} points, best {comparison.y.label} first"
-    console.print(_points_table(comparison, pair, comparison.points, all_title, console.width))
-    if comparison.multi is not None:
-        multi = comparison.multi
-        console.print(
-            Text(f"Frontier over {', '.join(m.label for m in multi.metrics)}: ", style="bold"),
-            Text(", ".join(multi.frontier.frontier) or "(none)"),
-        )
-        for name, other in multi.within_noise.items():
-            console.print(Text(f"  {name}: on that frontier only within noise of {other}", style="yellow"))
+    tasks = points_by_task(comparison.points)
+    for task, points in tasks.items():
+        # each task's frontier is its own: one table per task, so that no ranking reads across tasks
+        of_task = f" on task {task}" if len(tasks) > 1 else ""
+        title = Text(f"Pareto frontier{of_task}: {comparison.y.label} vs {comparison.x.label}")
+        frontier_points = [p for p in points if p.name in set(pair.frontier.frontier)]
+        console.print(_points_table(comparison, pair, frontier_points, title, console.width))
+        all_title = Text(f"All {len(points)} points{of_task}, best {comparison.y.label} first")
+        console.print(_points_table(comparison, pair, points, all_title, console.width))
+        if comparison.multi is not None:
+            multi = comparison.multi
+            names = {p.name for p in points}
+            console.print(
+                Text(f"Frontier{of_task} over {', '.join(m.label for m in multi.metrics)}: ", style="bold"),
+                Text(", ".join(n for n in multi.frontier.frontier if n in names) or "(none)"),
+            )
+            for name, other in multi.within_noise.items():
+                if name in names:
+                    console.print(Text(f"  {name}: on that frontier only within noise of {other}", style="yellow"))
     console.print(Text(comparison.noise_summary, style="italic"))

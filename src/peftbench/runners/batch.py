@@ -30,6 +30,19 @@ class TrialOutcome:
     error: str = ""
     skipped: bool = False  # an existing final result was kept; `status` is that result's
 
+    @property
+    def recorded(self) -> bool:
+        """Whether a result file holds this trial's outcome (not when the file could not be written)."""
+        return self.result_path is not None
+
+    @property
+    def unfinished(self) -> bool:
+        """A trial that ran and did not end in a final result (success, diverged): it failed, was stopped or its
+        result could not be written. The next run of the same command runs it again. A kept result is final."""
+        from peftbench.runners.isolated import FINAL_STATUSES
+
+        return not self.skipped and (self.status not in FINAL_STATUSES or not self.recorded)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -112,7 +125,7 @@ def run_trials(
 
     def record(outcome: TrialOutcome) -> None:
         outcomes.append(outcome)
-        progress.finished(outcome.trial_id, outcome.status, outcome.result_path, outcome.error)
+        progress.finished(outcome.trial_id, outcome.status, outcome.result_path, outcome.error, outcome.skipped)
         if on_done is not None:
             on_done(outcome)
 

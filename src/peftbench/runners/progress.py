@@ -173,7 +173,8 @@ class BatchProgress:
         self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
     # ---- events ----
-    def finished(self, trial_id: str, status: str, result_path: Optional[str], error: str = "") -> None:
+    def finished(self, trial_id: str, status: str, result_path: Optional[str], error: str = "",
+                 skipped: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             self._poll_once(now)  # a trial that ran shorter than one poll still gets its start line
@@ -183,16 +184,24 @@ class BatchProgress:
                 self._durations.append(now - running.started)
                 if self._bars is not None and running.bar is not None:
                     self._bars.remove_task(running.bar)
-            took = format_duration(now - running.started) if running else "kept, not run again"
+            took = ""
+            if skipped:
+                took = "kept, not run again"
+            elif result_path is None:  # saying "kept" (or nothing) would hide that this run is lost
+                took = "result not written, runs again next time"
+            elif running is not None:
+                took = format_duration(now - running.started)
             outcome = _result_summary(result_path) if status == "success" else status
             if status != "success" and error.strip():
-                outcome += f" ({error.strip().splitlines()[0][:160]})"
+                outcome += f" ({error.strip().splitlines()[0][:400]})"
+            if took:
+                outcome += f", {took}"
             done = len(self._finished)
             total = len(self.trial_ids)
             left = self._time_left(now)
             left_text = f", about {format_duration(left)} left" if left is not None and done < total else ""
             self.print(
-                f"[{done}/{total} done] {trial_id}: {outcome}, {took}; "
+                f"[{done}/{total} done] {trial_id}: {outcome}; "
                 f"{self.description} {format_duration(now - self._started_at)} elapsed{left_text}",
                 style=None if status == "success" else "yellow",
             )
