@@ -311,6 +311,56 @@ def test_a_second_process_waits_for_the_lock_then_skips_what_the_first_wrote(lor
     assert not lock_path(result_file).exists()
 
 
+def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, tmp_path, monkeypatch):
+    """Preparing reads the task's data through `datasets`, which is not thread-safe: a trial of a two-worker pool
+    failed with "'tqdm' object has no attribute '_lock'" before its child started, and the pool ran one trial."""
+    stand_in_child(monkeypatch, "pass")
+    lock = isolated._PREPARING
+    lock_asked = threading.Event()
+
+    class WatchedLock:  # the product's lock, telling the test when a second worker waits for it
+        def __enter__(self):
+            if lock.locked():
+                lock_asked.set()
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    monkeypatch.setattr(isolated, "_PREPARING", WatchedLock())
+    preparing, entered, most_at_once = [0], [], [0]
+    counter = threading.Lock()
+    prepare = isolated.prepare
+
+    def watched_prepare(request):
+        with counter:
+            preparing[0] += 1
+            most_at_once[0] = max(most_at_once[0], preparing[0])
+            entered.append(request.results_dir)
+        if len(entered) == 1:  # the first stays until the other worker has come to prepare too
+            wait_until(lambda: lock_asked.is_set() or len(entered) == 2, "the second worker to come to prepare")
+        try:
+            return prepare(request)
+        finally:
+            with counter:
+                preparing[0] -= 1
+
+    monkeypatch.setattr(isolated, "prepare", watched_prepare)
+    outcomes = {}
+
+    def worker(name: str) -> None:
+        request = RunRequest(task="math", results_dir=str(tmp_path / name), experiment_dir=str(lora),
+                             overrides=math_fixture_params, show_progress=False)
+        outcomes[name] = isolated.run_request(request)[1]
+
+    workers = [threading.Thread(target=worker, args=(name,), daemon=True) for name in ("a", "b")]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        join_or_fail(thread, "a worker")
+    assert most_at_once[0] == 1 and sorted(outcomes) == ["a", "b"], (most_at_once, outcomes)
+
+
 def test_lock_is_released_and_removed_whatever_happens(tmp_path):
     result_file = tmp_path / "x.json"
     with pytest.raises(RuntimeError), result_lock(result_file) as waited:
@@ -419,7 +469,9 @@ from peftbench.runners.cancel import cancel_on_signals
 from peftbench.runners.request import RunRequest
 cancel_on_signals()  # as the CLI does
 trials = [RunRequest.from_dict(fields) for fields in json.loads(sys.argv[1])]
-run_local_pool(trials, workers=2, execute=execute_trial, on_done=lambda outcome: None, cores=2)
+def report(outcome):  # a trial that ends, even one that failed before its child started, says so
+    print("outcome:", json.dumps(outcome.to_dict()), file=sys.stderr, flush=True)
+run_local_pool(trials, workers=2, execute=execute_trial, on_done=report, cores=2)
 """
 
 
@@ -444,7 +496,7 @@ def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_p
         return {name: read_progress(path) for name, path in progress_files.items()}
 
     def both_training_or_one_ended() -> bool:  # each child reports its training steps in its progress file
-        ended = parent.poll() is not None or any(path.exists() for path in result_files.values())
+        ended = parent.poll() is not None or "outcome:" in stderr.text
         return ended or all((state or {}).get("phase") == "train" for state in progress().values())
 
     def seen() -> str:
@@ -454,8 +506,11 @@ def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_p
 
     try:
         wait_until(both_training_or_one_ended, "both trials of the pool to train", seen)
-        assert parent.poll() is None and not any(path.exists() for path in result_files.values()), seen()
+        assert parent.poll() is None and "outcome:" not in stderr.text, seen()
         children = [psutil.Process(state["pid"]) for state in progress().values()]
+        # a fork copies only the forking thread: torch's thread pools, had the fork server started them, would be
+        # broken in every child ("Invalid thread pool!")
+        assert psutil.Process(children[0].ppid()).num_threads() == 1, seen()
         parent.send_signal(signum)
         wait_until(lambda: parent.poll() is not None, "the pool's process to exit", seen)
         wait_until(lambda: not any(map(running, children)), "both trials to exit", seen)

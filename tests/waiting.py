@@ -7,6 +7,8 @@ and reaching it fails the test with what was seen meanwhile.
 
 from __future__ import annotations
 
+import codecs
+import os
 import threading
 import time
 from typing import Callable, Optional, TypeVar
@@ -37,7 +39,7 @@ def join_or_fail(thread: threading.Thread, what: str, timeout_s: float = SAFETY_
 
 
 class StreamWatch:
-    """Reads a text stream (a child's stderr) in a thread, so that a test can wait for a piece of text with a
+    """Reads a pipe (a child's stderr) in a thread, so that a test can wait for a piece of text with a
     deadline that holds even when the stream stays silent, then collect the rest once it closes."""
 
     def __init__(self, stream) -> None:
@@ -49,10 +51,12 @@ class StreamWatch:
         self._thread.start()
 
     def _read(self) -> None:
+        # whatever the pipe holds, as it comes (a text stream's read(n) would wait for n characters)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
-            while chunk := self._stream.read(1):  # text streams: read(n) would wait for n characters
+            while chunk := os.read(self._stream.fileno(), 65536):
                 with self._changed:
-                    self._text += chunk
+                    self._text += decoder.decode(chunk)
                     self._changed.notify_all()
         finally:
             with self._changed:
