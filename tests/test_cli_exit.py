@@ -26,9 +26,13 @@ def test_exit_status_handlers_and_output_survive(code, status):
 
 def test_a_running_non_daemon_thread_is_waited_for():
     """os._exit would kill it mid-work: with one still running, the ordinary exit, which waits for it."""
-    thread = (
+    thread = (  # works until the interpreter's exit has begun (the main thread is then no longer alive)
         "import threading, time\n"
-        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread finished', flush=True))).start()\n"
+        "def work():\n"
+        "    while threading.main_thread().is_alive():\n"
+        "        time.sleep(0.01)\n"
+        "    print('thread finished', flush=True)\n"
+        "threading.Thread(target=work).start()\n"
     )
     done = subprocess.run([sys.executable, "-c", thread + PROGRAM.format(code=5)], capture_output=True, text=True,
                           timeout=120)

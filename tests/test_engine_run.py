@@ -15,6 +15,7 @@ from peftbench.cli import app
 from peftbench.runners import isolated
 from peftbench.runners.engine import execute
 from peftbench.runners.request import RunRequest
+from waiting import SAFETY_NET_S, StreamWatch
 
 
 LORA = "lora/llama-3.2-3B-rank32"
@@ -264,7 +265,6 @@ def test_adalora_budget_follows_max_steps_or_keeps_the_configs_as_the_suite(
 def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params, tmp_path):
     import signal
     import subprocess
-    import time
 
     request = RunRequest(task="math", results_dir=str(tmp_path), experiment_dir=str(experiments_copy / LORA),
                          # shuffled: the suite's one pass over the fixture rows would end long before Ctrl-C
@@ -273,14 +273,12 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(request.to_dict()))
     child = subprocess.Popen([*isolated.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
-    seen = ""
-    deadline = time.monotonic() + 120
-    while "2/100000" not in seen and time.monotonic() < deadline:  # wait until training has made steps
-        seen += child.stderr.read(1)
+    stderr = StreamWatch(child.stderr)
+    stderr.wait_for("2/100000")  # training has made steps
     child.send_signal(signal.SIGINT)
     child.send_signal(signal.SIGINT)  # a second Ctrl-C must not interrupt writing the result
-    child.stderr.read()
-    assert child.wait(timeout=120) == 0
+    stderr.rest()
+    assert child.wait(timeout=SAFETY_NET_S) == 0
     result = read_result(tmp_path / "lora--llama-3.2-3B-rank32.json")
     assert result["peftbench"]["status"] == "cancelled" and "Ctrl-C" in result["peftbench"]["error_msg"]
     assert 0 < result["peftbench"]["steps"] < 100000

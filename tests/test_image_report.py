@@ -96,7 +96,7 @@ def test_gallery_in_a_real_browser(image_results, browser, tmp_path):  # noqa: F
     text = report.read_text()
     assert HOSTILE_PROMPT not in text  # escaped inside the page's JSON
     page, errors, dialogs, requests = watched_page(browser, report)
-    page.wait_for_selector("#gallery .gallery-row img", timeout=30_000)
+    page.wait_for_selector("#gallery .gallery-row img")
     rows = page.locator("#gallery .gallery-row")
     assert rows.count() == 1 and "lora/stand-in" in rows.first.locator(".what").first.text_content()
     images = page.locator("#gallery img")

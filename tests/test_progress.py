@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 
@@ -15,8 +18,9 @@ from peftbench.results.record import RunResult
 from peftbench.results.writer import result_document, write_json_atomic
 from peftbench.runners import progress as progress_module
 from peftbench.runners.batch import TrialOutcome, run_trials
-from peftbench.runners.progress import ProgressFile, format_duration, read_progress
+from peftbench.runners.progress import BatchProgress, ProgressFile, format_duration, read_progress
 from peftbench.runners.request import RunRequest
+from waiting import SAFETY_NET_S, wait_until
 
 
 def requests(results: Path, *experiments: str) -> list[RunRequest]:
@@ -25,13 +29,19 @@ def requests(results: Path, *experiments: str) -> list[RunRequest]:
             for experiment in experiments]
 
 
-def test_progress_file_is_throttled_and_phase_changes_are_written_at_once(tmp_path):
+def test_progress_file_is_throttled_and_phase_changes_are_written_at_once(tmp_path, monkeypatch):
+    clock = [100.0]  # the writer's clock, moved by hand: what counts is the time between updates
+    monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
     path = tmp_path / "trial.json"
     assert read_progress(path) is None
     writer = ProgressFile(path)
     writer.update("train", 1, 10)
-    writer.update("train", 2, 10)  # within a second of the last write: skipped
+    clock[0] += 0.9 * progress_module.WRITE_INTERVAL_S
+    writer.update("train", 2, 10)  # within the write interval of the last write: skipped
     assert read_progress(path)["step"] == 1
+    clock[0] += 0.2 * progress_module.WRITE_INTERVAL_S
+    writer.update("train", 3, 10)  # past it: written
+    assert read_progress(path)["step"] == 3
     writer.update("valid", 2, 10)  # a new phase: written
     assert read_progress(path)["phase"] == "valid"
     writer.update("train", 10, 10)  # the last step: written
@@ -49,18 +59,51 @@ def test_durations_read_well():
 def fast_progress(monkeypatch):
     monkeypatch.setattr(progress_module, "WRITE_INTERVAL_S", 0.0)
     monkeypatch.setattr(progress_module, "POLL_INTERVAL_S", 0.05)
-    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.2)
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.0)  # a status line at every poll
 
 
-def fake_child(tmp_path: Path, steps: int = 6, step_s: float = 0.1):
-    """An executor that behaves like a child: progress file while it trains, then a result file."""
+class PrintedLines:
+    """The lines BatchProgress prints, recorded as it prints them, so that a test waits for a line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def add(self, text: str) -> None:
+        with self._changed:
+            self.lines.append(text)
+            self._changed.notify_all()
+
+    def wait_for(self, start: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: any(line.startswith(start) for line in self.lines), SAFETY_NET_S):
+                pytest.fail(f"no line {start!r} in {SAFETY_NET_S:.0f} s; printed: {self.lines}", pytrace=False)
+
+
+@pytest.fixture
+def printed(monkeypatch) -> PrintedLines:
+    recorded = PrintedLines()
+    print_line = BatchProgress.print
+
+    def print_and_record(progress, text, style=None):
+        print_line(progress, text, style)
+        recorded.add(text)
+
+    monkeypatch.setattr(BatchProgress, "print", print_and_record)
+    return recorded
+
+
+def fake_child(tmp_path: Path, printed: Optional[PrintedLines] = None, steps: int = 6):
+    """An executor that behaves like a child: progress file while it trains, then a result file. With
+    `printed`, each step lasts until the parent has printed its status line (plain-line mode)."""
 
     def execute(trial):
         writer = ProgressFile(trial.progress_file)
         writer.update("loading")
         for step in range(1, steps + 1):
-            time.sleep(step_s)
             writer.update("train", step, steps)
+            if printed is not None:
+                printed.wait_for(f"  {trial.trial_id}: train step {step}/{steps}")
         if trial.trial_id == "boft--broken":
             return TrialOutcome(trial.trial_id, "failed", None, "RuntimeError: boom\ntraceback")
         result = tmp_path / f"{trial.trial_id}.json"
@@ -70,9 +113,9 @@ def fake_child(tmp_path: Path, steps: int = 6, step_s: float = 0.1):
     return execute
 
 
-def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress):
+def test_plain_lines_when_not_a_terminal(tmp_path, capsys, fast_progress, printed):
     trials = requests(tmp_path, "lora/rank16", "boft/broken", "ia3/default")
-    outcomes = run_trials(trials, workers=1, execute=fake_child(tmp_path), description="suite quick")
+    outcomes = run_trials(trials, workers=1, execute=fake_child(tmp_path, printed), description="suite quick")
     assert [o.status for o in outcomes] == ["success", "failed", "success"]
     err = capsys.readouterr().err
     assert "\x1b[" not in err and "\r" not in err  # plain lines, no bars or cursor movement
@@ -105,8 +148,6 @@ def test_live_bars_in_a_terminal(tmp_path, fast_progress):
 
     from rich.console import Console
 
-    from peftbench.runners.progress import BatchProgress
-
     screen = io.StringIO()
     progress = BatchProgress(["lora--rank16"], 1, "suite quick", console=Console(file=screen, force_terminal=True),
                              progress_dir=tmp_path / "progress")
@@ -114,7 +155,9 @@ def test_live_bars_in_a_terminal(tmp_path, fast_progress):
     progress.start()
     (request,) = requests(tmp_path, "lora/rank16")
     fake_child(tmp_path, steps=4)(replace(request, progress_file=progress.file_for("lora--rank16")))
-    time.sleep(0.2)
+    # the trial's own bar, drawn by the poller and rich's refresh thread: its description and its last step
+    wait_until(lambda: "lora--rank16" in screen.getvalue() and "4/4" in screen.getvalue(),
+               "the trial's bar at step 4/4", lambda: screen.getvalue()[-2000:])
     progress.finished("lora--rank16", "success", str(tmp_path / "lora--rank16.json"))
     progress.stop()
     shown = screen.getvalue()

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from peftbench.reporting import render_report
 from peftbench.reporting.html import json_for_script
+from waiting import SAFETY_NET_S
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 CHROMIUM = "/usr/bin/chromium"
@@ -83,6 +84,7 @@ def browser():
 def watched_page(browser, path: Path):
     """A page opened on `path`, with the console errors, dialogs and requests it makes collected."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(SAFETY_NET_S * 1000)  # every wait is on a state of the page; this is for a hang
     errors, dialogs, requests = [], [], []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -93,11 +95,9 @@ def watched_page(browser, path: Path):
 
 
 def test_report_in_a_real_browser(report_file, browser, tmp_path):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
     path, comparison = report_file
     page, errors, dialogs, requests = watched_page(browser, path)
-    page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
+    page.wait_for_selector("#scatter .scatterlayer .point")
 
     # two tasks are loaded: the page shows one at a time (the one with most points first)
     for task in ("math-tiny", "math"):
@@ -115,25 +115,18 @@ def test_report_in_a_real_browser(report_file, browser, tmp_path):
     # hover details: the name and the metrics in human units
     page.locator("#scatter .scatterlayer .trace").last.locator(".point").first.hover(force=True)
     hover = page.locator("#scatter .hoverlayer .hovertext")
-    hover.wait_for(timeout=5_000)
+    hover.wait_for()
     assert "test score:" in hover.text_content() and "GiB" in hover.text_content()
-    # clicking a point picks it: the curves show that point's runs instead of the frontier's
+    # clicking a point picks it: the curves show that point's runs instead of the frontier's. Plotly's click
+    # handler takes the point from its hover state, updated asynchronously after a move: the click waits for it
+    page.mouse.move(5, 5)  # off the plot: clear the hover state left by the check above
+    page.wait_for_function("!(document.getElementById('scatter')._hoverdata || []).length")
     box = page.locator("#scatter .scatterlayer .point").first.bounding_box()
-    # plotly's click handler reads its hover state, which it updates asynchronously after a move (on a busy
-    # machine, later than the hover label appears): a click that plotly did not see is made again
-    for _attempt in range(5):
-        page.mouse.move(5, 5)  # off the plot: clear the hover state left by the check above
-        page.wait_for_selector("#scatter .hoverlayer .hovertext", state="detached", timeout=5_000)
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        hover.wait_for(timeout=5_000)
-        page.wait_for_timeout(100)
-        page.mouse.down()
-        page.mouse.up()
-        try:
-            page.wait_for_function("state.picked.size === 1", timeout=3_000)
-            break
-        except PlaywrightTimeoutError:
-            continue
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("(document.getElementById('scatter')._hoverdata || []).length === 1")
+    page.mouse.down()
+    page.mouse.up()
+    page.wait_for_function("state.picked.size === 1")
     assert page.evaluate("state.picked.size") == 1
     (picked,) = page.evaluate("[...state.picked]")
     runs_with_curves = [r for p in comparison.points if p.name == picked for r in p.runs if r.train_curve]
@@ -207,12 +200,13 @@ def predictions_report(tmp_path_factory) -> tuple[Path, object]:
 def test_report_shows_what_the_models_wrote(predictions_report, browser):
     path, comparison = predictions_report
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(SAFETY_NET_S * 1000)  # every wait is on a state of the page; this is for a hang
     errors, dialogs = [], []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(path.as_uri())
-    page.wait_for_selector("#samples .sample", timeout=30_000)
+    page.wait_for_selector("#samples .sample")
     samples = page.locator("#samples .sample")
     assert 1 <= samples.count() <= 6
     runs = {p.name: p.runs[0] for p in comparison.points}
@@ -259,7 +253,7 @@ def test_an_empty_curve_panel_says_why_instead_of_drawing_bare_axes(browser, tmp
                                          for entry in data["train_info"]["metrics"]]
 
     page, errors, dialogs, _ = watched_page(browser, report_of_one_edited_result(tmp_path, without_validation))
-    page.wait_for_selector("#valid-curves .annotation-text", timeout=30_000)
+    page.wait_for_selector("#valid-curves .annotation-text")
     assert "no validation scores" in page.locator("#valid-curves .annotation-text").text_content()
     assert page.locator("#valid-curves .xtick").count() == 0  # no axes drawn
     assert page.locator("#train-curves .scatterlayer .trace").count() == 1
@@ -276,7 +270,7 @@ def test_train_loss_is_smoothed_on_request(browser, tmp_path):
         data["peftbench"]["train_curve"] = [{"step": step, "loss": loss, "lr": 1e-3} for step, loss in enumerate(losses)]
 
     page, errors, dialogs, _ = watched_page(browser, report_of_one_edited_result(tmp_path, noisy_losses))
-    page.wait_for_selector("#train-curves .scatterlayer .trace", timeout=30_000)
+    page.wait_for_selector("#train-curves .scatterlayer .trace")
     shown = "document.getElementById('train-curves').data[0].y"
     assert page.evaluate(shown)[:5] == [2.0, 1.5, 5 / 3, 1.5, 1.5]  # windows of 4 (100 / 25)
     assert page.evaluate(shown)[4:] == [1.5] * 96

@@ -266,12 +266,20 @@ def test_an_explicit_thread_count_wins_over_the_fair_split(tmp_path, two_methods
     assert read(tmp_path / "r" / "lora--r4--lr0.001--seed1.json")["peftbench"]["num_threads"] == 3
 
 
-def test_threads_are_split_fairly_between_workers():
+def test_threads_are_split_fairly_between_workers(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads_per_worker(1, cores=16) == 16
     assert threads_per_worker(2, cores=16) == 8
     assert threads_per_worker(3, cores=2) == 1
     with pytest.raises(ValueError):
         threads_per_worker(0, cores=2)
+
+
+@pytest.mark.parametrize("setting, threads", [("1", 1), ("4", 4), ("12", 8), ("2,1", 2), ("", 8), ("0", 8), ("x", 8)])
+def test_a_thread_limit_the_user_set_is_kept(monkeypatch, setting, threads):
+    """OMP_NUM_THREADS is torch's own thread limit; the share given to each trial must not lift it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", setting)
+    assert threads_per_worker(2, cores=16) == threads
 
 
 

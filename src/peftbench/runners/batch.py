@@ -58,11 +58,19 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def user_thread_limit() -> Optional[int]:
+    """The OMP_NUM_THREADS the user set (its first level), or None: torch honours it as its thread count."""
+    first_level = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first_level) if first_level.isdigit() and int(first_level) > 0 else None
+
+
 def threads_per_worker(workers: int, cores: Optional[int] = None) -> int:
-    """Torch threads for each of `workers` concurrent trials: the cores split evenly, at least one each."""
+    """Torch threads for each of `workers` concurrent trials: the cores split evenly, at least one each, and
+    no more than OMP_NUM_THREADS where the user set it (a share given to torch would override it)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    return max(1, (cores or available_cores()) // workers)
+    share = max(1, (cores or available_cores()) // workers)
+    return min(share, user_thread_limit() or share)
 
 
 def execute_trial(request: RunRequest) -> TrialOutcome:

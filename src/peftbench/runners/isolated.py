@@ -48,6 +48,11 @@ CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the 
 FORK_WARM_CHILD = hasattr(os, "fork")
 FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.runners.engine", "peftbench.training.train"]
 _RUNNING: set[int] = set()  # pids of the children now running, for interrupt_running_children
+# Preparing reads the task's data through `datasets`, which is not thread-safe: its tqdm.contrib thread_map
+# deletes tqdm's class lock when it leaves, under another thread's progress bar ("'tqdm' object has no attribute
+# '_lock'"), and that trial failed before its child started. A pool's workers prepare one at a time; their
+# children, which do the work, still run at once.
+_PREPARING = threading.Lock()
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -83,7 +88,8 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
     status is returned, and skipped is True. A result that cannot be written raises ResultWriteError, naming
     the file.
     """
-    run = prepare(request)  # raises ConfigError before anything starts
+    with _PREPARING:
+        run = prepare(request)  # raises ConfigError before anything starts
     if should_skip(run.result_file, request.force, request.keep_killed, run.task.name):
         return run.result_file, existing_status(run.result_file), True
     request = resolve_precision(request, run.config)  # in the parent: every run of a batch gets the same precision

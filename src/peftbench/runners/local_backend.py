@@ -2,8 +2,8 @@
 
 Each trial's executor starts and waits for one child process, so a thread per worker is all the
 parallelism the parent needs: the threads only wait, the children do the work. The machine's CPU
-cores are split evenly between the workers (`num_threads` of each trial), so two workers on a
-16-core machine train with 8 torch threads each instead of 16 threads fighting over 16 cores.
+cores are split evenly between the workers (`num_threads` of each trial, at most OMP_NUM_THREADS), so two
+workers on a 16-core machine train with 8 torch threads each instead of 16 threads fighting over 16 cores.
 
 One worker runs its trials in the calling thread: with no other thread running, the child process can be
 forked from this warm process; with more, children come from a fork server (runners.isolated.FORK_WARM_CHILD).
