@@ -440,3 +440,38 @@ def test_init_task_guesses_the_metric_from_the_targets(tmp_path):
         assert spec["metric"] == metric
         assert "until" not in spec["generation_kwargs"]  # a solution runs over several lines: until EOS
         assert 64 <= spec["generation_kwargs"]["max_gen_toks"] <= 512
+
+
+# ---- data that is not what it says: refused before any model loads, naming the file, the row and the field ----
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(task_dir, tmp_path):
+    with open(task_dir / "train.jsonl", "ab") as handle:
+        handle.write(b'{"item": "a \xff pear", "colour": "green"}\n')
+    lines = (task_dir / "train.jsonl").read_bytes().count(b"\n")
+    message = prepare_error(task_dir / "fruit_colour.yaml", tmp_path)
+    assert "train.jsonl" in message and f"line {lines} is not UTF-8" in message and "0xff" in message
+    # the same file through --set train_data= on math-tiny: refused in the parent, before any child starts
+    outcome = CliRunner().invoke(app, [
+        "run", str(QUICK / "lora" / "rank16"), "--set", f"train_data={task_dir / 'train.jsonl'}",
+        "--results", str(tmp_path / "results"),
+    ])
+    assert outcome.exit_code == 2 and "not UTF-8" in outcome.output.replace("\n", " ")
+    assert not (tmp_path / "results").exists()
+    # init-task reads the data too
+    outcome = CliRunner().invoke(app, ["init-task", str(tmp_path / "new.yaml"), "--data", str(task_dir / "train.jsonl")])
+    assert outcome.exit_code == 2 and "not UTF-8" in outcome.output.replace("\n", " ")
+
+
+@pytest.mark.parametrize("template", ["{colour}", "colour", "{{ colour }}"])
+def test_a_row_without_the_target_field_is_an_error_not_the_text_none(task_dir, tmp_path, template):
+    with open(task_dir / "train.jsonl", "a") as handle:
+        handle.write('{"item": "a plum"}\n')
+    message = prepare_error(edit_task(task_dir, doc_to_target=template), tmp_path)
+    assert "data.train" in message and "train.jsonl" in message and "a plum" in message and "no value" in message
+
+
+def test_a_jinja_conditional_on_a_null_field_still_renders(task_dir):
+    with open(task_dir / "train.jsonl", "a") as handle:
+        handle.write('{"item": "a plum", "colour": "purple"}\n')
+    task = get_task(str(edit_task(task_dir, doc_to_text="{{ item }}{% if options %} ({{ options|join('/') }}){% endif %}?")))
+    rows = task.load_data(_config(task)).train
+    assert any(row["query"] == "a plum?" for row in rows)

@@ -186,7 +186,7 @@ class DeclaredTask(TextTask):
             raise ConfigError(f"{self.spec.path}: {error}") from None
         except Exception as error:  # a malformed file: name it
             raise ConfigError(f"{self.spec.path}: 'data.{key}' ({source}) cannot be read: {error}") from None
-        return self._apply_options(key, source, [dict(row) for row in rows], options)
+        return self._apply_options(key, source, rows, options)
 
     def _apply_options(self, key: str, source: str, docs: list[dict[str, Any]], options: dict[str, Any]):
         """rename, then keep_if, then shuffle_seed (see task_file.DataSpec.options)."""
@@ -245,8 +245,9 @@ class DeclaredTask(TextTask):
         for index, doc in enumerate(docs):
             try:
                 prompt, rendered_target = text.render(doc), target.render(doc)
-            except Exception as error:  # e.g. a field missing from this one row
-                raise ConfigError(f"{source}: cannot render row {index} of {where}: {type(error).__name__}: {error}") from None
+            except Exception as error:  # e.g. a field missing from this one row, or null in it
+                raise ConfigError(f"{source}: cannot render row {index} of {where}: {type(error).__name__}: {error}; "
+                                  f"the row: {_short_row(doc)}") from None
             row = {"query": prompt, "target": rendered_target, "doc": doc}
             if self.spec.output_type == "multiple_choice":
                 row["choices"], row["gold"] = self._choices(doc, rendered_target, columns, index, where)
@@ -390,3 +391,11 @@ def strip_template_bos(text: str, tokenizer) -> str:
         return text
     adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
     return text[len(bos):] if adds_bos else text
+
+
+def _short_row(doc: dict[str, Any], most: int = 160) -> str:
+    """A row as JSON, cut to `most` characters, so that a message shows which row it means."""
+    import json
+
+    text = json.dumps(doc, ensure_ascii=False, default=str)
+    return text if len(text) <= most else text[: most - 3] + "..."
