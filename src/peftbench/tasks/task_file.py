@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from peftbench.config import ConfigError, check_keys
+from peftbench.config import ConfigError, check_keys, read_untrusted_text
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
@@ -202,11 +202,13 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_untrusted_text(path)
     except FileNotFoundError:
         raise ConfigError(f"task file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise ConfigError(f"task file {path} cannot be read: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"task file {error}") from None
     try:
         data = yaml.safe_load(text)  # safe_load: a task file is data, never code
     except yaml.YAMLError as error:
@@ -280,8 +282,8 @@ def has_chat_template(folder: Path) -> bool:
         return True
     config = folder / "tokenizer_config.json"
     try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError, AttributeError):
+        return bool(json.loads(read_untrusted_text(config)).get("chat_template"))
+    except (OSError, ValueError, AttributeError, ConfigError):
         return False
 
 
