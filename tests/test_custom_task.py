@@ -475,3 +475,34 @@ def test_a_jinja_conditional_on_a_null_field_still_renders(task_dir):
     task = get_task(str(edit_task(task_dir, doc_to_text="{{ item }}{% if options %} ({{ options|join('/') }}){% endif %}?")))
     rows = task.load_data(_config(task)).train
     assert any(row["query"] == "a plum?" for row in rows)
+
+
+def _lengthen_items(path: Path, every: int) -> int:
+    """Give every `every`-th row an item of about 800 tokens (past math-tiny's max_seq_length of 256); returns how many."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for index in range(0, len(rows), every):
+        rows[index]["item"] = "a " + "very " * 800 + "ripe pear"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(range(0, len(rows), every))
+
+
+def test_rows_whose_prompt_fills_max_seq_length_are_left_out_and_counted(task_dir, tmp_path):
+    """loss_on completion: a row cut before its response has no label; batched together (longest first) such
+    rows made the loss 0/0 and the run `diverged` at step 1, a status a rerun keeps as final."""
+    long_rows = _lengthen_items(task_dir / "train.jsonl", every=4)
+    result = run_in_process(task_dir / "fruit_colour.yaml", QUICK / "lora" / "rank16", tmp_path / "results")
+    info = result["meta_info"]["dataset_info"]
+    assert info["train_rows_left_out"] == long_rows and "max_seq_length" in info["train_rows_left_out_because"]
+    assert all(entry["loss"] == entry["loss"] for entry in result["peftbench"]["train_curve"])  # no nan
+
+
+def test_no_row_with_a_response_left_is_refused_naming_max_seq_length_and_rerun(task_dir, tmp_path):
+    from peftbench.runners.isolated import should_skip
+
+    _lengthen_items(task_dir / "train.jsonl", every=1)
+    request = RunRequest(task=str(task_dir / "fruit_colour.yaml"), results_dir=str(tmp_path / "results"),
+                         experiment_dir=str(QUICK / "lora" / "rank16"), save_checkpoint=False, show_progress=False)
+    path, status = execute(request)
+    error = json.loads(path.read_text())["peftbench"]["error_msg"]
+    assert status == "failed" and "'max_seq_length'" in error and "every training row" in error
+    assert not should_skip(path, force=False)  # bad input is not a final word: fixed data runs again
