@@ -506,3 +506,31 @@ def test_no_row_with_a_response_left_is_refused_naming_max_seq_length_and_rerun(
     error = json.loads(path.read_text())["peftbench"]["error_msg"]
     assert status == "failed" and "'max_seq_length'" in error and "every training row" in error
     assert not should_skip(path, force=False)  # bad input is not a final word: fixed data runs again
+
+
+# ---- scorers: a function in a file beside the task file, given a time limit ----
+@pytest.mark.parametrize("metric", ["os:system", "shutil:rmtree", "colour_scorer:system"])
+def test_a_scorer_is_a_function_of_a_file_beside_the_task_file_not_any_callable(task_dir, tmp_path, metric):
+    with open(task_dir / "colour_scorer.py", "a") as handle:
+        handle.write("\nfrom os import system\n")
+    message = prepare_error(edit_task(task_dir, metric=metric), tmp_path)
+    assert "'metric'" in message and ("no scorer file" in message or "defines no function" in message)
+
+
+def test_a_scorer_that_never_returns_fails_the_run_naming_it_and_the_adapter_is_kept(task_dir, tmp_path):
+    # stuck on its first call, for longer than any test waits (without a time limit the run would end, scored)
+    (task_dir / "stuck_scorer.py").write_text(
+        "import time\n\nCALLS = []\n\n\ndef stuck(prediction, row):\n    CALLS.append(1)\n"
+        "    if len(CALLS) == 1:\n        time.sleep(60)\n    return True\n"
+    )
+    request = RunRequest(task=str(edit_task(task_dir, metric="stuck_scorer:stuck")), results_dir=str(tmp_path / "results"),
+                         experiment_dir=str(QUICK / "lora" / "rank16"), show_progress=False,
+                         overrides={"valid_size": 0, "scorer_timeout_s": 0.5})
+    path, status = execute(request)
+    result = json.loads(path.read_text())["peftbench"]
+    assert status == "failed"
+    assert "stuck_scorer:stuck" in result["error_msg"] and "did not return within 0.5 s" in result["error_msg"]
+    assert "scorer_timeout_s" in result["error_msg"]
+    # the scorer failed after training: the trained adapter is on disk all the same
+    assert (Path(result["checkpoint_dir"]) / "adapter_model.safetensors").is_file()
+    assert json.loads(path.read_text())["run_info"]["train_config"]["scorer_timeout_s"] == 0.5  # recorded

@@ -316,55 +316,61 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     if outcome.valid_curve:
         m.valid_score = outcome.valid_curve[-1]["score"]
 
+    try:
+        if outcome.status == "success":
+            tic_eval = time.perf_counter()
+            progress.update("test")
+            eval_model = merged_copy(model, peft_config) if config.merge_for_eval else model
+            m.extra["evaluated_merged"] = eval_model is not model  # what merge_for_eval did for this adapter
+            test = track(task.evaluate)(eval_model, processor, data.test, config, desc="test")
+            del eval_model  # the forgetting measure below needs the adapter that can be switched off
+            m.test_score, m.per_item_correct = test.score, test.per_item_correct
+            m.predictions = item_predictions(test)
+            if len(forgetting_rows):
+                progress.update("forgetting")
+                forgetting = track(task.measure_forgetting)(
+                    model, processor, forgetting_rows, config, reference=forgetting_reference,
+                    adapter_disabled=None if full_finetuning else model.disable_adapter,
+                )
+                m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
+                    forgetting.value, forgetting.before, forgetting.after
+                )
+            final_eval_time = time.perf_counter() - tic_eval
+            m.eval_time_s = outcome.valid_time_s + final_eval_time
+            m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
+        else:
+            m.eval_time_s = outcome.valid_time_s
+
+        report = meter.report()
+        m.peak_memory_kind = report.kind
+        m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
+        m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
+        m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
+        m.peak_memory_train_breakdown = report.train_breakdown
+        m.peak_memory_tracked_steps = outcome.memory_tracked_steps
+        m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
+        m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
+
+        if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
+            from peftbench.evaluation.harness import measure_harness
+
+            try:
+                m.extra["harness"] = measure_harness(
+                    model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
+                    adapter_disabled=None if full_finetuning else model.disable_adapter,
+                )
+            except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
+                m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+
+        if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
+            m.extra.update(task.after_run(model, processor, config))
+    except Exception:
+        if outcome.status == "success":  # training finished: its adapter is kept though scoring or measuring failed
+            _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+        raise
+    # saved after the measurements, which it would otherwise add to; an unfinished adapter is not worth keeping
+    # (nor may it replace a good one)
     if outcome.status == "success":
-        tic_eval = time.perf_counter()
-        progress.update("test")
-        eval_model = merged_copy(model, peft_config) if config.merge_for_eval else model
-        m.extra["evaluated_merged"] = eval_model is not model  # what merge_for_eval did for this adapter
-        test = track(task.evaluate)(eval_model, processor, data.test, config, desc="test")
-        del eval_model  # the forgetting measure below needs the adapter that can be switched off
-        m.test_score, m.per_item_correct = test.score, test.per_item_correct
-        m.predictions = item_predictions(test)
-        if len(forgetting_rows):
-            progress.update("forgetting")
-            forgetting = track(task.measure_forgetting)(
-                model, processor, forgetting_rows, config, reference=forgetting_reference,
-                adapter_disabled=None if full_finetuning else model.disable_adapter,
-            )
-            m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
-                forgetting.value, forgetting.before, forgetting.after
-            )
-        final_eval_time = time.perf_counter() - tic_eval
-        m.eval_time_s = outcome.valid_time_s + final_eval_time
-        m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
-    else:
-        m.eval_time_s = outcome.valid_time_s
-
-    report = meter.report()
-    m.peak_memory_kind = report.kind
-    m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
-    m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
-    m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
-    m.peak_memory_train_breakdown = report.train_breakdown
-    m.peak_memory_tracked_steps = outcome.memory_tracked_steps
-    m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
-    m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
-
-    if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
-        from peftbench.evaluation.harness import measure_harness
-
-        try:
-            m.extra["harness"] = measure_harness(
-                model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
-                adapter_disabled=None if full_finetuning else model.disable_adapter,
-            )
-        except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
-            m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
-
-    if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
-        m.extra.update(task.after_run(model, processor, config))
-
-    if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
 
 

@@ -349,12 +349,22 @@ class DeclaredTask(TextTask):
                 generation_kwargs=config.generation_kwargs, max_prompt_length=config.max_seq_length, desc=desc,
             )
             predictions = [self._cut_at_stop(c) for c in completions]
-            scores = [self.scorer(p, row["target"], row["doc"]) for p, row in zip(predictions, rows)]
+            scores = self._score(predictions, rows, config)
         per_item = [int(s) if float(s).is_integer() else s for s in scores]
         return EvalResult(
             score=sum(scores) / len(scores) if scores else float("nan"), per_item_correct=per_item,
             predictions=predictions, targets=[row["target"] for row in rows], inputs=prompts,
         )
+
+    def _score(self, predictions: list[str], rows: Rows, config) -> list[float]:
+        from peftbench.evaluation.scorers import ScorerTimeout, score_all
+
+        try:
+            return score_all(self.scorer, predictions, [row["target"] for row in rows], [row["doc"] for row in rows],
+                             timeout_s=config.scorer_timeout_s)
+        except ScorerTimeout as error:
+            raise ConfigError(f"{self.spec.path}: 'metric' {self.spec.metric}: {error}; fix the scorer, or raise the "
+                              "training parameter scorer_timeout_s if it is slow by design") from None
 
     def _cut_at_stop(self, completion: str) -> str:
         for stop in self.spec.until:

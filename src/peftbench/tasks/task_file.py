@@ -191,10 +191,12 @@ class TaskFile:
 
 def scorer_file(metric: str, base_dir: Path) -> Optional[Path]:
     """The .py file beside the task file that a `module:function` metric names, if there is one."""
+    from peftbench.evaluation.scorers import scorer_path
+
     module, sep, _ = metric.partition(":")
     if not sep:
         return None
-    candidate = base_dir / (module.replace(".", "/") + ".py")
+    candidate = scorer_path(module, base_dir)
     return candidate if candidate.is_file() else None
 
 

@@ -44,6 +44,7 @@ class TextTrainConfig(TrainConfig):
     forgetting_max_length: int = param(768, help="forgetting texts are cut at this many tokens")
     loss_on: str = param("sequence", help="'sequence' (the PEFT suite's loss) or 'completion' (the response only)")
     batch_order: str = param("peft", help="'peft' (the suite's one pass in file order) or 'shuffled'")
+    scorer_timeout_s: float = param(60.0, help="seconds a task file's scorer may take on one item before the run fails")
 
     def validate(self) -> None:
         super().validate()
@@ -51,6 +52,8 @@ class TextTrainConfig(TrainConfig):
         for key in ("max_seq_length", "forgetting_max_length"):
             if getattr(self, key) <= 0:
                 raise bad(key, "must be a positive integer")
+        if not 0 < self.scorer_timeout_s < float("inf"):
+            raise bad("scorer_timeout_s", "must be a positive number of seconds")
         for key in ("train_size", "test_size"):
             value = getattr(self, key)
             if value is not None and value <= 0:
