@@ -534,3 +534,20 @@ def test_a_scorer_that_never_returns_fails_the_run_naming_it_and_the_adapter_is_
     # the scorer failed after training: the trained adapter is on disk all the same
     assert (Path(result["checkpoint_dir"]) / "adapter_model.safetensors").is_file()
     assert json.loads(path.read_text())["run_info"]["train_config"]["scorer_timeout_s"] == 0.5  # recorded
+
+
+def test_default_forgetting_of_a_local_model_offline_fails_at_once_naming_the_key(task_dir, tmp_path, monkeypatch):
+    """`forgetting: default` streams rows of a hub dataset for any model but the shipped one: offline that was half
+    a minute of retries, then a ConnectionError traceback."""
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "local-model"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = prepare_error(edit_task(task_dir, model=str(model)), tmp_path)
+    assert "'forgetting' (default)" in message and "HuggingFaceFW/finewiki" in message and "offline" in message
+    # a local forgetting file, or none, needs no hub
+    (task_dir / "held_out.txt").write_text("Pears ripen from the inside.\nLimes stay green.\n")
+    for forgetting in ("held_out.txt", "none"):
+        task = get_task(str(edit_task(task_dir, model=str(model), forgetting=forgetting)))
+        task.check_inputs(_config(task))

@@ -25,6 +25,7 @@ from peftbench.tasks.base import (
     Rows,
     TaskData,
     check_local_source,
+    hub_offline,
     is_local_source,
     load_first_rows_streaming,
     load_rows,
@@ -121,6 +122,16 @@ class DeclaredTask(TextTask):
                 raise ConfigError(f"training parameter 'forgetting_data' is set but {source} has 'forgetting: none'")
             if config.forgetting_data != self.spec.forgetting or not is_local_source(config.forgetting_data):
                 check_local_source(config.forgetting_data, "forgetting_data")
+        hub_forgetting = self._hub_forgetting_source(config)
+        if hub_forgetting is not None:
+            check_local_source(hub_forgetting, "forgetting")  # when the hub cannot be reached: offline mode
+            if hub_offline():  # streaming has no offline cache: it would retry for half a minute, then fail
+                choice = config.forgetting_data or self.spec.forgetting
+                raise ConfigError(
+                    f"{source}: 'forgetting' ({choice}) streams {hub_forgetting} from the hub, which is offline or "
+                    "cannot be reached; give a local file (a .txt file, or a data file with a text "
+                    "column) or 'none', or --set forgetting_size=0"
+                )
         if self.spec.output_type == "generate_until":
             self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
         elif self.spec.metric not in ("acc", "acc_norm"):
@@ -289,6 +300,15 @@ class DeclaredTask(TextTask):
         if not docs:
             raise ConfigError(f"{self.spec.path}: data.{split} ({source}) has no rows")
         return self._to_rows(split, docs)
+
+    def _hub_forgetting_source(self, config) -> Optional[str]:
+        """The hub dataset the forgetting measure streams (None: local text, the shipped model's, or none)."""
+        choice = config.forgetting_data or self.spec.forgetting
+        if choice == "none" or config.forgetting_size == 0:
+            return None
+        if choice == "default":
+            return None if Path(self.spec.model) == builtin_model_path("tiny-math-llama") else MATH_FORGETTING_DATA
+        return None if is_local_source(choice) else choice
 
     def forgetting_rows(self, config) -> Rows:
         from peftbench.tasks import math_tiny, math_tiny_data
