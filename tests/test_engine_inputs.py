@@ -262,3 +262,19 @@ def test_a_result_file_over_the_limit_is_not_read(tmp_path, monkeypatch):
     path.write_text(json.dumps({"run_info": {}, "train_info": {}, "padding": "x" * 2000}))
     monkeypatch.setattr(config.read_untrusted_text, "__defaults__", (1000,))
     assert "larger than" in read_result_file(path).error
+
+
+def test_trust_remote_code_needs_the_users_own_command_line(tmp_path):
+    """A training_params.json (or a task file) someone sent must not run a model repository's code."""
+    experiment = tmp_path / "lora" / "remote"
+    shutil.copytree(FIXTURES / "experiments/lora/llama-3.2-3B-rank32", experiment)
+    (experiment / "training_params.json").write_text(json.dumps({"trust_remote_code": True}))
+    spec = load_experiment(experiment)
+    source = str(spec.training_params_path)
+    with pytest.raises(ConfigError) as error:
+        build_train_config(math_defaults(), spec.training_params, source)
+    assert source in str(error.value) and "--set trust_remote_code=true" in str(error.value)
+    with pytest.raises(ConfigError, match="the task's defaults"):
+        build_train_config({**math_defaults(), "trust_remote_code": True})
+    asked = build_train_config(math_defaults(), spec.training_params, source, overrides={"trust_remote_code": True})
+    assert asked.trust_remote_code is True

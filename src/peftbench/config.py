@@ -348,6 +348,13 @@ def build_train_config(
     check_keys(training_params, training_params_source, config_class)
     check_keys(overrides, overrides_source, config_class)
     merged = merge_params(merge_params(task_defaults, training_params, config_class.nested_keys), overrides)
+    if merged.get("trust_remote_code") is True and overrides.get("trust_remote_code") is not True:
+        # a model repository's code runs only when the user asks, never because a file someone sent says so
+        origin = training_params_source if "trust_remote_code" in training_params else "the task's defaults"
+        raise ConfigError(
+            f"{origin}: 'trust_remote_code' is true, which would run the model repository's own code; only your "
+            f"command line can turn it on: {overrides_source} trust_remote_code=true", key="trust_remote_code",
+        )
     try:
         return config_class(**merged)
     except TypeError as error:  # a required key is missing
