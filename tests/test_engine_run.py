@@ -132,6 +132,34 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("where", ["training", "model loading"])
+def test_the_cpu_allocators_failure_under_a_memory_limit_is_oom(experiments_copy, math_fixture_params, tmp_path,
+                                                                 monkeypatch, where):
+    """Under a process limit (ulimit -v) torch's CPU allocator raises a RuntimeError, not MemoryError; a petabyte
+    is refused the same way without any limit."""
+    import torch
+
+    from peftbench.tasks.text import TextTask
+
+    def allocate_a_petabyte(*args, **kwargs):
+        torch.empty(2**50, dtype=torch.uint8)
+
+    monkeypatch.setattr(TextTask, "compute_loss" if where == "training" else "load_model", allocate_a_petabyte)
+    result = run_in_process(experiments_copy / LORA, tmp_path, math_fixture_params)
+    assert result["peftbench"]["status"] == "oom", result["peftbench"]["error_msg"]
+    assert "can't allocate memory" in result["peftbench"]["error_msg"]
+
+
+def test_a_child_that_dies_of_a_memory_error_is_oom(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
+    crash = "import sys; sys.stderr.write('Traceback (most recent call last):\\nMemoryError\\n'); sys.exit(1)"
+    monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
+    monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", crash])
+    path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path),
+                                                      experiment_dir=str(experiments_copy / LORA),
+                                                      overrides=math_fixture_params))
+    assert status == "oom" == read_result(path)["peftbench"]["status"]
+
+
 def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
     crash = "import sys; sys.stderr.write('segfault-like crash in the child\\n'); sys.exit(139)"
     monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command

@@ -27,6 +27,7 @@ from peftbench.hardware import precision_name
 from peftbench.results.record import RunResult
 from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
+from peftbench.runners.oom import is_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
@@ -200,17 +201,13 @@ def execute(request: RunRequest) -> tuple[Path, str]:
             _run_measured(request, run, m)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
-    except MemoryError as error:
-        m.status, m.error_msg = "oom", f"out of memory: {error}"
     except ConfigError as error:  # bad input found once the model exists (e.g. target modules)
         m.status, m.error_msg = "failed", str(error)
     except Exception as error:  # recorded in the result; other experiments go on
-        import torch
-
         interrupt = interrupt_behind(error)
         if interrupt is not None:  # a cleanup that failed while the run was being cancelled
             m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
-        elif isinstance(error, torch.OutOfMemoryError):
+        elif is_out_of_memory(error):  # MemoryError, CUDA's, or the CPU allocator's under a process limit
             m.status, m.error_msg = "oom", f"out of memory: {error}"
         elif isinstance(error, BrokenPipeError):  # its stderr's reader, the parent, is gone
             m.status, m.error_msg = "cancelled", ORPHANED
