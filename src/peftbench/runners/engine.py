@@ -132,7 +132,7 @@ def resolve_precision(request: RunRequest, config: TrainConfig) -> RunRequest:
 
     use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
     cpu_matmul, cpu_matmul_why = resolve_cpu_matmul(config.cpu_matmul, config.device, compiled=config.compile,
-                                                   checkpointed=config.use_gc)
+                                                   checkpointed=config.use_gc, results_dir=request.results_dir)
     resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp, "cpu_matmul": cpu_matmul},
                        hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp,
                                  "cpu_matmul_setting": config.cpu_matmul, "cpu_matmul_decided_by": cpu_matmul_why})
