@@ -545,7 +545,8 @@ def test_default_forgetting_of_a_local_model_offline_fails_at_once_naming_the_ke
     shutil.copytree(builtin_model_path("tiny-math-llama"), model)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = prepare_error(edit_task(task_dir, model=str(model)), tmp_path)
-    assert "'forgetting' (default)" in message and "HuggingFaceFW/finewiki" in message and "offline" in message
+    assert "variant-0.yaml" in message and "'forgetting'" in message and "HuggingFaceFW/finewiki" in message
+    assert "offline" in message
     # a local forgetting file, or none, needs no hub
     (task_dir / "held_out.txt").write_text("Pears ripen from the inside.\nLimes stay green.\n")
     for forgetting in ("held_out.txt", "none"):

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from peftbench.config import ConfigError, read_untrusted_text
+
 # CPU flags that matter for precision (x86 names from /proc/cpuinfo, ARM's "bf16" feature); recorded in results.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_ne_convert", "avx_vnni", "bf16", "asimd", "sve")
@@ -252,8 +254,6 @@ def _decided_once(record: Path) -> tuple[str, str]:
 
 
 def _read_cpu_matmul_record(record: Path) -> Optional[dict[str, str]]:
-    from peftbench.config import ConfigError, read_untrusted_text
-
     try:
         recorded = json.loads(read_untrusted_text(record))
     except (OSError, ValueError, ConfigError):

@@ -244,6 +244,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     data = task.load_data(config)
     # the PEFT suite's train_time counts its data loading, forgetting losses and test generation (see below)
     suite_extra_time = time.perf_counter() - tic_data
+    m.dataset_info = data.info  # the same dict: what before_training notes in it (training rows left out) too
     processor = task.load_processor(config)
 
     meter = PeakMemoryMeter(device)
@@ -281,7 +282,6 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     tic_prepare = time.perf_counter()
     task.before_training(model, processor, data, config)  # e.g. caches: in the PEFT suite's train_time
     suite_extra_time += time.perf_counter() - tic_prepare
-    m.dataset_info = dict(data.info)  # with what before_training noted (training rows left out)
 
     meter.start_training()
     if request.mode == "train":

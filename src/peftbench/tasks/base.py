@@ -325,12 +325,17 @@ def not_utf8_where(path: Path, error: UnicodeDecodeError) -> str:
 def load_first_rows_streaming(source: str, count: int, *, key: str = "data", split: str = "train") -> list[dict]:
     """The first `count` rows of a source; hub datasets are streamed so that no whole shard is downloaded."""
     if is_local_source(source):
-        dataset = load_rows(source, key=key)
-        return [dataset[i] for i in range(min(count, len(dataset)))]
+        return load_rows(source, key=key)[:count]
     import datasets
 
-    stream = datasets.load_dataset(source, split=split, streaming=True)
-    return list(stream.take(count))
+    check_local_source(source, key)  # when the hub cannot be reached: offline mode
+    if hub_offline():  # streaming reads no cache: it would retry for half a minute, then end in a traceback
+        raise ConfigError(f"'{key}' streams {source} from the hub, which is offline or cannot be reached; give a "
+                          "local file (a .txt file, or a data file with a text column) instead")
+    try:
+        return list(datasets.load_dataset(source, split=split, streaming=True).take(count))
+    except (ConnectionError, FileNotFoundError, ValueError) as error:  # no such dataset or split, a lost network
+        raise ConfigError(f"'{key}': {source} cannot be streamed from the hub: {error}") from None
 
 
 def require_columns(rows: Any, columns: Sequence[str], source: str, key: str) -> None:

@@ -14,6 +14,7 @@ scorer imports, the model folder has a tokenizer (and a chat template when the f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,10 +26,10 @@ from peftbench.tasks.base import (
     Rows,
     TaskData,
     check_local_source,
-    hub_offline,
     is_local_source,
     load_first_rows_streaming,
     load_rows,
+    not_utf8_where,
     require_columns,
 )
 from peftbench.tasks.text import TextTask, subset_in_file_order
@@ -122,16 +123,6 @@ class DeclaredTask(TextTask):
                 raise ConfigError(f"training parameter 'forgetting_data' is set but {source} has 'forgetting: none'")
             if config.forgetting_data != self.spec.forgetting or not is_local_source(config.forgetting_data):
                 check_local_source(config.forgetting_data, "forgetting_data")
-        hub_forgetting = self._hub_forgetting_source(config)
-        if hub_forgetting is not None:
-            check_local_source(hub_forgetting, "forgetting")  # when the hub cannot be reached: offline mode
-            if hub_offline():  # streaming has no offline cache: it would retry for half a minute, then fail
-                choice = config.forgetting_data or self.spec.forgetting
-                raise ConfigError(
-                    f"{source}: 'forgetting' ({choice}) streams {hub_forgetting} from the hub, which is offline or "
-                    "cannot be reached; give a local file (a .txt file, or a data file with a text "
-                    "column) or 'none', or --set forgetting_size=0"
-                )
         if self.spec.output_type == "generate_until":
             self.scorer = load_scorer(self.spec.metric, self.spec.metric_args, self.spec.path.parent, source)
         elif self.spec.metric not in ("acc", "acc_norm"):
@@ -301,15 +292,6 @@ class DeclaredTask(TextTask):
             raise ConfigError(f"{self.spec.path}: data.{split} ({source}) has no rows")
         return self._to_rows(split, docs)
 
-    def _hub_forgetting_source(self, config) -> Optional[str]:
-        """The hub dataset the forgetting measure streams (None: local text, the shipped model's, or none)."""
-        choice = config.forgetting_data or self.spec.forgetting
-        if choice == "none" or config.forgetting_size == 0:
-            return None
-        if choice == "default":
-            return None if Path(self.spec.model) == builtin_model_path("tiny-math-llama") else MATH_FORGETTING_DATA
-        return None if is_local_source(choice) else choice
-
     def forgetting_rows(self, config) -> Rows:
         from peftbench.tasks import math_tiny, math_tiny_data
 
@@ -321,20 +303,30 @@ class DeclaredTask(TextTask):
                 # the shipped model's own pretraining distribution, as math-tiny
                 texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=math_tiny.DATA_SEED)
                 return [{"text": t} for t in texts]
-            rows = load_first_rows_streaming(MATH_FORGETTING_DATA, config.forgetting_size, key="forgetting")
+            rows = self._first_forgetting_rows(MATH_FORGETTING_DATA, config)
             require_columns(rows, ["text"], MATH_FORGETTING_DATA, "forgetting")
             return rows
         path = Path(choice)
         if path.suffix.lower() == ".txt":
-            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            try:
+                texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except UnicodeDecodeError as error:
+                raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}): {not_utf8_where(path, error)}") from None
             rows = [{"text": t} for t in texts[: config.forgetting_size]]
         else:  # a data file or a hub dataset (streamed: no whole shard is downloaded for 100 rows)
-            rows = [dict(r) for r in load_first_rows_streaming(choice, config.forgetting_size, key="forgetting")]
+            rows = [dict(r) for r in self._first_forgetting_rows(choice, config)]
             if rows and "text" not in rows[0]:
                 raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) needs a 'text' field (or give a .txt file)")
         if not rows:
             raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) has no text; give text or 'none'")
         return rows
+
+    def _first_forgetting_rows(self, source: str, config) -> Rows:
+        """The first forgetting_size rows of `source` (a hub dataset streamed); an error names the task file."""
+        try:
+            return load_first_rows_streaming(source, config.forgetting_size, key="forgetting")
+        except ConfigError as error:  # e.g. the hub offline: in seconds, not after half a minute of retries
+            raise ConfigError(f"{self.spec.path}: {error}") from None
 
     # ---- model ----
     def load_processor(self, config):
@@ -425,7 +417,5 @@ def strip_template_bos(text: str, tokenizer) -> str:
 
 def _short_row(doc: dict[str, Any], most: int = 160) -> str:
     """A row as JSON, cut to `most` characters, so that a message shows which row it means."""
-    import json
-
     text = json.dumps(doc, ensure_ascii=False, default=str)
     return text if len(text) <= most else text[: most - 3] + "..."
