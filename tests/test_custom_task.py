@@ -440,3 +440,115 @@ def test_init_task_guesses_the_metric_from_the_targets(tmp_path):
         assert spec["metric"] == metric
         assert "until" not in spec["generation_kwargs"]  # a solution runs over several lines: until EOS
         assert 64 <= spec["generation_kwargs"]["max_gen_toks"] <= 512
+
+
+# ---- data that is not what it says: refused before any model loads, naming the file, the row and the field ----
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(task_dir, tmp_path):
+    with open(task_dir / "train.jsonl", "ab") as handle:
+        handle.write(b'{"item": "a \xff pear", "colour": "green"}\n')
+    lines = (task_dir / "train.jsonl").read_bytes().count(b"\n")
+    message = prepare_error(task_dir / "fruit_colour.yaml", tmp_path)
+    assert "train.jsonl" in message and f"line {lines} is not UTF-8" in message and "0xff" in message
+    # the same file through --set train_data= on math-tiny: refused in the parent, before any child starts
+    outcome = CliRunner().invoke(app, [
+        "run", str(QUICK / "lora" / "rank16"), "--set", f"train_data={task_dir / 'train.jsonl'}",
+        "--results", str(tmp_path / "results"),
+    ])
+    assert outcome.exit_code == 2 and "not UTF-8" in outcome.output.replace("\n", " ")
+    assert not (tmp_path / "results").exists()
+    # init-task reads the data too
+    outcome = CliRunner().invoke(app, ["init-task", str(tmp_path / "new.yaml"), "--data", str(task_dir / "train.jsonl")])
+    assert outcome.exit_code == 2 and "not UTF-8" in outcome.output.replace("\n", " ")
+
+
+@pytest.mark.parametrize("template", ["{colour}", "colour", "{{ colour }}"])
+def test_a_row_without_the_target_field_is_an_error_not_the_text_none(task_dir, tmp_path, template):
+    with open(task_dir / "train.jsonl", "a") as handle:
+        handle.write('{"item": "a plum"}\n')
+    message = prepare_error(edit_task(task_dir, doc_to_target=template), tmp_path)
+    assert "data.train" in message and "train.jsonl" in message and "a plum" in message and "no value" in message
+
+
+def test_a_jinja_conditional_on_a_null_field_still_renders(task_dir):
+    with open(task_dir / "train.jsonl", "a") as handle:
+        handle.write('{"item": "a plum", "colour": "purple"}\n')
+    task = get_task(str(edit_task(task_dir, doc_to_text="{{ item }}{% if options %} ({{ options|join('/') }}){% endif %}?")))
+    rows = task.load_data(_config(task)).train
+    assert any(row["query"] == "a plum?" for row in rows)
+
+
+def _lengthen_items(path: Path, every: int) -> int:
+    """Give every `every`-th row an item of about 800 tokens (past math-tiny's max_seq_length of 256); returns how many."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for index in range(0, len(rows), every):
+        rows[index]["item"] = "a " + "very " * 800 + "ripe pear"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(range(0, len(rows), every))
+
+
+def test_rows_whose_prompt_fills_max_seq_length_are_left_out_and_counted(task_dir, tmp_path):
+    """loss_on completion: a row cut before its response has no label; batched together (longest first) such
+    rows made the loss 0/0 and the run `diverged` at step 1, a status a rerun keeps as final."""
+    long_rows = _lengthen_items(task_dir / "train.jsonl", every=4)
+    result = run_in_process(task_dir / "fruit_colour.yaml", QUICK / "lora" / "rank16", tmp_path / "results")
+    info = result["meta_info"]["dataset_info"]
+    assert info["train_rows_left_out"] == long_rows and "max_seq_length" in info["train_rows_left_out_because"]
+    assert all(entry["loss"] == entry["loss"] for entry in result["peftbench"]["train_curve"])  # no nan
+
+
+def test_no_row_with_a_response_left_is_refused_naming_max_seq_length_and_rerun(task_dir, tmp_path):
+    from peftbench.runners.isolated import should_skip
+
+    _lengthen_items(task_dir / "train.jsonl", every=1)
+    request = RunRequest(task=str(task_dir / "fruit_colour.yaml"), results_dir=str(tmp_path / "results"),
+                         experiment_dir=str(QUICK / "lora" / "rank16"), save_checkpoint=False, show_progress=False)
+    path, status = execute(request)
+    error = json.loads(path.read_text())["peftbench"]["error_msg"]
+    assert status == "failed" and "'max_seq_length'" in error and "every training row" in error
+    assert not should_skip(path, force=False)  # bad input is not a final word: fixed data runs again
+
+
+# ---- scorers: a function in a file beside the task file, given a time limit ----
+@pytest.mark.parametrize("metric", ["os:system", "shutil:rmtree", "colour_scorer:system"])
+def test_a_scorer_is_a_function_of_a_file_beside_the_task_file_not_any_callable(task_dir, tmp_path, metric):
+    with open(task_dir / "colour_scorer.py", "a") as handle:
+        handle.write("\nfrom os import system\n")
+    message = prepare_error(edit_task(task_dir, metric=metric), tmp_path)
+    assert "'metric'" in message and ("no scorer file" in message or "defines no function" in message)
+
+
+def test_a_scorer_that_never_returns_fails_the_run_naming_it_and_the_adapter_is_kept(task_dir, tmp_path):
+    # stuck on its first call, for longer than any test waits (without a time limit the run would end, scored)
+    (task_dir / "stuck_scorer.py").write_text(
+        "import time\n\nCALLS = []\n\n\ndef stuck(prediction, row):\n    CALLS.append(1)\n"
+        "    if len(CALLS) == 1:\n        time.sleep(60)\n    return True\n"
+    )
+    request = RunRequest(task=str(edit_task(task_dir, metric="stuck_scorer:stuck")), results_dir=str(tmp_path / "results"),
+                         experiment_dir=str(QUICK / "lora" / "rank16"), show_progress=False,
+                         overrides={"valid_size": 0, "scorer_timeout_s": 0.5})
+    path, status = execute(request)
+    result = json.loads(path.read_text())["peftbench"]
+    assert status == "failed"
+    assert "stuck_scorer:stuck" in result["error_msg"] and "did not return within 0.5 s" in result["error_msg"]
+    assert "scorer_timeout_s" in result["error_msg"]
+    # the scorer failed after training: the trained adapter is on disk all the same
+    assert (Path(result["checkpoint_dir"]) / "adapter_model.safetensors").is_file()
+    assert json.loads(path.read_text())["run_info"]["train_config"]["scorer_timeout_s"] == 0.5  # recorded
+
+
+def test_default_forgetting_of_a_local_model_offline_fails_at_once_naming_the_key(task_dir, tmp_path, monkeypatch):
+    """`forgetting: default` streams rows of a hub dataset for any model but the shipped one: offline that was half
+    a minute of retries, then a ConnectionError traceback."""
+    from peftbench.tasks.task_file import builtin_model_path
+
+    model = tmp_path / "local-model"
+    shutil.copytree(builtin_model_path("tiny-math-llama"), model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = prepare_error(edit_task(task_dir, model=str(model)), tmp_path)
+    assert "variant-0.yaml" in message and "'forgetting'" in message and "HuggingFaceFW/finewiki" in message
+    assert "offline" in message
+    # a local forgetting file, or none, needs no hub
+    (task_dir / "held_out.txt").write_text("Pears ripen from the inside.\nLimes stay green.\n")
+    for forgetting in ("held_out.txt", "none"):
+        task = get_task(str(edit_task(task_dir, model=str(model), forgetting=forgetting)))
+        task.check_inputs(_config(task))

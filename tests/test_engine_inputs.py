@@ -211,3 +211,70 @@ def test_a_folder_of_experiments_is_not_taken_for_full_finetuning():
     with pytest.raises(ConfigError) as error:
         load_experiment(FIXTURES / "experiments" / "lora")
     assert "not an experiment folder" in str(error.value) and "llama-3.2-3B-rank32" in str(error.value)
+
+
+def _within_deadline(function, deadline_s: float = 120.0):
+    """`function()`'s outcome (its value or the exception it raised), failing if it has not finished within the
+    deadline: a safety net for a read that would wait for ever (a FIFO with no writer)."""
+    import threading
+
+    outcome: list = []
+
+    def call() -> None:
+        try:
+            outcome.append(function())
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    assert outcome, f"still reading after {deadline_s:.0f} s: the read waits for ever"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_config_or_result_that_is_not_a_regular_file_is_refused_not_read(tmp_path, kind):
+    import os
+
+    from peftbench.results.reader import read_result_file
+
+    experiment = tmp_path / "lora" / "bad"
+    shutil.copytree(FIXTURES / "experiments/lora/llama-3.2-3B-rank32", experiment)
+    targets = [experiment / "training_params.json", tmp_path / "result.json"]
+    for target in targets:
+        target.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(target)
+        else:
+            target.symlink_to("/dev/zero")
+    error = _within_deadline(lambda: load_experiment(experiment))
+    assert isinstance(error, ConfigError) and "training_params.json" in str(error) and "not a regular file" in str(error)
+    read = _within_deadline(lambda: read_result_file(tmp_path / "result.json"))
+    assert read.result is None and "not a regular file" in read.error
+
+
+def test_a_result_file_over_the_limit_is_not_read(tmp_path, monkeypatch):
+    from peftbench import config
+    from peftbench.results.reader import read_result_file
+
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"run_info": {}, "train_info": {}, "padding": "x" * 2000}))
+    monkeypatch.setattr(config.read_untrusted_text, "__defaults__", (1000,))
+    assert "larger than" in read_result_file(path).error
+
+
+def test_trust_remote_code_needs_the_users_own_command_line(tmp_path):
+    """A training_params.json (or a task file) someone sent must not run a model repository's code."""
+    experiment = tmp_path / "lora" / "remote"
+    shutil.copytree(FIXTURES / "experiments/lora/llama-3.2-3B-rank32", experiment)
+    (experiment / "training_params.json").write_text(json.dumps({"trust_remote_code": True}))
+    spec = load_experiment(experiment)
+    source = str(spec.training_params_path)
+    with pytest.raises(ConfigError) as error:
+        build_train_config(math_defaults(), spec.training_params, source)
+    assert source in str(error.value) and "--set trust_remote_code=true" in str(error.value)
+    with pytest.raises(ConfigError, match="the task's defaults"):
+        build_train_config({**math_defaults(), "trust_remote_code": True})
+    asked = build_train_config(math_defaults(), spec.training_params, source, overrides={"trust_remote_code": True})
+    assert asked.trust_remote_code is True

@@ -133,18 +133,41 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
     assert not (tmp_path / "r").exists()
 
 
-def test_child_that_dies_is_recorded_as_failed(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
-    crash = "import sys; sys.stderr.write('segfault-like crash in the child\\n'); sys.exit(139)"
+@pytest.mark.parametrize("where", ["training", "model loading"])
+def test_the_cpu_allocators_failure_under_a_memory_limit_is_oom(experiments_copy, math_fixture_params, tmp_path,
+                                                                 monkeypatch, where):
+    """Under a process limit (ulimit -v) torch's CPU allocator raises a RuntimeError, not MemoryError; a petabyte
+    is refused the same way without any limit."""
+    import torch
+
+    from peftbench.tasks.text import TextTask
+
+    def allocate_a_petabyte(*args, **kwargs):
+        torch.empty(2**50, dtype=torch.uint8)
+
+    monkeypatch.setattr(TextTask, "compute_loss" if where == "training" else "load_model", allocate_a_petabyte)
+    result = run_in_process(experiments_copy / LORA, tmp_path, math_fixture_params)
+    assert result["peftbench"]["status"] == "oom", result["peftbench"]["error_msg"]
+    assert "can't allocate memory" in result["peftbench"]["error_msg"]
+
+
+@pytest.mark.parametrize("last_words, exit_code, status", [
+    ("segfault-like crash in the child", 139, "failed"),
+    ("Traceback (most recent call last):\\nMemoryError", 1, "oom"),  # e.g. under ulimit -v before the run began
+])
+def test_child_that_dies_is_recorded_as_failed_or_oom(experiments_copy, math_fixture_params, tmp_path, monkeypatch,
+                                                      last_words, exit_code, status):
+    crash = f"import sys; sys.stderr.write('{last_words}\\n'); sys.exit({exit_code})"
     monkeypatch.setattr(isolated, "FORK_WARM_CHILD", False)  # the stand-in is a command
     monkeypatch.setattr(isolated, "CHILD_COMMAND", [sys.executable, "-c", crash])
-    path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path),
-                                                      experiment_dir=str(experiments_copy / LORA),
-                                                      overrides=math_fixture_params))
-    assert status == "failed"
+    path, recorded, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path),
+                                                        experiment_dir=str(experiments_copy / LORA),
+                                                        overrides=math_fixture_params))
+    assert recorded == status
     result = read_result(path)
-    assert result["peftbench"]["status"] == "failed"
-    assert "exit code 139" in result["peftbench"]["error_msg"]
-    assert "segfault-like crash" in result["peftbench"]["error_msg"]
+    assert result["peftbench"]["status"] == status
+    assert status == "oom" or f"exit code {exit_code}" in result["peftbench"]["error_msg"]
+    assert last_words.split("\\n")[-1] in result["peftbench"]["error_msg"]
     assert result["peftbench"]["precision"] == "fp32" and result["peftbench"]["hardware"]["device"] == "cpu"
     # a failed result is retried on the next run, a successful one is not
     assert not isolated.should_skip(path, force=False)

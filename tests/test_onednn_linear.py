@@ -142,3 +142,29 @@ def test_an_interrupt_that_lands_inside_torchs_mode_switch_stays_an_interrupt(mo
             monkeypatch.setattr(torch.overrides, "_push_mode", interrupted_push)
             F.silu(x)
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
+    """Two processes on a loaded machine timed the kernels differently, and a resumed suite mixed them: the
+    first answer is recorded in the results folder and every later decision for that folder is the same."""
+    import json
+
+    from peftbench.runners.engine import resolve_precision
+    from peftbench.runners.request import RunRequest
+
+    results = tmp_path / "results"
+    decisions = []
+    for timings in ((0.003, 0.001), (0.001, 0.003)):  # oneDNN 3x faster, then 3x slower: a noisy machine
+        hardware._fastest_fp32_linear.cache_clear()  # another process: its own measurement
+        monkeypatch.setattr(onednn_linear, "linear_timings", lambda timings=timings: timings)
+        decisions.append(hardware.resolve_cpu_matmul("auto", "cpu", **PLAIN, results_dir=results))
+    hardware._fastest_fp32_linear.cache_clear()
+    assert decisions[0][0] == decisions[1][0] == "onednn"
+    assert "recorded for this results folder" in decisions[1][1]
+    record = json.loads((results / hardware.CPU_MATMUL_RECORD).read_text())
+    assert record["cpu_matmul"] == "onednn" and record["cpu"] == hardware.cpu_model_and_flags()[0]
+    assert hardware.resolve_cpu_matmul("torch", "cpu", **PLAIN, results_dir=results) == ("torch", "set")  # --set wins
+    # the engine decides for the request's results folder
+    config = TrainConfig(model_id="m", cpu_matmul="auto", use_amp=False, device="cpu")
+    resolved = resolve_precision(RunRequest(task="math-tiny", results_dir=str(results), experiment_dir="e"), config)
+    assert resolved.overrides["cpu_matmul"] == "onednn"

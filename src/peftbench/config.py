@@ -20,6 +20,8 @@ import dataclasses
 import difflib
 import json
 import math
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -260,19 +262,46 @@ def merge_params(base: dict[str, Any], override: dict[str, Any],
     return merged
 
 
+# The most bytes read from a file that a user or another program wrote (a config, a task file, a result file):
+# none comes near it, and a symlink to /dev/zero must not fill the memory.
+MAX_UNTRUSTED_FILE_BYTES = 64 * 2**20
+
+
+def read_untrusted_text(path: str | Path, max_bytes: int = MAX_UNTRUSTED_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most `max_bytes`. Anything else (a device such as /dev/zero, a pipe,
+    a folder, a bigger file, bytes that are not UTF-8) is a ConfigError naming the file; FileNotFoundError
+    passes through. Every file peftbench parses but did not just write itself is read through here."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below, as every non-regular file)
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigError(f"{path} is not a regular file (a device, a pipe or a folder); not read")
+        data = handle.read(max_bytes + 1)  # the size a stat reports is no bound (a file may grow, /proc lies)
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path} is larger than {max_bytes >> 20} MiB; not read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
+
+
 def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
     """Parse a JSON file; a syntax error names the file, line and column."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_untrusted_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror or error}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(
             f"malformed JSON in {path}, line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to be a {what}") from None
 
 
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:
@@ -325,6 +354,13 @@ def build_train_config(
     check_keys(training_params, training_params_source, config_class)
     check_keys(overrides, overrides_source, config_class)
     merged = merge_params(merge_params(task_defaults, training_params, config_class.nested_keys), overrides)
+    if merged.get("trust_remote_code") is True and overrides.get("trust_remote_code") is not True:
+        # a model repository's code runs only when the user asks, never because a file someone sent says so
+        origin = training_params_source if "trust_remote_code" in training_params else "the task's defaults"
+        raise ConfigError(
+            f"{origin}: 'trust_remote_code' is true, which would run the model repository's own code; only your "
+            f"command line can turn it on: {overrides_source} trust_remote_code=true", key="trust_remote_code",
+        )
     try:
         return config_class(**merged)
     except TypeError as error:  # a required key is missing

@@ -23,12 +23,16 @@ the hardware description that decided it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+from peftbench.config import ConfigError, read_untrusted_text
 
 # CPU flags that matter for precision (x86 names from /proc/cpuinfo, ARM's "bf16" feature); recorded in results.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -39,6 +43,8 @@ AVX512_CAPABILITIES = ("AVX512", "AVX512_BF16", "AMX")
 # margin that a loaded machine's noise does not cross where both are the same kind of kernel (measured 1.1x
 # with both limited to AVX2, 2.3x on an AVX-512 AMD CPU).
 ONEDNN_MIN_SPEEDUP = 1.3
+# Where a results folder records the `cpu_matmul: auto` answer that all of its runs use (hidden: not a result).
+CPU_MATMUL_RECORD = ".peftbench/cpu_matmul.json"
 # Environment variables that restrict the kernels below what the CPU offers: then the flags are not the truth.
 KERNEL_RESTRICTING_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -205,8 +211,10 @@ def _fastest_fp32_linear() -> tuple[str, str]:
     return kernel, f"micro-benchmark: fp32 product {onednn_s * 1e3:.2f} ms on oneDNN vs {torch_s * 1e3:.2f} ms on torch's"
 
 
-def resolve_cpu_matmul(setting: str, device_setting: str, *, compiled: bool, checkpointed: bool) -> tuple[str, str]:
-    """`cpu_matmul` as "onednn" or "torch" ("auto": the faster, where it applies) and what decided it."""
+def resolve_cpu_matmul(setting: str, device_setting: str, *, compiled: bool, checkpointed: bool,
+                       results_dir: Optional[str | Path] = None) -> tuple[str, str]:
+    """`cpu_matmul` as "onednn" or "torch" ("auto": the faster, where it applies) and what decided it. With a
+    results folder, the micro-benchmark's answer is the one recorded there (see CPU_MATMUL_RECORD)."""
     if setting != "auto":
         return setting, "set"
     if device_type_of(device_setting) != "cpu":
@@ -216,7 +224,43 @@ def resolve_cpu_matmul(setting: str, device_setting: str, *, compiled: bool, che
     if checkpointed:  # see TrainConfig.validate
         return "torch", "use_gc: recomputed layers would use torch's kernels"
     with _DETECTION_LOCK:
+        return _fastest_fp32_linear() if results_dir is None else _decided_once(Path(results_dir) / CPU_MATMUL_RECORD)
+
+
+def _decided_once(record: Path) -> tuple[str, str]:
+    """The faster kernel as first measured for this results folder on this CPU. On a loaded machine the
+    micro-benchmark can come out either way from one process to the next, and a suite resumed later, or run by
+    two processes, must not mix kernels. The first process to write the record wins; every other reads it."""
+    cpu = cpu_model_and_flags()[0]
+    recorded = _read_cpu_matmul_record(record)
+    if recorded is None:
+        kernel, why = _fastest_fp32_linear()
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            staging = record.with_name(f"{record.name}.tmp-{os.getpid()}")
+            staging.write_text(json.dumps({"cpu": cpu, "cpu_matmul": kernel, "decided_by": why}), encoding="utf-8")
+            try:
+                os.link(staging, record)  # fails if another process recorded its answer first: then that one holds
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink()
+        except OSError:
+            return kernel, why  # a folder that takes no file: the result files will say so
+        recorded = _read_cpu_matmul_record(record) or {"cpu": cpu, "cpu_matmul": kernel, "decided_by": why}
+    if recorded["cpu"] != cpu:  # the folder's runs were decided on another machine: this one measures its own
         return _fastest_fp32_linear()
+    return recorded["cpu_matmul"], f"{recorded['decided_by']}; recorded for this results folder in {record}"
+
+
+def _read_cpu_matmul_record(record: Path) -> Optional[dict[str, str]]:
+    try:
+        recorded = json.loads(read_untrusted_text(record))
+    except (OSError, ValueError, ConfigError):
+        return None
+    valid = (isinstance(recorded, dict) and recorded.get("cpu_matmul") in ("onednn", "torch")
+             and all(isinstance(recorded.get(key), str) for key in ("cpu", "decided_by")))
+    return recorded if valid else None
 
 
 def precision_name(dtype: Optional[str], use_amp: Any) -> str:

@@ -14,6 +14,7 @@ import math
 import re
 import string
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -137,8 +138,9 @@ def _check_arguments(function: Callable, args: dict[str, Any], name: str, source
 
 
 def load_scorer(metric: str, args: dict[str, Any], base_dir: Path, source: str) -> Scorer:
-    """The scorer called `metric`: a built-in name or `module:function` (module: a .py file in `base_dir`,
-    the task file's folder, or an importable module). Errors name `source` (the task file) and the key."""
+    """The scorer called `metric`: a built-in name or `module:function`, a function defined in `module.py` beside
+    the task file (`base_dir`), never any importable callable (`os:system` is no scorer). Errors name `source`
+    (the task file) and the key."""
     if metric in BUILTIN_SCORERS:
         function = BUILTIN_SCORERS[metric]
         _check_arguments(function, args, metric, source)
@@ -147,14 +149,19 @@ def load_scorer(metric: str, args: dict[str, Any], base_dir: Path, source: str) 
     if not sep or not module_name or not function_name:
         raise ConfigError(
             f"{source}: unknown 'metric' {metric!r}; valid: {', '.join(BUILTIN_SCORERS)} "
-            "or module:function (module: a .py file beside the task file, or an importable module)"
+            "or module:function (a function in module.py beside the task file)"
         )
     if args:
         raise ConfigError(f"{source}: 'metric_args' only apply to built-in metrics; {metric} gets (prediction, row)")
     module = _import_scorer_module(module_name, base_dir, source)
     function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ConfigError(f"{source}: 'metric' {metric!r}: module {module_name} has no function {function_name!r}")
+    if not inspect.isfunction(function) or function.__module__ != module.__name__:
+        raise ConfigError(f"{source}: 'metric' {metric!r}: {module.__file__} defines no function {function_name!r} "
+                          "(a scorer is a function written in that file, not one it imports)")
+    try:
+        inspect.signature(function).bind("prediction", {})
+    except TypeError:
+        raise ConfigError(f"{source}: 'metric' {metric!r}: the scorer must take (prediction, row)") from None
 
     def score(prediction: str, target: str, row: dict[str, Any]) -> float:
         value = function(prediction, row)
@@ -166,20 +173,56 @@ def load_scorer(metric: str, args: dict[str, Any], base_dir: Path, source: str) 
     return score
 
 
+def scorer_path(module_name: str, base_dir: Path) -> Path:
+    """Where a `module:function` metric's module is: module.py (pkg/module.py for pkg.module) in `base_dir`."""
+    return base_dir / (module_name.replace(".", "/") + ".py")
+
+
 def _import_scorer_module(module_name: str, base_dir: Path, source: str):
-    file = base_dir / (module_name.replace(".", "/") + ".py")
+    file = scorer_path(module_name, base_dir)
+    if not file.is_file():
+        raise ConfigError(f"{source}: 'metric': no scorer file {file} (a scorer is a function in a .py file beside "
+                          f"the task file, or a built-in: {', '.join(BUILTIN_SCORERS)})")
     try:
-        if file.is_file():
-            # a private module name, so that a user's `scorer.py` never shadows or replaces another module
-            unique = f"peftbench_user_scorer_{abs(hash(str(file.resolve())))}"
-            spec = importlib.util.spec_from_file_location(unique, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[unique] = module
-            spec.loader.exec_module(module)
-            return module
-        return importlib.import_module(module_name)
+        # a private module name, so that a user's `scorer.py` never shadows or replaces another module
+        unique = f"peftbench_user_scorer_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(unique, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+        return module
     except Exception as error:  # any failure of the user's module: name the file and what went wrong
-        where = file if file.is_file() else f"module {module_name!r} (no {file.name} beside the task file)"
         raise ConfigError(
-            f"{source}: 'metric': the scorer in {where} does not import: {type(error).__name__}: {error}"
+            f"{source}: 'metric': the scorer in {file} does not import: {type(error).__name__}: {error}"
         ) from None
+
+
+class ScorerTimeout(Exception):
+    """A scorer call that did not return within its time limit."""
+
+
+def score_all(scorer: Scorer, predictions: list[str], targets: list[str], rows: list[dict[str, Any]],
+              timeout_s: float) -> list[float]:
+    """Each item's score. Each call runs in a thread of its own that may take at most `timeout_s`: a scorer that
+    never returns raises ScorerTimeout (naming the item) instead of hanging the run; the stuck thread is a daemon
+    and ends with the process."""
+    scores = []
+    for index, (prediction, target, row) in enumerate(zip(predictions, targets, rows)):
+        outcome: list[Any] = []
+
+        def call(prediction=prediction, target=target, row=row) -> None:
+            try:
+                outcome.append(scorer(prediction, target, row))
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+                outcome.append(error)
+
+        thread = threading.Thread(target=call, name="peftbench-scorer", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if not outcome:
+            raise ScorerTimeout(f"the scorer did not return within {timeout_s:g} s on test item {index} "
+                                f"(prediction {prediction[:80]!r})")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        scores.append(outcome[0])
+    return scores

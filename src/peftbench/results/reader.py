@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peftbench.analysis.metrics import METRICS, UNIT_RANGES
+from peftbench.config import ConfigError, read_untrusted_text
 from peftbench.printable import printable
 from peftbench.results.record import PEFTBENCH, RunResult, peftbench_fields
 from peftbench.results.writer import CHECKPOINTS_DIR
 
-# A result file is a few hundred KB; anything far larger is not one and is not worth reading.
-MAX_RESULT_FILE_BYTES = 64 * 2**20
 # Beyond these a curve step or a learning rate is corrupt data, not a run (metrics have their own ranges).
 MAX_STEP = 1e12
 MAX_LEARNING_RATE = 1e3
@@ -65,14 +64,14 @@ def read_result_file(path: str | Path) -> ResultRead:
     """Read and parse one result file; never raises for what the file holds."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_RESULT_FILE_BYTES:
-            return ResultRead(path, error=f"larger than {MAX_RESULT_FILE_BYTES >> 20} MiB; not read")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_untrusted_text(path))
     except FileNotFoundError:
         return ResultRead(path, error="no such file", missing=True)
     except json.JSONDecodeError as error:
         return ResultRead(path, error=f"malformed JSON ({error.msg}, line {error.lineno} column {error.colno})")
-    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
+    except ConfigError as error:  # not a regular file, too big, not UTF-8
+        return ResultRead(path, error=str(error).replace(f"{path} ", "", 1)[:200])
+    except (OSError, RecursionError, ValueError) as error:
         return ResultRead(path, error=f"cannot be read ({type(error).__name__}: {error})"[:200])
     return parse_result(data, path)
 

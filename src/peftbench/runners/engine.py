@@ -27,6 +27,7 @@ from peftbench.hardware import precision_name
 from peftbench.results.record import RunResult
 from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
 from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
+from peftbench.runners.oom import is_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
@@ -131,7 +132,7 @@ def resolve_precision(request: RunRequest, config: TrainConfig) -> RunRequest:
 
     use_amp, hardware = resolve_use_amp(config.use_amp, config.device)
     cpu_matmul, cpu_matmul_why = resolve_cpu_matmul(config.cpu_matmul, config.device, compiled=config.compile,
-                                                   checkpointed=config.use_gc)
+                                                   checkpointed=config.use_gc, results_dir=request.results_dir)
     resolved = replace(request, overrides={**request.overrides, "use_amp": use_amp, "cpu_matmul": cpu_matmul},
                        hardware={**hardware.to_dict(), "use_amp_setting": config.use_amp,
                                  "cpu_matmul_setting": config.cpu_matmul, "cpu_matmul_decided_by": cpu_matmul_why})
@@ -200,17 +201,13 @@ def execute(request: RunRequest) -> tuple[Path, str]:
             _run_measured(request, run, m)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
-    except MemoryError as error:
-        m.status, m.error_msg = "oom", f"out of memory: {error}"
     except ConfigError as error:  # bad input found once the model exists (e.g. target modules)
         m.status, m.error_msg = "failed", str(error)
     except Exception as error:  # recorded in the result; other experiments go on
-        import torch
-
         interrupt = interrupt_behind(error)
         if interrupt is not None:  # a cleanup that failed while the run was being cancelled
             m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
-        elif isinstance(error, torch.OutOfMemoryError):
+        elif is_out_of_memory(error):  # MemoryError, CUDA's, or the CPU allocator's under a process limit
             m.status, m.error_msg = "oom", f"out of memory: {error}"
         elif isinstance(error, BrokenPipeError):  # its stderr's reader, the parent, is gone
             m.status, m.error_msg = "cancelled", ORPHANED
@@ -248,7 +245,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     data = task.load_data(config)
     # the PEFT suite's train_time counts its data loading, forgetting losses and test generation (see below)
     suite_extra_time = time.perf_counter() - tic_data
-    m.dataset_info = dict(data.info)
+    m.dataset_info = data.info  # the same dict: what before_training notes in it (training rows left out) too
     processor = task.load_processor(config)
 
     meter = PeakMemoryMeter(device)
@@ -324,57 +321,63 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     if outcome.valid_curve:
         m.valid_score = outcome.valid_curve[-1]["score"]
 
+    try:
+        if outcome.status == "success":
+            tic_eval = time.perf_counter()
+            progress.update("test")
+            eval_model = merged_copy(model, peft_config) if config.merge_for_eval else model
+            m.extra["evaluated_merged"] = eval_model is not model  # what merge_for_eval did for this adapter
+            test = track(task.evaluate)(eval_model, processor, data.test, config, desc="test")
+            del eval_model  # the forgetting measure below needs the adapter that can be switched off
+            m.test_score, m.per_item_correct = test.score, test.per_item_correct
+            m.predictions = item_predictions(test)
+            m.completions_at_length_limit = test.completions_at_length_limit
+            m.run_warnings = run_warnings(m, len(data.test))
+            if len(forgetting_rows):
+                progress.update("forgetting")
+                forgetting = track(task.measure_forgetting)(
+                    model, processor, forgetting_rows, config, reference=forgetting_reference,
+                    adapter_disabled=None if full_finetuning else model.disable_adapter,
+                )
+                m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
+                    forgetting.value, forgetting.before, forgetting.after
+                )
+            final_eval_time = time.perf_counter() - tic_eval
+            m.eval_time_s = outcome.valid_time_s + final_eval_time
+            m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
+        else:
+            m.eval_time_s = outcome.valid_time_s
+
+        report = meter.report()
+        m.peak_memory_kind = report.kind
+        m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
+        m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
+        m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
+        m.peak_memory_train_breakdown = report.train_breakdown
+        m.peak_memory_tracked_steps = outcome.memory_tracked_steps
+        m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
+        m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
+
+        if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
+            from peftbench.evaluation.harness import measure_harness
+
+            try:
+                m.extra["harness"] = measure_harness(
+                    model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
+                    adapter_disabled=None if full_finetuning else model.disable_adapter,
+                )
+            except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
+                m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+
+        if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
+            m.extra.update(task.after_run(model, processor, config))
+    except Exception:
+        if outcome.status == "success":  # training finished: its adapter is kept though scoring or measuring failed
+            _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
+        raise
+    # saved after the measurements, which it would otherwise add to; an unfinished adapter is not worth keeping
+    # (nor may it replace a good one)
     if outcome.status == "success":
-        tic_eval = time.perf_counter()
-        progress.update("test")
-        eval_model = merged_copy(model, peft_config) if config.merge_for_eval else model
-        m.extra["evaluated_merged"] = eval_model is not model  # what merge_for_eval did for this adapter
-        test = track(task.evaluate)(eval_model, processor, data.test, config, desc="test")
-        del eval_model  # the forgetting measure below needs the adapter that can be switched off
-        m.test_score, m.per_item_correct = test.score, test.per_item_correct
-        m.predictions = item_predictions(test)
-        m.completions_at_length_limit = test.completions_at_length_limit
-        m.run_warnings = run_warnings(m, len(data.test))
-        if len(forgetting_rows):
-            progress.update("forgetting")
-            forgetting = track(task.measure_forgetting)(
-                model, processor, forgetting_rows, config, reference=forgetting_reference,
-                adapter_disabled=None if full_finetuning else model.disable_adapter,
-            )
-            m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
-                forgetting.value, forgetting.before, forgetting.after
-            )
-        final_eval_time = time.perf_counter() - tic_eval
-        m.eval_time_s = outcome.valid_time_s + final_eval_time
-        m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
-    else:
-        m.eval_time_s = outcome.valid_time_s
-
-    report = meter.report()
-    m.peak_memory_kind = report.kind
-    m.peak_memory_train_bytes, m.peak_memory_total_bytes = report.train_bytes, report.total_bytes
-    m.peak_memory_train_allocated_bytes = report.train_allocated_bytes
-    m.peak_memory_total_allocated_bytes = report.total_allocated_bytes
-    m.peak_memory_train_breakdown = report.train_breakdown
-    m.peak_memory_tracked_steps = outcome.memory_tracked_steps
-    m.peak_memory_cuda_train_allocated_bytes = report.cuda_train_allocated_bytes
-    m.peak_memory_cuda_total_allocated_bytes = report.cuda_total_allocated_bytes
-
-    if outcome.status == "success" and run.harness:  # after the memory report: the harness is not the run's
-        from peftbench.evaluation.harness import measure_harness
-
-        try:
-            m.extra["harness"] = measure_harness(
-                model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
-                adapter_disabled=None if full_finetuning else model.disable_adapter,
-            )
-        except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
-            m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
-
-    if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
-        m.extra.update(task.after_run(model, processor, config))
-
-    if outcome.status == "success":  # an unfinished adapter is not worth keeping (nor may it replace a good one)
         _save_or_measure_checkpoint(request, run, model, m, full_finetuning)
 
 

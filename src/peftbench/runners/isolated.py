@@ -26,7 +26,7 @@ from typing import Optional
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
 from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
-from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count
+from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count, stderr_says_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.results.lock import result_lock
 from peftbench.results.reader import read_result_file
@@ -338,6 +338,8 @@ def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr
         return "cancelled", f"the child process was stopped by {signal.Signals(-process.returncode).name}"
     if process.returncode == EXIT_CANCELLED:
         return "cancelled", f"the child process was cancelled before its run began: {stderr_tail}"
+    if stderr_says_out_of_memory(stderr_tail):  # e.g. under a process limit (ulimit -v) before the run began
+        return "oom", f"the child process ran out of memory and died without writing a result:\n{stderr_tail}"
     return "failed", (
         f"the child process died (exit code {process.returncode}) without writing a result; "
         f"its stderr ended with:\n{stderr_tail}"

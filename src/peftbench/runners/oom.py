@@ -12,10 +12,31 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# How torch's CPU allocator says that an allocation failed (under a process limit such as `ulimit -v`, or when
+# the kernel refuses it): a RuntimeError, unlike CUDA's torch.OutOfMemoryError.
+CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` says that the process ran out of memory: Python's MemoryError, torch's OutOfMemoryError
+    (CUDA) or its CPU allocator's failure."""
+    if isinstance(error, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and CPU_ALLOCATOR_FAILURE in str(error)
+
+
+def stderr_says_out_of_memory(stderr_tail: str) -> bool:
+    """Whether a child that died without a result ended on an out-of-memory error (its last traceback's line)."""
+    lines = [line for line in stderr_tail.strip().splitlines() if line.strip()]
+    return bool(lines) and (lines[-1].startswith("MemoryError") or CPU_ALLOCATOR_FAILURE in lines[-1])
 
 
 def _counter_files() -> list[Path]:

@@ -277,10 +277,11 @@ def hub_unreachable_reason(timeout_s: float = 3.0) -> str:
     return outcome[0]
 
 
-def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = None, key: str = "data") -> Any:
-    """Load a split as a datasets.Dataset from a hub id or a local file/folder in the same schema.
+def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = None, key: str = "data") -> list[dict]:
+    """The rows of a split, from a hub id or a local file/folder in the same schema.
 
-    A local file is the split itself (`split` only applies to hub datasets).
+    A local file is the split itself (`split` only applies to hub datasets). Every row is decoded here, so that
+    a file's bad byte is a ConfigError naming the file and line, not an error at the first use of the row.
     """
     import datasets
 
@@ -288,35 +289,55 @@ def load_rows(source: str, *, split: str = "train", hub_config: Optional[str] = 
     if is_local_source(source):
         path = Path(source).expanduser()
         if path.is_dir():
-            return datasets.load_dataset(str(path), split="train")
+            return datasets.load_dataset(str(path), split="train").to_list()
         builder = LOCAL_DATA_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ConfigError(
                 f"unsupported data file type for '{key}': {source} (valid: {', '.join(LOCAL_DATA_BUILDERS)})"
             )
         try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
+            return datasets.load_dataset(builder, data_files=str(path), split="train").to_list()
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"cannot read '{key}' from {source}: {not_utf8_where(path, error)}") from None
         except Exception as error:  # noqa: BLE001 - datasets raises many kinds (StopIteration for an empty file)
             raise ConfigError(f"cannot read '{key}' from {source}: {type(error).__name__}: {error}") from None
     if hub_offline():
         offline_in_loaded_libraries()
     try:
-        return datasets.load_dataset(source, hub_config, split=split)
+        return datasets.load_dataset(source, hub_config, split=split).to_list()
     except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such dataset or split
         raise ConfigError(
             f"'{key}': {source} is not a local file and cannot be loaded from the hub: {error}"
         ) from None
 
 
+def not_utf8_where(path: Path, error: UnicodeDecodeError) -> str:
+    """Where `path` stops being UTF-8 (its first such line and byte), for a message; the error itself when the
+    whole file decodes (the bad bytes were elsewhere, e.g. inside a Parquet file)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return (f"line {number} is not UTF-8 text (byte {line[bad.start]:#04x} at column {bad.start + 1}); "
+                        "save the file as UTF-8")
+    return f"text that is not UTF-8 ({error.reason}); save the file as UTF-8"
+
+
 def load_first_rows_streaming(source: str, count: int, *, key: str = "data", split: str = "train") -> list[dict]:
     """The first `count` rows of a source; hub datasets are streamed so that no whole shard is downloaded."""
     if is_local_source(source):
-        dataset = load_rows(source, key=key)
-        return [dataset[i] for i in range(min(count, len(dataset)))]
+        return load_rows(source, key=key)[:count]
     import datasets
 
-    stream = datasets.load_dataset(source, split=split, streaming=True)
-    return list(stream.take(count))
+    check_local_source(source, key)  # when the hub cannot be reached: offline mode
+    if hub_offline():  # streaming reads no cache: it would retry for half a minute, then end in a traceback
+        raise ConfigError(f"'{key}' streams {source} from the hub, which is offline or cannot be reached; give a "
+                          "local file (a .txt file, or a data file with a text column) instead")
+    try:
+        return list(datasets.load_dataset(source, split=split, streaming=True).take(count))
+    except (ConnectionError, FileNotFoundError, ValueError) as error:  # no such dataset or split, a lost network
+        raise ConfigError(f"'{key}': {source} cannot be streamed from the hub: {error}") from None
 
 
 def require_columns(rows: Any, columns: Sequence[str], source: str, key: str) -> None:

@@ -14,6 +14,7 @@ scorer imports, the model folder has a tokenizer (and a chat template when the f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +29,7 @@ from peftbench.tasks.base import (
     is_local_source,
     load_first_rows_streaming,
     load_rows,
+    not_utf8_where,
     require_columns,
 )
 from peftbench.tasks.text import TextTask, subset_in_file_order
@@ -186,7 +188,7 @@ class DeclaredTask(TextTask):
             raise ConfigError(f"{self.spec.path}: {error}") from None
         except Exception as error:  # a malformed file: name it
             raise ConfigError(f"{self.spec.path}: 'data.{key}' ({source}) cannot be read: {error}") from None
-        return self._apply_options(key, source, [dict(row) for row in rows], options)
+        return self._apply_options(key, source, rows, options)
 
     def _apply_options(self, key: str, source: str, docs: list[dict[str, Any]], options: dict[str, Any]):
         """rename, then keep_if, then shuffle_seed (see task_file.DataSpec.options)."""
@@ -245,8 +247,9 @@ class DeclaredTask(TextTask):
         for index, doc in enumerate(docs):
             try:
                 prompt, rendered_target = text.render(doc), target.render(doc)
-            except Exception as error:  # e.g. a field missing from this one row
-                raise ConfigError(f"{source}: cannot render row {index} of {where}: {type(error).__name__}: {error}") from None
+            except Exception as error:  # e.g. a field missing from this one row, or null in it
+                raise ConfigError(f"{source}: cannot render row {index} of {where}: {type(error).__name__}: {error}; "
+                                  f"the row: {_short_row(doc)}") from None
             row = {"query": prompt, "target": rendered_target, "doc": doc}
             if self.spec.output_type == "multiple_choice":
                 row["choices"], row["gold"] = self._choices(doc, rendered_target, columns, index, where)
@@ -300,20 +303,30 @@ class DeclaredTask(TextTask):
                 # the shipped model's own pretraining distribution, as math-tiny
                 texts = math_tiny_data.forgetting_texts(config.forgetting_size, seed=math_tiny.DATA_SEED)
                 return [{"text": t} for t in texts]
-            rows = load_first_rows_streaming(MATH_FORGETTING_DATA, config.forgetting_size, key="forgetting")
+            rows = self._first_forgetting_rows(MATH_FORGETTING_DATA, config)
             require_columns(rows, ["text"], MATH_FORGETTING_DATA, "forgetting")
             return rows
         path = Path(choice)
         if path.suffix.lower() == ".txt":
-            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            try:
+                texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except UnicodeDecodeError as error:
+                raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}): {not_utf8_where(path, error)}") from None
             rows = [{"text": t} for t in texts[: config.forgetting_size]]
         else:  # a data file or a hub dataset (streamed: no whole shard is downloaded for 100 rows)
-            rows = [dict(r) for r in load_first_rows_streaming(choice, config.forgetting_size, key="forgetting")]
+            rows = [dict(r) for r in self._first_forgetting_rows(choice, config)]
             if rows and "text" not in rows[0]:
                 raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) needs a 'text' field (or give a .txt file)")
         if not rows:
             raise ConfigError(f"{self.spec.path}: 'forgetting' ({choice}) has no text; give text or 'none'")
         return rows
+
+    def _first_forgetting_rows(self, source: str, config) -> Rows:
+        """The first forgetting_size rows of `source` (a hub dataset streamed); an error names the task file."""
+        try:
+            return load_first_rows_streaming(source, config.forgetting_size, key="forgetting")
+        except ConfigError as error:  # e.g. the hub offline: in seconds, not after half a minute of retries
+            raise ConfigError(f"{self.spec.path}: {error}") from None
 
     # ---- model ----
     def load_processor(self, config):
@@ -350,13 +363,23 @@ class DeclaredTask(TextTask):
             )
             at_length_limit = completions.at_length_limit
             predictions = [self._cut_at_stop(c) for c in completions.texts]
-            scores = [self.scorer(p, row["target"], row["doc"]) for p, row in zip(predictions, rows)]
+            scores = self._score(predictions, rows, config)
         per_item = [int(s) if float(s).is_integer() else s for s in scores]
         return EvalResult(
             score=sum(scores) / len(scores) if scores else float("nan"), per_item_correct=per_item,
             predictions=predictions, targets=[row["target"] for row in rows], inputs=prompts,
             completions_at_length_limit=at_length_limit,
         )
+
+    def _score(self, predictions: list[str], rows: Rows, config) -> list[float]:
+        from peftbench.evaluation.scorers import ScorerTimeout, score_all
+
+        try:
+            return score_all(self.scorer, predictions, [row["target"] for row in rows], [row["doc"] for row in rows],
+                             timeout_s=config.scorer_timeout_s)
+        except ScorerTimeout as error:
+            raise ConfigError(f"{self.spec.path}: 'metric' {self.spec.metric}: {error}; fix the scorer, or raise the "
+                              "training parameter scorer_timeout_s if it is slow by design") from None
 
     def _cut_at_stop(self, completion: str) -> str:
         for stop in self.spec.until:
@@ -393,3 +416,9 @@ def strip_template_bos(text: str, tokenizer) -> str:
         return text
     adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
     return text[len(bos):] if adds_bos else text
+
+
+def _short_row(doc: dict[str, Any], most: int = 160) -> str:
+    """A row as JSON, cut to `most` characters, so that a message shows which row it means."""
+    text = json.dumps(doc, ensure_ascii=False, default=str)
+    return text if len(text) <= most else text[: most - 3] + "..."

@@ -22,7 +22,7 @@ from typing import Any
 
 from peftbench.config import ConfigError
 from peftbench.tasks import math_tiny_data
-from peftbench.tasks.base import EvalResult, Rows, TaskData, check_local_source
+from peftbench.tasks.base import EvalResult, Rows, TaskData, check_local_source, is_local_source
 from peftbench.tasks.text import DATA_KEYS, TextTask, subset_in_file_order
 
 DATA_SEED = 0
@@ -48,6 +48,7 @@ class MathTinyTask(TextTask):
         "generated multi-step word problems, tiny Llama-architecture model shipped in the package "
         "(offline; minutes per experiment on a laptop CPU)"
     )
+    _data = None  # (config, data): local data files read by check_inputs, for load_data with the same config
 
     def default_params(self) -> dict[str, Any]:
         return {
@@ -103,14 +104,22 @@ class MathTinyTask(TextTask):
                     f"the shipped math-tiny model is incomplete at {model_path} (missing {', '.join(missing)}); "
                     "restore it from git or rebuild it with: python scripts/pretrain_tiny_model.py"
                 )
+        sources = [getattr(config, key) for key in DATA_KEYS if getattr(config, key) is not None]
         for key in DATA_KEYS:
             if getattr(config, key) is not None:
                 check_local_source(getattr(config, key), key)
+        if sources and all(is_local_source(source) for source in sources):
+            # every problem of a local file (a byte that is not UTF-8, a row without a field) before any model loads
+            self._data = (config, self._read_data(config))
 
     # ---- generated rows, unless a local file replaces a split (read by the math task file) ----
     # The forgetting measure is the engine's next-token loss on the base model's own pretraining distribution
     # (not the PEFT suite's unshifted formula, which `math` keeps for comparability with the published numbers).
     def load_data(self, config) -> TaskData:
+        """The data check_inputs read for this config (the engine calls both with one config), else read now."""
+        return self._data[1] if self._data is not None and self._data[0] is config else self._read_data(config)
+
+    def _read_data(self, config) -> TaskData:
         math = math_task() if any(getattr(config, key) is not None for key in DATA_KEYS) else None
         if config.train_data is not None:
             train = subset_in_file_order(math.split_rows("train", config.train_data), config.train_size)

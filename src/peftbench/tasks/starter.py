@@ -145,7 +145,7 @@ def write_starter_task_file(task_file: Path, data: Path, model: str, force: bool
     if not data.is_file():
         raise ConfigError(f"--data: file not found: {data}")
     table = load_rows(str(data), key="--data") if data.stat().st_size else []
-    rows = [dict(row) for row in table.select(range(min(GUESS_ROWS, len(table))))] if len(table) else []
+    rows = table[:GUESS_ROWS]
     if not rows:
         raise ConfigError(f"--data: {data} has no rows")
     task_file.parent.mkdir(parents=True, exist_ok=True)

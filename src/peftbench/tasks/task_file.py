@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from peftbench.config import ConfigError, check_keys
+from peftbench.config import ConfigError, check_keys, read_untrusted_text
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
@@ -90,13 +90,14 @@ def parse_template(text: Any, key: str, source: Path, columns: Optional[set[str]
     if not isinstance(text, str) or not text:
         raise ConfigError(f"{source}: '{key}' must be a non-empty string (a template with {{field}} placeholders)")
     if columns is not None and text in columns:
-        return Template(text, key, frozenset([text]), lambda row: str(row[text]))
+        return Template(text, key, frozenset([text]), lambda row: str(_FieldsWithValues(row)[text]))
     if "{{" in text or "{%" in text:
         import jinja2
         from jinja2 import meta
         from jinja2.sandbox import SandboxedEnvironment
 
-        environment = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        environment = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                           finalize=_refuse_null)
         try:
             fields = meta.find_undeclared_variables(environment.parse(text))
             compiled = environment.from_string(text)
@@ -109,7 +110,25 @@ def parse_template(text: Any, key: str, source: Path, columns: Optional[set[str]
         raise ConfigError(f"{source}: '{key}' is not a valid template ({error}); write a literal brace as {{{{ or }}}}") from None
     if "" in fields or any(name.isdigit() for name in fields):
         raise ConfigError(f"{source}: '{key}' has a placeholder without a field name; write {{field}}")
-    return Template(text, key, frozenset(fields), lambda row: text.format_map(row))
+    return Template(text, key, frozenset(fields), lambda row: text.format_map(_FieldsWithValues(row)))
+
+
+class _FieldsWithValues(dict):
+    """A row whose null fields cannot be rendered: `datasets` gives a row that leaves a field out that field as
+    None, which would otherwise become the text "None" (and be trained on, and scored against)."""
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        if value is None:
+            raise ValueError(f"field {name!r} has no value (null, or absent from this row)")
+        return value
+
+
+def _refuse_null(value: Any) -> Any:
+    """Jinja's finalize: what a template prints may not be null (a conditional on a null field is fine)."""
+    if value is None:
+        raise ValueError("the template prints a field that has no value (null, or absent from this row)")
+    return value
 
 
 # ---- the parsed file ----
@@ -172,10 +191,12 @@ class TaskFile:
 
 def scorer_file(metric: str, base_dir: Path) -> Optional[Path]:
     """The .py file beside the task file that a `module:function` metric names, if there is one."""
+    from peftbench.evaluation.scorers import scorer_path
+
     module, sep, _ = metric.partition(":")
     if not sep:
         return None
-    candidate = base_dir / (module.replace(".", "/") + ".py")
+    candidate = scorer_path(module, base_dir)
     return candidate if candidate.is_file() else None
 
 
@@ -183,11 +204,13 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_untrusted_text(path)
     except FileNotFoundError:
         raise ConfigError(f"task file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise ConfigError(f"task file {path} cannot be read: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"task file {error}") from None
     try:
         data = yaml.safe_load(text)  # safe_load: a task file is data, never code
     except yaml.YAMLError as error:
@@ -261,8 +284,8 @@ def has_chat_template(folder: Path) -> bool:
         return True
     config = folder / "tokenizer_config.json"
     try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError, AttributeError):
+        return bool(json.loads(read_untrusted_text(config)).get("chat_template"))
+    except (OSError, ValueError, AttributeError, ConfigError):
         return False
 
 

@@ -13,12 +13,13 @@ selected by training parameters:
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator
 
 import numpy as np
 
 from peftbench.config import ConfigError
-from peftbench.tasks.base import Rows, Task, TrainBatch
+from peftbench.tasks.base import Rows, Task, TaskData, TrainBatch
 from peftbench.tasks.text_config import TextTrainConfig
 
 # Rows per bucket = BUCKET_FACTOR * batch_size; sorting within a bucket reduces padding without sorting the
@@ -100,6 +101,31 @@ class TextTask(Task):
             ((ids + [tokenizer.eos_token_id])[: config.max_seq_length], min(len(prompt), config.max_seq_length))
             for ids, prompt in zip(full_ids, prompt_ids)
         ]
+
+    def before_training(self, model, processor, data: TaskData, config) -> None:
+        if config.loss_on == "completion":
+            data.train = self._rows_with_a_label(data, processor, config)
+
+    def _rows_with_a_label(self, data: TaskData, tokenizer, config) -> Rows:
+        """The training rows that keep a response token within max_seq_length. "completion" trains on the
+        response only: a row whose prompt fills max_seq_length has nothing to learn from, and a batch of such rows
+        (the longest rows are batched together) has the loss 0/0 = nan. The rows left out are counted in the
+        result's dataset_info; none left is a ConfigError naming max_seq_length."""
+        examples = self.tokenize_examples(data.train, tokenizer, config)
+        kept = [row for row, (ids, prompt_length) in zip(data.train, examples) if len(ids) > prompt_length]
+        left_out = len(data.train) - len(kept)
+        if not left_out:
+            return data.train
+        why = (f"the prompt fills max_seq_length ({config.max_seq_length} tokens), so no response token is left to "
+               "train on (loss_on: completion)")
+        if not kept:
+            raise ConfigError(f"training parameter 'max_seq_length': in every training row ({left_out}) {why}; raise "
+                              "max_seq_length or shorten the prompts", key="max_seq_length")
+        print(f"warning: {left_out} of {len(data.train)} training rows left out: {why}; raise max_seq_length to "
+              "train on them", file=sys.stderr)
+        data.info["train_rows_left_out"] = left_out
+        data.info["train_rows_left_out_because"] = why
+        return kept
 
     def train_batches(self, rows: Rows, processor, config, seed: int) -> Iterator[TrainBatch]:
         """Length-bucketed batches: buckets of BUCKET_FACTOR batches, each sorted longest first (so that an OOM

@@ -60,6 +60,7 @@ class TextTrainConfig(TrainConfig):
     pad_token: str = param("tokenizer", help="'eos' (the suite's: always pad with EOS) or 'tokenizer' (its own pad token)")
     decoding: str = param("greedy", help="'greedy' or 'model' (the suite's: the model's generation_config fills the rest)")
     float32_loading: str = param("float32", help="dtype float32: 'float32' (cast) or 'checkpoint' (the suite's: the checkpoint's dtype)")
+    scorer_timeout_s: float = param(60.0, help="seconds a task file's scorer may take on one item before the run fails")
 
     def validate(self) -> None:
         super().validate()
@@ -67,6 +68,8 @@ class TextTrainConfig(TrainConfig):
         for key in ("max_seq_length", "forgetting_max_length"):
             if getattr(self, key) <= 0:
                 raise bad(key, "must be a positive integer")
+        if not 0 < self.scorer_timeout_s < float("inf"):
+            raise bad("scorer_timeout_s", "must be a positive number of seconds")
         for key in ("train_size", "test_size"):
             value = getattr(self, key)
             if value is not None and value <= 0:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from peftbench.config import TrainConfig
 from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
+from peftbench.runners.oom import is_out_of_memory
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
 from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
@@ -178,14 +179,14 @@ def train(
                 )
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
-    except (torch.OutOfMemoryError, MemoryError) as error:
-        outcome.status, outcome.error_msg = "oom", f"out of memory during training: {error}"
     except BrokenPipeError:  # the progress output's reader, the parent process, is gone
         outcome.status, outcome.error_msg = "cancelled", ORPHANED
     except Exception as error:  # recorded in the result; the runner goes on with the next experiment
         interrupt = interrupt_behind(error)
         if interrupt is not None:  # a cleanup that failed while the run was being cancelled
             outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
+        elif is_out_of_memory(error):
+            outcome.status, outcome.error_msg = "oom", f"out of memory during training: {error}"
         else:
             outcome.status = "failed"
             outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
