@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -315,7 +314,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
     """Preparing reads the task's data through `datasets`, which is not thread-safe: a trial of a two-worker pool
     failed with "'tqdm' object has no attribute '_lock'" before its child started, and the pool ran one trial."""
     stand_in_child(monkeypatch, "pass")
-    lock = isolated._PREPARING
+    lock = isolated._DATASETS_AND_TQDM
     lock_asked = threading.Event()
 
     class WatchedLock:  # the product's lock, telling the test when a second worker waits for it
@@ -327,7 +326,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
         def __exit__(self, *exc):
             return lock.__exit__(*exc)
 
-    monkeypatch.setattr(isolated, "_PREPARING", WatchedLock())
+    monkeypatch.setattr(isolated, "_DATASETS_AND_TQDM", WatchedLock())
     preparing, entered, most_at_once = [0], [], [0]
     counter = threading.Lock()
     prepare = isolated.prepare

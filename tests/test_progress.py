@@ -3,7 +3,6 @@ lines. The plain-line path (stdout/stderr not a terminal: CI logs, nohup, tee) i
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time

@@ -48,11 +48,11 @@ CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the 
 FORK_WARM_CHILD = hasattr(os, "fork")
 FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.runners.engine", "peftbench.training.train"]
 _RUNNING: set[int] = set()  # pids of the children now running, for interrupt_running_children
-# Preparing reads the task's data through `datasets`, which is not thread-safe: its tqdm.contrib thread_map
+# Preparing reads the task's data through `datasets`, and neither it nor tqdm is thread-safe: datasets' thread_map
 # deletes tqdm's class lock when it leaves, under another thread's progress bar ("'tqdm' object has no attribute
-# '_lock'"), and that trial failed before its child started. A pool's workers prepare one at a time; their
-# children, which do the work, still run at once.
-_PREPARING = threading.Lock()
+# '_lock'"), and that trial failed before its child started. A pool's workers take this lock to use either;
+# their children, which do the work, still run at once.
+_DATASETS_AND_TQDM = threading.Lock()
 
 
 def existing_status(result_file: Path) -> Optional[str]:
@@ -88,7 +88,7 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
     status is returned, and skipped is True. A result that cannot be written raises ResultWriteError, naming
     the file.
     """
-    with _PREPARING:
+    with _DATASETS_AND_TQDM:
         run = prepare(request)  # raises ConfigError before anything starts
     if should_skip(run.result_file, request.force, request.keep_killed, run.task.name):
         return run.result_file, existing_status(run.result_file), True
@@ -153,7 +153,8 @@ def _start_child():
     fresh interpreter. It has the parts of subprocess.Popen that _run_child uses, and `parent_pid`: the process
     whose exit it must follow."""
     if FORK_WARM_CHILD and "torch" in sys.modules:
-        _stop_tqdm_monitor()
+        with _DATASETS_AND_TQDM:
+            _stop_tqdm_monitor()
         return _ForkedChild() if threading.active_count() == 1 else _ForkServerChild()
     process = subprocess.Popen(
         [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
