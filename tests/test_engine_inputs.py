@@ -252,6 +252,11 @@ def test_a_config_or_result_that_is_not_a_regular_file_is_refused_not_read(tmp_p
     assert isinstance(error, ConfigError) and "training_params.json" in str(error) and "not a regular file" in str(error)
     read = _within_deadline(lambda: read_result_file(tmp_path / "result.json"))
     assert read.result is None and "not a regular file" in read.error
+    # convert's provenance lookup reads the result beside a checkpoint folder the same way
+    from peftbench.conversion.source import training_result_of
+
+    (tmp_path / "checkpoints" / "result").mkdir(parents=True)
+    assert _within_deadline(lambda: training_result_of(tmp_path / "checkpoints" / "result")) is None
 
 
 def test_a_result_file_over_the_limit_is_not_read(tmp_path, monkeypatch):

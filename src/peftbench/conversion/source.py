@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftbench.config import ConfigError, read_untrusted_text
 from peftbench.conversion.refusals import ConversionRefused, refuse_by_config_keys, refuse_by_peft_type
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -34,8 +35,10 @@ def read_adapter_config(adapter_dir: str | Path) -> dict:
     if not config_file.is_file():
         raise AdapterFolderError(f"{config_file}: missing; an adapter folder holds {ADAPTER_CONFIG_FILE}")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        config = json.loads(read_untrusted_text(config_file))
+    except ConfigError as error:  # not a regular file, too big, not UTF-8
+        raise AdapterFolderError(str(error)) from None
+    except json.JSONDecodeError as error:
         raise AdapterFolderError(f"{config_file}: not valid JSON ({error})") from None
     if not isinstance(config, dict):
         raise AdapterFolderError(f"{config_file}: expected a JSON object, found {type(config).__name__}")
@@ -131,6 +134,7 @@ def training_result_of(adapter_dir: str | Path) -> tuple[Path, str] | None:
 
     The result file is untrusted: anything but a JSON object naming a known task counts as no provenance.
     """
+    from peftbench.results.reader import read_result_file
     from peftbench.results.writer import CHECKPOINTS_DIR
     from peftbench.tasks import available_tasks
 
@@ -138,10 +142,8 @@ def training_result_of(adapter_dir: str | Path) -> tuple[Path, str] | None:
     if folder.parent.name != CHECKPOINTS_DIR:
         return None
     result_file = folder.parent.parent / f"{folder.name}.json"
-    try:
-        task = json.loads(result_file.read_text(encoding="utf-8"))["peftbench"]["task"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    recorded = read_result_file(result_file).result
+    task = recorded.task if recorded is not None else None
     return (result_file, task) if isinstance(task, str) and task in available_tasks() else None
 
 
