@@ -22,6 +22,8 @@ class ImageGenConfig(TrainConfig):
     # configs train as published; each result records the optimizer's actual hyperparameters beside it.
     nested_keys: ClassVar[tuple[str, ...]] = ()
 
+    # PEFT's script keeps AdaLoRA's total_step from adapter_config.json (750, its max_steps) at any max_steps
+    adalora_total_step: str = param("config", help="AdaLoRA's rank schedule: 'config' (the suite's) or 'max_steps'")
     dataset_id: str = param("", help="concept images: a hub dataset id or a local folder that datasets.load_dataset reads")
     dataset_split: str = param("train", help="the dataset's split")
     image_column: str = param("image", help="the dataset's image column")

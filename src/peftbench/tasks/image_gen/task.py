@@ -59,8 +59,6 @@ class ImageGenTask(Task):
         from peftbench.config import read_json_file
 
         defaults = read_json_file(self.defaults_file, "image task defaults")
-        # the suite's scripts keep AdaLoRA's total_step from its adapter_config.json at any step count
-        defaults.setdefault("adalora_total_step", "config")
         for key in LOCATION_KEYS:
             value = defaults.get(key)
             if isinstance(value, str) and value.startswith("./"):
