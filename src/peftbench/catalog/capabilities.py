@@ -79,7 +79,9 @@ def capability_name(text: str) -> str:
     cleaned = text.strip().lower().replace("_", "-")
     if cleaned in CAPABILITY_NAMES:
         return cleaned
-    matches = [name for name in CAPABILITY_NAMES if name.split(":")[-1] == cleaned or name.endswith(f"-{cleaned}")]
+    group, _, short = cleaned.rpartition(":")  # "quantized:4bit" (from --quantized 4bit), "conv2d"
+    matches = [name for name in CAPABILITY_NAMES if (not group or name.startswith(f"{group}:"))
+               and (name.split(":")[-1] == short or name.endswith(f"-{short}"))]
     if len(matches) == 1:
         return matches[0]
     valid = ", ".join(name.split(":")[-1] for name in CAPABILITY_NAMES)
