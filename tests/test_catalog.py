@@ -3,12 +3,10 @@ cache per peft version, a crashing method, filters, the JSON, the published rati
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +38,26 @@ def _trained(model, seed: int):
     return model
 
 
+def _two_trained_adapters(make_config):
+    """The tiny Llama with adapters 'default' and 'other' (both moved off their init), 'default' active; an
+    input and each adapter's logits on it."""
+    from peft import get_peft_model
+
+    base = _TinyLlama.fresh()
+    input_ids = torch.randint(0, base.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(3))
+    model = _trained(get_peft_model(base, make_config()), seed=1)
+    model.add_adapter("other", make_config())
+    model.set_adapter("other")
+    _trained(model, seed=2)
+    model.eval()
+    with torch.no_grad():
+        other = model(input_ids=input_ids).logits
+        model.set_adapter("default")
+        default = model(input_ids=input_ids).logits
+    assert _relative(default, other) > 1e-2  # two different adapters, so the checks that follow can fail
+    return model, input_ids, default, other
+
+
 @pytest.fixture(scope="module")
 def lora_probe():
     return probe_method("LORA")
@@ -59,21 +77,11 @@ def test_lora_probe_finds_merge_mixed_batch_and_conversion(lora_probe):
 def test_lora_merge_and_mixed_batch_hold_in_peft_directly():
     """The claims, checked without the probe's code: merged outputs equal unmerged ones, and a mixed batch's rows
     equal each adapter alone."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    base = _TinyLlama.fresh()
-    input_ids = torch.randint(0, base.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(3))
-    model = _trained(get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])), seed=1)
-    model.add_adapter("other", LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    model.set_adapter("other")
-    _trained(model, seed=2)
-    model.eval()
+    model, input_ids, default, other = _two_trained_adapters(lambda: LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
-        other = model(input_ids=input_ids).logits
-        model.set_adapter("default")
-        default = model(input_ids=input_ids).logits
         mixed = model(input_ids=input_ids.repeat(2, 1), adapter_names=["default", "other"]).logits
-        assert _relative(default, other) > 1e-2  # two different adapters, so the checks below can fail
         assert _relative(mixed[:1], default) < SAME_OUTPUTS_TOLERANCE
         assert _relative(mixed[1:], other) < SAME_OUTPUTS_TOLERANCE
         model.merge_adapter()
@@ -95,21 +103,13 @@ def test_prompt_tuning_cannot_merge_and_peft_agrees():
 
 def test_ia3_mixed_batch_is_no_and_peft_serves_the_wrong_adapter():
     """IA3 accepts `adapter_names` without error, but a row does not get its adapter: a "yes" would be wrong."""
-    from peft import IA3Config, get_peft_model
+    from peft import IA3Config
 
     findings = probe_method("IA3")["findings"]
     assert findings["merge"]["status"] == YES
     assert findings["mixed-batch"]["status"] == NO
-    base = _TinyLlama.fresh()
-    input_ids = torch.randint(0, base.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(3))
-    model = _trained(get_peft_model(base, IA3Config()), seed=1)
-    model.add_adapter("other", IA3Config())
-    model.set_adapter("other")
-    _trained(model, seed=2)
-    model.eval()
+    model, input_ids, _default, other = _two_trained_adapters(IA3Config)
     with torch.no_grad():
-        other = model(input_ids=input_ids).logits
-        model.set_adapter("default")
         try:
             mixed = model(input_ids=input_ids.repeat(2, 1), adapter_names=["default", "other"]).logits
         except Exception:  # noqa: BLE001 - refusing is also "cannot"
