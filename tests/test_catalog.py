@@ -8,6 +8,8 @@ import math
 import sys
 from collections import defaultdict
 
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -270,3 +272,20 @@ def test_compare_snippets_run_as_printed(fake_catalog, capfd):
     assert text.exit_code == 0 and "get_peft_model(model, OFTConfig(" in text.output
     unknown = _cli("--compare", "lora,nope")
     assert unknown.exit_code == 2 and "nope" in unknown.output
+
+
+def test_recommend_must_keeps_only_methods_that_can(fake_catalog):
+    fixture = Path(__file__).parent / "fixtures" / "results" / "peftbench"
+    result = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "mixed-batch", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["best"].startswith("lora") and data["ranking"] and all(r["name"].startswith("lora") for r in data["ranking"])
+    excluded = dict((e["name"].split("/")[0], e["why"]) for e in data["excluded"])
+    assert {"vera", "ia3", "oft"} <= set(excluded)
+    assert "cannot mixed-batch: no (fake)" in excluded["vera"]
+    merge = json.loads(CliRunner().invoke(app, ["recommend", str(fixture), "--must", "merge", "--json"]).stdout)
+    assert {r["name"].split("/")[0] for r in merge["ranking"]} == {"lora", "ia3", "oft"}
+    nobody = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "hot-swap,trains", "--filter", "method != 'lora'"])
+    assert nobody.exit_code == 1 and "no method among the results can hot-swap and trains" in nobody.output
+    bad = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "fly"])
+    assert bad.exit_code == 2 and "unknown capability 'fly'" in bad.output

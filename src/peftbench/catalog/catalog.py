@@ -97,3 +97,11 @@ def build_catalog(results: Sequence[str | Path] = (), *, published: bool = True,
     versions, probed, seconds = method_capabilities(peft_types, refresh=refresh, progress=progress)
     benchmarks, warnings = load_benchmarks(results, published=published, progress=progress)
     return Catalog(versions, [_entry(method) for method in probed], benchmarks, seconds, warnings)
+
+
+def method_findings(*, progress: bool = False) -> dict[str, dict[str, Finding]]:
+    """Every registered method's findings by peft type (probed, or read from the cache)."""
+    from peftbench.catalog.survey import method_capabilities
+
+    _versions, probed, _seconds = method_capabilities(progress=progress)
+    return {entry.peft_type: entry.findings for entry in map(_entry, probed)}
