@@ -19,6 +19,7 @@ from peftbench.catalog.benchmarks import published_results_dir
 from peftbench.catalog.capabilities import CAPABILITY_NAMES, NO, NOT_TRIED, STATUSES, YES, Finding
 from peftbench.catalog.probe import SAME_OUTPUTS_TOLERANCE, _TinyLlama, method_info, probe_method
 from peftbench.cli import app
+from test_report_html import browser, watched_page  # noqa: F401 - the report test's chromium fixture, shared
 
 
 @pytest.fixture(autouse=True)
@@ -289,3 +290,37 @@ def test_recommend_must_keeps_only_methods_that_can(fake_catalog):
     assert nobody.exit_code == 1 and "no method among the results can hot-swap and trains" in nobody.output
     bad = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "fly"])
     assert bad.exit_code == 2 and "unknown capability 'fly'" in bad.output
+
+
+def test_html_catalog_filters_in_a_real_browser(fake_catalog, tmp_path, browser):
+    """The report's catalog section in chromium: one row per method, capability checkboxes and the search box
+    filter the rows, and a capability cell gives its reason."""
+    import io
+
+    from rich.console import Console
+
+    from peftbench.catalog.catalog import build_catalog
+    from peftbench.reporting import render_report
+
+    fixture = Path(__file__).parent / "fixtures" / "results" / "peftbench"
+    path = tmp_path / "report.html"
+    render_report([fixture], html=path, console=Console(file=io.StringIO()), catalog=build_catalog([fixture]))
+    page, errors, dialogs, requests = watched_page(browser, path)
+    page.wait_for_selector("#catalog-table tbody tr")
+    rows = page.locator("#catalog-table tbody tr")
+    assert rows.count() == len(survey.registered_peft_types())
+    visible = lambda: page.locator("#catalog-table tbody tr:not([hidden]) td.name").all_text_contents()  # noqa: E731
+    page.locator("#catalog-filters input[data-capability='merge']").check()
+    assert sorted(visible()) == ["ia3", "lora", "oft"]
+    page.locator("#catalog-filters input[data-capability='layer:conv2d']").check()
+    assert sorted(visible()) == ["lora", "oft"]
+    assert page.locator("#catalog-count").text_content() == f"2 of {rows.count()}"
+    page.fill("#catalog-search", "orthogonal")
+    assert visible() == ["oft"]
+    page.locator("#catalog-table tr[data-method='oft'] td[data-capability='mixed-batch'] a").click()
+    assert page.locator("#catalog-reason").text_content() == "oft, mixed batch: no (fake). How: test"
+    lora_score = page.locator("#catalog-table tr[data-method='lora'] td").last.text_content()
+    assert "★" in lora_score and page.locator("#catalog-table tr[data-method='cpt'] td").last.text_content() \
+        == "never benchmarked here"
+    assert not errors and not dialogs
+    assert all(url.startswith(("file://", "data:", "about:")) for url in requests)
