@@ -50,7 +50,7 @@ REQUIRED_ARGUMENTS = {
     "CPT": {"cpt_token_ids": [0, 1, 2], "cpt_mask": [1, 1, 1], "cpt_tokens_type_mask": [1, 2, 3]},
     "CARTRIDGE": {"num_virtual_tokens": 4},
     "ADAPTION_PROMPT": {"adapter_len": 4, "adapter_layers": 1},
-    "POLY": {"n_tasks": 2},
+    "POLY": {"n_tasks": 1, "task_type": "CAUSAL_LM"},  # only the task-type models pass task_ids on
     "TRAINABLE_TOKENS": {"token_indices": [0, 1, 2]},
 }
 # What a method needs besides `target_modules` to adapt one layer of a module peft has no defaults for.
@@ -190,9 +190,21 @@ def _input_ids(vocab_size: int, seed: int, batch: int = 2, length: int = 8) -> t
     return torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+# Methods whose forward needs the task of each row (Poly's router, multitask prompt tuning's prompts).
+TASK_ID_TYPES = {"POLY", "MULTITASK_PROMPT_TUNING"}
+
+
+def _task_inputs(model: nn.Module, input_ids: torch.Tensor) -> dict:
+    """`task_ids` (task 0 for every row) when the model's active adapter needs them, else nothing."""
+    configs = getattr(model, "peft_config", None)
+    config = configs.get(getattr(model, "active_adapter", None)) if isinstance(configs, dict) else None
+    peft_type = str(getattr(getattr(config, "peft_type", None), "value", ""))
+    return {"task_ids": torch.zeros(len(input_ids), dtype=torch.long)} if peft_type in TASK_ID_TYPES else {}
+
+
 def _logits(model: nn.Module, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
     with torch.no_grad():
-        output = model(input_ids=input_ids, **kwargs)
+        output = model(input_ids=input_ids, **_task_inputs(model, input_ids), **kwargs)
     logits = output if isinstance(output, torch.Tensor) else output.logits
     # prompt learning prepends virtual tokens: compare the positions of the real input
     return logits[:, -input_ids.shape[1]:].to(torch.float64)
@@ -213,7 +225,7 @@ def _train(model: nn.Module, input_ids: torch.Tensor, steps: int = TRAIN_STEPS) 
     reached = False
     for _ in range(steps):
         optimizer.zero_grad()
-        output = model(input_ids=input_ids)
+        output = model(input_ids=input_ids, **_task_inputs(model, input_ids))
         if isinstance(output, torch.Tensor):
             loss = output.pow(2).mean()
         else:
@@ -438,6 +450,9 @@ def _probe_layer(peft_type: str, layer_type: str) -> Finding:
     if "target_modules" not in {field.name for field in dataclasses.fields(config_class)}:
         return Finding(NO, f"{config_class.__name__} has no target_modules: it adapts no chosen layer",
                        "read from peft's config class")
+    if peft_type in TASK_ID_TYPES:
+        return Finding(NOT_TRIED, "its forward needs task_ids, which peft passes on only to models of a task type "
+                                  "(a plain torch module has none)", how)
     torch.manual_seed(0)
     try:
         config = default_config(peft_type, target_modules=[module], **LAYER_ARGUMENTS.get(peft_type, {}))
