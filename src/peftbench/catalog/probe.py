@@ -6,8 +6,8 @@ method cannot do without, `REQUIRED_ARGUMENTS`), adapters moved away from their 
 training steps, outputs compared by relative logits error (conversion/fidelity.py). Nothing is read from
 the classes that can be tried instead.
 
-Models: the tiny Llama shipped in the package (assets/tiny-math-llama) for everything whole-model, and a torch
-module holding one layer of each type for the targetable layer types.
+Models: a one-layer cut of the shipped tiny Llama's architecture (assets/tiny-math-llama) for everything
+whole-model, and a torch module holding one layer of each type for the targetable layer types.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from peftbench.catalog.capabilities import (
     Finding,
 )
 
-# Outputs "equal" after merging, reloading or swapping: float32 round-off through a few layers is ~1e-6.
+# Outputs "equal" after merging, reloading or swapping: float32 round-off through the model is ~1e-7.
 SAME_OUTPUTS_TOLERANCE = 1e-4
 # An adapter must move the logits by this much (relative) for an equality check to tell anything.
 MIN_ADAPTER_EFFECT = 1e-3
@@ -58,6 +58,7 @@ LAYER_ARGUMENTS = {"IA3": {"feedforward_modules": []}}
 
 
 def first_line(error: BaseException) -> str:
+    """The error's type and the first line of its message: how a crashed method is listed."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
