@@ -186,6 +186,9 @@ def fake_catalog(monkeypatch):
     monkeypatch.setattr(survey, "probe_in_children", _fake_probe)
 
 
+RESULTS = Path(__file__).parent / "fixtures" / "results"
+
+
 def _cli(*args):
     return CliRunner().invoke(app, ["methods", *args], env={"COLUMNS": "300"})
 
@@ -257,18 +260,37 @@ def test_table_says_never_benchmarked_and_warns_once_per_unreadable_file(fake_ca
     assert result.output.count("broken.json") == 1
 
 
-def test_compare_snippets_run_as_printed(fake_catalog, capfd):
-    result = _cli("--compare", "lora,prompt_tuning", "--json")
+def test_compare_snippets_run_as_printed(fake_catalog, tmp_path):
+    """On a benchmark run on the shipped tiny Llama the snippets build and run as printed; on the published one,
+    they name its base model and its best config."""
+    from peftbench.tasks.math_tiny import shipped_model_path
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for source in (RESULTS / "peftbench").glob("*--seed0.json"):  # lora, ia3, vera: run on the tiny Llama
+        data = json.loads(source.read_text())
+        data["meta_info"]["model_info"] = {"model_id": str(shipped_model_path())}
+        if data["run_info"]["peft_config"]["peft_type"] == "LORA":  # untrusted: only the class's own fields count
+            data["run_info"]["peft_config"].update({"r": 4, "target_modules": ["q_proj"], "lora_alpha": 16,
+                                                    "__import__('os').system('x')": 1, "not_a_field": 2})
+        (results / source.name).write_text(json.dumps(data))
+    result = _cli(str(results), "--no-published", "--compare", "lora,ia3,prompt_tuning", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    snippets = data["snippets"]
-    best_lora = data["methods"][0]["benchmarks"]["math (published)"]  # the best published LoRA config
-    assert best_lora["experiment"] in snippets["lora"]
-    assert f"LoraConfig(task_type='CAUSAL_LM', r={best_lora['peft_config']['r']}," in snippets["lora"]
+    snippets = json.loads(result.stdout)["snippets"]
+    assert "LoraConfig(r=4, target_modules=['q_proj'], lora_alpha=16))" in snippets["lora"]
+    assert "math-tiny: lora/rank8" in snippets["lora"]
     for name, snippet in snippets.items():
         namespace: dict = {}
         exec(compile(snippet, f"<{name} snippet>", "exec"), namespace)  # noqa: S102 - our own printed code
-        assert namespace["model"].peft_config["default"].peft_type.value == name.upper()
+        model = namespace["model"]
+        assert model.peft_config["default"].peft_type.value == name.upper()
+        model(input_ids=torch.tensor([[1, 2, 3]]))  # built for this base model: it runs
+
+    published = json.loads(_cli("--compare", "lora", "--json").stdout)
+    best_lora = published["methods"][0]["benchmarks"]["math (published)"]  # the best published LoRA config
+    assert best_lora["experiment"] in published["snippets"]["lora"]
+    assert "from_pretrained('meta-llama/Llama-3.2-3B')" in published["snippets"]["lora"]
+    assert f"LoraConfig(task_type='CAUSAL_LM', r={best_lora['peft_config']['r']}," in published["snippets"]["lora"]
     text = _cli("--compare", "lora,oft")
     assert text.exit_code == 0 and "get_peft_model(model, OFTConfig(" in text.output
     unknown = _cli("--compare", "lora,nope")
@@ -276,7 +298,7 @@ def test_compare_snippets_run_as_printed(fake_catalog, capfd):
 
 
 def test_recommend_must_keeps_only_methods_that_can(fake_catalog):
-    fixture = Path(__file__).parent / "fixtures" / "results" / "peftbench"
+    fixture = RESULTS / "peftbench"
     result = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "mixed-batch", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -302,7 +324,7 @@ def test_html_catalog_filters_in_a_real_browser(fake_catalog, tmp_path, browser)
     from peftbench.catalog.catalog import build_catalog
     from peftbench.reporting import render_report
 
-    fixture = Path(__file__).parent / "fixtures" / "results" / "peftbench"
+    fixture = RESULTS / "peftbench"
     path = tmp_path / "report.html"
     render_report([fixture], html=path, console=Console(file=io.StringIO()), catalog=build_catalog([fixture]))
     page, errors, dialogs, requests = watched_page(browser, path)

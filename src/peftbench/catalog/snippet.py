@@ -11,9 +11,10 @@ import dataclasses
 import math
 from typing import Any
 
-# Fields that say where a config came from or how peft stores it, not how the method adapts a model.
+# Fields that say where a config came from or how peft stores it, not how the method adapts a model; and the
+# prompt-learning fields peft fills in from the base model (the benchmark's 3B model's sizes, not the user's).
 BOOKKEEPING_FIELDS = {"peft_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
-                      "peft_version"}
+                      "peft_version", "token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers"}
 
 
 def _plain(value: Any) -> bool:

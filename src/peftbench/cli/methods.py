@@ -83,16 +83,22 @@ def methods(
 
 
 def _snippet(catalog, entry) -> str:
+    """The method's best benchmarked config (the first benchmark that has one) on the base model it was
+    benchmarked on; never benchmarked: its defaults on peftbench's shipped tiny Llama."""
     from peftbench.catalog.snippet import usage_snippet
     from peftbench.tasks.math_tiny import shipped_model_path
 
     benchmarked = next(((b, b.methods[entry.peft_type]) for b in catalog.benchmarks if entry.peft_type in b.methods),
                        None)
-    origin = (f"the config benchmarked on {benchmarked[0].name}: {benchmarked[1].point.experiment_name}; "
-              "base model: peftbench's shipped tiny Llama (use yours)") if benchmarked else (
-        f"{entry.name} with its defaults, never benchmarked here; base model: peftbench's shipped tiny Llama")
-    config = benchmarked[1].to_json()["peft_config"] if benchmarked else None
-    return usage_snippet(entry.peft_type, config, str(shipped_model_path()), origin)
+    if benchmarked is None:
+        return usage_snippet(entry.peft_type, None, str(shipped_model_path()),
+                             f"{entry.name} with its defaults (never benchmarked here), on peftbench's tiny Llama")
+    benchmark, result = benchmarked
+    run = result.point.runs[0]
+    configured = run.train_config.get("model_id")  # the PEFT suite writes its base model only there
+    base_model = run.result.model_id or (configured if isinstance(configured, str) else str(shipped_model_path()))
+    origin = f"the config benchmarked on {benchmark.name}: {result.point.experiment_name}, on its base model"
+    return usage_snippet(entry.peft_type, result.to_json()["peft_config"], base_model, origin)
 
 
 def _fail(message: str) -> None:
