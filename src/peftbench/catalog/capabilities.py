@@ -24,7 +24,7 @@ class Capability:
 MODEL_CAPABILITIES = (
     Capability("trains", "trains", "a training step's gradients reach the adapter's parameters"),
     Capability("save-reload", "save/reload", "save_pretrained then PeftModel.from_pretrained gives the same outputs"),
-    Capability("merge", "merge", "merge_adapter() keeps the outputs and unmerge_adapter() restores the base"),
+    Capability("merge", "merge", "merging the adapter into the base weights keeps the outputs (unmerging: see why)"),
     Capability("multi-adapter", "several adapters", "a second adapter can be added and switched to"),
     Capability("mixed-batch", "mixed batch", "one batch serves several adapters at once (adapter_names=...)"),
     Capability("weighted-combination", "weighted combination", "add_weighted_adapter builds a combined adapter"),
