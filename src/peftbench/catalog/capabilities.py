@@ -18,18 +18,25 @@ class Capability:
     name: str  # what filters and JSON use
     label: str  # a column heading
     question: str  # what "yes" means
+    short: str = ""  # a narrow terminal column's heading
+
+    @property
+    def heading(self) -> str:
+        return self.short or self.label
 
 
 # Tried on the tiny Llama (probe.py), in this order.
 MODEL_CAPABILITIES = (
-    Capability("trains", "trains", "a training step's gradients reach the adapter's parameters"),
-    Capability("save-reload", "save/reload", "save_pretrained then PeftModel.from_pretrained gives the same outputs"),
+    Capability("trains", "trains", "a training step's gradients reach the adapter's parameters", "train"),
+    Capability("save-reload", "save/reload", "save_pretrained then PeftModel.from_pretrained gives the same outputs",
+               "save"),
     Capability("merge", "merge", "merging the adapter into the base weights keeps the outputs (unmerging: see why)"),
-    Capability("multi-adapter", "several adapters", "a second adapter can be added and switched to"),
-    Capability("mixed-batch", "mixed batch", "one batch serves several adapters at once (adapter_names=...)"),
-    Capability("weighted-combination", "weighted combination", "add_weighted_adapter builds a combined adapter"),
-    Capability("hot-swap", "hot-swap", "peft.utils.hotswap replaces the loaded adapter's weights in place"),
-    Capability("convert-lora", "convert to LoRA", "peftbench's conversion reproduces it as a plain LoRA"),
+    Capability("multi-adapter", "several adapters", "a second adapter can be added and switched to", "multi"),
+    Capability("mixed-batch", "mixed batch", "one batch serves several adapters at once (adapter_names=...)", "mixed"),
+    Capability("weighted-combination", "weighted combination", "add_weighted_adapter builds a combined adapter",
+               "weigh"),
+    Capability("hot-swap", "hot-swap", "peft.utils.hotswap replaces the loaded adapter's weights in place", "swap"),
+    Capability("convert-lora", "convert to LoRA", "peftbench's conversion reproduces it as a plain LoRA", "→LoRA"),
 )
 # Tried on a small torch model holding one layer of each type (probe.py): "layer:<type>".
 LAYER_TYPES = ("linear", "conv1d", "conv2d", "conv3d", "embedding", "multihead-attention")
@@ -45,8 +52,11 @@ QUANTIZATION_BACKENDS = {
     "aqlm": "aqlm",
 }
 
+LAYER_SHORT = {"linear": "lin", "embedding": "emb", "multihead-attention": "mha"}
 LAYER_CAPABILITIES = tuple(
-    Capability(f"layer:{layer}", layer, f"the method can target a {layer} layer and train it") for layer in LAYER_TYPES
+    Capability(f"layer:{layer}", layer, f"the method can target a {layer} layer and train it",
+               LAYER_SHORT.get(layer, layer))
+    for layer in LAYER_TYPES
 )
 QUANTIZED_CAPABILITIES = tuple(
     Capability(f"quantized:{name}", name, f"the method loads and trains on a {name} quantized base")

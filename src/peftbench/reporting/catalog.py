@@ -10,7 +10,14 @@ from rich.text import Text
 
 from peftbench.analysis.metrics import format_value
 from peftbench.catalog.benchmarks import stars_text
-from peftbench.catalog.capabilities import LAYER_CAPABILITIES, MODEL_CAPABILITIES, NO, QUANTIZED_CAPABILITIES, YES
+from peftbench.catalog.capabilities import (
+    LAYER_CAPABILITIES,
+    MODEL_CAPABILITIES,
+    NO,
+    NOT_TRIED,
+    QUANTIZED_CAPABILITIES,
+    YES,
+)
 
 STATUS_STYLES = {YES: "green", NO: "red"}
 STATUS_MARKS = {YES: "yes", NO: "no"}  # "not tried": a dim dash
@@ -21,23 +28,27 @@ def _mark(finding) -> Text:
 
 
 def _yes_names(entry, capabilities) -> Text:
-    names = [c.label for c in capabilities if entry.can(c.name)]
-    return Text(", ".join(names) or "-", style="" if names else "dim")
+    names = [c.heading for c in capabilities if entry.can(c.name)]
+    return Text(" ".join(names) or "-", style="" if names else "dim")
 
 
 def catalog_table(catalog, entries) -> Table:
     table = Table(title=f"{len(entries)} of {len(catalog.methods)} PEFT methods", title_justify="left")
+    # quantized bases: a column only where something was tried (the provenance line says why not otherwise)
+    quantized = any(entry.findings[c.name].status != NOT_TRIED for entry in entries for c in QUANTIZED_CAPABILITIES)
     table.add_column("method", no_wrap=True)
     for capability in MODEL_CAPABILITIES:
-        table.add_column(capability.label, justify="center")
+        table.add_column(capability.heading, justify="center")
     table.add_column("layers")
-    table.add_column("quantized")
+    if quantized:
+        table.add_column("quantized")
     for benchmark in catalog.benchmarks:
         table.add_column(f"{benchmark.name}: {benchmark.metrics[0].label}")
     for entry in entries:
         name = Text(entry.name, style="red" if entry.error else "bold")
         table.add_row(name, *[_mark(entry.findings[c.name]) for c in MODEL_CAPABILITIES],
-                      _yes_names(entry, LAYER_CAPABILITIES), _yes_names(entry, QUANTIZED_CAPABILITIES),
+                      _yes_names(entry, LAYER_CAPABILITIES),
+                      *([_yes_names(entry, QUANTIZED_CAPABILITIES)] if quantized else []),
                       *[Text(b.cell(entry.peft_type), style="" if entry.peft_type in b.methods else "dim")
                         for b in catalog.benchmarks])
     return table
@@ -84,5 +95,8 @@ def provenance_line(catalog) -> str:
     versions = ", ".join(f"{name} {value}" for name, value in catalog.versions.items())
     how = (f"probed now in {catalog.probe_seconds:.1f} s" if catalog.probe_seconds is not None
            else "probe read from the cache")
-    return (f"capabilities tried with {versions} ({how}); stars: quantiles among the methods benchmarked "
-            "(best 20% = five); `--compare A,B` shows each finding's reason")
+    untried = sorted({entry.findings[c.name].why for entry in catalog.methods for c in QUANTIZED_CAPABILITIES
+                      if entry.findings[c.name].status == NOT_TRIED})
+    quantized = f"quantized bases not tried: {'; '.join(untried)}; " if untried else ""
+    return (f"capabilities tried with {versions} ({how}); {quantized}stars: quantiles among the methods "
+            "benchmarked (best 20% = five); `--compare A,B` shows each finding's reason")
