@@ -346,3 +346,13 @@ def test_html_catalog_filters_in_a_real_browser(fake_catalog, tmp_path, browser)
         == "never benchmarked here"
     assert not errors and not dialogs
     assert all(url.startswith(("file://", "data:", "about:")) for url in requests)
+
+
+def test_an_unwritable_cache_warns_and_keeps_the_findings(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(survey.CACHE_DIR_ENV, str(blocker / "cache"))
+    monkeypatch.setattr(survey, "probe_in_children", lambda types, *a, **k: _fake_probe(types))
+    with pytest.warns(UserWarning, match="could not cache the method catalog's findings"):
+        _versions, methods, _seconds = survey.method_capabilities(["LORA"])
+    assert methods[0]["peft_type"] == "LORA" and methods[0]["findings"]["merge"]["status"] == YES

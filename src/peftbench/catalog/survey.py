@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,7 +178,11 @@ def method_capabilities(peft_types: Sequence[str] | None = None, *, refresh: boo
             probed = probe_in_children(missing)
         seconds = time.perf_counter() - started
         cached.update(probed)
-        _write_cache(path, versions, cached, seconds)
+        try:
+            _write_cache(path, versions, cached, seconds)
+        except OSError as error:  # the findings are still good for this command: only the next one probes again
+            warnings.warn(f"could not cache the method catalog's findings in {path}: {error.strerror or error}; "
+                          f"set {CACHE_DIR_ENV} to a writable folder", stacklevel=2)
     return versions, [_checked(cached[peft_type]) for peft_type in peft_types], seconds
 
 
