@@ -306,6 +306,7 @@ def test_recommend_must_keeps_only_methods_that_can(fake_catalog):
     excluded = dict((e["name"].split("/")[0], e["why"]) for e in data["excluded"])
     assert {"vera", "ia3", "oft"} <= set(excluded)
     assert "cannot mixed-batch: no (fake)" in excluded["vera"]
+    assert any(reason.startswith("only methods that can mixed-batch") for reason in data["reasons"])
     merge = json.loads(CliRunner().invoke(app, ["recommend", str(fixture), "--must", "merge", "--json"]).stdout)
     assert {r["name"].split("/")[0] for r in merge["ranking"]} == {"lora", "ia3", "oft"}
     nobody = CliRunner().invoke(app, ["recommend", str(fixture), "--must", "hot-swap,trains", "--filter", "method != 'lora'"])

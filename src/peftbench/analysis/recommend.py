@@ -235,4 +235,7 @@ def recommend_results(loaded, constraints: Sequence[Constraint], priority: Metri
     if incapable and not points:
         recommendation.reasons = [f"no method among the results can {' and '.join(must)}",
                                   *(f"{name}: {why}" for name, why in incapable)]
+    elif must:
+        recommendation.reasons.insert(1, f"only methods that can {' and '.join(must)} (the method catalog's "
+                                         f"findings): {len(incapable)} point(s) left out for that")
     return RecommendationReport(recommendation, warnings, None, unfair)
