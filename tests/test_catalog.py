@@ -357,3 +357,20 @@ def test_an_unwritable_cache_warns_and_keeps_the_findings(monkeypatch, tmp_path)
     with pytest.warns(UserWarning, match="could not cache the method catalog's findings"):
         _versions, methods, _seconds = survey.method_capabilities(["LORA"])
     assert methods[0]["peft_type"] == "LORA" and methods[0]["findings"]["merge"]["status"] == YES
+
+
+def test_best_point_and_stars_follow_the_score_direction():
+    from types import SimpleNamespace
+
+    from peftbench.analysis.metrics import get_metric, oriented
+    from peftbench.catalog.benchmarks import _best, quantile_stars
+
+    score = get_metric("test_score")
+    points = [SimpleNamespace(name=name, mean=lambda _m, v=value: v) for name, value in
+              [("zero", 0.0), ("negative", -0.5), ("none", None)]]
+    assert _best(points, score).name == "zero"  # a score of 0.0 is a score, not a missing one
+    assert _best(points, oriented(score, False)).name == "negative"
+    values = {f"m{i}": float(i) for i in range(10)}
+    stars = quantile_stars(values, score)
+    assert [stars[f"m{i}"] for i in range(10)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert quantile_stars({"a": 1.0, "b": 1.0, "c": 0.0}, score) == {"a": 5, "b": 5, "c": 2}

@@ -79,9 +79,11 @@ def _peft_config(point: Point) -> dict | None:
 
 
 def _best(points: list[Point], score: Metric) -> Point:
-    scored = [p for p in points if p.mean(score.name) is not None] or points
-    return max(scored, key=lambda p: (p.mean(score.name) or -math.inf) * (1 if score.higher_is_better else -1)
-               if p.mean(score.name) is not None else -math.inf)
+    """The point with the best score (the first one when none has a score)."""
+    scored = [p for p in points if p.mean(score.name) is not None]
+    if not scored:
+        return points[0]
+    return max(scored, key=lambda p: p.mean(score.name) if score.higher_is_better else -p.mean(score.name))
 
 
 def quantile_stars(values: dict[str, float], metric: Metric) -> dict[str, int]:
