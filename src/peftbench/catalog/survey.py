@@ -37,14 +37,13 @@ def cache_dir() -> Path:
 
 
 def probe_versions() -> dict[str, str]:
-    """What the findings depend on: the libraries' versions and the probe's own code."""
-    import peft
-    import torch
-    import transformers
+    """What the findings depend on: the libraries' versions (from their installed metadata: importing torch only to
+    read a version would cost a cached catalog seconds) and the probe's own code."""
+    from importlib.metadata import version
 
     here = Path(__file__).parent
     code = hashlib.sha256(b"".join((here / name).read_bytes() for name in ("probe.py", "capabilities.py")))
-    return {"peft": peft.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {**{package: version(package) for package in ("peft", "torch", "transformers")},
             "probe": code.hexdigest()[:12]}
 
 
@@ -60,23 +59,29 @@ def cache_file(versions: dict[str, str]) -> Path:
     return cache_dir() / f"method-capabilities-{key}.json"
 
 
-def _read_cache(path: Path, versions: dict[str, str]) -> dict[str, dict]:
-    """The cached probe of each method, or nothing when the file is missing, unreadable or of other versions."""
+def _read_cache(path: Path, versions: dict[str, str]) -> tuple[dict[str, dict], list[str] | None]:
+    """The cached probe of each method and the peft types this peft registers, or nothing when the file is missing,
+    unreadable or of other versions."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return {}, None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or data.get("versions") != versions:
-        return {}
-    methods = data.get("methods")
-    return {m["peft_type"]: m for m in methods if isinstance(m, dict) and "peft_type" in m} if isinstance(methods, list) else {}
+        return {}, None
+    methods, registered = data.get("methods"), data.get("registered")
+    if not isinstance(registered, list) or not all(isinstance(name, str) for name in registered):
+        registered = None
+    if not isinstance(methods, list):
+        return {}, registered
+    return {m["peft_type"]: m for m in methods if isinstance(m, dict) and "peft_type" in m}, registered
 
 
 def _write_cache(path: Path, versions: dict[str, str], methods: dict[str, dict], seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"schema_version": SCHEMA_VERSION, "versions": versions,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "probe_seconds": round(seconds, 2), "methods": list(methods.values())}
+                "probe_seconds": round(seconds, 2), "registered": registered_peft_types(),
+                "methods": list(methods.values())}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(document, out, indent=1)
@@ -163,9 +168,9 @@ def method_capabilities(peft_types: Sequence[str] | None = None, *, refresh: boo
     probed (all of them with `refresh`) and the cache updated.
     """
     versions = probe_versions()
-    peft_types = list(peft_types or registered_peft_types())
     path = cache_file(versions)
-    cached = {} if refresh else _read_cache(path, versions)
+    cached, registered = ({}, None) if refresh else _read_cache(path, versions)
+    peft_types = list(peft_types or registered or registered_peft_types())
     missing = [peft_type for peft_type in peft_types if peft_type not in cached]
     seconds = None
     if missing:
