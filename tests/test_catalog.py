@@ -374,3 +374,17 @@ def test_best_point_and_stars_follow_the_score_direction():
     stars = quantile_stars(values, score)
     assert [stars[f"m{i}"] for i in range(10)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert quantile_stars({"a": 1.0, "b": 1.0, "c": 0.0}, score) == {"a": 5, "b": 5, "c": 2}
+
+
+def test_a_batch_check_that_cannot_tell_adapters_apart_is_not_tried():
+    """Adapters that leave the outputs as they are would pass a mixed-batch or hot-swap check vacuously."""
+    from types import SimpleNamespace
+
+    from peftbench.catalog.probe import _needs_two_distinct
+
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    same = SimpleNamespace(logits=logits, base_logits=logits.clone())
+    finding = _needs_two_distinct(same, logits.clone())
+    assert finding.status == NOT_TRIED and "could not tell them apart" in finding.why
+    apart = SimpleNamespace(logits=logits + 1, base_logits=logits)
+    assert _needs_two_distinct(apart, logits - 1) is None

@@ -188,7 +188,12 @@ ZOO_MODULES = dict(zip(LAYER_TYPES, ("linear", "conv1d", "conv2d", "conv3d", "em
 
 
 def _input_ids(vocab_size: int, seed: int, batch: int = 2, length: int = 8) -> torch.Tensor:
-    return torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+    """Seeded random token ids, each row starting with the tokens that trainable tokens train (REQUIRED_ARGUMENTS),
+    so that its adapter sees them."""
+    input_ids = torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+    trained_tokens = torch.tensor(REQUIRED_ARGUMENTS["TRAINABLE_TOKENS"]["token_indices"])
+    input_ids[:, : len(trained_tokens)] = trained_tokens
+    return input_ids
 
 
 # Methods whose forward needs the task of each row (Poly's router, multitask prompt tuning's prompts).
@@ -314,6 +319,18 @@ def _needs_effect(setup: _Setup) -> Finding | None:
     return None
 
 
+def _needs_two_distinct(setup: _Setup, second: torch.Tensor) -> Finding | None:
+    """Not tried when the two adapters (or an adapter and the base) give the same outputs: a check of which one
+    served a row would pass whichever did."""
+    # on the first row, the one the mixed batch repeats (the error measures take the max over rows)
+    first, second, base = setup.logits[:1], second[:1], setup.base_logits[:1]
+    apart = min(_relative_error(second, first), _relative_error(second, base), _relative_error(first, base))
+    if apart < MIN_ADAPTER_EFFECT:
+        return Finding(NOT_TRIED, f"the two adapters and the base differ by only {apart:.1e} (relative logits): "
+                                  "the check could not tell them apart", "")
+    return None
+
+
 def _probe_save_reload(setup: _Setup) -> Finding:
     from peft import PeftModel
 
@@ -358,6 +375,9 @@ def _probe_multi_adapter(setup: _Setup) -> Finding:
 def _probe_mixed_batch(setup: _Setup) -> Finding:
     how = HOW["mixed-batch"]
     second = setup.add_second()
+    skip = _needs_two_distinct(setup, second)
+    if skip:
+        return skip
     input_ids = torch.cat([setup.input_ids[:1]] * 3)
     mixed = _logits(setup.model, input_ids, adapter_names=["default", "second", "__base__"])
     for row, (reference, what) in enumerate(
@@ -400,6 +420,9 @@ def _probe_hot_swap(setup: _Setup) -> Finding:
 
     how = HOW["hot-swap"]
     second = setup.add_second()
+    skip = _needs_two_distinct(setup, second)
+    if skip:
+        return skip
     with tempfile.TemporaryDirectory(prefix="peftbench-probe-") as folder:
         setup.model.save_pretrained(folder, selected_adapters=["second"])
         hotswap_adapter(setup.model, str(Path(folder) / "second"), adapter_name="default")
