@@ -388,3 +388,12 @@ def test_a_batch_check_that_cannot_tell_adapters_apart_is_not_tried():
     assert finding.status == NOT_TRIED and "could not tell them apart" in finding.why
     apart = SimpleNamespace(logits=logits + 1, base_logits=logits)
     assert _needs_two_distinct(apart, logits - 1) is None
+
+
+def test_a_task_name_is_printed_as_itself_not_as_markup(fake_catalog, tmp_path):
+    data = json.loads((RESULTS / "peftbench" / "lora--rank8--seed0.json").read_text())
+    data["peftbench"]["task"] = "[bold red]evil"
+    (tmp_path / "lora.json").write_text(json.dumps(data))
+    result = _cli(str(tmp_path), "--no-published")
+    assert result.exit_code == 0, result.output
+    assert "[bold red]evil: test score" in result.output

@@ -43,7 +43,7 @@ def catalog_table(catalog, entries) -> Table:
     if quantized:
         table.add_column("quantized")
     for benchmark in catalog.benchmarks:
-        table.add_column(f"{benchmark.name}: {benchmark.metrics[0].label}")
+        table.add_column(Text(f"{benchmark.name}: {benchmark.metrics[0].label}"))  # a task name is untrusted
     for entry in entries:
         name = Text(entry.name, style="red" if entry.error else "bold")
         table.add_row(name, *[_mark(entry.findings[c.name]) for c in MODEL_CAPABILITIES],
