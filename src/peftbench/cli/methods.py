@@ -79,7 +79,7 @@ def methods(
                 console.print(Text(f"{entry.name}: not probed on the tiny Llama: {entry.error}", style="red"))
         if wanted and not chosen:
             console.print(f"no method can do all of: {', '.join(wanted)}")
-    console.print(provenance_line(catalog), style="dim", highlight=False)
+    console.print(Text(provenance_line(catalog), style="dim"))
 
 
 def _snippet(catalog, entry) -> str:
