@@ -10,9 +10,10 @@ import pytest
 
 from peftbench.analysis.metrics import get_metric
 from peftbench.analysis.pareto import pareto_frontier
+from peftbench.catalog.benchmarks import published_results_dir
 
 # every published MetaMathQA result of the PEFT suite, unchanged (tests/fixtures/results/README.md)
-PUBLISHED = Path(__file__).parent / "fixtures" / "results" / "peft-metamathqa-published"
+PUBLISHED = published_results_dir()  # shipped in the package
 
 
 def brute_force_frontier(points: dict[str, dict[str, float]], senses: dict[str, int]) -> set[str]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from peftbench.analysis.metrics import Metric, format_value, get_metric
 from peftbench.analysis.noise import Difference, compare
@@ -200,10 +201,30 @@ class RecommendationReport:
     condition_warnings: list = field(default_factory=list)  # unfair comparisons among the ranked points
 
 
+def capable_points(points: Sequence[Point], must: Sequence[str],
+                   findings: Mapping[str, Mapping[str, Any]]) -> tuple[list[Point], list[tuple[str, str]]]:
+    """The points whose method can do every capability in `must`, by the method catalog's findings per peft type
+    (catalog.capabilities.Finding), and (point name, why) for the others."""
+    kept, left_out = [], []
+    for point in points:
+        method_findings = findings.get(point.peft_type or "")
+        if method_findings is None:
+            left_out.append((point.name, f"{point.peft_type or 'its method'} is not in the method catalog"))
+            continue
+        lacking = [f"cannot {name}: {method_findings[name]}" for name in must if method_findings[name].status != "yes"]
+        if lacking:
+            left_out.append((point.name, "; ".join(lacking)))
+        else:
+            kept.append(point)
+    return kept, left_out
+
+
 def recommend_results(loaded, constraints: Sequence[Constraint], priority: Metric | str, *, task: str | None = None,
-                      point_filter=None) -> RecommendationReport:
+                      point_filter=None, must: Sequence[str] = (),
+                      findings: Mapping[str, Mapping[str, Any]] | None = None) -> RecommendationReport:
     """From loaded results to a recommendation: the points of one task (`task`, or the only one there is), then
-    those `point_filter` keeps, ranked under `constraints`."""
+    those `point_filter` keeps and whose method can do every capability in `must` (`findings`: the method
+    catalog's, per peft type), ranked under `constraints`."""
     from peftbench.analysis.comparison import filtered, grouped_points
     from peftbench.analysis.conditions import condition_warnings
 
@@ -217,5 +238,14 @@ def recommend_results(loaded, constraints: Sequence[Constraint], priority: Metri
         return RecommendationReport(None, warnings, f"results of several tasks ({', '.join(tasks)}) cannot be ranked "
                                     "together; choose one with --task")
     points, _ = filtered(points, point_filter)
+    points, incapable = capable_points(points, must, findings or {}) if must else (points, [])
     unfair = condition_warnings(points)
-    return RecommendationReport(recommend(points, constraints, priority), warnings, None, unfair)
+    recommendation = recommend(points, constraints, priority)
+    recommendation.excluded.extend(incapable)
+    if incapable and not points:
+        recommendation.reasons = [f"no method among the results can {' and '.join(must)}",
+                                  *(f"{name}: {why}" for name, why in incapable)]
+    elif must:
+        recommendation.reasons.insert(1, f"only methods that can {' and '.join(must)} (the method catalog's "
+                                         f"findings): {len(incapable)} point(s) left out for that")
+    return RecommendationReport(recommendation, warnings, None, unfair)

@@ -16,7 +16,8 @@ import threading
 
 import typer
 
-SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory"]
+SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory",
+                      "methods"]
 
 app = typer.Typer(
     name="peftbench",

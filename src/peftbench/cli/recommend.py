@@ -33,6 +33,7 @@ def recommend(
     filter_expression: Annotated[
         Optional[str], typer.Option("--filter", help="Consider only points matching this expression (see `peftbench report --help`).")
     ] = None,
+    must: Annotated[Optional[list[str]], typer.Option("--must", help="Only methods that can do these, as `peftbench methods` tried them: e.g. merge,mixed-batch.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
 ) -> None:
     from rich.console import Console
@@ -41,6 +42,7 @@ def recommend(
     from peftbench.analysis.metrics import get_metric
     from peftbench.analysis.points import FILTER_FIELDS
     from peftbench.analysis.recommend import ConstraintError, recommend_results
+    from peftbench.catalog.catalog import method_findings, parse_capabilities
     from peftbench.results.reader import load_results
 
     try:
@@ -48,12 +50,14 @@ def recommend(
         constraints = _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params,
                                    max_forgetting, min_score)
         point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
-    except (KeyError, ConstraintError, FilterError) as error:
+        required = parse_capabilities(must or [])
+    except (KeyError, ValueError, ConstraintError, FilterError) as error:
         _fail(error.args[0])
 
     console = Console(stderr=json_out)
+    findings = method_findings(progress=True) if required else None
     report = recommend_results(load_results(results, progress=True), constraints, priority_metric, task=task,
-                               point_filter=point_filter)
+                               point_filter=point_filter, must=required, findings=findings)
     _warn(console, report.warnings)
     if report.error:
         _fail(report.error)

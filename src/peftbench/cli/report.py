@@ -40,6 +40,7 @@ def report(
     png: Annotated[Optional[Path], typer.Option("--png", help="Write static Pareto plots (PNG) into this folder.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object (frontier, points, dominated_by, ...) instead of tables.")] = False,
     title: Annotated[str, typer.Option("--title", help="Title of the HTML report.")] = "peftbench report",
+    catalog: Annotated[bool, typer.Option("--catalog", help="Add the method catalog (`peftbench methods`, joined with these results) to the HTML report.")] = False,
 ) -> None:
     from rich.console import Console
 
@@ -47,10 +48,14 @@ def report(
     from peftbench.reporting.render import render_report
 
     metric_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if catalog and html is None:
+        typer.echo("error: --catalog adds a section to the HTML report; give --html too", err=True)
+        raise typer.Exit(2)
     try:
         comparison = render_report(
             results, x=x, y=y, metrics=metric_list, filter_expression=filter_expression,
             html=html, png_dir=png, json_out=json_out, console=Console(), title=title,
+            catalog=_catalog(results) if catalog else None,
         )
     except (KeyError, ValueError, FilterError) as error:
         message = error.args[0] if error.args else str(error)
@@ -61,6 +66,12 @@ def report(
         raise typer.Exit(1) from None
     if not comparison.points:
         raise typer.Exit(1)  # nothing usable: scripts should notice
+
+
+def _catalog(results):
+    from peftbench.catalog.catalog import build_catalog
+
+    return build_catalog(results, progress=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,9 +34,23 @@ def json_for_script(data: Any) -> str:
     return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group(0)], text)
 
 
-def report_data(comparison: Comparison, title: str) -> dict[str, Any]:
-    """What the page's script renders: the comparison plus metric metadata and per-run curves."""
+def catalog_data(catalog) -> dict[str, Any]:
+    """The method catalog as the page's table shows it: the findings, and each benchmark's cell as the terminal
+    prints it."""
+    from peftbench.reporting.catalog import provenance_line
+
+    document = catalog.to_json()
+    for method in document["methods"]:
+        method["benchmarks"] = {b.name: b.cell(method["peft_type"]) for b in catalog.benchmarks}
+    return {"provenance": provenance_line(catalog), "capabilities": document["capabilities"],
+            "benchmarks": [b.name for b in catalog.benchmarks], "methods": document["methods"]}
+
+
+def report_data(comparison: Comparison, title: str, catalog=None) -> dict[str, Any]:
+    """What the page's script renders: the comparison plus metric metadata and per-run curves, and the method
+    catalog (catalog.catalog.Catalog) when one is given."""
     data = comparison_dict(comparison)
+    data["catalog"] = catalog_data(catalog) if catalog is not None else None
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
     data["samples"] = prediction_samples(comparison.points)  # what the models wrote, a few items per task
@@ -66,25 +80,25 @@ def task_outputs(points) -> dict[str, Any]:
     return outputs
 
 
-def render_html(comparison: Comparison, *, title: str = "peftbench report") -> str:
+def render_html(comparison: Comparison, *, title: str = "peftbench report", catalog=None) -> str:
     """The whole report as one HTML string."""
     from plotly.offline import get_plotlyjs
 
     template = resources.files("peftbench.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
     values = {
         "TITLE": html.escape(title),
-        "DATA": json_for_script(report_data(comparison, title)),
+        "DATA": json_for_script(report_data(comparison, title, catalog)),
         "PLOTLYJS": get_plotlyjs(),
     }
     # One pass, so that a placeholder-like string inside the data is never substituted again.
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def write_html(comparison: Comparison, path: str | Path, *, title: str = "peftbench report") -> Path:
+def write_html(comparison: Comparison, path: str | Path, *, title: str = "peftbench report", catalog=None) -> Path:
     """Write the report atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_html(comparison, title=title)
+    text = render_html(comparison, title=title, catalog=catalog)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:

@@ -59,11 +59,13 @@ def render_report(
     json_out: bool = False,
     console: Console | None = None,
     title: str = "peftbench report",
+    catalog=None,
 ) -> Comparison:
     """Load results, compare them and write the requested outputs.
 
     `results`: result files / folders, already loaded records, or a LoadedResults. With `json_out` the
-    terminal gets the JSON object only (for piping); otherwise the rich tables. Returns the Comparison.
+    terminal gets the JSON object only (for piping); otherwise the rich tables. `catalog` (catalog.catalog.Catalog)
+    adds the method catalog to the HTML report. Returns the Comparison.
     Raises KeyError (unknown metric), FilterError (bad filter) or ValueError (an output path that would replace
     an input: check_output_paths) before anything is written.
     """
@@ -90,7 +92,7 @@ def render_report(
     if html is not None:
         from peftbench.reporting.html import write_html
 
-        path = write_html(comparison, html, title=title)
+        path = write_html(comparison, html, title=title, catalog=catalog)
         if not json_out:
             console.print(f"HTML report: {path}", markup=False, highlight=False)
     if png_dir is not None:
