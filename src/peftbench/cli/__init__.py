@@ -16,7 +16,7 @@ import threading
 
 import typer
 
-SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory"]
+SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory", "infer"]
 
 app = typer.Typer(
     name="peftbench",

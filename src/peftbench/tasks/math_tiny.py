@@ -49,6 +49,11 @@ class MathTinyTask(TextTask):
         "(offline; minutes per experiment on a laptop CPU)"
     )
 
+    # PEFT's inference settings (5 prompts a category, 10 runs of 20/50/100 tokens) would take most of an hour
+    # for the quick suite's nine methods on two CPU cores; these keep its categories at half the lengths
+    inference_params = {"prompts_per_category": 2, "max_new_tokens": {"short": 10, "medium": 25, "long": 50},
+                        "runs": 3}
+
     def default_params(self) -> dict[str, Any]:
         return {
             **math_task().default_params(),
