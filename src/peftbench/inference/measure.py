@@ -18,10 +18,14 @@ from typing import Any, Callable, Optional
 from peftbench.config import ConfigError
 from peftbench.inference.settings import InferenceSettings, load_prompts
 from peftbench.inference.targets import InferenceTarget
-from peftbench.inference.timing import compare_with_base, steps_of, time_mode
-from peftbench.results.inference_record import InferenceResult, read_inference_file, write_inference
+from peftbench.inference.timing import steps_of, time_mode
+from peftbench.results.inference_record import InferenceResult, write_inference
 
 SECOND_ADAPTER = "second"  # the other tenant of a mixed-adapter batch
+
+
+def _type_name(peft_config) -> str:
+    return str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
 
 
 def unsupported(reason: str) -> dict[str, Any]:
@@ -76,13 +80,6 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
     result.hardware, result.precision = hardware.to_dict(), precision_name(config.dtype, use_amp)
     result.settings, result.model_id, result.package_info = settings.to_dict(), config.model_id, package_info()
 
-    base_block: dict[str, Any] = {}
-    if target is not None:  # before any model loads: without the base's figures there is no overhead
-        base_result, problem = read_inference_file(job["base_file"])
-        if base_result is None or base_result.status != "success":
-            raise ConfigError(f"the base model's measurement {job['base_file']} is missing or failed: "
-                              f"{problem or base_result.error_msg}")
-        base_block = base_result.base
     tokenizer = task.load_processor(config)
     tokenizer.padding_side = "left"  # generation continues each row from its last token
     prompts = load_prompts(settings)
@@ -93,20 +90,18 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
     bar = tqdm(total=steps_of(settings) * max(1, len(dict.fromkeys(modes))), desc="measuring", unit="run",
                disable=not job.get("show_progress", True), leave=False)
 
+    # each adapter's runs alternate with runs of a pristine copy of the base model (inference/timing.py)
+    reference = None if target is None else task.load_model(config, device).eval()
+
     def timed(model, **options) -> dict[str, Any]:
-        block = {"supported": True, **time_mode(model, tokenizer, prompts, settings, device, clock=clock,
-                                                 autocast=use_amp, on_step=bar.update, **options)}
-        if target is not None:
-            compare_with_base(block, base_block)
-        return block
+        # parameters: what the served model holds (a merged adapter leaves exactly the base model's)
+        return {"supported": True, "parameters": sum(p.numel() for p in model.parameters()),
+                **time_mode(model, tokenizer, prompts, settings, device, clock=clock, autocast=use_amp,
+                            reference=reference, on_step=bar.update, **options)}
 
     if target is None:
         result.base = timed(base)
-        for size in result.base["batches"].values():
-            for measured in size.values():
-                measured["overhead_pct"], measured["within_noise"] = 0.0, True
         return
-    result.base = base_block
     result.modes = _measure_modes(target, task, config, device, base, tokenizer, settings, timed, result)
     result.choose_headline()
     bar.close()
@@ -120,15 +115,14 @@ def _measure_modes(target: InferenceTarget, task, config, device, base, tokenize
     if target.state == "full":
         model = base if not (Path(target.folder) / "config.json").is_file() else \
             task.load_model(replace(config, model_id=target.folder), device).eval()
-        reason = "full fine-tuning has no adapter: the whole model is served as it is (mode 'full')"
-        return {"full": timed(model), **{mode: unsupported(reason) for mode in settings.modes}}
+        return {"full": timed(model)}  # no adapter: nothing to merge, convert or mix; the model is served as it is
     original = None
     if "converted" in settings.modes and target.state != "converted":
         from peftbench.conversion.source import snapshot_parameters
 
         original = snapshot_parameters(base)  # conversion's ΔW is against the weights before the adapter
     model, peft_config = _attach_adapter(target, task, config, base, tokenizer, device)
-    result.peft_type = str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
+    result.peft_type = _type_name(peft_config)
     result.trainable_params, result.total_params = trainable_and_total_params(model)
     adapter_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     result.adapter_size_mb = adapter_bytes / 2**20  # PEFT's estimate (not a file size)
@@ -191,7 +185,7 @@ def _mixed(target: InferenceTarget, model, peft_config, settings: InferenceSetti
     if not sizes:
         return unsupported("a mixed-adapter batch needs a batch size above 1 (--set batch_sizes=[1,8])")
     if peft_config.is_prompt_learning:
-        return unsupported(f"{peft_config.peft_type}: peft serves mixed-adapter batches for tuners that adapt layers, "
+        return unsupported(f"{_type_name(peft_config)}: peft serves mixed-adapter batches for tuners that adapt layers, "
                            "not for prompt learning")
     if target.state == "untrained":
         model.add_adapter(SECOND_ADAPTER, copy.deepcopy(peft_config))
@@ -203,7 +197,7 @@ def _mixed(target: InferenceTarget, model, peft_config, settings: InferenceSetti
         return timed(model, batch_sizes=sizes,
                      adapter_names=lambda size: [("default", SECOND_ADAPTER)[i % 2] for i in range(size)])
     except (ValueError, TypeError, NotImplementedError, AttributeError) as error:  # peft: not for this tuner
-        return unsupported(f"peft cannot serve a mixed-adapter batch of {peft_config.peft_type}: {error}")
+        return unsupported(f"peft cannot serve a mixed-adapter batch of {_type_name(peft_config)}: {error}")
     finally:
         model.delete_adapter(SECOND_ADAPTER)
         model.set_adapter("default")
@@ -238,10 +232,10 @@ def _converted(target: InferenceTarget, task, config, device, model, original, s
 def _merged(model, peft_config, timed) -> dict[str, Any]:
     """merge_and_unload: the adapter folded into the base weights (the last mode: the adapter is gone after it)."""
     if peft_config.is_prompt_learning:
-        return unsupported(f"{peft_config.peft_type} adds virtual tokens to every input: there is nothing to "
+        return unsupported(f"{_type_name(peft_config)} adds virtual tokens to every input: there is nothing to "
                            "merge into the weights, it is always served un-merged")
     try:
         merged = model.merge_and_unload()
     except (AttributeError, NotImplementedError, ValueError, TypeError) as error:  # peft: this tuner cannot merge
-        return unsupported(f"peft cannot merge {peft_config.peft_type}: {error}")
+        return unsupported(f"peft cannot merge {_type_name(peft_config)}: {error}")
     return timed(merged.eval())

@@ -58,10 +58,10 @@ def measure_all(targets: list[InferenceTarget], *, task_name: str, results_dir: 
                 settings_overrides: dict[str, Any], num_threads: Optional[int], force: bool,
                 on_start: Callable[[str], None] = lambda label: None,
                 on_done: Callable[[InferenceOutcome], None] = lambda outcome: None) -> list[InferenceOutcome]:
-    """Measure the base model (when any target needs measuring), then each target; existing successful
-    results of the same task are kept unless `force`."""
+    """Measure the base model once (PEFT's absolute figures, when any target needs measuring), then each target;
+    existing successful results of the same task are kept unless `force`."""
     job = {"job": "infer", "task": task_name, "overrides": overrides, "settings": settings_overrides,
-           "num_threads": num_threads, "base_file": str(inference_path(results_dir, BASE_STEM))}
+           "num_threads": num_threads}
     outcomes: list[InferenceOutcome] = []
     todo = []
     for target in targets:
@@ -75,18 +75,14 @@ def measure_all(targets: list[InferenceTarget], *, task_name: str, results_dir: 
     if not todo:
         return outcomes
     on_start("base model")
-    base = _measure_one({**job, "target": None}, Path(job["base_file"]), "base model")
+    base = _measure_one({**job, "target": None}, inference_path(results_dir, BASE_STEM), "base model")
     outcomes.append(base)
     on_done(base)
     for target in todo:
         label = f"{target.method}/{target.name}"
         on_start(label)
         path = inference_path(results_dir, target.stem)
-        if base.status != "success":  # nothing to compare with: say so in each result rather than measure
-            outcome = _write_failed(path, job, target, f"not measured: the base model's measurement failed "
-                                                       f"({base.result.error_msg.splitlines()[0] if base.result else ''})")
-        else:
-            outcome = _measure_one({**job, "target": target.to_dict()}, path, label)
+        outcome = _measure_one({**job, "target": target.to_dict()}, path, label)
         outcomes.append(outcome)
         on_done(outcome)
     return outcomes
@@ -111,11 +107,10 @@ def _measure_one(job: dict[str, Any], path: Path, label: str) -> InferenceOutcom
 
 
 def _write_failed(path: Path, job: dict[str, Any], target: Optional[InferenceTarget], message: str,
-                  status: str = "failed") -> InferenceOutcome:
+                  status: str = "failed") -> None:
     result = InferenceResult(
         task=job["task"], status=status, error_msg=message, adapter_state=target.state if target else "base",
         method=target.method if target else "", name=target.name if target else "",
         experiment_name=f"{target.method}/{target.name}" if target else "", source=target.folder if target else "",
     )
     write_inference(path, result)
-    return InferenceOutcome(f"{target.method}/{target.name}" if target else "base model", path, result)

@@ -54,12 +54,15 @@ def memory_now(device) -> dict[str, Optional[int]]:
 
 
 def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: InferenceSettings, device, *,
-              clock: str, autocast: bool, batch_sizes: Optional[list[int]] = None,
+              clock: str, autocast: bool, reference=None, batch_sizes: Optional[list[int]] = None,
               adapter_names: Optional[Callable[[int], list[str]]] = None,
               on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The mode block's measured part: {"batches": {...}, "memory": {...}} (see results.inference_record).
 
-    `adapter_names(batch_size)` gives peft's per-row adapter names for a mixed-adapter batch.
+    With a `reference` (the base model), each run times the reference too, alternating which goes first, and
+    the overhead is the median over runs of the paired ratio: a shared machine's load moves both alike
+    (measured: the base model re-measured in another process came out 28% slower). `adapter_names(batch_size)`
+    gives peft's per-row adapter names for a mixed-adapter batch.
     """
     import torch
 
@@ -76,35 +79,67 @@ def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: Inferen
             new_tokens = settings.max_new_tokens[category]
             calls = _encoded_batches(tokenizer, texts, batch_size, device)
 
-            def generate(inputs, n, extra=extra):
-                model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id, **extra)
+            def one_run(measured, options) -> tuple[tuple[float, float], tuple[float, float]]:
+                """(mean wall, mean cpu) of a full call and of a first-token call, over the category's batches."""
+                def generate(inputs, n):
+                    measured.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id, **options)
 
-            runs: dict[str, list[float]] = {"wall": [], "cpu": [], "first_wall": [], "first_cpu": []}
+                full = [timer(lambda inputs=inputs: generate(inputs, new_tokens)) for inputs in calls]
+                first = [timer(lambda inputs=inputs: generate(inputs, 1)) for inputs in calls]
+                return tuple(map(statistics.fmean, zip(*full))), tuple(map(statistics.fmean, zip(*first)))
+
+            runs: list[tuple] = []
+            reference_runs: list[tuple] = []
             with torch.inference_mode(), amp:
                 for run in range(settings.warmup_runs + settings.runs):
-                    full = [timer(lambda inputs=inputs: generate(inputs, new_tokens)) for inputs in calls]
-                    first = [timer(lambda inputs=inputs: generate(inputs, 1)) for inputs in calls]
-                    if run >= settings.warmup_runs:
-                        runs["wall"].append(statistics.fmean(t[0] for t in full))
-                        runs["cpu"].append(statistics.fmean(t[1] for t in full))
-                        runs["first_wall"].append(statistics.fmean(t[0] for t in first))
-                        runs["first_cpu"].append(statistics.fmean(t[1] for t in first))
+                    if reference is not None and run % 2:
+                        reference_runs.append(one_run(reference, {}))
+                    runs.append(one_run(model, extra))
+                    if reference is not None and not run % 2:
+                        reference_runs.append(one_run(reference, {}))
                     on_step()
-            headline, first = runs[clock], runs[f"first_{clock}"]
-            call_s, first_s = statistics.median(headline), statistics.median(first)
-            per_category[category] = {
-                "max_new_tokens": new_tokens, "prompts": len(texts), "runs": settings.runs,
-                "inference_time_s": call_s, "spread_pct": spread_pct(headline),
-                "time_per_token_s": call_s / new_tokens,
-                "time_to_first_token_s": first_s,
-                "decode_time_per_token_s": max(call_s - first_s, 0.0) / (new_tokens - 1),
-                "wall_inference_time_s": statistics.median(runs["wall"]),
-                "cpu_inference_time_s": statistics.median(runs["cpu"]),
-            }
+            per_category[category] = _category(runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:],
+                                               clock, new_tokens, len(texts))
         batches[str(batch_size)] = per_category
     memory["after_generation"] = memory_now(device)
-    return {"batches": batches, "memory": memory}
+    block: dict[str, Any] = {"batches": batches, "memory": memory}
+    if reference is not None:
+        _headline(block)
+    return block
+
+
+def _category(runs: list[tuple], reference_runs: list[tuple], clock: str, new_tokens: int, prompts: int) -> dict[str, Any]:
+    """One category's figures from its runs: ((wall, cpu) of the full call, (wall, cpu) of the first token)."""
+    index = 0 if clock == "wall" else 1
+    calls = [full[index] for full, _ in runs]
+    call_s, first_s = statistics.median(calls), statistics.median(first[index] for _, first in runs)
+    figures = {
+        "max_new_tokens": new_tokens, "prompts": prompts, "runs": len(runs),
+        "inference_time_s": call_s, "spread_pct": spread_pct(calls),
+        "time_per_token_s": call_s / new_tokens,
+        "time_to_first_token_s": first_s,
+        "decode_time_per_token_s": max(call_s - first_s, 0.0) / (new_tokens - 1),
+        "wall_inference_time_s": statistics.median(full[0] for full, _ in runs),
+        "cpu_inference_time_s": statistics.median(full[1] for full, _ in runs),
+    }
+    if reference_runs:
+        base = [full[index] for full, _ in reference_runs]
+        figures["base_inference_time_s"], figures["base_spread_pct"] = statistics.median(base), spread_pct(base)
+        figures["overhead_pct"] = statistics.median(100.0 * (c / b - 1) for c, b in zip(calls, base))
+        figures["within_noise"] = abs(figures["overhead_pct"]) <= figures["base_spread_pct"]
+    return figures
+
+
+def _headline(block: dict[str, Any]) -> None:
+    """The mode's headline: the mean over categories at its smallest batch size (1 where measured), with the
+    base model's own run-to-run spread as the noise level."""
+    size = min(block["batches"], key=int)
+    categories = block["batches"][size].values()
+    block["overhead_pct"] = statistics.fmean(c["overhead_pct"] for c in categories)
+    block["noise_pct"] = statistics.fmean(c["base_spread_pct"] for c in categories)
+    block["within_noise"] = abs(block["overhead_pct"]) <= block["noise_pct"]
+    block["headline_batch_size"] = int(size)
 
 
 def steps_of(settings: InferenceSettings, batch_sizes: Optional[list[int]] = None) -> int:
@@ -118,25 +153,3 @@ def _encoded_batches(tokenizer, texts: list[str], batch_size: int, device) -> li
     else:  # one batch: the category's prompts, repeated to fill it
         groups = [[texts[i % len(texts)] for i in range(batch_size)]]
     return [tokenizer(group, return_tensors="pt", padding=True).to(device) for group in groups]
-
-
-def compare_with_base(block: dict[str, Any], base: dict[str, Any]) -> None:
-    """Fill a mode block's overheads against the base model's block: per category and batch size, and the
-    mode's headline (batch size 1 where measured, else the smallest: the mean over the categories), with the
-    base's own spread as the noise level."""
-    for size, categories in block.get("batches", {}).items():
-        for category, measured in categories.items():
-            reference = base.get("batches", {}).get(size, {}).get(category)
-            if reference is None:
-                continue
-            overhead = 100.0 * (measured["inference_time_s"] - reference["inference_time_s"]) / reference["inference_time_s"]
-            measured["overhead_pct"] = overhead
-            measured["within_noise"] = abs(overhead) <= reference["spread_pct"]
-    sizes = sorted(block.get("batches", {}), key=int)
-    headline = [m for m in block["batches"][sizes[0]].values() if "overhead_pct" in m] if sizes else []
-    if headline:
-        base_spread = [base["batches"][sizes[0]][c]["spread_pct"] for c in block["batches"][sizes[0]]]
-        block["overhead_pct"] = statistics.fmean(m["overhead_pct"] for m in headline)
-        block["noise_pct"] = statistics.fmean(base_spread)
-        block["within_noise"] = abs(block["overhead_pct"]) <= block["noise_pct"]
-        block["headline_batch_size"] = int(sizes[0])

@@ -11,6 +11,7 @@ from rich.text import Text
 from peftbench.results.inference_record import InferenceResult
 
 TABLE_MODES = ("unmerged", "merged", "converted", "mixed")
+NOTE_CHARS = 90  # of each mode's reason in the table; the result file has it whole
 
 
 def format_overhead(value: Optional[float], within_noise: Optional[bool] = None) -> str:
@@ -21,7 +22,7 @@ def format_overhead(value: Optional[float], within_noise: Optional[bool] = None)
 
 
 def _mode_cell(result: InferenceResult, mode: str) -> Text:
-    block: Any = result.modes.get(mode)
+    block: Any = result.modes.get(mode, result.modes.get("full") if mode == "unmerged" else None)
     if not isinstance(block, dict):
         return Text("-")
     if block.get("supported") is False:
@@ -47,16 +48,17 @@ def inference_table(results: list[InferenceResult]) -> Table:
         unmerged = result.modes.get("unmerged") if isinstance(result.modes.get("unmerged"), dict) else None
         serving = unmerged or result.modes.get("full") or {}
         category = _first_category(serving)
-        notes = [f"{mode}: {block.get('reason', '')}" for mode, block in result.modes.items()
-                 if isinstance(block, dict) and block.get("supported") is False and mode != "full"]
+        notes = [f"{mode}: {str(block.get('reason', ''))[:NOTE_CHARS]}" for mode, block in result.modes.items()
+                 if isinstance(block, dict) and block.get("supported") is False]
+        if "full" in result.modes:
+            notes.insert(0, "full fine-tuning: the whole model is served, no adapter")
         if result.status != "success":
             notes = [f"{result.status}: {result.error_msg.strip().splitlines()[0] if result.error_msg.strip() else ''}"]
         table.add_row(
             Text(result.experiment_name), Text(result.adapter_state),
-            *[_mode_cell(result, mode) if mode != "unmerged" or unmerged or "full" not in result.modes
-              else _mode_cell(result, "full") for mode in TABLE_MODES],
+            *[_mode_cell(result, mode) for mode in TABLE_MODES],
             _milliseconds(category.get("time_to_first_token_s")), _milliseconds(category.get("decode_time_per_token_s")),
-            Text("; ".join(notes)[:300], style="dim"),
+            Text("; ".join(notes), style="dim"),
         )
     return table
 

@@ -40,13 +40,16 @@ class InferenceResult:
     """Everything one inference measurement produced; fields a failed measurement never reached stay empty.
 
     A mode block (`base`, each entry of `modes`) is plain JSON:
-    {supported, reason, overhead_pct, noise_pct, within_noise, memory: {...},
+    {supported, reason, parameters, overhead_pct, noise_pct, within_noise, headline_batch_size, lora_rank,
+     lora_parameters, memory: {at_load: {...}, after_generation: {rss_bytes, cuda_...}},
      batches: {"<batch size>": {"<category>": {max_new_tokens, prompts, runs, inference_time_s, spread_pct,
        time_per_token_s, time_to_first_token_s, decode_time_per_token_s, wall_inference_time_s,
-       cpu_inference_time_s, overhead_pct, within_noise}}}}
+       cpu_inference_time_s, base_inference_time_s, base_spread_pct, overhead_pct, within_noise}}}}
     where times are medians over the runs (a run: each prompt of the category generated once; its time the
-    mean per call, as PEFT's benchmark), spread_pct = (max - min) / median of the runs, overhead_pct against
-    the base model's same category and batch size, within_noise when |overhead| <= the base's spread.
+    mean per call, as PEFT's benchmark), spread_pct = (max - min) / median of the runs, overhead_pct the
+    median over runs of the time against the base model's run beside it (same category and batch size),
+    within_noise when |overhead| <= the base's own spread. The mode's overhead_pct is the mean over the
+    categories at its smallest batch size. `base` (base-model.json only) has the base model's own figures.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -146,7 +149,7 @@ def mode_overhead(result: InferenceResult, mode: str) -> Optional[float]:
 def serving_mode_label(result: InferenceResult) -> str:
     """The headline's serving mode in words, e.g. "merged", "unmerged (cannot merge)", "merged, within noise"."""
     mode = result.headline_mode
-    if mode is None:
+    if mode not in MODES:  # untrusted: only the names peftbench writes
         return ""
     merged = result.modes.get("merged")
     label = mode
