@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 from typer.testing import CliRunner
 
 from peftbench.builtin_suites import suites_root
@@ -200,3 +201,25 @@ def test_recommend_with_an_inference_overhead_limit(joined_results):
     assert set(excluded) == {"vera/default", "ia3/default"}  # over the limit, and never measured
     result = runner.invoke(app, ["recommend", str(joined_results), "--max-inference-overhead", "ten"])
     assert result.exit_code == 2 and "--max-inference-overhead" in result.output
+
+
+def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results, browser, tmp_path):
+    from peftbench.reporting import render_report
+
+    path = tmp_path / "report.html"
+    render_report([joined_results], x="inference_overhead", html=path, console=Console(file=io.StringIO()))
+    page, errors, dialogs, _ = watched_page(browser, path)
+    page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
+    assert page.locator("#scatter .xtitle").text_content().startswith("inference overhead")
+    # the two measured points are plotted; the unmeasured one is not (it has no x)
+    assert page.locator("#scatter .scatterlayer .point").count() == 2
+    headers = page.locator("#points-table thead th").all_text_contents()
+    column = next(i for i, text in enumerate(headers) if text.startswith("inference overhead"))
+    cells = {}
+    for row in page.locator("#points-table tbody tr").all():
+        texts = row.locator("td").all_text_contents()
+        cells[texts[1]] = texts[column]
+    assert cells["oft/rank8"].startswith("+0.3% merged, within noise")
+    assert cells["vera/default"].startswith("+35.0% unmerged (cannot merge)")
+    assert cells["ia3/default"] == "-"
+    assert not errors and not dialogs

@@ -57,17 +57,7 @@ def infer(
     for problem in problems:
         console.print(f"[bold red]error:[/] {escape(printable(problem))}", highlight=False)
 
-    def announce(label: str) -> None:
-        console.rule(escape(printable(f"inference: {label}")))
-
-    def done(outcome) -> None:
-        if outcome.skipped:
-            console.print(printable(f"skip {outcome.label}: {outcome.path} exists; --force measures again"), markup=False)
-        elif outcome.status != "success":
-            message = outcome.result.error_msg.strip().splitlines()[0] if outcome.result and outcome.result.error_msg else ""
-            console.print(f"[bold red]{escape(outcome.status)}:[/] {escape(printable(outcome.label))}: "
-                          f"{escape(printable(message))}", highlight=False)
-
+    announce, done = _printers(console)
     try:
         outcomes = measure_all(targets, task_name=task_name, results_dir=results.resolve(), overrides=overrides,
                                settings_overrides=settings_overrides, num_threads=num_threads, force=force,
@@ -80,6 +70,26 @@ def infer(
     Console().print(inference_table([o.result for o in outcomes if o.result is not None and o.result.adapter_state != "base"]))
     if problems or any(o.status != "success" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _printers(console):
+    """(a header line before each measurement, a line after one that was skipped or failed)."""
+    from rich.markup import escape
+
+    from peftbench.printable import printable
+
+    def announce(label: str) -> None:
+        console.rule(escape(printable(f"inference: {label}")))
+
+    def done(outcome) -> None:
+        if outcome.skipped:
+            console.print(printable(f"skip {outcome.label}: {outcome.path} exists; --force measures again"), markup=False)
+        elif outcome.status != "success":
+            error = outcome.result.error_msg.strip() if outcome.result else ""
+            console.print(f"[bold red]{escape(outcome.status)}:[/] {escape(printable(outcome.label))}: "
+                          f"{escape(printable(error.splitlines()[0] if error else ''))}", highlight=False)
+
+    return announce, done
 
 
 def _parse(values: list[str], option: str) -> dict:
