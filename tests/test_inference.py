@@ -46,13 +46,38 @@ def measured(tmp_path_factory):
     config = json.loads((QUICK / "lora" / "rank16" / "adapter_config.json").read_text())
     (orphan / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(root / "gone")}))
     (orphan / "conversion_report.json").write_text("{}")
+    trained = root / "trained-results"  # a results folder as `suite --save-checkpoint` leaves it
+    _save_trained_lora(trained / "checkpoints" / "lora--trained")
     targets, problems = resolve_targets([QUICK / "lora" / "rank16", QUICK / "prompt_tuning" / "tokens20",
-                                         broken, orphan])
-    assert not problems and [t.state for t in targets] == ["untrained", "untrained", "trained", "converted"]
+                                         broken, orphan, trained])
+    assert not problems
+    assert [t.state for t in targets] == ["untrained", "untrained", "trained", "converted", "trained"]
     results = root / "results"
     outcomes = measure_all(targets, task_name="math-tiny", results_dir=results, overrides={},
                            settings_overrides=FAST, num_threads=1, force=False)
     return results, {outcome.label: outcome for outcome in outcomes}, broken, orphan
+
+
+def _save_trained_lora(folder: Path) -> None:
+    """A LoRA checkpoint with non-zero weights, as training saves it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from peftbench.conversion.coverage import perturb_adapter
+    from peftbench.tasks.math_tiny import shipped_model_path
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(shipped_model_path()),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    perturb_adapter(model)
+    model.save_pretrained(folder)
+
+
+def test_a_trained_checkpoint_is_loaded_and_served_in_every_mode(measured):
+    _, outcomes, _, _ = measured
+    trained = outcomes["lora/trained"].result
+    assert trained.status == "success" and trained.adapter_state == "trained", trained.error_msg
+    assert all(trained.modes[mode]["supported"] for mode in ("unmerged", "mixed", "converted", "merged"))
+    assert trained.trainable_params == 4 * (256 + 256) * 2 * 4  # r=4 on q and v of 4 layers (256 x 256)
 
 
 def test_lora_is_measured_in_every_serving_mode(measured):
@@ -223,3 +248,19 @@ def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results
     assert cells["vera/default"].startswith("+35.0% unmerged (cannot merge)")
     assert cells["ia3/default"] == "-"
     assert not errors and not dialogs
+
+
+def test_image_task_seconds_per_image_unmerged_and_merged(tmp_path):
+    targets, _ = resolve_targets([suites_root() / "quick-image" / "lora" / "flux2-klein-default"])
+    settings = {"runs": 1, "warmup_runs": 0, "prompts_per_category": 1, "modes": ["merged", "mixed"]}
+    (outcome,) = [o for o in measure_all(targets, task_name="image-tiny", results_dir=tmp_path,
+                                         overrides={"num_inference_steps": 2}, settings_overrides=settings,
+                                         num_threads=1, force=False) if o.label != "base model"]
+    lora = outcome.result
+    assert lora.status == "success", lora.error_msg
+    for mode in ("unmerged", "merged"):
+        image = lora.modes[mode]["batches"]["1"]["image"]
+        assert image["seconds_per_image"] > 0 and image["num_inference_steps"] == 2 and image["base_inference_time_s"] > 0
+    assert lora.modes["merged"]["parameters"] < lora.modes["unmerged"]["parameters"]
+    assert lora.modes["mixed"] == {"supported": False, "reason": "mixed-adapter batches are measured for text generation only"}
+    assert lora.headline_mode == "merged"

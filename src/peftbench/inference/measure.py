@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from peftbench.config import ConfigError
 from peftbench.inference.settings import InferenceSettings, load_prompts
 from peftbench.inference.targets import InferenceTarget
-from peftbench.inference.timing import steps_of, time_mode
+from peftbench.inference.timing import steps_of, time_images, time_mode
 from peftbench.results.inference_record import InferenceResult, write_inference
 
 SECOND_ADAPTER = "second"  # the other tenant of a mixed-adapter batch
@@ -80,35 +80,46 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
     result.hardware, result.precision = hardware.to_dict(), precision_name(config.dtype, use_amp)
     result.settings, result.model_id, result.package_info = settings.to_dict(), config.model_id, package_info()
 
-    tokenizer = task.load_processor(config)
-    tokenizer.padding_side = "left"  # generation continues each row from its last token
-    prompts = load_prompts(settings)
+    from peftbench.tasks.image_gen.task import ImageGenTask
+
+    images = isinstance(task, ImageGenTask)
+    processor = task.load_processor(config)  # a tokenizer, or an image pipeline's parts
+    if images:
+        prompts = (config.drift_image_prompts or config.instance_prompts)[: settings.prompts_per_category or 5]
+    else:
+        processor.padding_side = "left"  # generation continues each row from its last token
+        prompts = load_prompts(settings)
     torch.manual_seed(settings.seed)
     base = task.load_model(config, device).eval()
 
     modes = [] if target is None else ["unmerged", *settings.modes]
-    bar = tqdm(total=steps_of(settings) * max(1, len(dict.fromkeys(modes))), desc="measuring", unit="run",
+    steps = settings.warmup_runs + settings.runs if images else steps_of(settings)
+    bar = tqdm(total=steps * max(1, len(dict.fromkeys(modes))), desc="measuring", unit="run",
                disable=not job.get("show_progress", True), leave=False)
-
     # each adapter's runs alternate with runs of a pristine copy of the base model (inference/timing.py)
     reference = None if target is None else task.load_model(config, device).eval()
 
     def timed(model, **options) -> dict[str, Any]:
+        if images:
+            measured = time_images(model, processor, prompts, config, settings, clock=clock, reference=reference,
+                                   on_step=bar.update)
+        else:
+            measured = time_mode(model, processor, prompts, settings, device, clock=clock, autocast=use_amp,
+                                 reference=reference, on_step=bar.update, **options)
         # parameters: what the served model holds (a merged adapter leaves exactly the base model's)
-        return {"supported": True, "parameters": sum(p.numel() for p in model.parameters()),
-                **time_mode(model, tokenizer, prompts, settings, device, clock=clock, autocast=use_amp,
-                            reference=reference, on_step=bar.update, **options)}
+        return {"supported": True, "parameters": sum(p.numel() for p in model.parameters()), **measured}
 
     if target is None:
         result.base = timed(base)
         return
-    result.modes = _measure_modes(target, task, config, device, base, tokenizer, settings, timed, result)
+    result.modes = _measure_modes(target, task, config, device, base, processor, settings, timed, result,
+                                  text=not images)
     result.choose_headline()
     bar.close()
 
 
-def _measure_modes(target: InferenceTarget, task, config, device, base, tokenizer, settings: InferenceSettings,
-                   timed: Callable[..., dict[str, Any]], result: InferenceResult) -> dict[str, Any]:
+def _measure_modes(target: InferenceTarget, task, config, device, base, processor, settings: InferenceSettings,
+                   timed: Callable[..., dict[str, Any]], result: InferenceResult, text: bool) -> dict[str, Any]:
     """Each serving mode's block; the adapter's parameter counts go into `result`."""
     from peftbench.training.train import trainable_and_total_params
 
@@ -121,14 +132,15 @@ def _measure_modes(target: InferenceTarget, task, config, device, base, tokenize
         from peftbench.conversion.source import snapshot_parameters
 
         original = snapshot_parameters(base)  # conversion's ΔW is against the weights before the adapter
-    model, peft_config = _attach_adapter(target, task, config, base, tokenizer, device)
+    model, peft_config = _attach_adapter(target, task, config, base, processor, device)
     result.peft_type = _type_name(peft_config)
     result.trainable_params, result.total_params = trainable_and_total_params(model)
     adapter_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     result.adapter_size_mb = adapter_bytes / 2**20  # PEFT's estimate (not a file size)
     modes: dict[str, Any] = {"unmerged": timed(model)}
     if "mixed" in settings.modes:
-        modes["mixed"] = _mixed(target, model, peft_config, settings, timed)
+        modes["mixed"] = _mixed(target, model, peft_config, settings, timed) if text else \
+            unsupported("mixed-adapter batches are measured for text generation only")
     if "converted" in settings.modes:
         modes["converted"] = _converted(target, task, config, device, model, original, settings, timed)
         original = None
@@ -137,7 +149,7 @@ def _measure_modes(target: InferenceTarget, task, config, device, base, tokenize
     return modes
 
 
-def _attach_adapter(target: InferenceTarget, task, config, base, tokenizer, device):
+def _attach_adapter(target: InferenceTarget, task, config, base, processor, device):
     """(the peft model in eval mode, its config): built from adapter_config.json (untrained, as PEFT's benchmark
     does), or loaded strictly from the checkpoint; errors name the folder."""
     if target.state == "untrained":
@@ -146,7 +158,7 @@ def _attach_adapter(target: InferenceTarget, task, config, base, tokenizer, devi
 
         spec = load_experiment(target.folder)
         peft_config = build_peft_config(spec)
-        model = wrap_model(base, peft_config, tokenizer, config, source=str(Path(target.folder) / "adapter_config.json"))
+        model = wrap_model(base, peft_config, processor, config, source=str(Path(target.folder) / "adapter_config.json"))
         return model.to(device).eval(), peft_config
     if target.state == "converted":
         _check_converted_base(target, config)

@@ -38,15 +38,10 @@ def check_inference(task_name: str, overrides: dict[str, Any], settings_override
                     results_dir: Path) -> InferenceSettings:
     """Task, its parameters, the inference settings and the results folder, before any model loads
     (ConfigError naming what is wrong)."""
-    from peftbench.config import ConfigError
     from peftbench.results.writer import check_writable
     from peftbench.tasks import get_task
-    from peftbench.tasks.text import TextTask
 
     task = get_task(task_name)
-    if not isinstance(task, TextTask):
-        raise ConfigError(f"task {task.name!r}: `peftbench infer` measures text generation; image tasks are not "
-                          "measured yet")
     config = task.build_config({}, "the task's defaults", overrides, "--task-set")
     task.check_inputs(config)
     settings = InferenceSettings.build(task.inference_params, settings_overrides)

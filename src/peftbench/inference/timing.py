@@ -1,11 +1,11 @@
-"""Timing one model in one serving mode: PEFT's measure (greedy `generate` of exactly max_new_tokens per prompt
+"""Timing one model in one serving mode: for text, PEFT's measure (greedy `generate` of exactly max_new_tokens per prompt
 category, repeated), split into prefill and decode, at each batch size.
 
 Per category and batch size, a run generates each of the category's batches once (batch size 1: each prompt;
 larger: the category's prompts repeated to fill the batch, left-padded); its time is the mean time of a call,
 as PEFT's "inference time". Time to first token is a call with max_new_tokens=1 (the prefill and one token);
 decode per token is the rest of the call divided by the other tokens. Warm-up runs come first and are not
-kept. Memory: the process's RSS (and on CUDA the allocator's figures) when the mode is ready and after its
+kept. For images (time_images): seconds per generated image. Memory: the process's RSS (and on CUDA the allocator's figures) when the mode is ready and after its
 generation.
 """
 
@@ -123,12 +123,59 @@ def _category(runs: list[tuple], reference_runs: list[tuple], clock: str, new_to
         "wall_inference_time_s": statistics.median(full[0] for full, _ in runs),
         "cpu_inference_time_s": statistics.median(full[1] for full, _ in runs),
     }
-    if reference_runs:
-        base = [full[index] for full, _ in reference_runs]
-        figures["base_inference_time_s"], figures["base_spread_pct"] = statistics.median(base), spread_pct(base)
-        figures["overhead_pct"] = statistics.median(100.0 * (c / b - 1) for c, b in zip(calls, base))
-        figures["within_noise"] = abs(figures["overhead_pct"]) <= figures["base_spread_pct"]
-    return figures
+    return {**figures, **_paired(calls, [full[index] for full, _ in reference_runs])}
+
+
+def _paired(calls: list[float], base: list[float]) -> dict[str, Any]:
+    """The overhead against the base model's runs beside them: the median of the paired ratios, and whether
+    it is within the base's own run-to-run spread (nothing without base runs)."""
+    if not base:
+        return {}
+    overhead = statistics.median(100.0 * (c / b - 1) for c, b in zip(calls, base))
+    return {"base_inference_time_s": statistics.median(base), "base_spread_pct": spread_pct(base),
+            "overhead_pct": overhead, "within_noise": abs(overhead) <= spread_pct(base)}
+
+
+def time_images(model, parts, prompts: list[str], config, settings: InferenceSettings, *, clock: str,
+                reference=None, on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Seconds per generated image (one prompt a call, the task's inference steps and guidance), paired with
+    the base model's runs as time_mode pairs them. Image generation is measured at batch size 1."""
+    import torch
+
+    from peftbench.tasks.image_gen.generation import generate, pipeline_with, place
+
+    place(parts, model)
+    device = parts.device
+    memory = {"at_load": memory_now(device)}
+    timer = Timer(device)
+    index = 0 if clock == "wall" else 1
+
+    def one_run(measured) -> float:
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        with pipeline_with(parts, measured) as pipeline:
+            times = [timer(lambda prompt=prompt: generate(pipeline, parts, [prompt], generator, config))
+                     for prompt in prompts]
+        return statistics.fmean(t[index] for t in times)
+
+    runs: list[float] = []
+    reference_runs: list[float] = []
+    for run in range(settings.warmup_runs + settings.runs):
+        if reference is not None and run % 2:
+            reference_runs.append(one_run(reference))
+        runs.append(one_run(model))
+        if reference is not None and not run % 2:
+            reference_runs.append(one_run(reference))
+        on_step()
+    runs, reference_runs = runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:]
+    image = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+             "resolution": config.resolution, "prompts": len(prompts), "runs": len(runs),
+             "seconds_per_image": statistics.median(runs), "inference_time_s": statistics.median(runs),
+             "spread_pct": spread_pct(runs), **_paired(runs, reference_runs)}
+    block: dict[str, Any] = {"batches": {"1": {"image": image}},
+                             "memory": {**memory, "after_generation": memory_now(device)}}
+    if reference is not None:
+        _headline(block)
+    return block
 
 
 def _headline(block: dict[str, Any]) -> None:

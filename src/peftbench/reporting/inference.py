@@ -1,5 +1,5 @@
 """The table `peftbench infer` prints: per adapter, the overhead of each serving mode against the base model,
-its time to first token and decode time per token. Strings from result files go into rich Text, never markup."""
+its time to first token and decode time per token (image tasks: seconds per image). Strings from result files go into rich Text, never markup."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ def _milliseconds(value: Any) -> str:
     return f"{1000 * value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
+def _seconds(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _first_category_name(result: InferenceResult) -> str:
+    """"image" for an image task's result (its one category), else the text category's name or ""."""
+    for block in result.modes.values():
+        batches = block.get("batches") if isinstance(block, dict) else None
+        if isinstance(batches, dict):
+            for categories in batches.values():
+                if isinstance(categories, dict) and categories:
+                    return next(iter(categories))
+    return ""
+
+
 def inference_table(results: list[InferenceResult]) -> Table:
     table = Table(title="Inference overhead against the base model (batch size 1, mean over prompt categories; "
                         "~ within noise, n/a the method cannot serve so)", title_justify="left", header_style="bold")
@@ -43,6 +58,9 @@ def inference_table(results: list[InferenceResult]) -> Table:
         table.add_column(mode, justify="right", no_wrap=True)
     table.add_column("TTFT ms", justify="right")
     table.add_column("decode ms/token", justify="right")
+    images = any("image" in _first_category_name(r) for r in results)
+    if images:
+        table.add_column("s/image", justify="right")
     table.add_column("note", overflow="fold", max_width=50)
     for result in results:
         unmerged = result.modes.get("unmerged") if isinstance(result.modes.get("unmerged"), dict) else None
@@ -58,6 +76,7 @@ def inference_table(results: list[InferenceResult]) -> Table:
             Text(result.experiment_name), Text(result.adapter_state),
             *[_mode_cell(result, mode) for mode in TABLE_MODES],
             _milliseconds(category.get("time_to_first_token_s")), _milliseconds(category.get("decode_time_per_token_s")),
+            *([_seconds(category.get("seconds_per_image"))] if images else []),
             Text("; ".join(notes), style="dim"),
         )
     return table
