@@ -5,8 +5,9 @@ Per category and batch size, a run generates each of the category's batches once
 larger: the category's prompts repeated to fill the batch, left-padded); its time is the mean time of a call,
 as PEFT's "inference time". Time to first token is a call with max_new_tokens=1 (the prefill and one token);
 decode per token is the rest of the call divided by the other tokens. Warm-up runs come first and are not
-kept. For images (time_images): seconds per generated image. Memory: the process's RSS (and on CUDA the allocator's figures) when the mode is ready and after its
-generation.
+kept. For images (time_images): seconds per generated image. Memory: the process's RSS (and on CUDA the
+allocator's figures) when the mode is ready and after its generation, with the peak in between (RSS
+high-water mark, CUDA max allocated).
 """
 
 from __future__ import annotations
@@ -41,16 +42,32 @@ class Timer:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def memory_now(device) -> dict[str, Optional[int]]:
-    import psutil
+def memory_now(device, *, peak: bool = False) -> dict[str, Optional[int]]:
+    """RSS (with `peak`, also the peak RSS since the mode began) and on CUDA the allocator's figures."""
     import torch
 
-    figures: dict[str, Optional[int]] = {"rss_bytes": psutil.Process().memory_info().rss}
+    from peftbench.training.memory import current_rss_bytes, peak_rss_bytes
+
+    figures: dict[str, Optional[int]] = {"rss_bytes": current_rss_bytes()}
+    if peak:
+        figures["peak_rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
         figures["cuda_allocated_bytes"] = torch.cuda.memory_allocated(device)
         figures["cuda_reserved_bytes"] = torch.cuda.memory_reserved(device)
         figures["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
     return figures
+
+
+def _start_memory_window(device) -> dict[str, Optional[int]]:
+    """The memory figures as a mode begins, and a new peak window for its generation (RSS, CUDA)."""
+    import torch
+
+    from peftbench.training.memory import reset_peak_rss
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()
+    return memory_now(device)
 
 
 def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: InferenceSettings, device, *,
@@ -66,9 +83,7 @@ def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: Inferen
     """
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    memory = {"at_load": memory_now(device)}
+    memory = {"at_load": _start_memory_window(device)}
     timer = Timer(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
     batches: dict[str, Any] = {}
@@ -102,7 +117,7 @@ def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: Inferen
             per_category[category] = _category(runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:],
                                                clock, new_tokens, len(texts))
         batches[str(batch_size)] = per_category
-    memory["after_generation"] = memory_now(device)
+    memory["after_generation"] = memory_now(device, peak=True)
     block: dict[str, Any] = {"batches": batches, "memory": memory}
     if reference is not None:
         _headline(block)
@@ -146,7 +161,7 @@ def time_images(model, parts, prompts: list[str], config, settings: InferenceSet
 
     place(parts, model)
     device = parts.device
-    memory = {"at_load": memory_now(device)}
+    memory = {"at_load": _start_memory_window(device)}
     timer = Timer(device)
     index = 0 if clock == "wall" else 1
 
@@ -172,7 +187,7 @@ def time_images(model, parts, prompts: list[str], config, settings: InferenceSet
              "seconds_per_image": statistics.median(runs), "inference_time_s": statistics.median(runs),
              "spread_pct": spread_pct(runs), **_paired(runs, reference_runs)}
     block: dict[str, Any] = {"batches": {"1": {"image": image}},
-                             "memory": {**memory, "after_generation": memory_now(device)}}
+                             "memory": {**memory, "after_generation": memory_now(device, peak=True)}}
     if reference is not None:
         _headline(block)
     return block
