@@ -265,3 +265,28 @@ def test_image_task_seconds_per_image_unmerged_and_merged(tmp_path):
     assert lora.modes["merged"]["parameters"] < lora.modes["unmerged"]["parameters"]
     assert lora.modes["mixed"] == {"supported": False, "reason": "mixed-adapter batches are measured for text generation only"}
     assert lora.headline_mode == "merged"
+
+
+def test_a_failed_mixed_batch_leaves_no_peft_hooks_behind():
+    # peft removes its adapter_names hooks only when the forward succeeds; DoRA's raises, and every later
+    # forward (the converted and merged modes) then failed on the mixed batch's names
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from peftbench.inference.measure import _mixed
+    from peftbench.inference.settings import InferenceSettings
+    from peftbench.inference.targets import InferenceTarget
+    from peftbench.tasks.math_tiny import shipped_model_path
+
+    config = LoraConfig(r=4, use_dora=True, target_modules=["q_proj"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(shipped_model_path()), config).eval()
+    ids = torch.tensor([[1, 5, 6], [1, 7, 8]])
+
+    def timed(measured, batch_sizes, adapter_names):
+        measured.generate(input_ids=ids, max_new_tokens=2, adapter_names=adapter_names(batch_sizes[0]))
+
+    block = _mixed(InferenceTarget("/x", "lora", "dora", "untrained"), model, config,
+                   InferenceSettings(batch_sizes=[1, 2]), timed)
+    assert block["supported"] is False and "DoRA" in block["reason"]
+    assert model(input_ids=ids[:1]).logits.shape[0] == 1  # a later forward of another batch size works

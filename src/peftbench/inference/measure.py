@@ -67,7 +67,7 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
     from peftbench.tasks import get_task
 
     task = get_task(job["task"])
-    config = task.build_config({}, "the task's defaults", job.get("overrides", {}), "--set")
+    config = task.build_config({}, "the task's defaults", job.get("overrides", {}), "--task-set")
     settings = InferenceSettings.build(task.inference_params, job.get("settings", {}))
     threads = job.get("num_threads") or config.num_threads
     if threads:
@@ -209,10 +209,22 @@ def _mixed(target: InferenceTarget, model, peft_config, settings: InferenceSetti
         return timed(model, batch_sizes=sizes,
                      adapter_names=lambda size: [("default", SECOND_ADAPTER)[i % 2] for i in range(size)])
     except (ValueError, TypeError, NotImplementedError, AttributeError) as error:  # peft: not for this tuner
+        _remove_adapter_names_hooks(model)
         return unsupported(f"peft cannot serve a mixed-adapter batch of {_type_name(peft_config)}: {error}")
     finally:
         model.delete_adapter(SECOND_ADAPTER)
         model.set_adapter("default")
+
+
+def _remove_adapter_names_hooks(model) -> None:
+    """Remove the forward pre-hooks that peft registers for `adapter_names` and, when the forward raises (DoRA:
+    "Cannot pass `adapter_names` when DoRA is enabled"), leaves behind (its context manager removes them only
+    after a clean exit): every later forward of the model would otherwise receive the mixed batch's names."""
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(getattr(hook, "func", None), "__name__", "") == "_adapter_names_pre_forward_hook":
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
 def _converted(target: InferenceTarget, task, config, device, model, original, settings: InferenceSettings,
