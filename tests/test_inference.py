@@ -121,6 +121,7 @@ def test_overhead_is_paired_with_the_base_runs_and_marked_within_noise():
     slower = _category(runs(1.2, 1.224, 1.212), runs(1.0, 1.02, 1.01), "cpu", new_tokens=10, prompts=1)
     assert slower["overhead_pct"] == pytest.approx(20) and not slower["within_noise"]
     assert slower["decode_time_per_token_s"] == pytest.approx((1.212 - 0.1212) / 9)
+    assert slower["prefill_overhead_pct"] == pytest.approx(20) and slower["decode_overhead_pct"] == pytest.approx(20)
     block = {"batches": {"8": {"short": slower}, "1": {"short": same, "long": slower}}}
     _headline(block)  # batch size 1, mean over its categories, noise = the base's mean spread
     assert block["headline_batch_size"] == 1 and block["overhead_pct"] == pytest.approx(10)

@@ -138,7 +138,18 @@ def _category(runs: list[tuple], reference_runs: list[tuple], clock: str, new_to
         "wall_inference_time_s": statistics.median(full[0] for full, _ in runs),
         "cpu_inference_time_s": statistics.median(full[1] for full, _ in runs),
     }
-    return {**figures, **_paired(calls, [full[index] for full, _ in reference_runs])}
+    figures.update(_paired(calls, [full[index] for full, _ in reference_runs]))
+    if reference_runs:  # the prefill's and the decode's own overheads, from the medians
+        base = _category(reference_runs, [], clock, new_tokens, prompts)
+        figures["base_time_to_first_token_s"] = base["time_to_first_token_s"]
+        figures["base_decode_time_per_token_s"] = base["decode_time_per_token_s"]
+        figures["prefill_overhead_pct"] = _percent(first_s, base["time_to_first_token_s"])
+        figures["decode_overhead_pct"] = _percent(figures["decode_time_per_token_s"], base["decode_time_per_token_s"])
+    return figures
+
+
+def _percent(value: float, base: float) -> Optional[float]:
+    return 100.0 * (value / base - 1) if base > 0 else None
 
 
 def _paired(calls: list[float], base: list[float]) -> dict[str, Any]:

@@ -34,6 +34,11 @@ def _milliseconds(value: Any) -> str:
     return f"{1000 * value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
+def _with_overhead(text: str, overhead: Any) -> str:
+    number = isinstance(overhead, (int, float)) and not isinstance(overhead, bool)
+    return f"{text} ({format_overhead(overhead)})" if number and text != "-" else text
+
+
 def _seconds(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
@@ -51,7 +56,9 @@ def _first_category_name(result: InferenceResult) -> str:
 
 def inference_table(results: list[InferenceResult]) -> Table:
     table = Table(title="Inference overhead against the base model (batch size 1, mean over prompt categories; "
-                        "~ within noise, n/a the method cannot serve so)", title_justify="left", header_style="bold")
+                        "~ within noise, n/a the method cannot serve so); un-merged time to first token and decode "
+                        "time per token (short prompts) with their own overheads", title_justify="left",
+                  header_style="bold")
     table.add_column("experiment", overflow="fold", min_width=20)
     table.add_column("adapter")
     for mode in TABLE_MODES:
@@ -75,7 +82,8 @@ def inference_table(results: list[InferenceResult]) -> Table:
         table.add_row(
             Text(result.experiment_name), Text(result.adapter_state),
             *[_mode_cell(result, mode) for mode in TABLE_MODES],
-            _milliseconds(category.get("time_to_first_token_s")), _milliseconds(category.get("decode_time_per_token_s")),
+            _with_overhead(_milliseconds(category.get("time_to_first_token_s")), category.get("prefill_overhead_pct")),
+            _with_overhead(_milliseconds(category.get("decode_time_per_token_s")), category.get("decode_overhead_pct")),
             *([_seconds(category.get("seconds_per_image"))] if images else []),
             Text("; ".join(notes), style="dim"),
         )

@@ -44,7 +44,8 @@ class InferenceResult:
      lora_parameters, memory: {at_load: {...}, after_generation: {rss_bytes, cuda_...}},
      batches: {"<batch size>": {"<category>": {max_new_tokens, prompts, runs, inference_time_s, spread_pct,
        time_per_token_s, time_to_first_token_s, decode_time_per_token_s, wall_inference_time_s,
-       cpu_inference_time_s, base_inference_time_s, base_spread_pct, overhead_pct, within_noise}}}}
+       cpu_inference_time_s, base_inference_time_s, base_spread_pct, overhead_pct, within_noise,
+       base_time_to_first_token_s, base_decode_time_per_token_s, prefill_overhead_pct, decode_overhead_pct}}}}
     where times are medians over the runs (a run: each prompt of the category generated once; its time the
     mean per call, as PEFT's benchmark), spread_pct = (max - min) / median of the runs, overhead_pct the
     median over runs of the time against the base model's run beside it (same category and batch size),
