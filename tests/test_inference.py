@@ -291,3 +291,14 @@ def test_a_failed_mixed_batch_leaves_no_peft_hooks_behind():
                    InferenceSettings(batch_sizes=[1, 2]), timed)
     assert block["supported"] is False and "DoRA" in block["reason"]
     assert model(input_ids=ids[:1]).logits.shape[0] == 1  # a later forward of another batch size works
+
+
+def test_results_go_beside_the_training_results_they_join(tmp_path):
+    from peftbench.inference.targets import default_results_dir
+
+    checkpoint = tmp_path / "quick" / "checkpoints" / "lora--rank16"
+    checkpoint.mkdir(parents=True)
+    assert default_results_dir([tmp_path / "quick"], None, None) == (tmp_path / "quick").resolve()
+    assert default_results_dir([checkpoint], None, None) == (tmp_path / "quick").resolve()
+    assert default_results_dir([QUICK / "lora" / "rank16"], "quick", None) == Path("results") / "quick"
+    assert default_results_dir([QUICK / "lora" / "rank16"], None, None) == Path("results")

@@ -22,7 +22,9 @@ def infer(
                                          show_default=False),
     suite: Optional[str] = typer.Option(None, "--suite", help="Measure a built-in suite's experiments (untrained), e.g. quick."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task name or task file (default: the suite's, else math-tiny)."),
-    results: Path = typer.Option(Path("results"), "--results", "-r", help="Results folder; inference results go to RESULTS/inference/."),
+    results: Optional[Path] = typer.Option(
+        None, "--results", "-r", help="Results folder; inference results go to RESULTS/inference/. Default: the results "
+        "folder the checkpoints came from, else the suite's (results/<suite>), else results/."),
     set_values: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="An inference setting, e.g. --set runs=5. Repeatable."),
     task_values: list[str] = typer.Option([], "--task-set", metavar="KEY=VALUE",
                                           help="A task parameter, e.g. --task-set device=cuda --task-set dtype=float16. Repeatable."),
@@ -35,7 +37,7 @@ def infer(
     from peftbench.builtin_suites import SUITE_TASKS, available_suites, suite_experiments
     from peftbench.config import ConfigError
     from peftbench.inference.run import check_inference, measure_all
-    from peftbench.inference.targets import resolve_targets
+    from peftbench.inference.targets import default_results_dir, resolve_targets
     from peftbench.printable import printable
     from peftbench.tasks import DEFAULT_TASK, resolve_task_name
 
@@ -47,6 +49,7 @@ def infer(
         if not paths:
             raise ConfigError("nothing to measure: give folders or --suite")
         task_name = resolve_task_name(task or (SUITE_TASKS[suite] if suite else DEFAULT_TASK))
+        results = results or default_results_dir(paths, suite, task)
         settings_overrides = _parse(set_values, "--set")
         overrides = _parse(task_values, "--task-set")
         check_inference(task_name, overrides, settings_overrides, results.resolve())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from peftbench.experiments import ADAPTER_CONFIG_FILE, FULL_FINETUNING, TRAINING_PARAMS_FILE, discover_experiments
 from peftbench.results.writer import CHECKPOINTS_DIR
@@ -64,6 +65,20 @@ def resolve_targets(paths: list[Path]) -> tuple[list[InferenceTarget], list[str]
         for target in found if not isinstance(found, str) else []:
             targets.setdefault(target.stem, target)
     return list(targets.values()), problems
+
+
+def default_results_dir(paths: list[Path], suite: Optional[str], task: Optional[str]) -> Path:
+    """Where the inference results go unless --results says: beside the training results they join, i.e. the
+    results folder the checkpoints came from, or the suite's own default folder; else results/."""
+    from peftbench.builtin_suites import default_results_dir as suite_results_dir
+
+    for path in paths:
+        path = Path(path).resolve()
+        if (path / CHECKPOINTS_DIR).is_dir():
+            return path
+        if path.parent.name == CHECKPOINTS_DIR:
+            return path.parent.parent
+    return suite_results_dir(suite, task) if suite else Path("results")
 
 
 def _targets_in(path: Path) -> list[InferenceTarget] | str:
