@@ -143,8 +143,7 @@ def test_a_broken_adapter_folder_is_reported_by_name_and_the_others_still_measur
     _, outcomes, broken, orphan = measured
     failed = outcomes["lora/broken"].result
     assert failed.status == "failed" and str(broken) in failed.error_msg and "Traceback" not in failed.error_msg
-    missing_base = outcomes["oft-as-lora/converted"].result if "oft-as-lora/converted" in outcomes else \
-        outcomes["converted/oft-as-lora"].result
+    missing_base = outcomes["converted/oft-as-lora"].result  # <parent folder>/<folder>
     assert missing_base.status == "failed" and str(orphan) in missing_base.error_msg
     assert "base model" in missing_base.error_msg and "missing" in missing_base.error_msg
     assert outcomes["lora/rank16"].status == "success"
