@@ -38,6 +38,11 @@ def suite_experiments(suite: str) -> list[Path]:
     return experiments
 
 
+def default_results_dir(suite: str, task: Optional[str] = None) -> Path:
+    """Where a suite's results go unless --results says: results/<suite> (results/<suite>-<task> on another task)."""
+    return Path("results") / (suite if task is None else f"{suite}-{Path(task).stem}")
+
+
 def suite_requests(name: str, task: Optional[str], only: Optional[str], results: Optional[Path],
                    set_params: list[str], force: bool, keep_killed: bool, save_checkpoint: bool = False):
     """The suite's run descriptions and its task's label, checked before any run (ConfigError: an unknown
@@ -54,9 +59,7 @@ def suite_requests(name: str, task: Optional[str], only: Optional[str], results:
     experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
     if not experiments:
         raise ConfigError(f"no experiment of suite {name!r} matches --only {only!r}")
-    if results is None:
-        results = Path("results") / (name if task is None else f"{name}-{Path(task).stem}")
-    results = results.resolve()
+    results = (results or default_results_dir(name, task)).resolve()
     check_writable(results)  # before any training, not after the first run
     requests = [
         RunRequest(task=task_name, results_dir=str(results), experiment_dir=str(path), overrides=overrides,

@@ -304,11 +304,11 @@ def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
         raise ConfigError(f"{path} nests too deeply to be a {what}") from None
 
 
-def parse_set_options(assignments: list[str]) -> dict[str, Any]:
+def parse_set_options(assignments: list[str], *, task_keys: bool = True) -> dict[str, Any]:
     """Parse `--set key=value` options; a value is JSON where it parses (20, 1e-3, true, {...}), else a string.
 
-    Dotted keys set one entry of a dict-valued key: `--set optimizer_kwargs.lr=1e-3`. Keys no registered task
-    has are errors here; the run's own task checks its keys again when the config is built.
+    Dotted keys set one entry of a dict-valued key: `--set optimizer_kwargs.lr=1e-3`. With `task_keys`, keys no
+    registered task has are errors here; the run's own task checks its keys again when the config is built.
     """
     params: dict[str, Any] = {}
     for assignment in assignments:
@@ -329,7 +329,8 @@ def parse_set_options(assignments: list[str]) -> dict[str, Any]:
             params[key] = {**params[key], **value}
         else:
             params[key] = value
-    check_keys(params, "--set")
+    if task_keys:
+        check_keys(params, "--set")
     return params
 
 

@@ -209,7 +209,7 @@ def point_dict(point: Point) -> dict[str, Any]:
         "metrics": {m: point.mean(m) for m in METRICS if point.mean(m) is not None},
         "ci95": {m: [v.low, v.high] for m, v in point.values.items() if v is not None and v.low != v.high},
         # the same numbers in human units (GiB, min, M), as the terminal prints them
-        "formatted": {m: format_value(METRICS[m], v.mean) for m, v in point.values.items() if v is not None},
+        "formatted": {m: point.shown(m, format_value(METRICS[m], v.mean)) for m, v in point.values.items() if v is not None},
         "ci95_formatted": {
             m: f"{format_value(METRICS[m], v.low)} – {format_value(METRICS[m], v.high)}"
             for m, v in point.values.items()

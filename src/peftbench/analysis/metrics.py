@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 Direction = Literal["max", "min"]
-Unit = Literal["score", "bytes", "seconds", "count", "rate", "loss"]
+Unit = Literal["score", "bytes", "seconds", "count", "rate", "loss", "percent"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ UNIT_RANGES: dict[str, tuple[float, float]] = {
     "count": (0.0, 1e15),
     "rate": (0.0, 1e12),
     "loss": (-1e6, 1e6),  # forgetting is a loss difference, so it may be negative
+    "percent": (-100.0, 1e6),  # an overhead: a time can shrink by at most 100%
 }
 
 METRICS: dict[str, Metric] = {
@@ -83,6 +84,13 @@ METRICS: dict[str, Metric] = {
         Metric("harness_change", "harness change", "max", "score",
                "lm-eval score with the adapter minus without it, mean over the run's harness tasks"),
         Metric("final_train_loss", "final train loss", "min", "loss", "train loss of the last logged step"),
+        # `peftbench infer`, joined by result name from RESULTS/inference/ (results/inference_record.py)
+        Metric("inference_overhead", "inference overhead", "min", "percent",
+               "generation time against the base model, in %, served the cheapest way: merged where the method can"),
+        Metric("inference_overhead_unmerged", "inference overhead (unmerged)", "min", "percent",
+               "generation time against the base model, in %, with the adapter un-merged (as peft serves it)"),
+        Metric("inference_overhead_converted", "inference overhead (as LoRA)", "min", "percent",
+               "generation time against the base model, in %, of the adapter converted to LoRA, un-merged"),
     ]
 }
 
@@ -115,6 +123,8 @@ ALIASES = {
     "num_trainable_params": "trainable_params",
     "num_total_params": "total_params",
     "train_loss": "final_train_loss",
+    "overhead": "inference_overhead",
+    "inference_overhead_pct": "inference_overhead",
 }
 
 
@@ -157,6 +167,8 @@ def format_value(metric: Metric, value: float | None) -> str:
         return _format_scaled(value, [(1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")])
     if metric.unit == "rate":
         return f"{value:,.0f}/s"
+    if metric.unit == "percent":
+        return f"{value:+.1f}%"
     return f"{value:.4g}" if metric.unit == "loss" else f"{value:.3f}"
 
 

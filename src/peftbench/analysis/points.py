@@ -16,11 +16,13 @@ import numpy as np
 
 from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
+from peftbench.results.inference_record import serving_mode_label
 from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
 
 
 # What filter expressions and the HTML table can refer to besides the metrics (see Point.fields).
-DESCRIPTIVE_FIELDS = ("name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", "sweep_stage", "converted")
+DESCRIPTIVE_FIELDS = ("name", "experiment", "method", "config", "task", "peft_type", "n_runs", "lr", "sweep_stage", "converted",
+                      "serving_mode")
 FILTER_FIELDS = frozenset(DESCRIPTIVE_FIELDS) | frozenset(METRICS)
 
 
@@ -49,6 +51,17 @@ class Point:
         return [run.seed for run in self.runs]
 
     @property
+    def serving_mode(self) -> str:
+        """The serving mode of the inference_overhead metric ("merged", "unmerged (cannot merge)", ...; "" when
+        never measured), from the first run that `peftbench infer` measured."""
+        measured = next((run.inference for run in self.runs if run.inference is not None), None)
+        return serving_mode_label(measured) if measured is not None else ""
+
+    def shown(self, metric: str, text: str) -> str:
+        """A metric's formatted value with what it needs beside it: the serving mode of the inference overhead."""
+        return f"{text} {self.serving_mode}" if metric == "inference_overhead" and self.serving_mode else text
+
+    @property
     def noise_note(self) -> str:
         n = len(self.runs)
         if n >= 2:
@@ -70,6 +83,7 @@ class Point:
             "lr": self.learning_rate if self.learning_rate is not None else self.runs[0].learning_rate,
             "sweep_stage": self.sweep_stage or "",
             "converted": self.conversion_rank is not None,
+            "serving_mode": self.serving_mode,
             **{metric: self.mean(metric) for metric in METRICS},
         }
 

@@ -73,6 +73,14 @@ def parse_count(text: str, option: str = "count") -> float:
     return finite_limit(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()], option, text)
 
 
+def parse_percent(text: str, option: str = "percentage") -> float:
+    """'10%' -> 10.0 (a bare number is a percentage too: 10 -> 10.0)."""
+    match = re.fullmatch(rf"\s*([+-]?{_NUMBER})\s*(%?)\s*", text)
+    if not match:
+        raise ConstraintError(f"{option} {text!r} is not a percentage; use e.g. 10%, 2.5%")
+    return finite_limit(float(match.group(1)), option, text)
+
+
 @dataclass(frozen=True)
 class Constraint:
     metric: Metric

@@ -26,6 +26,9 @@ def recommend(
     max_params: Annotated[Optional[str], typer.Option("--max-params", help="Trainable parameter limit, e.g. 10M.")] = None,
     max_forgetting: Annotated[Optional[float], typer.Option("--max-forgetting", help="Forgetting (image tasks: drift) limit.")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Lowest acceptable test score, e.g. 0.4.")] = None,
+    max_inference_overhead: Annotated[Optional[str], typer.Option(
+        "--max-inference-overhead", help="Inference overhead limit against the base model, served the cheapest way "
+        "(merged where the method can; `peftbench infer`), e.g. 10%. Unmeasured methods are left out.")] = None,
     priority: Annotated[
         str, typer.Option("--priority", help="What to optimize: test_score, forgetting, peak_memory, train_time, file_size, ...")
     ] = "test_score",
@@ -48,7 +51,7 @@ def recommend(
     try:
         priority_metric = get_metric(priority)
         constraints = _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params,
-                                   max_forgetting, min_score)
+                                   max_forgetting, min_score, max_inference_overhead)
         point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
         required = parse_capabilities(must or [])
     except (KeyError, ValueError, ConstraintError, FilterError) as error:
@@ -80,10 +83,13 @@ def _warn(console, warnings) -> None:
         console.print(Text(f"warning: {warning}", style="yellow"))
 
 
-def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params, max_forgetting, min_score):
+def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_params, max_forgetting, min_score,
+                 max_inference_overhead=None):
     """The limit options as analysis.recommend Constraints (ConstraintError for a value that does not parse)."""
     from peftbench.analysis.metrics import get_metric
-    from peftbench.analysis.recommend import Constraint, finite_limit, parse_count, parse_duration, parse_size
+    from peftbench.analysis.recommend import (
+        Constraint, finite_limit, parse_count, parse_duration, parse_percent, parse_size,
+    )
 
     limits = [
         ("peak_memory", max_memory, parse_size, "--max-memory"),
@@ -91,6 +97,7 @@ def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_
         ("total_time", max_total_time, parse_duration, "--max-total-time"),
         ("file_size", max_file_size, parse_size, "--max-file-size"),
         ("trainable_params", max_params, parse_count, "--max-params"),
+        ("inference_overhead", max_inference_overhead, parse_percent, "--max-inference-overhead"),
     ]
     constraints = [Constraint(get_metric(metric), parse(text, option)) for metric, text, parse, option in limits
                    if text is not None]

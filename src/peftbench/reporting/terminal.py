@@ -16,7 +16,8 @@ from peftbench.analysis.points import Point, points_by_task
 
 # Columns shown besides the chosen pair, when the points have them.
 NARROW_WIDTH = 120
-CONTEXT_METRICS = ["test_score", "peak_memory", "peak_memory_process", "train_time", "file_size", "trainable_params", "forgetting"]
+CONTEXT_METRICS = ["test_score", "peak_memory", "peak_memory_process", "train_time", "file_size", "trainable_params", "forgetting",
+                   "inference_overhead"]
 
 
 def format_with_interval(point: Point, metric: Metric) -> str:
@@ -26,8 +27,8 @@ def format_with_interval(point: Point, metric: Metric) -> str:
     text = format_value(metric, value.mean)
     if value.low != value.high:
         half_width = (value.high - value.low) / 2
-        text += f" ±{format_value(metric, half_width)}"
-    return text
+        text += f" ±{format_value(metric, half_width).lstrip('+')}"
+    return point.shown(metric.name, text)
 
 
 def _columns(comparison: Comparison, width: int) -> list[Metric]:

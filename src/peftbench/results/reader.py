@@ -24,6 +24,7 @@ from typing import Any, Optional
 from peftbench.analysis.metrics import METRICS, UNIT_RANGES
 from peftbench.config import ConfigError, read_untrusted_text
 from peftbench.printable import printable
+from peftbench.results.inference_record import INFERENCE_DIR, InferenceResult, inference_file_of, mode_overhead, read_inference_file
 from peftbench.results.record import PEFTBENCH, RunResult, peftbench_fields
 from peftbench.results.writer import CHECKPOINTS_DIR
 
@@ -298,6 +299,8 @@ class RunRecord:
     learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
     source: str = PEFT_SUITE_SOURCE  # or "peftbench"
     result: RunResult = field(default_factory=RunResult)
+    # `peftbench infer`'s measurement of this experiment: RESULTS/inference/<the result file's stem>.json
+    inference: InferenceResult | None = None
 
     @property
     def sweep(self) -> dict[str, Any] | None:
@@ -398,6 +401,8 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
         learning_rate = None
     metrics = _analysis_metrics(result, source, problems)
+    inference = _joined_inference(read.path)
+    metrics.update(_inference_metrics(inference))
     record = RunRecord(
         path=read.path,
         experiment_name=experiment_name,
@@ -415,6 +420,7 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         learning_rate=learning_rate,
         source=source,
         result=result,
+        inference=inference,
     )
     _drop_out_of_range(metrics, problems)
     return record, summary_line(problems.messages)
@@ -447,6 +453,21 @@ def _analysis_metrics(result: RunResult, source: str, problems: _Problems) -> di
         "final_train_loss": result.final_train_loss,
         "harness_change": _number(harness, "mean_difference", "peftbench.harness", problems),
     }
+
+
+def _joined_inference(result_file: Path) -> InferenceResult | None:
+    """The successful inference measurement of the training result `result_file`, joined by its stem."""
+    inference, _ = read_inference_file(inference_file_of(result_file))
+    return inference if inference is not None and inference.status == "success" else None
+
+
+def _inference_metrics(inference: InferenceResult | None) -> dict[str, float | None]:
+    """The inference metrics (None where never measured: a dash in the tables, never 0)."""
+    if inference is None:
+        return dict.fromkeys(("inference_overhead", "inference_overhead_unmerged", "inference_overhead_converted"))
+    return {"inference_overhead": mode_overhead(inference, inference.headline_mode or ""),
+            "inference_overhead_unmerged": mode_overhead(inference, "unmerged"),
+            "inference_overhead_converted": mode_overhead(inference, "converted")}
 
 
 def _curve(entries: list[dict[str, Any]], value_key: str, where: str, problems: _Problems,
@@ -506,8 +527,10 @@ def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> l
         if path.is_dir():
             for found in sorted(path.rglob("*.json")):
                 inner = found.relative_to(path).parts[:-1]
-                # saved adapters (checkpoints/) and hidden folders hold configs, not results
-                if found.is_file() and not any(part == CHECKPOINTS_DIR or part.startswith(".") for part in inner):
+                # saved adapters (checkpoints/) and hidden folders hold configs, not results; inference/ holds
+                # what `peftbench infer` measured, which each result joins by name
+                if found.is_file() and not any(part in (CHECKPOINTS_DIR, INFERENCE_DIR) or part.startswith(".")
+                                               for part in inner):
                     files.setdefault(found.resolve(), None)
         elif path.is_file():
             files.setdefault(path.resolve(), None)

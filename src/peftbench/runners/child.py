@@ -1,6 +1,7 @@
 """Child-process entry point: `python -m peftbench.runners.child REQUEST` (a JSON file, or `-` for stdin).
 
-The request holds runners.request.RunRequest fields (plus the parent's pid); nothing is unpickled. The child
+The request holds runners.request.RunRequest fields (plus the parent's pid); nothing is unpickled. A request
+with `"job": "infer"` is an inference measurement instead (peftbench.inference.measure), with its own fields. The child
 writes the result file itself and exits 0 once it is written, whatever the run's status; any other exit means
 it died before writing, and the parent records the result. Ctrl-C, SIGTERM and SIGHUP cancel the run (a
 `cancelled` result); so does the parent's death, which the kernel reports as SIGTERM (Linux).
@@ -37,6 +38,10 @@ def main(argv: list[str]) -> int:
     cancel_on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), parent_pid=parent_pid)
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    if fields.get("job") == "infer":
+        from peftbench.inference.measure import measure_job
+
+        return measure_job(fields)
     from peftbench.config import ConfigError
     from peftbench.results.writer import ResultWriteError
     from peftbench.runners.engine import execute

@@ -20,8 +20,9 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
@@ -111,15 +112,40 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
 def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
     before = _mtime(run.result_file)
     oom_kills_before = oom_kill_count()
+    ended = run_in_child(request.to_dict(), echo=request.show_progress)
+    if _mtime(run.result_file) not in (None, before):
+        status = existing_status(run.result_file) or "failed"
+    else:
+        status, message = died_without_result(ended, oom_kills_before)
+        _write_fallback_result(run, request, status, message)
+    if ended.interrupt is not None:
+        raise ended.interrupt
+    return run.result_file, status
+
+
+@dataclass
+class ChildEnded:
+    """How a child process ended: its process (returncode, pid), the interrupt that stopped it (re-raise it once
+    the outcome is recorded), the tail of its stderr."""
+
+    process: Any
+    interrupt: Optional[KeyboardInterrupt]
+    stderr_tail: str
+
+
+def run_in_child(payload: dict[str, Any], *, echo: bool) -> ChildEnded:
+    """Start a child process (warm where safe, see FORK_WARM_CHILD), give it `payload` as JSON on its stdin
+    (runners.child reads it) and wait for it. Ctrl-C, SIGTERM or SIGHUP are forwarded, and the child is given
+    time to record its cancellation. With `echo` off, its stderr is only kept (its tail), not shown."""
     interrupt: Optional[KeyboardInterrupt] = None
     process = _start_child()
     _RUNNING.add(process.pid)
-    # With show_progress off (suites and sweeps draw one bar for the whole batch), the children's
-    # own bars and warnings would interleave into noise: keep only their tail for the result.
-    tail = _StderrTail(process.stderr, echo=request.show_progress)
+    # With echo off (suites and sweeps draw one bar for the whole batch), the children's own bars and warnings
+    # would interleave into noise: keep only their tail for the result.
+    tail = _StderrTail(process.stderr, echo=echo)
     try:
         try:
-            process.stdin.write(json.dumps({**request.to_dict(), "parent_pid": process.parent_pid}).encode("utf-8"))
+            process.stdin.write(json.dumps({**payload, "parent_pid": process.parent_pid}).encode("utf-8"))
             process.stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; its exit code and stderr say why
@@ -137,15 +163,7 @@ def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
             process.wait()
     _RUNNING.discard(process.pid)
     tail.join()
-
-    if _mtime(run.result_file) not in (None, before):
-        status = existing_status(run.result_file) or "failed"
-    else:
-        status, message = _died_without_result(process, interrupt, tail.text(), oom_kills_before)
-        _write_fallback_result(run, request, status, message)
-    if interrupt is not None:
-        raise interrupt
-    return run.result_file, status
+    return ChildEnded(process, interrupt, tail.text())
 
 
 def _start_child():
@@ -323,9 +341,9 @@ def _fork_server_pid(child_pid: int) -> Optional[int]:
         return None
 
 
-def _died_without_result(process, interrupt: Optional[KeyboardInterrupt], stderr_tail: str,
-                         oom_kills_before: Optional[int]) -> tuple[str, str]:
+def died_without_result(ended: ChildEnded, oom_kills_before: Optional[int]) -> tuple[str, str]:
     """Status and message for a child that exited without writing its result."""
+    process, interrupt, stderr_tail = ended.process, ended.interrupt, ended.stderr_tail
     if interrupt is not None:
         return "cancelled", cancel_reason(interrupt)
     if process.returncode == -signal.SIGKILL:

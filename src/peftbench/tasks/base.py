@@ -103,6 +103,8 @@ class Task(ABC):
     # Which process-level peak the PEFT suite's `accelerator_memory_max` is: "run" (MetaMathQA: the whole run) or
     # "train" (image-gen: training only).
     suite_memory_scope: str = "run"
+    # `peftbench infer`'s settings (inference/settings.py) where they differ from PEFT's published ones
+    inference_params: dict[str, Any] = {}
     # Where the task may save files that belong to the run (images); the runner sets it, None: nothing is saved.
     artifacts_dir: Optional[Path] = None
 

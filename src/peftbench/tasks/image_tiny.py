@@ -15,3 +15,5 @@ class ImageTinyTask(ImageGenTask):
     name = "image-tiny"
     description = "offline default: a tiny FLUX.2 learns 'sks toy' from 14 pictures, in-house similarity model (CPU)"
     defaults_file = ASSET_DIR / DEFAULTS_FILE
+    # `peftbench infer`: two prompts, three runs (PEFT's 5 and 10 would take most of an hour on two CPU cores)
+    inference_params = {"prompts_per_category": 2, "runs": 3}

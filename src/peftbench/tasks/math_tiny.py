@@ -50,6 +50,11 @@ class MathTinyTask(TextTask):
     )
     _data = None  # (config, data): local data files read by check_inputs, for load_data with the same config
 
+    # PEFT's inference settings (5 prompts a category, 10 runs of 20/50/100 tokens) would take most of an hour
+    # for the quick suite's nine methods on two CPU cores; these keep its categories at half the lengths
+    inference_params = {"prompts_per_category": 2, "max_new_tokens": {"short": 10, "medium": 25, "long": 50},
+                        "runs": 3}
+
     def default_params(self) -> dict[str, Any]:
         return {
             **math_task().default_params(),

@@ -54,6 +54,16 @@ def _reset_high_water_mark() -> bool:
     return _read_status_kib("VmHWM") is not None
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: the kernel's high-water mark); False where it cannot be reset."""
+    return _reset_high_water_mark()
+
+
+def peak_rss_bytes() -> Optional[int]:
+    """The process's peak RSS since the last reset_peak_rss (None where the kernel does not report it)."""
+    return _read_status_kib("VmHWM")
+
+
 class _RssSampler:
     """Fallback peak tracker: samples RSS on a background thread."""
 

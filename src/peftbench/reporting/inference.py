@@ -1,0 +1,99 @@
+"""The table `peftbench infer` prints: per adapter, the overhead of each serving mode against the base model,
+its time to first token and decode time per token (image tasks: seconds per image). Strings from result files go into rich Text, never markup."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.table import Table
+from rich.text import Text
+
+from peftbench.results.inference_record import InferenceResult
+
+TABLE_MODES = ("unmerged", "merged", "converted", "mixed")
+NOTE_CHARS = 90  # of each mode's reason in the table; the result file has it whole
+
+
+def format_overhead(value: Optional[float], within_noise: Optional[bool] = None) -> str:
+    """"+12.3%", "-0.4% ~" (~: within the base model's own run-to-run spread), "-" when not measured."""
+    if value is None:
+        return "-"
+    return f"{value:+.1f}%" + (" ~" if within_noise else "")
+
+
+def _mode_cell(result: InferenceResult, mode: str) -> Text:
+    block: Any = result.modes.get(mode, result.modes.get("full") if mode == "unmerged" else None)
+    if not isinstance(block, dict):
+        return Text("-")
+    if block.get("supported") is False:
+        return Text("n/a", style="dim")
+    return Text(format_overhead(block.get("overhead_pct"), block.get("within_noise")))
+
+
+def _milliseconds(value: Any) -> str:
+    return f"{1000 * value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _with_overhead(text: str, overhead: Any) -> str:
+    number = isinstance(overhead, (int, float)) and not isinstance(overhead, bool)
+    return f"{text} ({format_overhead(overhead)})" if number and text != "-" else text
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _first_category_name(result: InferenceResult) -> str:
+    """"image" for an image task's result (its one category), else the text category's name or ""."""
+    for block in result.modes.values():
+        batches = block.get("batches") if isinstance(block, dict) else None
+        if isinstance(batches, dict):
+            for categories in batches.values():
+                if isinstance(categories, dict) and categories:
+                    return next(iter(categories))
+    return ""
+
+
+def inference_table(results: list[InferenceResult]) -> Table:
+    table = Table(title="Inference overhead against the base model (batch size 1, mean over prompt categories; "
+                        "~ within noise, n/a the method cannot serve so); un-merged time to first token and decode "
+                        "time per token (short prompts) with their own overheads", title_justify="left",
+                  header_style="bold")
+    table.add_column("experiment", overflow="fold", min_width=20)
+    table.add_column("adapter")
+    for mode in TABLE_MODES:
+        table.add_column(mode, justify="right", no_wrap=True)
+    table.add_column("TTFT ms", justify="right")
+    table.add_column("decode ms/token", justify="right")
+    images = any("image" in _first_category_name(r) for r in results)
+    if images:
+        table.add_column("s/image", justify="right")
+    table.add_column("note", overflow="fold", max_width=50)
+    for result in results:
+        unmerged = result.modes.get("unmerged") if isinstance(result.modes.get("unmerged"), dict) else None
+        serving = unmerged or result.modes.get("full") or {}
+        category = _first_category(serving)
+        notes = [f"{mode}: {str(block.get('reason', ''))[:NOTE_CHARS]}" for mode, block in result.modes.items()
+                 if isinstance(block, dict) and block.get("supported") is False]
+        if "full" in result.modes:
+            notes.insert(0, "full fine-tuning: the whole model is served, no adapter")
+        if result.status != "success":
+            notes = [f"{result.status}: {result.error_msg.strip().splitlines()[0] if result.error_msg.strip() else ''}"]
+        table.add_row(
+            Text(result.experiment_name), Text(result.adapter_state),
+            *[_mode_cell(result, mode) for mode in TABLE_MODES],
+            _with_overhead(_milliseconds(category.get("time_to_first_token_s")), category.get("prefill_overhead_pct")),
+            _with_overhead(_milliseconds(category.get("decode_time_per_token_s")), category.get("decode_overhead_pct")),
+            *([_seconds(category.get("seconds_per_image"))] if images else []),
+            Text("; ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _first_category(block: dict[str, Any]) -> dict[str, Any]:
+    """The smallest batch size's first category (PEFT's "short") of a mode block, or {}."""
+    batches = block.get("batches") if isinstance(block, dict) else None
+    if not isinstance(batches, dict) or not batches:
+        return {}
+    categories = batches[min(batches, key=lambda size: int(size) if size.isdigit() else 1 << 30)]
+    return next(iter(categories.values()), {}) if isinstance(categories, dict) else {}
