@@ -92,6 +92,37 @@ def test_run_saves_test_images_drift_pairs_and_samples(image_lora_run, image_sta
     assert [s["prompt"] for s in images["samples"]] == image_standins["sample_image_prompts"]
 
 
+def test_sample_images_come_from_one_generator_seeded_seed_plus_100000(tmp_path, monkeypatch):
+    """PEFT's samples: one generator seeded seed + 100000, running on from prompt to prompt (not re-seeded)."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import torch
+    from PIL import Image
+
+    from peftbench.tasks.image_gen import generation
+    from peftbench.tasks.image_gen.task import ImageGenTask
+
+    noise_per_prompt = []
+
+    def generate_drawing_noise(pipeline, parts, prompts, generator, config):
+        noise_per_prompt.append(torch.randn(8, generator=generator))  # what the pipeline's latents would draw
+        return [Image.new("RGB", (4, 4))]
+
+    monkeypatch.setattr(generation, "generate", generate_drawing_noise)
+    monkeypatch.setattr(generation, "pipeline_with", lambda parts, model: nullcontext())
+    task = ImageGenTask()
+    task.artifacts_dir = tmp_path / "artifacts" / "run"
+    config = SimpleNamespace(seed=7, sample_image_prompts=["a photo of sks cat", "sks cat at the beach", "a dog"])
+    fields = task.after_run(torch.nn.Linear(1, 1), SimpleNamespace(device=torch.device("cpu")), config)
+
+    one_generator = torch.Generator().manual_seed(7 + 100_000)
+    expected = [torch.randn(8, generator=one_generator) for _ in config.sample_image_prompts]
+    assert len(noise_per_prompt) == 3
+    assert all(torch.equal(drawn, wanted) for drawn, wanted in zip(noise_per_prompt, expected))
+    assert [s["prompt"] for s in fields["images"]["samples"]] == config.sample_image_prompts
+
+
 def test_full_finetuning_has_no_drift(image_standins, tmp_path):
     experiment = copy_experiment("full-finetuning/flux2-klein-default", tmp_path / "experiments")
     path, status = execute(RunRequest(task="image-gen", results_dir=str(tmp_path / "results"),
