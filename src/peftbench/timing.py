@@ -33,6 +33,7 @@ class RunClock:
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
+        self._stop: float | None = None
         self.seconds: dict[str, float] = defaultdict(float)
 
     @contextmanager
@@ -47,12 +48,16 @@ class RunClock:
         """Seconds a phase took that were measured elsewhere (the training loop times TRAIN and VALID itself)."""
         self.seconds[name] += seconds
 
+    def stop(self) -> None:
+        """The run is over: elapsed() is from now on the same number for every figure computed from it."""
+        self._stop = time.perf_counter()
+
     def elapsed(self) -> float:
-        return time.perf_counter() - self._start
+        return (self._stop if self._stop is not None else time.perf_counter()) - self._start
 
     def total(self, names: Iterable[str]) -> float:
         return sum(self.seconds.get(name, 0.0) for name in names)
 
     def suite_total_time(self) -> float:
-        """The PEFT suite's `run_info.total_time`: the run so far, minus the phases its scripts do not have."""
+        """The PEFT suite's `run_info.total_time`: the run, minus the phases its scripts do not have."""
         return self.elapsed() - self.total(NOT_IN_SUITE)

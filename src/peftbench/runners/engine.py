@@ -219,6 +219,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
         else:
             m.status = "failed"
             m.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=10)}"
+    clock.stop()
     m.total_time_s, m.suite_total_time_s = clock.elapsed(), clock.suite_total_time()
     m.time_by_phase_s = dict(clock.seconds)
     # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
