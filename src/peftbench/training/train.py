@@ -43,8 +43,6 @@ class TrainOutcome:
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, score}
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
-    # the allocator's bytes in use after each step (CUDA; None where a device has no such figure)
-    memory_allocated_log: list[Optional[int]] = field(default_factory=list)
     memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
     # the optimizer's actual hyperparameters (its `defaults`): what optimizer_kwargs amounted to, AdamW's own
     # defaults included (a suite that merges training_params.json shallowly can drop a key silently)
@@ -108,6 +106,7 @@ def train(
     forward_model = torch.compile(model, dynamic=True) if config.compile else model
     batches = iter(task.train_batches(data.train, processor, config, seed=config.seed))
     step_durations: list[float] = []  # of the steps since the last validation
+    allocated: list[Optional[int]] = []  # the allocator's bytes after each of those steps (None on a CPU)
     tokens_at_last_validation = 0
     # tensor-level peak memory, on the few steps that can set it (see training.tensor_memory.StepSampler)
     sampler = StepSampler(tensor_memory, model, optimizer) if tensor_memory is not None else None
@@ -149,7 +148,7 @@ def train(
             lr = scheduler.get_last_lr()[0]
             outcome.train_curve.append({"step": step, "loss": loss_value, "lr": lr})
             outcome.memory_log.append(memory_now())
-            outcome.memory_allocated_log.append(memory_allocated_now())
+            allocated.append(memory_allocated_now())
             step_durations.append(time.perf_counter() - tic_step)
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
@@ -168,7 +167,6 @@ def train(
                 window = len(step_durations)
                 train_time_window = sum(step_durations)
                 tokens_window = outcome.total_tokens - tokens_at_last_validation
-                allocated = outcome.memory_allocated_log[-window:]
                 outcome.valid_curve.append({"step": step, "score": result.score})
                 outcome.metrics.append(
                     {
@@ -184,7 +182,7 @@ def train(
                         "elapsed time": suite_elapsed_before_s + time.perf_counter() - tic_loop,
                     }
                 )
-                step_durations, tokens_at_last_validation = [], outcome.total_tokens
+                step_durations, allocated, tokens_at_last_validation = [], [], outcome.total_tokens
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
