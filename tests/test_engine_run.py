@@ -98,6 +98,14 @@ def test_cli_run_writes_complete_result_and_checkpoint(
     assert 0 < pb["peak_memory_train_bytes"] <= pb["peak_memory_total_bytes"]
     assert pb["peak_memory_train_allocated_bytes"] == sum(pb["peak_memory_train_breakdown"].values()) > 0
     assert 0 < pb["train_time_s"] and 0 < pb["eval_time_s"] and pb["total_time_s"] >= pb["train_time_s"] + pb["eval_time_s"]
+    # the PEFT suite's times, as its MetaMathQA run.py clocks them: train() from loading its data to the
+    # forgetting loss after the test, minus the validations; the total without peftbench's own extra work
+    phases = pb["time_by_phase_s"]
+    assert train_info["train_time"] == pytest.approx(sum(phases.get(name, 0.0) for name in (
+        "data", "reference", "prepare", "train", "test")))
+    assert run_info["total_time"] == pytest.approx(
+        pb["total_time_s"] - sum(phases.get(name, 0.0) for name in ("checks", "harness", "output")))
+    assert metrics[0]["elapsed time"] >= phases["data"] + metrics[0]["train time"] + metrics[0]["eval time"]
     assert result["meta_info"]["package_info"]["peft-version"]
     # the precision used, and the hardware that decided it (issue 10)
     assert run_info["train_config"]["dtype"] == "float32" and run_info["train_config"]["use_amp"] is False

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
+from peftbench.results.reader import read_result_file
 from peftbench.runners.engine import execute, prepare
 from peftbench.runners.request import RunRequest
 from peftbench.tasks.image_gen.data import split_indices
@@ -68,6 +69,25 @@ def test_result_file_has_peft_s_image_layout(image_lora_run, image_standins):
     assert own["optimizer"]["type"] == "AdamW" and own["optimizer"]["settings"]["weight_decay"] == 1e-4
 
 
+def test_result_file_has_peft_s_provenance_and_memory_fields(image_lora_run):
+    from importlib.metadata import version
+
+    from peftbench.results.writer import package_checkout
+
+    path, result = image_lora_run
+    run_info, train_info = result["run_info"], result["train_info"]
+    assert (run_info["peft_branch"], run_info["peft_worktree_is_dirty"]) == package_checkout("peft")
+    assert isinstance(run_info["peft_branch"], str) and isinstance(run_info["peft_worktree_is_dirty"], bool)
+    assert result["meta_info"]["package_info"]["diffusers-version"] == version("diffusers")
+    # PEFT's per-validation memory: means over the steps since the last validation (allocator bytes: none on a CPU)
+    windows = train_info["metrics"][:-1]
+    for entry in windows:
+        assert entry["mem allocated avg"] is None and entry["mem reserved avg"] >= 0
+    # two windows of eval_steps steps cover the run: their means' mean is the run's (PEFT's reserved average)
+    run_mean = sum(entry["mem reserved avg"] for entry in windows) / len(windows)
+    assert int(run_mean) == pytest.approx(train_info["accelerator_memory_reserved_avg"], abs=1)
+
+
 def test_run_saves_test_images_drift_pairs_and_samples(image_lora_run, image_standins):
     from PIL import Image
 
@@ -92,15 +112,90 @@ def test_run_saves_test_images_drift_pairs_and_samples(image_lora_run, image_sta
     assert [s["prompt"] for s in images["samples"]] == image_standins["sample_image_prompts"]
 
 
-def test_full_finetuning_has_no_drift(image_standins, tmp_path):
-    experiment = copy_experiment("full-finetuning/flux2-klein-default", tmp_path / "experiments")
+def test_sample_images_come_from_one_generator_seeded_seed_plus_100000(tmp_path, monkeypatch):
+    """PEFT's samples: one generator seeded seed + 100000, running on from prompt to prompt (not re-seeded)."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import torch
+    from PIL import Image
+
+    from peftbench.tasks.image_gen import generation
+    from peftbench.tasks.image_gen.task import ImageGenTask
+
+    noise_per_prompt = []
+
+    def generate_drawing_noise(pipeline, parts, prompts, generator, config):
+        noise_per_prompt.append(torch.randn(8, generator=generator))  # what the pipeline's latents would draw
+        return [Image.new("RGB", (4, 4))]
+
+    monkeypatch.setattr(generation, "generate", generate_drawing_noise)
+    monkeypatch.setattr(generation, "pipeline_with", lambda parts, model: nullcontext())
+    task = ImageGenTask()
+    task.artifacts_dir = tmp_path / "artifacts" / "run"
+    config = SimpleNamespace(seed=7, sample_image_prompts=["a photo of sks cat", "sks cat at the beach", "a dog"])
+    fields = task.after_run(torch.nn.Linear(1, 1), SimpleNamespace(device=torch.device("cpu")), config)
+
+    one_generator = torch.Generator().manual_seed(7 + 100_000)
+    expected = [torch.randn(8, generator=one_generator) for _ in config.sample_image_prompts]
+    assert len(noise_per_prompt) == 3
+    assert all(torch.equal(drawn, wanted) for drawn, wanted in zip(noise_per_prompt, expected))
+    assert [s["prompt"] for s in fields["images"]["samples"]] == config.sample_image_prompts
+
+
+def run_experiment(name: str, image_standins: dict, tmp_path: Path) -> tuple[Path, dict]:
+    """One of PEFT's experiment folders run by image-gen on the stand-ins: (result file, its content)."""
+    experiment = copy_experiment(name, tmp_path / "experiments")
     path, status = execute(RunRequest(task="image-gen", results_dir=str(tmp_path / "results"),
                                       experiment_dir=str(experiment), overrides=dict(image_standins),
                                       show_progress=False))
     result = json.loads(Path(path).read_text())
     assert status == "success", result["peftbench"]["error_msg"]
+    return Path(path), result
+
+
+def test_the_peft_layout_times_mean_what_peft_s_image_script_measures(image_standins, tmp_path, monkeypatch):
+    """PEFT's image-gen run.py: train_time runs from before the caches to after the test and drift, minus the
+    validations (its data loads before); total_time leaves out the sample images (made after it stops); a
+    validation's "train time" sums its steps' durations and its "elapsed time" counts from before the caches.
+    Phases made to last at least some seconds show which side of each definition they fall on."""
+    import time as time_module
+
+    from peftbench.runners.progress import ProgressFile
+    from peftbench.tasks.image_gen.task import ImageGenTask
+
+    pause, caching_pause = 0.3, 1.5
+    for cls, method, seconds in ((ImageGenTask, "load_data", pause), (ImageGenTask, "after_run", pause),
+                                 (ImageGenTask, "before_training", caching_pause),
+                                 (ProgressFile, "update", pause)):  # update: between steps, outside their durations
+        original = getattr(cls, method)
+
+        def paused(*args, _original=original, _seconds=seconds, **kwargs):
+            time_module.sleep(_seconds)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, method, paused)
+    path, result = run_experiment("lora/flux2-klein-default", image_standins, tmp_path)
+    own, phases = result["peftbench"], result["peftbench"]["time_by_phase_s"]
+    assert min(phases["data"], phases["output"]) >= pause and phases["prepare"] >= caching_pause
+    assert phases["checks"] > 0
+    assert result["train_info"]["train_time"] == pytest.approx(phases["prepare"] + phases["train"] + phases["test"])
+    assert result["run_info"]["total_time"] == pytest.approx(
+        own["total_time_s"] - phases["checks"] - phases["output"])
+    assert own["train_time_s"] == phases["train"] and own["eval_time_s"] == pytest.approx(phases["valid"] + phases["test"])
+    # each step reports its progress (a pause) after its duration ends
+    first, second = result["train_info"]["metrics"][:2]
+    assert first["elapsed time"] >= phases["prepare"] + first["train time"] + first["eval time"] + 2 * pause
+    assert second["elapsed time"] - first["elapsed time"] >= second["train time"] + second["eval time"] + 2 * pause
+
+
+def test_full_finetuning_has_no_drift(image_standins, tmp_path):
+    path, result = run_experiment("full-finetuning/flux2-klein-default", image_standins, tmp_path)
     final = result["train_info"]["metrics"][-1]
-    assert final["drift"] is None or math.isnan(final["drift"])  # PEFT: NaN, no adapter to switch off
+    assert math.isnan(final["drift"]) and '"drift": NaN' in Path(path).read_text()  # PEFT's: no adapter to switch off
+    assert result["peftbench"]["forgetting"] is None  # peftbench's own section: strict JSON
+    read = read_result_file(path)
+    assert not read.problems and read.result.forgetting is None
     assert result["run_info"]["peft_config"] is None
     assert result["train_info"]["num_trainable_params"] == result["train_info"]["num_total_params"]
     # its training_params.json sets max_steps 300 and lr 5e-5; the stand-in run's --set max_steps wins

@@ -99,3 +99,81 @@ def test_unreadable_files_are_described_never_raised(tmp_path, content, expected
     assert read.result is None and read.status is None
     assert {"missing": read.missing, "malformed JSON": "malformed JSON" in (read.error or ""),
             "not a result": read.not_a_result}[expected]
+
+
+def _package_in(site: Path, name: str) -> Path:
+    """A package `name` under `site`, with a wheel's RECORD of its one file's sha256 (as pip installs it)."""
+    import base64
+    import hashlib
+
+    package = site / name
+    package.mkdir(parents=True)
+    source = package / "__init__.py"
+    source.write_text("VALUE = 1\n")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(source.read_bytes()).digest()).rstrip(b"=").decode()
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "RECORD").write_text(f"{name}/__init__.py,sha256={digest},10\n{name}-1.0.dist-info/RECORD,,\n")
+    return source
+
+
+def test_an_installed_release_is_peft_s_detached_head_dirty_when_a_file_changed(tmp_path, monkeypatch):
+    """The PEFT suite's `git rev-parse --abbrev-ref HEAD` on a checkout of a release tag says "HEAD"."""
+    from peftbench.results.writer import package_checkout
+
+    source = _package_in(tmp_path / "site-packages", "wheelpkg")
+    monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
+    assert package_checkout("wheelpkg") == ("HEAD", False)
+    package_checkout.cache_clear()
+    source.write_text("VALUE = 2\n")  # edited after installation
+    assert package_checkout("wheelpkg") == ("HEAD", True)
+    package_checkout.cache_clear()
+
+
+def test_a_git_checkout_records_its_branch_and_whether_its_worktree_is_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from peftbench.results.writer import package_checkout
+
+    repository = tmp_path / "gitpkg-repo"
+    source = _package_in(repository / "src", "gitpkg")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repository, check=True,
+                       capture_output=True)
+
+    git("init", "-q", "-b", "my-feature")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    monkeypatch.syspath_prepend(str(repository / "src"))
+    assert package_checkout("gitpkg") == ("my-feature", False)
+    package_checkout.cache_clear()
+    source.write_text("VALUE = 2\n")
+    assert package_checkout("gitpkg") == ("my-feature", True)
+    package_checkout.cache_clear()
+
+
+def test_a_nan_in_the_suite_sections_is_written_as_peft_writes_it_and_read_back_as_not_measured(tmp_path):
+    """PEFT's json.dump writes full fine-tuning's drift as the bare token NaN; peftbench's own section stays
+    strict JSON (null)."""
+    import math
+
+    written = RunResult(status="success", method="full-finetuning", name="x", steps=4, test_score=0.5,
+                        score_name="dino_similarity", forgetting_name="drift", forgetting=math.nan)
+    path = write_json_atomic(tmp_path / "r.json", result_document(written), allow_nan=True)
+    text = path.read_text()
+    assert '"drift": NaN' in text and "NaN" not in text[text.index('"peftbench"'):]
+    read = read_result_file(path)
+    assert not read.problems and read.result.forgetting is None and read.result.test_score == 0.5
+
+
+def test_the_published_image_results_read_as_before():
+    """NaN drift (full fine-tuning), PEFT's total and train times: the published files' own figures."""
+    for path in sorted((PUBLISHED.parent / "peft-image-gen").glob("*.json")):
+        data, read = json.loads(path.read_text()), read_result_file(path)
+        assert read.source == "peft-suite" and not read.problems, (path.name, read.problems)
+        drift = data["train_info"]["metrics"][-1]["drift"]
+        assert read.result.forgetting == (None if drift != drift else drift)
+        assert read.result.total_time_s == read.result.suite_total_time_s == data["run_info"]["total_time"]
+        assert read.result.suite_train_time_s == data["train_info"]["train_time"]

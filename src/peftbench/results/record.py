@@ -70,6 +70,8 @@ class RunResult:
     train_time_s: Optional[float] = None  # the training loop minus validation (peftbench's own definition)
     eval_time_s: Optional[float] = None
     total_time_s: Optional[float] = None
+    # wall seconds of each named phase of the run (peftbench.timing), which every time figure above is defined from
+    time_by_phase_s: dict[str, float] = field(default_factory=dict)
     tokens_per_second: Optional[float] = None  # text tasks: throughput in tokens/s
     throughput: Optional[float] = None  # training units per second of train_time_s, in throughput_unit
     throughput_unit: Optional[str] = None  # the task's: "tokens/s" (text), "images/s" (image generation)
@@ -98,9 +100,9 @@ class RunResult:
     final_train_loss: Optional[float] = field(default=None, metadata=suite())
     train_samples: int = field(default=0, metadata=suite())
     forgetting_name: str = field(default="forgetting", metadata=suite())  # the final entry's forgetting key
-    # the PEFT suite's train_time: train_time_s plus data loading, the forgetting losses and the final test
-    # generation (everything its train() does except the periodic validation); None when not measured
+    # the PEFT suite's train_time and total_time (peftbench.timing defines both); None when not measured
     suite_train_time_s: Optional[float] = field(default=None, metadata=suite())
+    suite_total_time_s: Optional[float] = field(default=None, metadata=suite())
     memory_reserved_avg: Optional[int] = field(default=None, metadata=suite())  # over the run's memory log
     memory_reserved_99th: Optional[int] = field(default=None, metadata=suite())
     dataset_info: dict[str, Any] = field(default_factory=dict, metadata=suite())

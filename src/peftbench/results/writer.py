@@ -8,13 +8,18 @@ folder takes a real file write, and a result name is short enough for every file
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
+import importlib.util
 import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -80,25 +85,27 @@ def check_writable(folder: str | Path) -> None:
         raise ConfigError(f"results folder {folder} is not writable: {error.strerror or error}") from None
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON; they become null (e.g. the loss of a diverged run)."""
-    if isinstance(value, float) and not math.isfinite(value):
+def _json_safe(value: Any, allow_nan: bool = False) -> Any:
+    """NaN/inf are not JSON; they become null (e.g. the loss of a diverged run) unless `allow_nan`."""
+    if isinstance(value, float) and not math.isfinite(value) and not allow_nan:
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v, allow_nan) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, allow_nan) for v in value]
     return value
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write `data` as JSON to `path` atomically; raises ResultWriteError (naming the file) when it cannot."""
+def write_json_atomic(path: str | Path, data: Any, allow_nan: bool = False) -> Path:
+    """Write `data` as JSON to `path` atomically; raises ResultWriteError (naming the file) when it cannot.
+    `allow_nan`: non-finite floats are written as Python's json module writes them (the bare tokens NaN,
+    Infinity), as the PEFT suite's result files hold them; otherwise as null."""
     path = Path(path)
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(data), handle, indent=2, allow_nan=False, default=str)
+            json.dump(_json_safe(data, allow_nan), handle, indent=2, allow_nan=allow_nan, default=str)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -117,7 +124,11 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def result_document(result: RunResult) -> dict[str, Any]:
-    """The result file's JSON: the PEFT suite's `run_info` / `train_info` / `meta_info`, then `peftbench`."""
+    """The result file's JSON: the PEFT suite's `run_info` / `train_info` / `meta_info`, then `peftbench`.
+
+    The suite's sections hold what its scripts write, NaN included (full fine-tuning's drift: written with
+    `write_json_atomic(..., allow_nan=True)`); the `peftbench` section is strict JSON, null where a value is not
+    finite."""
     if result.status not in STATUSES:
         raise ValueError(f"invalid status {result.status!r}; valid: {', '.join(STATUSES)}")
     metrics = list(result.metrics)
@@ -133,9 +144,10 @@ def result_document(result: RunResult) -> dict[str, Any]:
     return {
         "run_info": {
             "created_at": result.created_at,
-            "total_time": result.total_time_s,
+            "total_time": result.suite_total_time_s,
             "experiment_name": result.experiment_name,
-            "peft_branch": None,  # the suite records its git branch of peft; peftbench uses released peft
+            "peft_branch": package_checkout("peft")[0],
+            "peft_worktree_is_dirty": package_checkout("peft")[1],
             "train_config": result.train_config,
             "peft_config": result.peft_config,
             "error_msg": result.error_msg,
@@ -163,7 +175,7 @@ def result_document(result: RunResult) -> dict[str, Any]:
             "system_info": system_info(result.device),
             "pytorch_info": pytorch_info(),
         },
-        "peftbench": {**{f.name: getattr(result, f.name) for f in peftbench_fields()}, **result.extra},
+        "peftbench": _json_safe({**{f.name: getattr(result, f.name) for f in peftbench_fields()}, **result.extra}),
     }
 
 
@@ -171,13 +183,63 @@ def package_info() -> dict[str, Optional[str]]:
     from importlib.metadata import PackageNotFoundError, version
 
     info: dict[str, Optional[str]] = {}
-    for package in ("transformers", "peft", "datasets", "torch", "peftbench"):
+    for package in ("transformers", "peft", "datasets", "diffusers", "torch", "peftbench"):
         try:
             info[f"{package}-version"] = version(package)
         except PackageNotFoundError:
             info[f"{package}-version"] = None
         info[f"{package}-commit-hash"] = None
     return info
+
+
+@cache
+def package_checkout(package: str) -> tuple[str, bool]:
+    """(branch, worktree is dirty) of the `package` this process runs: the PEFT suite's `peft_branch` and
+    `peft_worktree_is_dirty` for peft.
+
+    The suite's scripts ask git in the folder of the peft they import (`git rev-parse --abbrev-ref HEAD`); so
+    does this, where that folder is the package's own git checkout (`<repository>/src/<package>`). An installed
+    release has no checkout: it is the tree of its release tag, on which that command answers "HEAD" (a
+    detached head; the suite files such a run as a test run, not a "main" one), and it is dirty when an
+    installed file differs from the hash its wheel recorded.
+    """
+    spec = importlib.util.find_spec(package)  # without importing it (a parent process need not)
+    if spec is None or not spec.submodule_search_locations:
+        return "HEAD", True  # not installed: nothing that matches a release
+    folder = Path(spec.submodule_search_locations[0]).resolve()
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() / "src" / package == folder:
+        branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD") or "HEAD"
+        return branch, bool(_git(folder, "status", "--porcelain"))
+    return "HEAD", not _installed_files_match_their_record(package)
+
+
+def _git(folder: Path, *args: str) -> Optional[str]:
+    try:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _installed_files_match_their_record(package: str) -> bool:
+    """Whether every file an installed distribution's RECORD lists with a sha256 still has that hash."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        files = distribution(package).files or []
+    except PackageNotFoundError:
+        return False
+    for file in files:
+        if file.hash is None or file.hash.mode != "sha256":
+            continue  # RECORD itself, compiled files
+        try:
+            digest = hashlib.sha256(Path(file.locate()).read_bytes()).digest()
+        except OSError:
+            return False
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != file.hash.value:
+            return False
+    return True
 
 
 def system_info(device: Optional[str]) -> dict[str, Any]:

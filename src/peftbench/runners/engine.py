@@ -31,6 +31,7 @@ from peftbench.runners.oom import is_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
+from peftbench.timing import CHECKS, DATA, HARNESS, OUTPUT, PREPARE, REFERENCE, TEST, TRAIN, VALID, RunClock
 
 ARTIFACTS_DIR = "artifacts"  # files a task saves with a run (images), RESULTS/artifacts/<result stem>/
 
@@ -188,9 +189,10 @@ def new_result(run: PreparedRun, request: RunRequest, status: str, created_at: O
 
 def execute(request: RunRequest) -> tuple[Path, str]:
     """Run a request end to end in this process and write its result; returns (result file, status)."""
-    tic_total = time.perf_counter()
+    clock = RunClock()
     created_at = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0).isoformat()
-    run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
+    with clock.phase(CHECKS):
+        run = prepare(request)  # ConfigError here: nothing ran, the caller reports it
     if request.hardware is None or "auto" in (run.config.use_amp, run.config.cpu_matmul):  # no parent decided
         request = resolve_precision(request, run.config)
     m = new_result(run, request, status="failed", created_at=created_at)
@@ -198,7 +200,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
         from peftbench.training.onednn_linear import onednn_linears
 
         with onednn_linears(run.config.cpu_matmul == "onednn"):
-            _run_measured(request, run, m)
+            _run_measured(request, run, m, clock)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
     except ConfigError as error:  # bad input found once the model exists (e.g. target modules)
@@ -214,15 +216,17 @@ def execute(request: RunRequest) -> tuple[Path, str]:
         else:
             m.status = "failed"
             m.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=10)}"
-    m.total_time_s = time.perf_counter() - tic_total
+    clock.stop()
+    m.total_time_s, m.suite_total_time_s = clock.elapsed(), clock.suite_total_time()
+    m.time_by_phase_s = dict(clock.seconds)
     # CPU seconds of this child since it started (imports included): unlike wall times, barely moved by other
     # processes on the machine, and at one torch thread equal to the wall time on an idle core
     m.extra["cpu_time_s"] = time.process_time()
-    write_json_atomic(run.result_file, result_document(m))
+    write_json_atomic(run.result_file, result_document(m), allow_nan=True)
     return run.result_file, m.status
 
 
-def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
+def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult, clock: RunClock) -> None:
     import torch
 
     from peftbench.evaluation.validity import run_warnings
@@ -241,10 +245,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     device = resolve_device(config)
     m.device = describe_device(device)
 
-    tic_data = time.perf_counter()
-    data = task.load_data(config)
-    # the PEFT suite's train_time counts its data loading, forgetting losses and test generation (see below)
-    suite_extra_time = time.perf_counter() - tic_data
+    with clock.phase(DATA):
+        data = task.load_data(config)
     m.dataset_info = data.info  # the same dict: what before_training notes in it (training rows left out) too
     processor = task.load_processor(config)
 
@@ -277,24 +279,24 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     forgetting_reference = harness_reference = None
     if full_finetuning and len(forgetting_rows):
         # no adapter to disable afterwards: measure the base model now
-        tic_reference = time.perf_counter()
-        forgetting_reference = track(task.forgetting_reference)(model, processor, forgetting_rows, config)
-        suite_extra_time += time.perf_counter() - tic_reference
+        with clock.phase(REFERENCE):
+            forgetting_reference = track(task.forgetting_reference)(model, processor, forgetting_rows, config)
     if full_finetuning and run.harness and request.mode == "train":
         from peftbench.evaluation.harness import harness_scores
 
-        harness_reference = harness_scores(model, processor, run.harness["tasks"], **_harness_options(run, config))
+        with clock.phase(HARNESS):
+            harness_reference = harness_scores(model, processor, run.harness["tasks"], **_harness_options(run, config))
 
-    tic_prepare = time.perf_counter()
-    task.before_training(model, processor, data, config)  # e.g. caches: in the PEFT suite's train_time
-    suite_extra_time += time.perf_counter() - tic_prepare
+    with clock.phase(PREPARE):
+        task.before_training(model, processor, data, config)  # e.g. caches
 
     meter.start_training()
     if request.mode == "train":
         outcome = train(
             model=model, task=task, data=data, processor=processor, config=config, device=device, support=support,
-            memory_now=meter.current, memory_excluded=meter.excluded, show_progress=request.show_progress,
-            on_progress=progress.update,
+            memory_now=meter.current, memory_allocated_now=meter.allocated_now, memory_excluded=meter.excluded,
+            show_progress=request.show_progress, on_progress=progress.update,
+            suite_elapsed_before_s=clock.total(task.suite_train_phases),
             # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
             tensor_memory=None if config.compile else meter.tensors,
         )
@@ -305,6 +307,8 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     meter.end_training()
     # again after training, as the suite logs it: AdaLoRA writes its final rank_pattern into the model's config
     m.peft_config = peft_config_dict(model.peft_config[model.active_adapter] if peft_config is not None else None)
+    clock.add(TRAIN, outcome.train_time_s)
+    clock.add(VALID, outcome.valid_time_s)
     m.trainable_params, m.total_params = trainable_and_total_params(model)
     m.status, m.error_msg = outcome.status, outcome.error_msg
     m.steps, m.train_samples, m.train_tokens = outcome.steps_done, outcome.total_samples, outcome.total_tokens
@@ -312,7 +316,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
     m.memory_reserved_avg, m.memory_reserved_99th = memory_log_summary(outcome.memory_log)
     if outcome.optimizer_settings:
         m.extra["optimizer"] = {"type": config.optimizer_type, "settings": outcome.optimizer_settings}
-    m.train_time_s = outcome.train_time_s
+    m.train_time_s = clock.seconds[TRAIN]
     m.throughput = outcome.total_tokens / outcome.train_time_s if outcome.train_time_s > 0 else None
     m.tokens_per_second = m.throughput if m.throughput_unit == "tokens/s" else None
     if outcome.losses:
@@ -342,11 +346,9 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
                 m.forgetting, m.forgetting_loss_before, m.forgetting_loss_after = (
                     forgetting.value, forgetting.before, forgetting.after
                 )
-            final_eval_time = time.perf_counter() - tic_eval
-            m.eval_time_s = outcome.valid_time_s + final_eval_time
-            m.suite_train_time_s = m.train_time_s + suite_extra_time + final_eval_time
-        else:
-            m.eval_time_s = outcome.valid_time_s
+            clock.add(TEST, time.perf_counter() - tic_eval)
+            m.suite_train_time_s = clock.total(task.suite_train_phases)
+        m.eval_time_s = clock.total((VALID, TEST))
 
         report = meter.report()
         m.peak_memory_kind = report.kind
@@ -362,15 +364,17 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult) -> None:
             from peftbench.evaluation.harness import measure_harness
 
             try:
-                m.extra["harness"] = measure_harness(
-                    model, processor, run.harness["tasks"], **_harness_options(run, config), reference=harness_reference,
-                    adapter_disabled=None if full_finetuning else model.disable_adapter,
-                )
+                with clock.phase(HARNESS):
+                    m.extra["harness"] = measure_harness(
+                        model, processor, run.harness["tasks"], **_harness_options(run, config),
+                        reference=harness_reference, adapter_disabled=None if full_finetuning else model.disable_adapter,
+                    )
             except Exception as error:  # the run itself succeeded: keep its measurements, say what the harness did
                 m.extra["harness"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
 
         if outcome.status == "success":  # the task's own output after the measured run (e.g. sample images)
-            m.extra.update(task.after_run(model, processor, config))
+            with clock.phase(OUTPUT):
+                m.extra.update(task.after_run(model, processor, config))
     except Exception:
         if outcome.status == "success":  # training finished: its adapter is kept though scoring or measuring failed
             _save_or_measure_checkpoint(request, run, model, m, full_finetuning)

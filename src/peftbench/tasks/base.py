@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from peftbench.config import ConfigError, TrainConfig, build_train_config
+from peftbench.timing import DATA, PREPARE, REFERENCE, TEST, TRAIN
 
 # File types that a data source given as a local path may have, with the `datasets` builder that reads them.
 LOCAL_DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -105,6 +106,9 @@ class Task(ABC):
     suite_memory_scope: str = "run"
     # `peftbench infer`'s settings (inference/settings.py) where they differ from PEFT's published ones
     inference_params: dict[str, Any] = {}
+    # The phases (peftbench.timing) that the PEFT suite's `train_info.train_time` counts: its MetaMathQA train()
+    # clocks everything from loading its data to the forgetting loss after the test, minus the validations.
+    suite_train_phases: tuple[str, ...] = (DATA, REFERENCE, PREPARE, TRAIN, TEST)
     # Where the task may save files that belong to the run (images); the runner sets it, None: nothing is saved.
     artifacts_dir: Optional[Path] = None
 

@@ -131,6 +131,11 @@ class PeakMemoryMeter:
         now = torch.cuda.memory_reserved(self.device) if self.cuda else current_rss_bytes()
         return max(0, now - self.baseline)
 
+    def allocated_now(self) -> Optional[int]:
+        """The allocator's bytes in use now, above the reserved baseline as PEFT's scripts log them (their
+        "mem allocated avg"); None on a CPU, which has no such figure."""
+        return torch.cuda.memory_allocated(self.device) - self.baseline if self.cuda else None
+
     def tracked(self, model: torch.nn.Module, function: Callable) -> Callable:
         """`function` run under the tensor tracker (for track_memory "run": evaluation, forgetting)."""
         self._tracks_run = True

@@ -87,11 +87,14 @@ def train(
     device: torch.device,
     support: MethodSupport,
     memory_now: Callable[[], int] = lambda: 0,
+    memory_allocated_now: Callable[[], Optional[int]] = lambda: None,
     tensor_memory: Optional[TensorMemoryTracker] = None,
     # a context the validations run in, so that the process-level training peak leaves them out
     memory_excluded: Callable[[], Any] = nullcontext,
     show_progress: bool = True,
     on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
+    # seconds the PEFT suite's train-time clock had run when the loop starts (a validation's "elapsed time")
+    suite_elapsed_before_s: float = 0.0,
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
@@ -102,9 +105,10 @@ def train(
     }
     trainable = [p for p in model.parameters() if p.requires_grad]
     forward_model = torch.compile(model, dynamic=True) if config.compile else model
-    batches = task.train_batches(data.train, processor, config, seed=config.seed)
-    recent_losses: list[float] = []
-    window_start = (0.0, 0)  # (train time, tokens) at the last validation
+    batches = iter(task.train_batches(data.train, processor, config, seed=config.seed))
+    step_durations: list[float] = []  # of the steps since the last validation
+    allocated: list[Optional[int]] = []  # the allocator's bytes after each of those steps (None on a CPU)
+    tokens_at_last_validation = 0
     # tensor-level peak memory, on the few steps that can set it (see training.tensor_memory.StepSampler)
     sampler = StepSampler(tensor_memory, model, optimizer) if tensor_memory is not None else None
 
@@ -112,8 +116,12 @@ def train(
     tic_loop = time.perf_counter()
     progress = tqdm(total=config.max_steps, desc="train", unit="step", disable=not show_progress, dynamic_ncols=True)
     try:
-        # zip: a task's batches may end before max_steps (the PEFT suite's one pass); training then ends there
-        for step, host_batch in zip(range(1, config.max_steps + 1), batches):
+        for step in range(1, config.max_steps + 1):
+            # a step's duration, as the PEFT suite's: from making its batch to the memory sample after the update
+            tic_step = time.perf_counter()
+            host_batch = next(batches, None)
+            if host_batch is None:  # a task's batches may end before max_steps (the PEFT suite's one pass)
+                break
             batch = task.to_device(host_batch, device)
             if sampler:
                 sampler.begin(step, batch.inputs)
@@ -138,10 +146,11 @@ def train(
             outcome.total_tokens += batch.num_units
             outcome.total_samples += _batch_size(batch)
             outcome.losses.append(loss_value)
-            recent_losses.append(loss_value)
             lr = scheduler.get_last_lr()[0]
             outcome.train_curve.append({"step": step, "loss": loss_value, "lr": lr})
             outcome.memory_log.append(memory_now())
+            allocated.append(memory_allocated_now())
+            step_durations.append(time.perf_counter() - tic_step)
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
             on_progress("train", step, config.max_steps)
@@ -154,26 +163,27 @@ def train(
                 model.train()
                 valid_time = time.perf_counter() - tic_valid
                 outcome.valid_time_s += valid_time
-                elapsed = time.perf_counter() - tic_loop
-                # like the PEFT suite, "train time" and "tokens / sec" (the task's unit) cover the steps since the last validation
-                train_time_total = elapsed - outcome.valid_time_s
-                train_time_window = train_time_total - window_start[0]
-                tokens_window = outcome.total_tokens - window_start[1]
-                window_start = (train_time_total, outcome.total_tokens)
+                # the PEFT suite's entry: means over the steps since the last validation, and the time since its
+                # train-time clock started (validations included)
+                window = len(step_durations)
+                train_time_window = sum(step_durations)
+                tokens_window = outcome.total_tokens - tokens_at_last_validation
                 outcome.valid_curve.append({"step": step, "score": result.score})
                 outcome.metrics.append(
                     {
                         "step": step,
                         f"valid {task.score_name}": result.score,
-                        "train loss": sum(recent_losses) / len(recent_losses),
+                        "train loss": sum(outcome.losses[-window:]) / window,
                         "train samples": outcome.total_samples,
                         "train time": train_time_window,
                         "eval time": valid_time,
                         f"{task.throughput_unit} / sec": tokens_window / max(train_time_window, 1e-9),
-                        "elapsed time": elapsed,
+                        "mem allocated avg": None if None in allocated else sum(allocated) / window,
+                        "mem reserved avg": sum(outcome.memory_log[-window:]) / window,
+                        "elapsed time": suite_elapsed_before_s + time.perf_counter() - tic_loop,
                     }
                 )
-                recent_losses = []
+                step_durations, allocated, tokens_at_last_validation = [], [], outcome.total_tokens
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )

@@ -24,12 +24,13 @@ from peftbench.tasks.base import (
 )
 from peftbench.tasks.image_gen import data as concept_data
 from peftbench.tasks.image_gen.config import ImageGenConfig
+from peftbench.timing import PREPARE, TEST, TRAIN
 
 # PEFT's seeds, offset from the run's seed so that evaluation never reuses training's noise
 VALID_SEED_OFFSET = 100_000  # the generator is re-seeded for every validation
 TEST_SEED_OFFSET = 100_000  # one generator for all test repeats
 DRIFT_SEED_OFFSET = 100_000_000  # the same for the base model's and the adapter's images
-SAMPLE_SEED_OFFSET = 100_000  # + the sample's 1-based index
+SAMPLE_SEED_OFFSET = 100_000  # one generator for all the sample prompts, in order
 TEST_REPEATS = 3  # images per test prompt
 LOCATION_KEYS = ("model_id", "dataset_id", "dino_model_id")  # a hub id or a local folder in the same format
 # Saved reference photos are shrunk to this many pixels on their longer side (the originals stay in the dataset).
@@ -47,6 +48,8 @@ class ImageGenTask(Task):
     forgetting_higher_is_better = False
     throughput_unit = "images"
     suite_memory_scope = "train"  # PEFT resets the peak after caching and after each validation
+    # PEFT's train() starts its clock after loading the data and the similarity model, before the caches
+    suite_train_phases = (PREPARE, TRAIN, TEST)
     defaults_file: Path = Path(__file__).with_name("default_training_params.json")
 
     def __init__(self) -> None:
@@ -188,7 +191,7 @@ class ImageGenTask(Task):
         return ForgettingMeasure(value=drift)
 
     def after_run(self, model, processor, config) -> dict[str, Any]:
-        """PEFT's sample images (each prompt with a generator seeded seed + 100000 + its 1-based index), saved
+        """PEFT's sample images (one image per prompt, in order, from one generator seeded seed + 100000), saved
         only; then the list of every image saved, for the result file."""
         import torch
 
@@ -198,10 +201,9 @@ class ImageGenTask(Task):
             return {}
         model.eval()
         samples = []
+        generator = torch.Generator(device=processor.device).manual_seed(config.seed + SAMPLE_SEED_OFFSET)
         with pipeline_with(processor, model) as pipeline:
             for index, prompt in enumerate(config.sample_image_prompts, start=1):
-                generator = torch.Generator(device=processor.device).manual_seed(
-                    config.seed + SAMPLE_SEED_OFFSET + index)
                 image = generate(pipeline, processor, [prompt], generator, config)[0]
                 samples.append({"prompt": prompt, "image": self._save(image, f"samples/{index:02d}.png")})
         self._images["samples"] = samples
