@@ -38,6 +38,8 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
         bar.update(1)
     assert any(isinstance(thread, TMonitor) for thread in threading.enumerate())
     forks = []
+    # as in the command line's parent, which computes on one thread (this test session has used OpenMP's pool)
+    monkeypatch.setattr(isolated, "_compute_threads_started", lambda: False)
     monkeypatch.setattr(isolated, "_ForkedChild", lambda real=isolated._ForkedChild: forks.append(1) or real())
     request = RunRequest(task="math", results_dir=str(tmp_path / "fork"), experiment_dir=str(experiments_copy / LORA),
                          overrides=params, save_checkpoint=False, show_progress=False)
@@ -54,6 +56,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
     import peftbench.runners.engine
 
     monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
+    monkeypatch.setattr(isolated, "_compute_threads_started", lambda: False)
 
     def killed(request):
         os.write(2, b"about to be killed\n")
@@ -90,3 +93,26 @@ def test_children_of_a_two_worker_pool_come_from_the_fork_server(experiments_cop
     spawned, status, _ = isolated.run_request(replace(trials[0], results_dir=str(tmp_path / "spawn"), num_threads=1))
     assert status == "success" and losses(spawned) == losses(forked[0])
     assert not isolated._RUNNING  # every child was reaped
+
+
+THREADS_PROBE = """
+import threading
+import torch, transformers, peft
+from peftbench.runners import isolated
+print(isolated._compute_threads_started())
+torch.set_num_threads(2)  # (the tests' machines have two cores or more)
+torch.ones(512, 512) @ torch.ones(512, 512)  # on two threads: OpenMP's pool starts
+print(isolated._compute_threads_started())
+"""
+
+
+def test_a_process_that_computed_on_several_threads_takes_its_children_from_the_fork_server():
+    """A fork copies no threads: the child of a process whose OpenMP pool exists would wait for pool threads that
+    are not there. Right after the imports (the command line's parent) a process may fork; after computing on two
+    threads it must not. Also checks IMPORT_THREADS against the installed torch, transformers and peft."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"], done.stdout
