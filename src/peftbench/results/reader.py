@@ -323,7 +323,7 @@ class RunRecord:
 
     @property
     def precision(self) -> str | None:
-        """peftbench.precision (peftbench results from issue 10 on)."""
+        """peftbench.precision (None in results written before peftbench recorded it)."""
         return _string(self.result.precision)
 
     @property
