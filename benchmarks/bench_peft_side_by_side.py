@@ -4,7 +4,7 @@
 
 PEFT's scripts (method_comparison/MetaMathQA: run.py, data.py, utils.py, default_training_params.json) are
 not part of this repository; --peft-dir names a folder holding them (see benchmarks/math-faithful.md for the
-versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on each of three
+versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on each of four
 tiny models made from the shipped one (--models; they differ in what PEFT's scripts depend on: pad token, BOS and
 EOS, padding side, chat template, generation_config):
 - own-pad: the shipped tiny model (its tokenizer declares its own <pad>, adds BOS, has no chat template);
@@ -12,6 +12,7 @@ EOS, padding side, chat template, generation_config):
 - chat-sampling: a copy with a chat template, a post-processor that adds BOS and appends EOS, left padding as the
   tokenizer's default side, its own <pad>, and a generation_config.json that asks for sampling (do_sample,
   temperature 0.6, top_p 0.9, as Meta's Llama 3 files do);
+- sampling: chat-sampling without the appended EOS (BOS only, as the shipped tokenizer).
 with the math-tiny rows exported to the suite's schemas:
 - MetaMathQA (`query`, `response`, `type`, `original_question`): the first --train-rows math-tiny train rows;
 - GSM8K (`question`, `answer`): math-tiny valid rows as the "train" split (the valid sample is drawn from it,
@@ -105,13 +106,13 @@ CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|{{ message['role
                  "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
-def chat_and_sampling(folder: Path) -> None:
-    """A chat template, BOS added and EOS appended by the post-processor (so every training row and every prompt
-    ends with EOS), left padding as the default side, the shipped <pad> kept, and sampling asked for by
-    generation_config.json as in Meta's Llama 3 files."""
-    def tokenizer_config(config: dict) -> None:
-        config.update(chat_template=CHAT_TEMPLATE, padding_side="left")
+def chat_template_left_padding(folder: Path) -> None:
+    """A chat template, and left padding as the tokenizer's default side (the shipped <pad> kept)."""
+    edit_json(folder / "tokenizer_config.json", lambda config: config.update(chat_template=CHAT_TEMPLATE, padding_side="left"))
 
+
+def eos_appended(folder: Path) -> None:
+    """BOS added and EOS appended by the post-processor: every training row and every prompt ends with EOS."""
     def post_processor(tokenizer: dict) -> None:
         special = {token: {"id": token, "ids": [tokenizer["model"]["vocab"][token]], "tokens": [token]}
                    for token in ("<s>", "</s>")}
@@ -122,20 +123,28 @@ def chat_and_sampling(folder: Path) -> None:
             "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, eos, bos, {"Sequence": {"id": "B", "type_id": 0}}, eos],
         }
 
-    edit_json(folder / "tokenizer_config.json", tokenizer_config)
     edit_json(folder / "tokenizer.json", post_processor)
+
+
+def sampling(folder: Path) -> None:
+    """generation_config.json asks for sampling, as Meta's Llama 3 files do."""
     edit_json(folder / "generation_config.json", lambda config: config.update(do_sample=True, temperature=0.6, top_p=0.9))
 
 
-# name -> how the copy differs from the shipped tiny model (None: the shipped model itself)
-MODELS = {"own-pad": None, "no-pad": no_pad, "chat-sampling": chat_and_sampling}
+# name -> the edits that make the copy from the shipped tiny model (none: the shipped model itself)
+MODELS = {
+    "own-pad": (),
+    "no-pad": (no_pad,),
+    "chat-sampling": (chat_template_left_padding, eos_appended, sampling),
+    "sampling": (chat_template_left_padding, sampling),
+}
 
 
 def model_copy(name: str, work: Path) -> Path:
     """The folder of tiny model `name` (MODELS), made once under `work`."""
     from peftbench.tasks.math_tiny import shipped_model_path
 
-    if MODELS[name] is None:
+    if not MODELS[name]:
         return shipped_model_path()
     target = (work / f"tiny-model-{name}").resolve()
     if target.exists():  # never rewrite it: the other side may be reading (mmapping) it right now
@@ -143,7 +152,8 @@ def model_copy(name: str, work: Path) -> Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(shipped_model_path(), partial)
-    MODELS[name](partial)
+    for edit in MODELS[name]:
+        edit(partial)
     partial.rename(target)
     return target
 
@@ -325,7 +335,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of each process (the two run at once)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (both sides), run in turn")
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS),
-                        help="the tiny models to compare on (default: all three; see above)")
+                        help="the tiny models to compare on (default: all; see above)")
     parser.add_argument("--only", choices=("peft", "peftbench"), default=None)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra peftbench training parameter (e.g. cpu_matmul=torch)")
