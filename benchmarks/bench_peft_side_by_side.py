@@ -4,7 +4,7 @@
 
 PEFT's scripts (method_comparison/MetaMathQA: run.py, data.py, utils.py, default_training_params.json) are
 not part of this repository; --peft-dir names a folder holding them (see benchmarks/math-faithful.md for the
-versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on each of five
+versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on each of six
 tiny models made from the shipped one (--models; they differ in what PEFT's scripts depend on: pad token, BOS and
 EOS, padding side, chat template, generation_config):
 - own-pad: the shipped tiny model (its tokenizer declares its own <pad>, adds BOS, has no chat template);
@@ -13,7 +13,8 @@ EOS, padding side, chat template, generation_config):
   tokenizer's default side, its own <pad>, and a generation_config.json that asks for sampling (do_sample,
   temperature 0.6, top_p 0.9, as Meta's Llama 3 files do);
 - sampling: chat-sampling without the appended EOS (BOS only, as the shipped tokenizer);
-- cold-sampling: the shipped model with a generation_config that samples at temperature 0.2 (top_p 0.9).
+- cold-sampling, near-greedy-sampling: the shipped model with a generation_config that samples at temperature
+  0.2 or 0.01 (top_p 0.9).
 with the math-tiny rows exported to the suite's schemas:
 - MetaMathQA (`query`, `response`, `type`, `original_question`): the first --train-rows math-tiny train rows;
 - GSM8K (`question`, `answer`): math-tiny valid rows as the "train" split (the valid sample is drawn from it,
@@ -132,10 +133,12 @@ def sampling(folder: Path) -> None:
     edit_json(folder / "generation_config.json", lambda config: config.update(do_sample=True, temperature=0.6, top_p=0.9))
 
 
-def cold_sampling(folder: Path) -> None:
-    """Sampling at temperature 0.2: close enough to greedy that the tiny model still answers, so that a score above
-    0 shows whether both programs sample alike."""
-    edit_json(folder / "generation_config.json", lambda config: config.update(do_sample=True, temperature=0.2, top_p=0.9))
+def sampling_at(temperature: float):
+    """Sampling at a low temperature, so that a score above 0 can show whether both programs sample alike."""
+    def edit(folder: Path) -> None:
+        edit_json(folder / "generation_config.json",
+                  lambda config: config.update(do_sample=True, temperature=temperature, top_p=0.9))
+    return edit
 
 
 # name -> the edits that make the copy from the shipped tiny model (none: the shipped model itself)
@@ -144,7 +147,9 @@ MODELS = {
     "no-pad": (no_pad,),
     "chat-sampling": (chat_template_left_padding, eos_appended, sampling),
     "sampling": (chat_template_left_padding, sampling),
-    "cold-sampling": (cold_sampling,),
+    "cold-sampling": (sampling_at(0.2),),
+    # the tiny model's token after the line break before "####" is nearly uniform: only a near-greedy sample answers
+    "near-greedy-sampling": (sampling_at(0.01),),
 }
 
 
