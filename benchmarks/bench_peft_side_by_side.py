@@ -1,11 +1,21 @@
 """PEFT's own MetaMathQA `run.py` against peftbench's `math` task, on the same model, data and settings.
 
-    .venv/bin/python benchmarks/bench_peft_side_by_side.py --peft-dir ../peft-ref/MetaMathQA [--repeats 2]
+    .venv/bin/python benchmarks/bench_peft_side_by_side.py --peft-dir ../peft-ref/MetaMathQA [--models own-pad ...]
 
 PEFT's scripts (method_comparison/MetaMathQA: run.py, data.py, utils.py, default_training_params.json) are
 not part of this repository; --peft-dir names a folder holding them (see benchmarks/math-faithful.md for the
-versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on the shipped
-tiny model, with the math-tiny rows exported to the suite's schemas:
+versions used). Both sides train the PEFT suite's `lora/llama-3.2-3B-rank32` adapter config on each of six
+tiny models made from the shipped one (--models; they differ in what PEFT's scripts depend on: pad token, BOS and
+EOS, padding side, chat template, generation_config):
+- own-pad: the shipped tiny model (its tokenizer declares its own <pad>, adds BOS, has no chat template);
+- no-pad: a copy whose tokenizer declares no pad token (as Llama-3.2's);
+- chat-sampling: a copy with a chat template, a post-processor that adds BOS and appends EOS, left padding as the
+  tokenizer's default side, its own <pad>, and a generation_config.json that asks for sampling (do_sample,
+  temperature 0.6, top_p 0.9, as Meta's Llama 3 files do);
+- sampling: chat-sampling without the appended EOS (BOS only, as the shipped tokenizer);
+- cold-sampling, near-greedy-sampling: the shipped model with a generation_config that samples at temperature
+  0.2 or 0.01 (top_p 0.9).
+with the math-tiny rows exported to the suite's schemas:
 - MetaMathQA (`query`, `response`, `type`, `original_question`): the first --train-rows math-tiny train rows;
 - GSM8K (`question`, `answer`): math-tiny valid rows as the "train" split (the valid sample is drawn from it,
   as the suite does) and the first --test-rows math-tiny test rows as "test";
@@ -22,9 +32,12 @@ patches (nothing in its training, evaluation or timing code is touched):
 4. `get_peft_branch` answers "side-by-side" (peft is installed from a wheel, not a git checkout): results
    go to the suite's temporary_results/ folder; the hub look-ups (model and dataset info) return None;
 5. the stored run.py calls utils.get_model without `use_gc`, which the stored utils.py requires: the shim
-   passes the config's value (false).
+   passes the config's value (false);
+6. `utils.get_tokenizer` is PEFT @5d602fd's (PEFT_5D602FD_GET_TOKENIZER below): the stored utils.py predates it
+   and sets the pad token only when the tokenizer has none, where 5d602fd always pads with EOS on the right.
 
-Each repeat runs PEFT, then peftbench, each in a fresh process with 2 threads, and times the whole process.
+Each repeat starts PEFT's and peftbench's process at the same time (so both see the same load), each with
+--threads threads, and times each whole process.
 """
 
 from __future__ import annotations
@@ -42,7 +55,8 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE_EXPERIMENT = REPO.parent / "shared" / "peft-method-comparison" / "MetaMathQA" / "experiments" / "lora" / "llama-3.2-3B-rank32"
+# the suite's adapter config, from the folder of PEFT's published MetaMathQA results shared beside the repository
+SUITE_EXPERIMENT = Path("peft-method-comparison") / "MetaMathQA" / "experiments" / "lora" / "llama-3.2-3B-rank32"
 EXPERIMENT = ("lora", "rank32-tiny")
 PEFT_SCRIPTS = ("run.py", "data.py", "utils.py", "default_training_params.json")
 HUB_IDS = {"meta-math/MetaMathQA": "metamath", "openai/gsm8k": "gsm8k", "HuggingFaceFW/finewiki": "finewiki"}
@@ -77,32 +91,111 @@ def export_data(data_dir: Path, train_rows: int, test_rows: int) -> None:
     write(data_dir / "finewiki" / "train.jsonl", [{"text": t} for t in math_tiny_data.forgetting_texts(100, seed=DATA_SEED)])
 
 
-def padless_model_copy(source: Path, target: Path) -> Path:
-    """The tiny model with no pad token declared, as Llama-3.2's tokenizer has none.
+def edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data, indent=2))
 
-    Both scripts then pad with EOS (PEFT's utils.get_tokenizer and peftbench's math task set pad = eos when the
-    tokenizer has no pad token), so the one padding position PEFT keeps in the labels teaches the model to stop.
-    With the shipped tokenizer's own `<pad>`, PEFT's labels teach `<pad>` instead, generation never meets EOS,
-    and both sides score 0%."""
+
+def no_pad(folder: Path) -> None:
+    """No pad token declared, as Llama-3.2's tokenizer."""
+    edit_json(folder / "tokenizer_config.json", lambda config: config.pop("pad_token", None))
+
+
+# A Llama-3-like template; neither program applies it (PEFT's run.py never calls apply_chat_template), but its
+# presence must change nothing either.
+CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+                 "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def chat_template_left_padding(folder: Path) -> None:
+    """A chat template, and left padding as the tokenizer's default side (the shipped <pad> kept)."""
+    edit_json(folder / "tokenizer_config.json", lambda config: config.update(chat_template=CHAT_TEMPLATE, padding_side="left"))
+
+
+def eos_appended(folder: Path) -> None:
+    """BOS added and EOS appended by the post-processor: every training row and every prompt ends with EOS."""
+    def post_processor(tokenizer: dict) -> None:
+        special = {token: {"id": token, "ids": [tokenizer["model"]["vocab"][token]], "tokens": [token]}
+                   for token in ("<s>", "</s>")}
+        bos, eos = ({"SpecialToken": {"id": token, "type_id": 0}} for token in ("<s>", "</s>"))
+        tokenizer["post_processor"] = {
+            "type": "TemplateProcessing", "special_tokens": special,
+            "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}, eos],
+            "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, eos, bos, {"Sequence": {"id": "B", "type_id": 0}}, eos],
+        }
+
+    edit_json(folder / "tokenizer.json", post_processor)
+
+
+def sampling(folder: Path) -> None:
+    """generation_config.json asks for sampling, as Meta's Llama 3 files do."""
+    edit_json(folder / "generation_config.json", lambda config: config.update(do_sample=True, temperature=0.6, top_p=0.9))
+
+
+def sampling_at(temperature: float):
+    """Sampling at a low temperature, so that a score above 0 can show whether both programs sample alike."""
+    def edit(folder: Path) -> None:
+        edit_json(folder / "generation_config.json",
+                  lambda config: config.update(do_sample=True, temperature=temperature, top_p=0.9))
+    return edit
+
+
+# name -> the edits that make the copy from the shipped tiny model (none: the shipped model itself)
+MODELS = {
+    "own-pad": (),
+    "no-pad": (no_pad,),
+    "chat-sampling": (chat_template_left_padding, eos_appended, sampling),
+    "sampling": (chat_template_left_padding, sampling),
+    "cold-sampling": (sampling_at(0.2),),
+    # the tiny model's token after the line break before "####" is nearly uniform: only a near-greedy sample answers
+    "near-greedy-sampling": (sampling_at(0.01),),
+}
+
+
+def model_copy(name: str, work: Path) -> Path:
+    """The folder of tiny model `name` (MODELS), made once under `work`."""
+    from peftbench.tasks.math_tiny import shipped_model_path
+
+    if not MODELS[name]:
+        return shipped_model_path()
+    target = (work / f"tiny-model-{name}").resolve()
     if target.exists():  # never rewrite it: the other side may be reading (mmapping) it right now
         return target
-    shutil.copytree(source, target)
-    tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())
-    tokenizer_config.pop("pad_token", None)
-    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(shipped_model_path(), partial)
+    for edit in MODELS[name]:
+        edit(partial)
+    partial.rename(target)
     return target
 
 
-def prepare_experiment(root: Path, params: dict) -> Path:
-    """<root>/experiments/lora/rank32-tiny: the suite's adapter config and the shared training params."""
+def prepare_experiment(root: Path, params: dict, shared: Path) -> Path:
+    """<root>/experiments/lora/rank32-tiny: the suite's adapter config (from the `shared` folder) and the shared
+    training params."""
     folder = root / "experiments" / EXPERIMENT[0] / EXPERIMENT[1]
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SUITE_EXPERIMENT / "adapter_config.json", folder / "adapter_config.json")
+    shutil.copy(shared / SUITE_EXPERIMENT / "adapter_config.json", folder / "adapter_config.json")
     (folder / "training_params.json").write_text(json.dumps(params, indent=2))
     return folder
 
 
 # ---------------------------------------------------------------- PEFT's run.py, patched only where documented
+def peft_5d602fd_get_tokenizer(*, model_id: str, max_seq_length: int):
+    """PEFT @5d602fd's utils.get_tokenizer (method_comparison/MetaMathQA/utils.py, lines 204-215 there), which the
+    stored utils.py predates: EOS is always the pad token, on the right, whatever the tokenizer declares ("we also
+    assume the padding token to be the EOS token. We'll use this in the label creation so that we always have an
+    EOS token at the end")."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    tokenizer.model_max_length = max_seq_length
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
 def peft_shim(peft_dir: Path, data_dir: Path, threads: int) -> None:
     import runpy
 
@@ -137,6 +230,7 @@ def peft_shim(peft_dir: Path, data_dir: Path, threads: int) -> None:
     utils.get_dataset_info = lambda dataset_id: None
     real_get_model = utils.get_model
     utils.get_model = lambda **kwargs: real_get_model(**{"use_gc": False, **kwargs})
+    utils.get_tokenizer = peft_5d602fd_get_tokenizer
 
     import data
     import datasets
@@ -186,7 +280,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     them, its default), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
     seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate."""
     base = shared_params(model_path, args.steps, args.seeds[0])
-    experiment = prepare_experiment(args.work / "peftbench-sweep", base)
+    experiment = prepare_experiment(args.work / "peftbench-sweep", base, args.shared)
     results = args.work / "peftbench-sweep" / "results"
     shutil.rmtree(results, ignore_errors=True)
     command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
@@ -203,7 +297,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     peft_dir = args.peft_dir.resolve()
     peft_walls = []
     for lr in trial_lrs:
-        prepare_experiment(peft_dir, {**base, "optimizer_kwargs": {**base["optimizer_kwargs"], "lr": lr}})
+        prepare_experiment(peft_dir, {**base, "optimizer_kwargs": {**base["optimizer_kwargs"], "lr": lr}}, args.shared)
         peft_walls.append(run_timed([sys.executable, __file__, "--shim", "--peft-dir", str(peft_dir), "--work",
                                      str(args.work.resolve()), "--threads", str(args.threads)], env, REPO))
         final = newest(peft_dir / "temporary_results", f"{EXPERIMENT[0]}--{EXPERIMENT[1]}--*.json")["train_info"]
@@ -213,25 +307,55 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
           f"{sum(peft_walls):.1f} s ({sum(peft_walls) / sweep_wall:.2f}x peftbench's time)")
 
 
+def run_together(commands: dict[str, list[str]], env: dict, cwd: Path, logs: Path) -> dict[str, tuple[float, float]]:
+    """Start every command at once (so that all see the same load) and wait for all: wall and CPU seconds (user +
+    system) of each whole process. Each one's stderr goes to logs/<name>.log."""
+    import threading
+
+    logs.mkdir(parents=True, exist_ok=True)
+    times: dict[str, tuple[float, float]] = {}
+    failed: list[str] = []
+
+    def run(name: str, command: list[str]) -> None:
+        with open(logs / f"{name}.log", "w") as log:
+            tic = time.perf_counter()
+            process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+        times[name] = (time.perf_counter() - tic, usage.ru_utime + usage.ru_stime)
+        if process.returncode != 0:
+            failed.append(f"{name} failed ({process.returncode}), see {logs / f'{name}.log'}")
+
+    threads = [threading.Thread(target=run, args=item) for item in commands.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise SystemExit("\n".join(failed))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peft-dir", type=Path, help="folder with PEFT's run.py, data.py, utils.py, default_training_params.json")
     parser.add_argument("--work", type=Path, default=REPO / "results" / "side-by-side")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared",
+                        help=f"the folder holding {SUITE_EXPERIMENT} (the suite's adapter config)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--train-rows", type=int, default=3200)
     parser.add_argument("--test-rows", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads of each process (the two run at once)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (both sides), run in turn")
-    parser.add_argument("--tokenizer-pad", choices=("eos", "shipped"), default="eos",
-                        help="eos: a copy of the tiny model whose tokenizer declares no pad token (as Llama-3.2's); "
-                             "shipped: the tiny model as shipped, with its own <pad> token")
+    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS),
+                        help="the tiny models to compare on (default: all; see above)")
     parser.add_argument("--only", choices=("peft", "peftbench"), default=None)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="an extra peftbench training parameter (e.g. loss_on=completion)")
+                        help="an extra peftbench training parameter (e.g. cpu_matmul=torch)")
     parser.add_argument("--lrs", default=None, metavar="LR,LR,...",
                         help="compare a batch instead of one experiment: one `peftbench sweep --lrs ... --seeds 1 "
-                             "--workers 2` against PEFT's script once per trial of that sweep, one after another")
+                             "--workers 2` against PEFT's script once per trial of that sweep, one after another "
+                             "(on the first of --models)")
     parser.add_argument("--shim", action="store_true", help=argparse.SUPPRESS)  # internal: run PEFT's script here
     args = parser.parse_args()
     data_dir = args.work / "data"
@@ -239,10 +363,8 @@ def main() -> None:
         peft_shim(args.peft_dir.resolve(), data_dir.resolve(), args.threads)
         return
 
-    from peftbench.runners.request import result_stem
-    from peftbench.tasks.math_tiny import shipped_model_path
-
     from peftbench.hardware import detect_hardware  # the CPU, named beside every timing
+    from peftbench.runners.request import result_stem
 
     needs_peft = args.only != "peftbench" or args.lrs
     if needs_peft:  # before anything is written into it
@@ -251,58 +373,67 @@ def main() -> None:
             raise SystemExit(f"--peft-dir {args.peft_dir}: no {', '.join(missing)} there (PEFT's "
                              "method_comparison/MetaMathQA folder is needed, or --only peftbench)")
     cpu = detect_hardware("cpu")
-    print(f"CPU {cpu.name} ({' '.join(cpu.flags)}; torch kernels {cpu.torch_cpu_capability}), {args.threads} thread(s)",
-          flush=True)
+    print(f"CPU {cpu.name} ({' '.join(cpu.flags)}; torch kernels {cpu.torch_cpu_capability}), {args.threads} thread(s) "
+          "per process", flush=True)
     export_data(data_dir, args.train_rows, args.test_rows)
-    model_path = shipped_model_path()
-    if args.tokenizer_pad == "eos":
-        model_path = padless_model_copy(model_path, (args.work / "tiny-model-pad-eos").resolve())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.lrs:
+        model_path = model_copy(args.models[0], args.work)
         compare_batch(args, [float(lr) for lr in args.lrs.split(",")], str(model_path), data_dir, env)
         return
+    kept = args.work / "kept"  # every result file, by model, seed and side
+    kept.mkdir(parents=True, exist_ok=True)
     rows = []
-    for seed, repeat in [(seed, repeat) for seed in args.seeds for repeat in range(args.repeats)]:
-        params = shared_params(str(model_path), args.steps, seed)
+    for model, seed in [(model, seed) for model in args.models for seed in args.seeds]:
+        params = shared_params(str(model_copy(model, args.work)), args.steps, seed)
+        commands: dict[str, list[str]] = {}
         if args.only != "peftbench":
             peft_dir = args.peft_dir.resolve()
-            prepare_experiment(peft_dir, params)
-            wall = run_timed([sys.executable, __file__, "--shim", "--peft-dir", str(peft_dir), "--work", str(args.work.resolve()),
-                              "--threads", str(args.threads)], env, REPO)
-            result = newest(peft_dir / "temporary_results", f"{EXPERIMENT[0]}--{EXPERIMENT[1]}--*.json")
-            final = result["train_info"]["metrics"][-1]
-            rows.append(("PEFT run.py", seed, wall, final["test accuracy"], final["forgetting"],
-                         result["train_info"]["train_time"], final["step"]))
+            prepare_experiment(peft_dir, params, args.shared)
+            peft_results = peft_dir / "temporary_results"
+            before = set(peft_results.glob("*.json"))
+            commands["PEFT run.py"] = [sys.executable, __file__, "--shim", "--peft-dir", str(peft_dir), "--work",
+                                       str(args.work.resolve()), "--threads", str(args.threads)]
         if args.only != "peft":
-            experiment = prepare_experiment(args.work / "peftbench", params)
-            results = args.work / "peftbench" / "results"
-            command = [sys.executable, "-c", "from peftbench.cli import main; main()", "run", str(experiment),
-                       "--task", "math", "--results", str(results), "--force", "--no-save",
-                       "--set", f"train_data={data_dir / 'metamath' / 'train.jsonl'}",
-                       "--set", f"valid_data={data_dir / 'gsm8k' / 'train.jsonl'}",
-                       "--set", f"test_data={data_dir / 'gsm8k' / 'test.jsonl'}",
-                       "--set", f"forgetting_data={data_dir / 'finewiki' / 'train.jsonl'}",
-                       "--set", f"num_threads={args.threads}"]
-            for assignment in args.assignments:
-                command += ["--set", assignment]
-            wall = run_timed(command, env, REPO)
-            result = json.loads((results / f"{result_stem(*EXPERIMENT)}.json").read_text())
-            own = result["peftbench"]
-            rows.append(("peftbench math", seed, wall, own["test_score"], own["forgetting"],
-                         result["train_info"]["train_time"], own["steps"]))
-            print(json.dumps({**{k: own[k] for k in ("train_time_s", "eval_time_s", "total_time_s", "valid_score")},
-                              "cpu_matmul": result["run_info"]["train_config"].get("cpu_matmul"),
-                              "decided_by": own["hardware"].get("cpu_matmul_decided_by")}))
-        for row in rows[-2:]:
-            print("| {} | {} | {:.1f} | {:.3f} | {:.4f} | {:.1f} | {} |".format(*row), flush=True)
+            root = args.work / "peftbench" / model / str(seed)
+            experiment = prepare_experiment(root, params, args.shared)
+            results = root / "results"
+            commands["peftbench math"] = [
+                sys.executable, "-c", "from peftbench.cli import main; main()", "run", str(experiment), "--task", "math",
+                "--results", str(results), "--force", "--no-save", *data_assignments(data_dir),
+                "--set", f"num_threads={args.threads}", *sum((["--set", a] for a in args.assignments), []),
+            ]
+        load_before = os.getloadavg()[0]
+        times = run_together(commands, env, REPO, args.work / "logs" / model / str(seed))
+        load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+        for side, (wall, cpu_s) in times.items():
+            if side == "PEFT run.py":
+                (path,) = set(peft_results.glob("*.json")) - before
+                shutil.copy(path, kept / f"{model}-{seed}-peft.json")
+                result = json.loads(path.read_text())
+                test_score, warnings = result["train_info"]["metrics"][-1]["test accuracy"], ""
+            else:
+                path = results / f"{result_stem(*EXPERIMENT)}.json"
+                shutil.copy(path, kept / f"{model}-{seed}-peftbench.json")
+                result = json.loads(path.read_text())
+                own = result["peftbench"]
+                test_score, warnings = own["test_score"], "; ".join(map(str, own.get("run_warnings") or []))
+            final = result["train_info"]["metrics"][-1]
+            rows.append((model, side, seed, wall, cpu_s, load, test_score, final["forgetting"], final["train loss"],
+                         result["train_info"]["train_time"], warnings))
+            print("| {} | {} | {} | {:.1f} | {:.1f} | {} | {:.3f} | {!r} | {!r} | {:.1f} | {} |".format(*rows[-1]),
+                  flush=True)
 
-    print("\n| side | seed | process wall (s) | test accuracy | forgetting | train_info.train_time (s) | steps |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | side | seed | process wall (s) | CPU (s) | load avg | test accuracy | forgetting | train loss "
+          "| train_info.train_time (s) | run_warnings |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print("| {} | {} | {:.1f} | {:.3f} | {:.4f} | {:.1f} | {} |".format(*row))
-    for side in sorted({row[0] for row in rows}):
-        walls = [row[2] for row in rows if row[0] == side]
-        print(f"{side}: median wall {statistics.median(walls):.1f} s over {len(walls)}")
+        print("| {} | {} | {} | {:.1f} | {:.1f} | {} | {:.3f} | {!r} | {!r} | {:.1f} | {} |".format(*row))
+    for model in args.models:
+        walls = {side: [row[3] for row in rows if row[0] == model and row[1] == side] for side in ("PEFT run.py", "peftbench math")}
+        if all(walls.values()):
+            print(f"{model}: wall PEFT / peftbench {statistics.median(walls['PEFT run.py']) / statistics.median(walls['peftbench math']):.3f} "
+                  f"(medians over {len(walls['PEFT run.py'])} pair(s))")
 
 
 if __name__ == "__main__":
