@@ -73,6 +73,10 @@ def test_model_decoding_takes_the_unset_fields_from_the_models_generation_config
     assert suite.eos_token_id == [eos, 7] and suite.pad_token_id == eos  # run.py passes pad_token_id = EOS
     greedy = with_model_defaults(model, generation_config_for(10, {"max_new_tokens": 4}, tokenizer, "greedy"))
     assert not greedy.do_sample and greedy.eos_token_id == eos
+    # both limits: run.py hands both to transformers, which applies max_new_tokens; "greedy" takes the smaller
+    limits = {"max_length": 12, "max_new_tokens": 8}
+    assert generation_config_for(10, limits, tokenizer, "model").max_new_tokens == 8
+    assert generation_config_for(10, limits, tokenizer, "greedy").max_new_tokens == 2
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])

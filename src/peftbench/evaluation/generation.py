@@ -12,20 +12,21 @@ from tqdm.auto import tqdm
 
 
 def generation_config_for(prompt_length: int, generation_kwargs: dict[str, Any], tokenizer, decoding: str = "greedy"):
-    """The GenerationConfig of one batch (decoding: text_config.DECODINGS). Like the PEFT suite: when both
-    max_length and max_new_tokens are given, the smaller limit wins (transformers would otherwise ignore one
-    of them). "greedy" fixes greedy decoding and the tokenizer's EOS; "model" passes generation_kwargs and
-    pad_token_id = EOS only, as the suite's run.py, so generate() takes every other field from the model's
-    generation_config (sampling and its stop tokens included, where the model's files ask for them)."""
+    """The GenerationConfig of one batch (decoding: text_config.DECODINGS). "greedy" fixes greedy decoding and
+    the tokenizer's EOS, and when both max_length and max_new_tokens are given the smaller limit wins (what the
+    PEFT suite's comment intends). "model" is what the suite's run.py does: generation_kwargs as they are (its
+    GenerationConfig gets both limits, and transformers then applies max_new_tokens) and pad_token_id = EOS, so
+    generate() takes every other field from the model's generation_config (sampling and its stop tokens
+    included, where the model's files ask for them)."""
     from transformers import GenerationConfig
 
     kwargs = {k: v for k, v in generation_kwargs.items() if v is not None}
-    if "max_length" in kwargs and "max_new_tokens" in kwargs:
-        max_new = min(kwargs.pop("max_new_tokens"), kwargs.pop("max_length") - prompt_length)
-        kwargs["max_new_tokens"] = max(max_new, 1)
     kwargs.setdefault("use_cache", True)
     if decoding == "model":
         return GenerationConfig(**kwargs, pad_token_id=tokenizer.eos_token_id)
+    if "max_length" in kwargs and "max_new_tokens" in kwargs:
+        max_new = min(kwargs.pop("max_new_tokens"), kwargs.pop("max_length") - prompt_length)
+        kwargs["max_new_tokens"] = max(max_new, 1)
     kwargs.setdefault("do_sample", False)
     return GenerationConfig(**kwargs, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 

@@ -13,8 +13,9 @@ from peftbench.results.record import RunResult
 CURVE_END_FRACTION = 0.1
 STOP_CAUSES = (
     "likely causes: the model never learned to emit its stop token (a pad token trained in EOS's place: see "
-    "the pad_token parameter), a chat template or stop string the training rows lack, or a max_new_tokens "
-    "too small for the answers"
+    "the pad_token parameter), prompts that end in the tokenizer's EOS (a tokenizer that appends it), sampled "
+    "decoding from the model's generation_config (decoding 'model') on a model too unsure to sample the answer, "
+    "a chat template or stop string the training rows lack, or a max_new_tokens too small for the answers"
 )
 
 
