@@ -66,7 +66,7 @@ def test_model_decoding_takes_the_unset_fields_from_the_models_generation_config
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     eos = tokenizer.eos_token_id
-    # what Meta's Llama 3 files ask for: sampling, and more than one stop token
+    # a model whose generation_config asks for sampling and names more than one stop token
     model.generation_config.update(do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=[eos, 7])
     suite = with_model_defaults(model, generation_config_for(10, {"max_new_tokens": 4}, tokenizer, "model"))
     assert suite.do_sample and (suite.temperature, suite.top_p) == (0.6, 0.9)
