@@ -159,3 +159,25 @@ def test_float32_keeps_the_checkpoints_dtype_in_math_as_the_suites_script(math_f
     assert next(task.load_model(suite, "cpu").parameters()).dtype == torch.bfloat16
     cast = math_config(math_fixture_params, model_id=str(bf16_copy), float32_loading="float32")
     assert next(task.load_model(cast, "cpu").parameters()).dtype == torch.float32
+
+
+def test_a_long_prompt_keeps_its_first_tokens_as_the_suites_data_py_cuts_it(tiny_model_dir):
+    """With a tokenizer that appends EOS, truncation=True would keep the EOS and cut the text before it; the suite
+    slices the token ids, so a cut prompt is its first max_prompt_length tokens."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = tokenizer.eos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single=f"$A {tokenizer.eos_token}",
+                                                            special_tokens=[(tokenizer.eos_token, eos)])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    seen = []
+    real_generate = model.generate
+    model.generate = lambda input_ids, **kwargs: seen.append(input_ids) or real_generate(input_ids=input_ids, **kwargs)
+    prompt = "Ava has 4 apples and Ben buys 26 more apples."
+    full = tokenizer(prompt)["input_ids"]
+    assert full[-1] == eos and len(full) > 5
+    generate_completions(model, tokenizer, [prompt], batch_size=1, max_prompt_length=5,
+                         generation_kwargs={"max_new_tokens": 2})
+    assert seen[0][0].tolist() == full[:5]

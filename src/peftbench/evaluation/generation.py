@@ -124,9 +124,12 @@ def generate_completions(
     model.eval()
     batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2, leave=False):
-        encoded = tokenizer(
-            prompts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left",
-            truncation=True, max_length=max_prompt_length,
+        # cut as the PEFT suite's data.py cuts a prompt: its first max_prompt_length tokens (truncation=True would
+        # keep a special token that the tokenizer appends, such as EOS, and cut the text before it instead)
+        ids = tokenizer(prompts[start : start + batch_size], verbose=False)["input_ids"]
+        encoded = tokenizer.pad(
+            {"input_ids": [row[:max_prompt_length] for row in ids]}, return_tensors="pt", padding_side="left",
+            verbose=False,
         ).to(device)
         prompt_length = encoded["input_ids"].shape[1]
         config = with_model_defaults(model, generation_config_for(prompt_length, generation_kwargs, tokenizer, decoding))
