@@ -65,7 +65,7 @@ def methods(
             document["snippets"] = {entry.name: _snippet(catalog, entry) for entry in chosen}
         typer.echo(json.dumps(document, indent=2))
         return
-    from peftbench.reporting.catalog import catalog_table, comparison_table, provenance_line
+    from peftbench.reporting.catalog import catalog_tables, comparison_table, provenance_line
 
     if compare:
         console.print(comparison_table(catalog, chosen))
@@ -73,7 +73,8 @@ def methods(
             console.print(Text(f"\n{entry.name}", style="bold"))
             console.print(_snippet(catalog, entry), markup=False, highlight=False, soft_wrap=True)
     else:
-        console.print(catalog_table(catalog, chosen))
+        for table in catalog_tables(catalog, chosen):
+            console.print(table)
         for entry in chosen:
             if entry.error:
                 console.print(Text(f"{entry.name}: not probed on the tiny Llama: {entry.error}", style="red"))

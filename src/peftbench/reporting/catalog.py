@@ -32,26 +32,34 @@ def _yes_names(entry, capabilities) -> Text:
     return Text(" ".join(names) or "-", style="" if names else "dim")
 
 
-def catalog_table(catalog, entries) -> Table:
-    table = Table(title=f"{len(entries)} of {len(catalog.methods)} PEFT methods", title_justify="left")
-    # quantized bases: a column only where something was tried (the provenance line says why not otherwise)
-    quantized = any(entry.findings[c.name].status != NOT_TRIED for entry in entries for c in QUANTIZED_CAPABILITIES)
-    table.add_column("method", no_wrap=True)
+def catalog_tables(catalog, entries) -> list[Table]:
+    """Two tables, each narrow enough for an 80-column terminal without cutting a heading ('tra…' says nothing):
+    what each method can do, then the layers it targets and its best result per benchmark."""
+    capabilities = Table(title=f"{len(entries)} of {len(catalog.methods)} PEFT methods: what each can do",
+                         title_justify="left")
+    capabilities.add_column("method", no_wrap=True)
     for capability in MODEL_CAPABILITIES:
-        table.add_column(capability.heading, justify="center")
-    table.add_column("layers")
-    if quantized:
-        table.add_column("quantized")
-    for benchmark in catalog.benchmarks:
-        table.add_column(Text(f"{benchmark.name}: {benchmark.metrics[0].label}"))  # a task name is untrusted
+        capabilities.add_column(capability.heading, justify="center", no_wrap=True)
     for entry in entries:
         name = Text(entry.name, style="red" if entry.error else "bold")
-        table.add_row(name, *[_mark(entry.findings[c.name]) for c in MODEL_CAPABILITIES],
-                      _yes_names(entry, LAYER_CAPABILITIES),
-                      *([_yes_names(entry, QUANTIZED_CAPABILITIES)] if quantized else []),
-                      *[Text(b.cell(entry.peft_type), style="" if entry.peft_type in b.methods else "dim")
-                        for b in catalog.benchmarks])
-    return table
+        capabilities.add_row(name, *[_mark(entry.findings[c.name]) for c in MODEL_CAPABILITIES])
+
+    results = Table(title="the layers each can target, and its best result per benchmark", title_justify="left")
+    # quantized bases: a column only where something was tried (the provenance line says why not otherwise)
+    quantized = any(entry.findings[c.name].status != NOT_TRIED for entry in entries for c in QUANTIZED_CAPABILITIES)
+    results.add_column("method", no_wrap=True)
+    results.add_column("layers")
+    if quantized:
+        results.add_column("quantized")
+    for benchmark in catalog.benchmarks:
+        results.add_column(Text(f"{benchmark.name}: {benchmark.metrics[0].label}"))  # a task name is untrusted
+    for entry in entries:
+        name = Text(entry.name, style="red" if entry.error else "bold")
+        results.add_row(name, _yes_names(entry, LAYER_CAPABILITIES),
+                        *([_yes_names(entry, QUANTIZED_CAPABILITIES)] if quantized else []),
+                        *[Text(b.cell(entry.peft_type), style="" if entry.peft_type in b.methods else "dim")
+                          for b in catalog.benchmarks])
+    return [capabilities, results]
 
 
 def _finding_text(finding) -> Text:
