@@ -70,7 +70,7 @@ def test_lora_probe_finds_merge_mixed_batch_and_conversion(lora_probe):
     findings = lora_probe["findings"]
     assert set(findings) == set(CAPABILITY_NAMES)
     for capability in ("trains", "save-reload", "merge", "multi-adapter", "mixed-batch", "hot-swap", "convert-lora",
-                       "layer:linear", "layer:conv2d", "layer:embedding"):
+                       "mix-methods", "modules-to-save", "layer:linear", "layer:conv2d", "layer:embedding"):
         assert findings[capability]["status"] == YES, (capability, findings[capability])
     assert "relative logits error" in findings["convert-lora"]["why"]
     assert lora_probe["paper"].startswith("https://")
@@ -397,3 +397,16 @@ def test_a_task_name_is_printed_as_itself_not_as_markup(fake_catalog, tmp_path):
     result = _cli(str(tmp_path), "--no-published")
     assert result.exit_code == 0, result.output
     assert "[bold red]evil: test score" in result.output
+
+
+@pytest.mark.parametrize("peft_type", ["IA3", "LOHA"])
+def test_mixing_with_lora_agrees_with_peft_s_own_list_of_mixable_methods(peft_type):
+    """peft's mixed model refuses the tuners outside COMPATIBLE_TUNER_TYPES; the probe's verdict follows from
+    trying, and must say the same."""
+    from peft import PeftType
+    from peft.tuners.mixed import COMPATIBLE_TUNER_TYPES
+
+    from peftbench.catalog.probe import probe_method
+
+    finding = probe_method(peft_type)["findings"]["mix-methods"]
+    assert (finding["status"] == YES) == (PeftType(peft_type) in COMPATIBLE_TUNER_TYPES), finding

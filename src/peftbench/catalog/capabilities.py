@@ -37,6 +37,9 @@ MODEL_CAPABILITIES = (
                "weigh"),
     Capability("hot-swap", "hot-swap", "peft.utils.hotswap replaces the loaded adapter's weights in place", "swap"),
     Capability("convert-lora", "convert to LoRA", "peftbench's conversion reproduces it as a plain LoRA", "→LoRA"),
+    Capability("mix-methods", "mix with LoRA", "peft's mixed model holds it beside a LoRA, both active at once", "+LoRA"),
+    Capability("modules-to-save", "modules_to_save", "a full copy of another module (lm_head) trains and saves with it",
+               "aux"),
 )
 # Tried on a small torch model holding one layer of each type (probe.py): "layer:<type>".
 LAYER_TYPES = ("linear", "conv1d", "conv2d", "conv3d", "embedding", "multihead-attention")

@@ -203,7 +203,9 @@ TASK_ID_TYPES = {"POLY", "MULTITASK_PROMPT_TUNING"}
 def _task_inputs(model: nn.Module, input_ids: torch.Tensor) -> dict:
     """`task_ids` (task 0 for every row) when the model's active adapter needs them, else nothing."""
     configs = getattr(model, "peft_config", None)
-    config = configs.get(getattr(model, "active_adapter", None)) if isinstance(configs, dict) else None
+    active = getattr(model, "active_adapter", None)
+    active = active[0] if isinstance(active, list) else active  # peft's mixed model: a list of active adapters
+    config = configs.get(active) if isinstance(configs, dict) else None
     peft_type = str(getattr(getattr(config, "peft_type", None), "value", ""))
     return {"task_ids": torch.zeros(len(input_ids), dtype=torch.long)} if peft_type in TASK_ID_TYPES else {}
 
@@ -258,6 +260,10 @@ HOW = {
     "weighted-combination": "add_weighted_adapter(['default', 'second'], [0.5, 0.5]), the combination made active",
     "hot-swap": "peft.utils.hotswap.hotswap_adapter of a saved second adapter into the first; outputs vs the second",
     "convert-lora": "peftbench's conversion at full rank; the LoRA loaded by plain peft, logits vs the original adapter",
+    "mix-methods": "get_peft_model(mixed=True) trained, add_adapter('lora', LoraConfig), set_adapter(both); logits vs "
+                   "each alone",
+    "modules-to-save": "the config with modules_to_save=['lm_head'], trained; the lm_head copy's gradients, then "
+                       "save_pretrained and PeftModel.from_pretrained",
 }
 
 
@@ -454,6 +460,49 @@ def _probe_convert(setup: _Setup) -> Finding:
     return Finding(NO, f"{fidelity} > {SAME_OUTPUTS_TOLERANCE:g}", how)
 
 
+def _probe_mix_methods(setup: _Setup) -> Finding:
+    """The method and a LoRA in one PeftMixedModel, both active: the stack must differ from each alone."""
+    from peft import LoraConfig, get_peft_model
+
+    how = HOW["mix-methods"]
+    model = get_peft_model(copy.deepcopy(setup.base), default_config(setup.peft_type), mixed=True)
+    _train(model, setup.input_ids)
+    alone = _logits(model, setup.input_ids)
+    model.add_adapter("lora", LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.set_adapter("lora")
+    lora_alone = _logits(model, setup.input_ids)
+    model.set_adapter(["default", "lora"])
+    both = _logits(model, setup.input_ids)
+    apart = min(_relative_error(both, alone), _relative_error(both, lora_alone))
+    if not torch.isfinite(both).all() or apart < MIN_ADAPTER_EFFECT:
+        return Finding(NO, f"with both active the outputs equal one adapter alone (apart {apart:.1e})", how)
+    return Finding(YES, f"both active: outputs differ from either alone by >= {apart:.1e}", how)
+
+
+def _probe_modules_to_save(setup: _Setup) -> Finding:
+    """modules_to_save=['lm_head']: a trainable full copy that reaches the gradients and the saved adapter."""
+    from peft import PeftModel, get_peft_model
+
+    how = HOW["modules-to-save"]
+    config = default_config(setup.peft_type)
+    if not hasattr(config, "modules_to_save"):
+        return Finding(NO, f"{type(config).__name__} has no modules_to_save", "read from peft's class")
+    config.modules_to_save = ["lm_head"]
+    model = get_peft_model(copy.deepcopy(setup.base), config)
+    copies = [p for name, p in model.named_parameters() if "modules_to_save" in name and "lm_head" in name]
+    if not copies or not all(p.requires_grad for p in copies):
+        return Finding(NO, "no trainable lm_head copy was made", how)
+    before = [p.detach().clone() for p in copies]
+    _train(model, setup.input_ids)
+    if all(torch.equal(p, b) for p, b in zip(copies, before)):
+        return Finding(NO, "training did not change the lm_head copy", how)
+    trained = _logits(model, setup.input_ids)
+    with tempfile.TemporaryDirectory(prefix="peftbench-probe-") as folder:
+        model.save_pretrained(folder)
+        reloaded = PeftModel.from_pretrained(copy.deepcopy(setup.base), folder).eval()
+        return _equal(_logits(reloaded, setup.input_ids), trained, "lm_head copy trained, reloaded vs trained", how)
+
+
 MODEL_PROBES = {
     "trains": _probe_trains,
     "save-reload": _probe_save_reload,
@@ -462,6 +511,8 @@ MODEL_PROBES = {
     "mixed-batch": _probe_mixed_batch,
     "weighted-combination": _probe_weighted_combination,
     "convert-lora": _probe_convert,
+    "mix-methods": _probe_mix_methods,
+    "modules-to-save": _probe_modules_to_save,
     "hot-swap": _probe_hot_swap,  # last: it changes the setup's 'default' adapter
 }
 
