@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from peftbench import runners
 from peftbench.runners import isolated
 from peftbench.runners.request import RunRequest
 
@@ -38,8 +39,8 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
         bar.update(1)
     assert any(isinstance(thread, TMonitor) for thread in threading.enumerate())
     forks = []
-    # as in the command line's parent, which computes on one thread (this test session has used OpenMP's pool)
-    monkeypatch.setattr(isolated, "_compute_threads_started", lambda: False)
+    # as the command line's `run` says of its parent (this test session has used OpenMP's pool: see below)
+    monkeypatch.setattr(runners, "PARENT_COMPUTES_ON_ONE_THREAD", True)
     monkeypatch.setattr(isolated, "_ForkedChild", lambda real=isolated._ForkedChild: forks.append(1) or real())
     request = RunRequest(task="math", results_dir=str(tmp_path / "fork"), experiment_dir=str(experiments_copy / LORA),
                          overrides=params, save_checkpoint=False, show_progress=False)
@@ -56,7 +57,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
     import peftbench.runners.engine
 
     monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
-    monkeypatch.setattr(isolated, "_compute_threads_started", lambda: False)
+    monkeypatch.setattr(runners, "PARENT_COMPUTES_ON_ONE_THREAD", True)
 
     def killed(request):
         os.write(2, b"about to be killed\n")
@@ -95,24 +96,43 @@ def test_children_of_a_two_worker_pool_come_from_the_fork_server(experiments_cop
     assert not isolated._RUNNING  # every child was reaped
 
 
-THREADS_PROBE = """
-import threading
-import torch, transformers, peft
+CLI_FORK_PROBE = """
+import sys
+from peftbench import runners
 from peftbench.runners import isolated
-print(isolated._compute_threads_started())
-torch.set_num_threads(2)  # (the tests' machines have two cores or more)
-torch.ones(512, 512) @ torch.ones(512, 512)  # on two threads: OpenMP's pool starts
-print(isolated._compute_threads_started())
+real = isolated._ForkedChild
+def spy():
+    print("forked directly", file=sys.stderr)
+    return real()
+isolated._ForkedChild = spy
+from peftbench.cli import main
+sys.argv = ["peftbench", *sys.argv[1:]]
+main()
 """
 
 
-def test_a_process_that_computed_on_several_threads_takes_its_children_from_the_fork_server():
-    """A fork copies no threads: the child of a process whose OpenMP pool exists would wait for pool threads that
-    are not there. Right after the imports (the command line's parent) a process may fork; after computing on two
-    threads it must not. Also checks IMPORT_THREADS against the installed torch, transformers and peft."""
+def test_only_the_command_lines_one_thread_parents_fork_their_children_directly(experiments_copy, params, tmp_path,
+                                                                                monkeypatch):
+    """A fork copies no threads: the child of a process whose OpenMP pool exists (this test session has computed
+    on several threads) would wait for pool threads that are not there. Such a process takes its children from
+    the fork server; `peftbench run`, whose parent computes on one thread, forks directly."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "True"], done.stdout
+    import torch
+
+    torch.ones(256, 256) @ torch.ones(256, 256)  # this process's OpenMP pool exists (torch's default threads)
+    monkeypatch.setattr(isolated, "_ForkedChild", lambda: pytest.fail("forked from a process that computed"))
+    starts = []
+    monkeypatch.setattr(isolated, "_ForkServerChild", lambda real=isolated._ForkServerChild: starts.append(1) or real())
+    request = RunRequest(task="math", results_dir=str(tmp_path / "api"), experiment_dir=str(experiments_copy / LORA),
+                         overrides={**params, "num_threads": 2}, save_checkpoint=False, show_progress=False)
+    _, status, _ = isolated.run_request(request)
+    assert status == "success" and starts == [1]
+
+    sets = [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in params.items()]
+    command = [sys.executable, "-c", CLI_FORK_PROBE, "run", str(experiments_copy / LORA), "--task", "math",
+               "--results", str(tmp_path / "cli"), "--no-save", *[part for item in sets for part in ("--set", item)]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "forked directly" in done.stderr

@@ -48,10 +48,16 @@ def _register_all() -> None:
 _register_all()
 
 
+# Commands whose parent process computes on one thread only before it starts children (runners.__init__)
+ONE_THREAD_PARENTS = ("run", "suite", "sweep")
+
+
 def main() -> None:
+    from peftbench import runners
     from peftbench.runners.cancel import cancel_on_signals
 
     cancel_on_signals()  # SIGTERM and SIGHUP cancel like Ctrl-C: `cancelled` results, no files left behind
+    runners.PARENT_COMPUTES_ON_ONE_THREAD = len(sys.argv) > 1 and sys.argv[1] in ONE_THREAD_PARENTS
     try:
         app()
         code = 0

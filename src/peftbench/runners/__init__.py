@@ -9,3 +9,11 @@
 - engine.py         what the child runs: build, train, evaluate, measure, write the result
 - progress.py, cancel.py, oom.py   progress files, Ctrl-C/SIGTERM handling, telling an OOM kill from others
 """
+
+# Whether this process may fork a trial's child directly (runners.isolated). A fork copies memory, not threads:
+# the child of a process that has computed on several threads inherits OpenMP's pool without its threads, and its
+# first parallel region waits for them for ever (or torch fails with "Invalid thread pool!"). The command line's
+# `run`, `suite` and `sweep` compute on one thread in their parent (hardware.py's micro-benchmarks), and say so
+# (cli.main); any other process that imported peftbench (a test session, a notebook, `convert --evaluate`, which
+# converts on every core first) takes its children from the fork server, which never computes.
+PARENT_COMPUTES_ON_ONE_THREAD = False

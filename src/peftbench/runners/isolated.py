@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from peftbench import runners
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
 from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
@@ -173,30 +174,13 @@ def _start_child():
     if FORK_WARM_CHILD and "torch" in sys.modules:
         with _DATASETS_AND_TQDM:
             _stop_tqdm_monitor()
-        return _ForkedChild() if threading.active_count() == 1 and not _compute_threads_started() else _ForkServerChild()
+        direct = runners.PARENT_COMPUTES_ON_ONE_THREAD and threading.active_count() == 1
+        return _ForkedChild() if direct else _ForkServerChild()
     process = subprocess.Popen(
         [*CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     process.parent_pid = os.getpid()
     return process
-
-
-# OS threads that importing torch, transformers and peft start in a process that has computed nothing (torch
-# 2.13, transformers 5.25: one each; tests/test_runner_fork.py checks the number in a fresh interpreter).
-IMPORT_THREADS = 2
-
-
-def _compute_threads_started() -> bool:
-    """Whether this process has threads that are not Python's nor the imports': torch's OpenMP pool, started by
-    computing on several threads (a test session, a notebook). A fork copies memory but not threads, so a child
-    of such a process would wait in its first parallel region for pool threads that do not exist (a hang, or
-    torch's "Invalid thread pool!"); the fork server, which never computes, forks it instead. peftbench's own
-    command line computes on one thread before it forks (hardware.py's micro-benchmarks) and forks directly."""
-    try:
-        os_threads = len(os.listdir("/proc/self/task"))
-    except OSError:  # no /proc (macOS): the fork server, which is always safe
-        return True
-    return os_threads > threading.active_count() + IMPORT_THREADS
 
 
 def _stop_tqdm_monitor() -> None:
