@@ -150,8 +150,10 @@ def generate_completions(
 
 
 def _stop_ids(config, device) -> torch.Tensor:
+    """The config's stop tokens (none: a model whose generation_config names none generates to the limit)."""
     eos = config.eos_token_id
-    return torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=device)
+    ids = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def _cpu_cache(model, config, prompt_length: int, device) -> dict:
