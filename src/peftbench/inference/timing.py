@@ -42,15 +42,20 @@ class Timer:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def memory_now(device, *, peak: bool = False) -> dict[str, Optional[int]]:
-    """RSS (with `peak`, also the peak RSS since the mode began) and on CUDA the allocator's figures."""
+def memory_now(device, *, window_start: Optional[dict] = None) -> dict[str, Optional[int]]:
+    """RSS and on CUDA the allocator's figures; given the figures at a window's start (_start_memory_window), also
+    the peak RSS since then."""
     import torch
 
     from peftbench.training.memory import current_rss_bytes, peak_rss_bytes
 
     figures: dict[str, Optional[int]] = {"rss_bytes": current_rss_bytes()}
-    if peak:
-        figures["peak_rss_bytes"] = peak_rss_bytes()
+    if window_start is not None:
+        peak = peak_rss_bytes()
+        # the kernel updates its high-water mark lazily (not on every page freed), so it can read a few pages
+        # below the RSS read at the window's start: the peak of a window is never below its start
+        start = window_start.get("rss_bytes")
+        figures["peak_rss_bytes"] = max(peak, start) if peak is not None and start is not None else peak
     if device.type == "cuda":
         figures["cuda_allocated_bytes"] = torch.cuda.memory_allocated(device)
         figures["cuda_reserved_bytes"] = torch.cuda.memory_reserved(device)
@@ -117,7 +122,7 @@ def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: Inferen
             per_category[category] = _category(runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:],
                                                clock, new_tokens, len(texts))
         batches[str(batch_size)] = per_category
-    memory["after_generation"] = memory_now(device, peak=True)
+    memory["after_generation"] = memory_now(device, window_start=memory["at_load"])
     block: dict[str, Any] = {"batches": batches, "memory": memory}
     if reference is not None:
         _headline(block)
@@ -197,8 +202,8 @@ def time_images(model, parts, prompts: list[str], config, settings: InferenceSet
              "resolution": config.resolution, "prompts": len(prompts), "runs": len(runs),
              "seconds_per_image": statistics.median(runs), "inference_time_s": statistics.median(runs),
              "spread_pct": spread_pct(runs), **_paired(runs, reference_runs)}
-    block: dict[str, Any] = {"batches": {"1": {"image": image}},
-                             "memory": {**memory, "after_generation": memory_now(device, peak=True)}}
+    memory["after_generation"] = memory_now(device, window_start=memory["at_load"])
+    block: dict[str, Any] = {"batches": {"1": {"image": image}}, "memory": memory}
     if reference is not None:
         _headline(block)
     return block
