@@ -30,7 +30,7 @@ from peftbench.results.inference_record import (
 QUICK = suites_root() / "quick"
 RESULTS_FIXTURES = Path(__file__).parent / "fixtures" / "results" / "peftbench"
 # the smallest measurement that still has every part: one prompt per category, two new tokens, one run
-FAST = {"runs": 1, "warmup_runs": 0, "prompts_per_category": 1,
+FAST = {"runs": 1, "warmup_runs": 1, "prompts_per_category": 1,
         "max_new_tokens": {"short": 2, "medium": 2, "long": 2}, "batch_sizes": [1, 2]}
 
 
@@ -253,7 +253,7 @@ def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results
 
 def test_image_task_seconds_per_image_unmerged_and_merged(tmp_path):
     targets, _ = resolve_targets([suites_root() / "quick-image" / "lora" / "flux2-klein-default"])
-    settings = {"runs": 1, "warmup_runs": 0, "prompts_per_category": 1, "modes": ["merged", "mixed"]}
+    settings = {"runs": 1, "warmup_runs": 1, "prompts_per_category": 1, "modes": ["merged", "mixed"]}
     (outcome,) = [o for o in measure_all(targets, task_name="image-tiny", results_dir=tmp_path,
                                          overrides={"num_inference_steps": 2}, settings_overrides=settings,
                                          num_threads=1, force=False) if o.label != "base model"]
@@ -279,17 +279,16 @@ def test_a_failed_mixed_batch_leaves_no_peft_hooks_behind():
     from peftbench.inference.targets import InferenceTarget
     from peftbench.tasks.math_tiny import shipped_model_path
 
+    from transformers import AutoTokenizer
+
     config = LoraConfig(r=4, use_dora=True, target_modules=["q_proj"])
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(shipped_model_path()), config).eval()
-    ids = torch.tensor([[1, 5, 6], [1, 7, 8]])
-
-    def timed(measured, batch_sizes, adapter_names):
-        measured.generate(input_ids=ids, max_new_tokens=2, adapter_names=adapter_names(batch_sizes[0]))
-
-    block = _mixed(InferenceTarget("/x", "lora", "dora", "untrained"), model, config,
-                   InferenceSettings(batch_sizes=[1, 2]), timed)
+    tokenizer = AutoTokenizer.from_pretrained(shipped_model_path())
+    block = _mixed(InferenceTarget("/x", "lora", "dora", "untrained"), model, config, tokenizer,
+                   torch.device("cpu"), InferenceSettings(batch_sizes=[1, 2]))
     assert block["supported"] is False and "DoRA" in block["reason"]
-    assert model(input_ids=ids[:1]).logits.shape[0] == 1  # a later forward of another batch size works
+    assert list(model.peft_config) == ["default"]  # the second tenant is gone with the refusal
+    assert model(input_ids=torch.tensor([[1, 5, 6]])).logits.shape[0] == 1  # a later forward of another batch size works
 
 
 def test_results_go_beside_the_training_results_they_join(tmp_path):
