@@ -300,3 +300,39 @@ def test_results_go_beside_the_training_results_they_join(tmp_path):
     assert default_results_dir([checkpoint], None, None) == (tmp_path / "quick").resolve()
     assert default_results_dir([QUICK / "lora" / "rank16"], "quick", None) == Path("results") / "quick"
     assert default_results_dir([QUICK / "lora" / "rank16"], None, None) == Path("results")
+
+
+PEFT_LAYOUT = Path(__file__).parent / "fixtures" / "inference" / "peft-layout" / "lora--lora_r8.json"
+
+
+def test_a_result_file_of_peft_text_generation_benchmark_loads_through_the_same_reader(joined_results):
+    # PEFT publishes no result of this benchmark; the fixture is built to its writer's layout
+    # (utils.BenchmarkResult.to_dict), with made-up numbers
+    from peftbench.analysis.points import build_points
+    from peftbench.results.reader import load_results
+
+    published = json.loads(PEFT_LAYOUT.read_text())
+    result, problem = read_inference_file(PEFT_LAYOUT)
+    assert problem is None and result.status == "success"
+    assert (result.method, result.name, result.model_id) == ("lora", "lora_r8", "meta-llama/Llama-3.2-3B")
+    assert result.headline_mode == "unmerged" and result.within_noise is None  # PEFT reports no spread
+    assert result.inference_overhead_pct == pytest.approx(published["generation_info"]["overall"]["inference_overhead_pct"])
+    for category, entry in published["generation_info"]["by_category"].items():
+        figures = result.modes["unmerged"]["batches"]["1"][category]
+        assert figures["overhead_pct"] == pytest.approx(entry["metrics"]["inference_overhead_pct"])
+        assert figures["time_per_token_s"] == pytest.approx(entry["metrics"]["time_per_token"])
+    assert result.trainable_params == published["meta_info"]["parameters"]["trainable_params"]
+    assert result.hardware["name"] == published["run_info"]["hardware"]["accelerator_type"]
+
+    # beside a training result, the analysis joins it as it joins peftbench's own
+    shutil.copy(PEFT_LAYOUT, inference_path(joined_results, "ia3--default--seed0"))
+    points = {p.experiment_name: p for p in build_points(load_results([joined_results]).records)[0]}
+    assert points["ia3/default"].mean("inference_overhead") == pytest.approx(result.inference_overhead_pct)
+    assert points["ia3/default"].serving_mode == "unmerged"
+
+
+def test_a_file_that_is_no_inference_result_says_which_layouts_are_read(tmp_path):
+    path = tmp_path / "lora--x.json"
+    path.write_text(json.dumps({"run_info": {}, "train_info": {}}))
+    result, problem = read_inference_file(path)
+    assert result is None and "text_generation_benchmark" in problem and str(path) in problem
