@@ -173,8 +173,9 @@ def test_cli_refuses_bad_settings_and_folders_before_measuring(tmp_path):
 # ----------------------------------------------------------------------------- the analysis's join
 
 
-def _mode(overhead: float, within_noise: bool = False, supported: bool = True) -> dict:
-    return {"supported": supported, "overhead_pct": overhead, "within_noise": within_noise}
+def _mode(overhead: float, within_noise: bool = False, supported: bool = True, runs_range=None) -> dict:
+    return {"supported": supported, "overhead_pct": overhead, "within_noise": within_noise,
+            "overhead_range_pct": runs_range}
 
 
 @pytest.fixture()
@@ -183,7 +184,7 @@ def joined_results(tmp_path) -> Path:
     for name in ("oft--rank8.json", "ia3--default--seed0.json", "vera--default--seed0.json"):
         shutil.copy(RESULTS_FIXTURES / name, tmp_path / name)
     oft = InferenceResult(task="math-tiny", method="oft", name="rank8", status="success",
-                          modes={"unmerged": _mode(40.0), "merged": _mode(0.3, within_noise=True),
+                          modes={"unmerged": _mode(40.0), "merged": _mode(0.3, within_noise=True, runs_range=[-1.5, 2.25]),
                                  "converted": _mode(20.0)})
     oft.choose_headline()
     vera = InferenceResult(task="math-tiny", method="vera", name="default", status="success",
@@ -212,7 +213,7 @@ def test_inference_overhead_is_a_metric_with_its_serving_mode_and_a_dash_when_un
     output = io.StringIO()
     render_report([joined_results], x="inference_overhead", console=Console(file=output, width=200))
     rows = {line.split("│")[2].strip(): line for line in output.getvalue().splitlines() if line.count("│") > 4}
-    assert "+0.3% merged, within noise" in rows["oft/rank8"]
+    assert "+0.3% (-1.5 to +2.2) merged, within noise" in rows["oft/rank8"]  # the range over its runs
     assert "+35.0% unmerged (cannot merge)" in rows["vera/default"]
     assert "-" in rows["ia3/default"].split("│")[4].strip() and "0.0%" not in rows["ia3/default"]
 
@@ -225,6 +226,16 @@ def test_recommend_with_an_inference_overhead_limit(joined_results):
     assert report["best"] == "oft/rank8" and report["runner_up"] is None
     excluded = dict((e["name"], e["why"]) for e in report["excluded"])
     assert set(excluded) == {"vera/default", "ia3/default"}  # over the limit, and never measured
+    # the best line shows what serving it costs, how, and how far the runs moved it
+    result = runner.invoke(app, ["recommend", str(joined_results), "--max-inference-overhead", "10%"])
+    best_line = " ".join(result.stdout.split("best: ", 1)[1].split())
+    assert "inference overhead +0.3% (-1.5 to +2.2) merged, within noise" in best_line
+    unmeasured = joined_results / "unmeasured"  # ia3's result alone: never measured by `infer`
+    unmeasured.mkdir()
+    shutil.copy(joined_results / "ia3--default--seed0.json", unmeasured)
+    result = runner.invoke(app, ["recommend", str(unmeasured)])
+    best_line = " ".join(result.stdout.split("best: ", 1)[1].split())
+    assert "inference overhead -" in best_line and "0.0%" not in best_line
     result = runner.invoke(app, ["recommend", str(joined_results), "--max-inference-overhead", "ten"])
     assert result.exit_code == 2 and "--max-inference-overhead" in result.output
 
@@ -245,7 +256,7 @@ def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results
     for row in page.locator("#points-table tbody tr").all():
         texts = row.locator("td").all_text_contents()
         cells[texts[1]] = texts[column]
-    assert cells["oft/rank8"].startswith("+0.3% merged, within noise")
+    assert cells["oft/rank8"].startswith("+0.3% (-1.5 to +2.2) merged, within noise")
     assert cells["vera/default"].startswith("+35.0% unmerged (cannot merge)")
     assert cells["ia3/default"] == "-"
     assert not errors and not dialogs

@@ -220,6 +220,17 @@ def serving_mode_label(result: InferenceResult) -> str:
     return label
 
 
+def overhead_range_label(result: InferenceResult) -> str:
+    """The headline overhead's range over the measured runs, e.g. "(+40.1 to +55.3)": how far one run of the
+    measurement moves it ("" when not recorded: one run, or a file without it)."""
+    block = result.modes.get(result.headline_mode or "")
+    bounds = block.get("overhead_range_pct") if isinstance(block, dict) else None
+    values = [_number(v) for v in bounds] if isinstance(bounds, list) and len(bounds) == 2 else []
+    if len(values) != 2 or None in values or values[0] == values[1]:
+        return ""
+    return f"({values[0]:+.1f} to {values[1]:+.1f})"
+
+
 def inference_file_of(result_file: Path) -> Path:
     """Where the inference result of the training result `result_file` (RESULTS/<stem>.json) is."""
     return inference_path(result_file.parent, result_file.stem)
