@@ -4,9 +4,7 @@ cache per peft version, a crashing method, filters, the JSON, the published rati
 from __future__ import annotations
 
 import json
-import math
 import sys
-from collections import defaultdict
 
 from pathlib import Path
 
@@ -219,31 +217,50 @@ def test_filters_keep_exactly_the_methods_that_can(fake_catalog):
     assert bad.exit_code == 2 and "unknown capability 'teleport'" in bad.output and "mixed-batch" in bad.output
 
 
-def _published_best_scores() -> dict[str, float]:
-    """Each peft type's best published test accuracy, read from the files independently of peftbench's reader."""
-    best: dict[str, float] = defaultdict(lambda: -math.inf)
-    for path in published_results_dir().glob("*.json"):
+def _published_best_runs() -> dict[str, dict[str, float]]:
+    """Each peft type's best published run by test accuracy, as the PEFT shop's load_benchmark_results keeps it,
+    read from the files independently of peftbench's reader: {peft type: {peftbench metric: value}}."""
+    best: dict[str, dict[str, float]] = {}
+    for path in sorted(published_results_dir().glob("*.json")):
         data = json.loads(path.read_text())
-        if data["train_info"]["status"] != "success":
+        train_info = data["train_info"]
+        if train_info["status"] != "success":
             continue
         config = data["run_info"]["peft_config"]
         peft_type = config["peft_type"] if config else "full-finetuning"
-        best[peft_type] = max(best[peft_type], data["train_info"]["metrics"][-1]["test accuracy"])
-    return dict(best)
+        last = train_info["metrics"][-1]
+        run = {"test_score": last["test accuracy"], "forgetting": last["forgetting"],
+               "peak_memory": train_info["accelerator_memory_max"], "train_time": train_info["train_time"],
+               "file_size": train_info["file_size"]}
+        if peft_type not in best or run["test_score"] > best[peft_type]["test_score"]:
+            best[peft_type] = run
+    return best
+
+
+def _shop_stars(values: dict[str, float], higher_is_better: bool) -> dict[str, int]:
+    """The PEFT shop's benchmark_stars, written out as it is: rank = how many others are strictly better."""
+    stars = {}
+    for key, value in values.items():
+        rank = sum(other > value if higher_is_better else other < value for other in values.values())
+        stars[key] = 5 - int(5 * rank / len(values))
+    return stars
 
 
 def test_ratings_are_the_published_scores_quantiles(fake_catalog):
     result = _cli("--json")
     data = json.loads(result.stdout)
     published = next(b for b in data["benchmarks"] if b["published"])
-    scores = _published_best_scores()
-    reference = scores.pop("full-finetuning")
-    assert published["full_finetuning"]["values"]["test_score"] == pytest.approx(reference)
-    ordered = sorted(scores.values(), reverse=True)
-    for peft_type, score in scores.items():
-        stars = published["methods"][peft_type]["stars"]["test_score"]
-        assert published["methods"][peft_type]["values"]["test_score"] == pytest.approx(score)
-        assert stars == 5 - math.floor(5 * ordered.index(score) / len(ordered)), peft_type
+    runs = _published_best_runs()
+    reference = runs.pop("full-finetuning")  # the reference, never ranked
+    assert published["full_finetuning"]["values"]["test_score"] == pytest.approx(reference["test_score"])
+    directions = {m["name"]: m["higher_is_better"] for m in published["metrics"]}
+    assert set(directions) == {"test_score", "forgetting", "peak_memory", "train_time", "file_size"}  # the shop's
+    assert directions["test_score"] and not any(v for k, v in directions.items() if k != "test_score")
+    for metric, higher_is_better in directions.items():
+        expected = _shop_stars({t: run[metric] for t, run in runs.items()}, higher_is_better)
+        for peft_type, run in runs.items():
+            assert published["methods"][peft_type]["values"][metric] == pytest.approx(run[metric]), (peft_type, metric)
+            assert published["methods"][peft_type]["stars"][metric] == expected[peft_type], (peft_type, metric)
     lora = next(m for m in data["methods"] if m["name"] == "lora")
     assert lora["benchmarks"]["math (published)"]["stars"]["test_score"] == 5
     cpt = next(m for m in data["methods"] if m["name"] == "cpt")
