@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -73,6 +72,39 @@ def test_lora_probe_finds_merge_mixed_batch_and_conversion(lora_probe):
     assert "relative logits error" in findings["convert-lora"]["why"]
     assert lora_probe["paper"].startswith("https://")
     assert "LoRA" in lora_probe["description"]
+
+
+def test_a_quantized_base_is_tried_with_the_cpu_backend_and_peft_agrees(lora_probe):
+    # torchao comes with the dev extra (pyproject.toml), which `make test` installs
+    pytest.importorskip("torchao")
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.torchao import TorchaoLoraLinear
+
+    from peftbench.catalog.probe import CPU_QUANTIZERS
+
+    finding = lora_probe["findings"]["quantized:torchao"]
+    assert finding["status"] == YES and "torchao int8" in finding["how"], finding
+    # peft itself: on the quantized base, LoRA's layer is its torchao layer, and training reaches it
+    base = _TinyLlama.fresh()
+    CPU_QUANTIZERS["torchao"][0](base)
+    model = get_peft_model(base, LoraConfig(target_modules=["q_proj"], init_lora_weights=False))
+    assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj, TorchaoLoraLinear)
+    ids = torch.randint(0, base.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    # the backends that need an accelerator are never claimed
+    for backend in ("bnb-4bit", "bnb-8bit", "hqq", "gptq"):
+        assert lora_probe["findings"][f"quantized:{backend}"]["status"] == NOT_TRIED
+
+
+def test_a_backend_that_is_not_installed_is_not_tried_and_named(monkeypatch):
+    from peftbench.catalog import probe
+
+    real_find_spec = probe.importlib.util.find_spec
+    monkeypatch.setattr(probe.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torchao", "bitsandbytes") else real_find_spec(name, *a))
+    assert probe._probe_quantized("LORA", "torchao") == Finding(NOT_TRIED, "backend torchao not installed", "")
+    assert probe._probe_quantized("LORA", "bnb-4bit") == Finding(NOT_TRIED, "backend bitsandbytes not installed", "")
 
 
 def test_lora_merge_and_mixed_batch_hold_in_peft_directly():
@@ -196,7 +228,11 @@ def test_json_lists_every_registered_method_with_every_capability(fake_catalog):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [m["peft_type"] for m in data["methods"]] == survey.registered_peft_types()
-    assert set(data["versions"]) == {"peft", "torch", "transformers", "probe"}
+    from peftbench.catalog.capabilities import QUANTIZATION_BACKENDS
+
+    # the libraries the findings depend on; a quantization backend only where it is installed
+    assert {"peft", "torch", "transformers", "probe"} <= set(data["versions"])
+    assert set(data["versions"]) - {"peft", "torch", "transformers", "probe"} <= set(QUANTIZATION_BACKENDS.values())
     for method in data["methods"]:
         assert set(method["capabilities"]) == set(CAPABILITY_NAMES)
         assert all(c["status"] in STATUSES for c in method["capabilities"].values())
