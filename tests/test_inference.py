@@ -88,7 +88,8 @@ def test_lora_is_measured_in_every_serving_mode(measured):
     for mode in ("unmerged", "mixed", "converted", "merged"):
         block = lora.modes[mode]
         assert block["supported"] is True, (mode, block)
-        sizes = ["2"] if mode == "mixed" else ["1", "2"]  # a mixed batch needs two rows
+        # a mixed batch needs two rows; math-tiny measures merged and converted at the smallest size only
+        sizes = {"mixed": ["2"], "unmerged": ["1", "2"]}.get(mode, ["1"])
         assert sorted(block["batches"]) == sizes
         for category in block["batches"][sizes[0]].values():
             assert category["inference_time_s"] > 0 and category["time_to_first_token_s"] > 0
@@ -96,6 +97,9 @@ def test_lora_is_measured_in_every_serving_mode(measured):
         memory = block["memory"]
         assert 0 < memory["at_load"]["rss_bytes"] <= memory["after_generation"]["peak_rss_bytes"]
     assert lora.modes["converted"]["lora_rank"] == 16
+    for mode in ("unmerged", "merged"):  # every mode is paired with the same base runs, and keeps their range
+        low, high = lora.modes[mode]["overhead_range_pct"]
+        assert low - 1e-9 <= lora.modes[mode]["overhead_pct"] <= high + 1e-9
     assert lora.headline_mode == "merged" and lora.inference_overhead_pct == lora.modes["merged"]["overhead_pct"]
     # the file reads back as it was written
     assert read_inference_file(inference_path(results, "lora--rank16"))[0] == lora
@@ -126,6 +130,32 @@ def test_overhead_is_paired_with_the_base_runs_and_marked_within_noise():
     _headline(block)  # batch size 1, mean over its categories, noise = the base's mean spread
     assert block["headline_batch_size"] == 1 and block["overhead_pct"] == pytest.approx(10)
     assert block["noise_pct"] == pytest.approx(100 * 0.02 / 1.01) and block["within_noise"] is False
+
+
+def test_only_the_modes_asked_for_are_measured_at_every_batch_size(tmp_path):
+    from peftbench.inference.settings import InferenceSettings
+
+    settings = InferenceSettings.build({"modes_at_every_batch_size": ["unmerged", "mixed"]}, {"batch_sizes": [8, 1, 4]})
+    assert settings.batch_sizes_of("unmerged") == [1, 4, 8] and settings.batch_sizes_of("mixed") == [4, 8]
+    assert settings.batch_sizes_of("merged") == [1] and settings.batch_sizes_of("converted") == [1]
+    only_ones = InferenceSettings.build({}, {"batch_sizes": [1], "modes_at_every_batch_size": []})
+    assert only_ones.batch_sizes_of("mixed") == []  # a mixed batch needs two rows: measure_job says n/a
+    result = CliRunner().invoke(app, ["infer", str(QUICK / "lora" / "rank16"), "--results", str(tmp_path),
+                                      "--set", 'modes_at_every_batch_size=["fused"]'])
+    assert result.exit_code == 2 and "modes_at_every_batch_size" in result.output
+
+
+def test_the_infer_table_shows_each_overhead_with_the_range_of_its_runs():
+    from peftbench.reporting.inference import inference_table
+
+    lora = InferenceResult(task="math-tiny", method="lora", name="r16", experiment_name="lora/r16", status="success",
+                           adapter_state="untrained",
+                           modes={"unmerged": _mode(35.0, runs_range=[28.4, 41.6]),
+                                  "merged": _mode(0.4, within_noise=True, runs_range=[-2.2, 3.1])})
+    output = io.StringIO()
+    Console(file=output, width=250).print(inference_table([lora]))
+    text = output.getvalue()
+    assert "+35.0%" in text and "+28..+42" in text and "+0.4% ~" in text and "-2..+3" in text
 
 
 def test_a_method_that_cannot_merge_says_so(measured):
