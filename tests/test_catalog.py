@@ -80,18 +80,30 @@ def test_a_quantized_base_is_tried_with_the_cpu_backend_and_peft_agrees(lora_pro
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora.torchao import TorchaoLoraLinear
 
-    from peftbench.catalog.probe import CPU_QUANTIZERS
+    from peftbench.catalog.probe import quantized_tiny_llama
 
     finding = lora_probe["findings"]["quantized:torchao"]
     assert finding["status"] == YES and "torchao int8" in finding["how"], finding
     # peft itself: on the quantized base, LoRA's layer is its torchao layer, and training reaches it
-    base = _TinyLlama.fresh()
-    CPU_QUANTIZERS["torchao"][0](base)
+    base = quantized_tiny_llama("torchao")
     model = get_peft_model(base, LoraConfig(target_modules=["q_proj"], init_lora_weights=False))
     assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj, TorchaoLoraLinear)
     ids = torch.randint(0, base.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
     model(input_ids=ids, labels=ids).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    # a method that refuses the quantized weights is a "no" with peft's error, and peft directly agrees
+    from peftbench.catalog.probe import _probe_quantized, default_config
+
+    for peft_type in ("OFT", "HRA"):
+        finding = _probe_quantized(peft_type, "torchao")
+        try:
+            direct = get_peft_model(quantized_tiny_llama("torchao"), default_config(peft_type))
+            direct(input_ids=ids, labels=ids).loss.backward()
+            trained = any(p.grad is not None and p.grad.abs().sum() > 0 for p in direct.parameters() if p.requires_grad)
+        except Exception as error:  # noqa: BLE001 - peft's refusal is what the finding must say
+            trained = False
+            assert finding.status == NO and type(error).__name__ in finding.why, (peft_type, finding)
+        assert (finding.status == YES) == trained, (peft_type, finding)
     # the backends that need an accelerator are never claimed
     for backend in ("bnb-4bit", "bnb-8bit", "hqq", "gptq"):
         assert lora_probe["findings"][f"quantized:{backend}"]["status"] == NOT_TRIED

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import re
@@ -547,15 +548,34 @@ def _probe_layer(peft_type: str, layer_type: str) -> Finding:
     return Finding(YES, "", how) if reached else Finding(NO, "no gradient reached the adapter", how)
 
 
-def _torchao_int8(model: nn.Module) -> None:
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+def _torchao_int8():
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
 
-    quantize_(model, Int8WeightOnlyConfig())
+    return TorchAoConfig(Int8WeightOnlyConfig())
 
 
-# The backends the probe can try on the CPU: how each quantizes the tiny Llama's linear layers in place, and in
-# words. The others' kernels need an accelerator.
+# The backends the probe can try on the CPU: their transformers quantization config, and in words. The others'
+# kernels need an accelerator.
 CPU_QUANTIZERS = {"torchao": (_torchao_int8, "torchao int8 weight-only")}
+
+
+def quantized_tiny_llama(backend: str) -> nn.Module:
+    """The probe's tiny Llama loaded quantized, as a user loads a quantized base: from_pretrained with the backend's
+    quantization config (peft reads what it needs to merge from the model's hf_quantizer); loaded once per
+    process, each probe gets a fresh copy."""
+    return copy.deepcopy(_quantized_tiny_llama(backend))
+
+
+@functools.cache
+def _quantized_tiny_llama(backend: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as folder:
+        _TinyLlama.fresh().save_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=CPU_QUANTIZERS[backend][0](),
+                                                     device_map="cpu")
+    return model.eval()
 
 
 def _probe_quantized(peft_type: str, backend: str) -> Finding:
@@ -567,11 +587,10 @@ def _probe_quantized(peft_type: str, backend: str) -> Finding:
                                   "the CPU", "")
     from peft import get_peft_model
 
-    quantize, what = CPU_QUANTIZERS[backend]
-    how = f"the tiny Llama quantized with {what}, the default config applied, {TRAIN_STEPS} Adam steps; gradients checked"
-    base = _TinyLlama.fresh()
+    how = (f"the tiny Llama loaded with {CPU_QUANTIZERS[backend][1]} (transformers' quantization config), the "
+           f"default config applied, {TRAIN_STEPS} Adam steps; gradients checked")
     try:
-        quantize(base)
+        base = quantized_tiny_llama(backend)
     except Exception as error:  # noqa: BLE001 - the backend itself cannot run here
         return Finding(NOT_TRIED, f"{package} could not quantize on this machine: {_short(error)}", "")
     try:
