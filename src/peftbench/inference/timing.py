@@ -261,14 +261,14 @@ def time_images(served: dict[str, Served], parts, prompts: list[str], config, se
 
 
 def _headline(block: dict[str, Any]) -> None:
-    """The mode's headline: the mean over categories at its smallest batch size (1 where measured), with the
-    base model's own run-to-run spread as the noise level, and the range of that mean over the runs (each
-    run's categories against the base model's runs beside them)."""
+    """The mode's headline at its smallest batch size (1 where measured): each run's overhead, the mean over the
+    categories of that run against the base model's runs beside it; their median, and their range (lowest,
+    highest), which therefore holds the median; the base model's own run-to-run spread is the noise level."""
     size = min(block["batches"], key=int)
     categories = list(block["batches"][size].values())
-    block["overhead_pct"] = statistics.fmean(c["overhead_pct"] for c in categories)
     per_run = [statistics.fmean(run) for run in zip(*(c["run_overheads_pct"] for c in categories))]
-    block["overhead_range_pct"] = [min(per_run), max(per_run)] if per_run else None
+    block["overhead_pct"] = statistics.median(per_run)
+    block["overhead_range_pct"] = [min(per_run), max(per_run)]
     block["noise_pct"] = statistics.fmean(c["base_spread_pct"] for c in categories)
     block["within_noise"] = abs(block["overhead_pct"]) <= block["noise_pct"]
     block["headline_batch_size"] = int(size)

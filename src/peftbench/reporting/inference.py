@@ -62,8 +62,9 @@ def _first_category_name(result: InferenceResult) -> str:
 
 
 def inference_table(results: list[InferenceResult]) -> Table:
-    table = Table(title="Inference overhead against the base model (batch size 1, mean over prompt categories, "
-                        "below it the lowest..highest of its runs; ~ within noise, n/a the method cannot serve so); "
+    table = Table(title="Inference overhead against the base model (batch size 1: the median over runs of each run's "
+                        "mean over prompt categories, below it the lowest..highest run; ~ within noise, n/a the "
+                        "method cannot serve so); "
                         "un-merged time to first token and decode time per token (short prompts) with their own "
                         "overheads", title_justify="left",
                   header_style="bold")

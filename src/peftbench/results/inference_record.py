@@ -40,8 +40,8 @@ class InferenceResult:
     """Everything one inference measurement produced; fields a failed measurement never reached stay empty.
 
     A mode block (`base`, each entry of `modes`) is plain JSON:
-    {supported, reason, parameters, overhead_pct, noise_pct, within_noise, headline_batch_size, lora_rank,
-     lora_parameters, memory: {at_load: {...}, after_generation: {rss_bytes, cuda_...}},
+    {supported, reason, parameters, overhead_pct, overhead_range_pct, noise_pct, within_noise, headline_batch_size,
+     lora_rank, lora_parameters, memory: {at_load: {...}, after_generation: {rss_bytes, cuda_...}},
      batches: {"<batch size>": {"<category>": {max_new_tokens, prompts, runs, inference_time_s, spread_pct,
        time_per_token_s, time_to_first_token_s, decode_time_per_token_s, wall_inference_time_s,
        cpu_inference_time_s, base_inference_time_s, base_spread_pct, overhead_pct, within_noise,
@@ -49,8 +49,10 @@ class InferenceResult:
     where times are medians over the runs (a run: each prompt of the category generated once; its time the
     mean per call, as PEFT's benchmark), spread_pct = (max - min) / median of the runs, overhead_pct the
     median over runs of the time against the base model's run beside it (same category and batch size),
-    within_noise when |overhead| <= the base's own spread. The mode's overhead_pct is the mean over the
-    categories at its smallest batch size. `base` (base-model.json only) has the base model's own figures.
+    within_noise when |overhead| <= the base's own spread, run_overheads_pct each run's. The mode's
+    overhead_pct is, at its smallest batch size, the median over runs of each run's mean over the categories,
+    overhead_range_pct the lowest and highest of those, noise_pct the base's mean spread. `base`
+    (base-model.json only) has the base model's own figures.
     """
 
     schema_version: int = SCHEMA_VERSION
