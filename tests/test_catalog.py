@@ -4,10 +4,7 @@ cache per peft version, a crashing method, filters, the JSON, the published rati
 from __future__ import annotations
 
 import json
-import math
 import sys
-from collections import defaultdict
-
 from pathlib import Path
 
 import pytest
@@ -75,6 +72,51 @@ def test_lora_probe_finds_merge_mixed_batch_and_conversion(lora_probe):
     assert "relative logits error" in findings["convert-lora"]["why"]
     assert lora_probe["paper"].startswith("https://")
     assert "LoRA" in lora_probe["description"]
+
+
+def test_a_quantized_base_is_tried_with_the_cpu_backend_and_peft_agrees(lora_probe):
+    # torchao comes with the dev extra (pyproject.toml), which `make test` installs
+    pytest.importorskip("torchao")
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.torchao import TorchaoLoraLinear
+
+    from peftbench.catalog.probe import quantized_tiny_llama
+
+    finding = lora_probe["findings"]["quantized:torchao"]
+    assert finding["status"] == YES and "torchao int8" in finding["how"], finding
+    # peft itself: on the quantized base, LoRA's layer is its torchao layer, and training reaches it
+    base = quantized_tiny_llama("torchao")
+    model = get_peft_model(base, LoraConfig(target_modules=["q_proj"], init_lora_weights=False))
+    assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj, TorchaoLoraLinear)
+    ids = torch.randint(0, base.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    # a method that refuses the quantized weights is a "no" with peft's error, and peft directly agrees
+    from peftbench.catalog.probe import _probe_quantized, default_config
+
+    for peft_type in ("OFT", "HRA"):
+        finding = _probe_quantized(peft_type, "torchao")
+        try:
+            direct = get_peft_model(quantized_tiny_llama("torchao"), default_config(peft_type))
+            direct(input_ids=ids, labels=ids).loss.backward()
+            trained = any(p.grad is not None and p.grad.abs().sum() > 0 for p in direct.parameters() if p.requires_grad)
+        except Exception as error:  # noqa: BLE001 - peft's refusal is what the finding must say
+            trained = False
+            assert finding.status == NO and type(error).__name__ in finding.why, (peft_type, finding)
+        assert (finding.status == YES) == trained, (peft_type, finding)
+    # the backends that need an accelerator are never claimed
+    for backend in ("bnb-4bit", "bnb-8bit", "hqq", "gptq"):
+        assert lora_probe["findings"][f"quantized:{backend}"]["status"] == NOT_TRIED
+
+
+def test_a_backend_that_is_not_installed_is_not_tried_and_named(monkeypatch):
+    from peftbench.catalog import probe
+
+    real_find_spec = probe.importlib.util.find_spec
+    monkeypatch.setattr(probe.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torchao", "bitsandbytes") else real_find_spec(name, *a))
+    assert probe._probe_quantized("LORA", "torchao") == Finding(NOT_TRIED, "backend torchao not installed", "")
+    assert probe._probe_quantized("LORA", "bnb-4bit") == Finding(NOT_TRIED, "backend bitsandbytes not installed", "")
 
 
 def test_lora_merge_and_mixed_batch_hold_in_peft_directly():
@@ -198,7 +240,11 @@ def test_json_lists_every_registered_method_with_every_capability(fake_catalog):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [m["peft_type"] for m in data["methods"]] == survey.registered_peft_types()
-    assert set(data["versions"]) == {"peft", "torch", "transformers", "probe"}
+    from peftbench.catalog.capabilities import QUANTIZATION_BACKENDS
+
+    # the libraries the findings depend on; a quantization backend only where it is installed
+    assert {"peft", "torch", "transformers", "probe"} <= set(data["versions"])
+    assert set(data["versions"]) - {"peft", "torch", "transformers", "probe"} <= set(QUANTIZATION_BACKENDS.values())
     for method in data["methods"]:
         assert set(method["capabilities"]) == set(CAPABILITY_NAMES)
         assert all(c["status"] in STATUSES for c in method["capabilities"].values())
@@ -219,31 +265,50 @@ def test_filters_keep_exactly_the_methods_that_can(fake_catalog):
     assert bad.exit_code == 2 and "unknown capability 'teleport'" in bad.output and "mixed-batch" in bad.output
 
 
-def _published_best_scores() -> dict[str, float]:
-    """Each peft type's best published test accuracy, read from the files independently of peftbench's reader."""
-    best: dict[str, float] = defaultdict(lambda: -math.inf)
-    for path in published_results_dir().glob("*.json"):
+def _published_best_runs() -> dict[str, dict[str, float]]:
+    """Each peft type's best published run by test accuracy, as the PEFT shop's load_benchmark_results keeps it,
+    read from the files independently of peftbench's reader: {peft type: {peftbench metric: value}}."""
+    best: dict[str, dict[str, float]] = {}
+    for path in sorted(published_results_dir().glob("*.json")):
         data = json.loads(path.read_text())
-        if data["train_info"]["status"] != "success":
+        train_info = data["train_info"]
+        if train_info["status"] != "success":
             continue
         config = data["run_info"]["peft_config"]
         peft_type = config["peft_type"] if config else "full-finetuning"
-        best[peft_type] = max(best[peft_type], data["train_info"]["metrics"][-1]["test accuracy"])
-    return dict(best)
+        last = train_info["metrics"][-1]
+        run = {"test_score": last["test accuracy"], "forgetting": last["forgetting"],
+               "peak_memory": train_info["accelerator_memory_max"], "train_time": train_info["train_time"],
+               "file_size": train_info["file_size"]}
+        if peft_type not in best or run["test_score"] > best[peft_type]["test_score"]:
+            best[peft_type] = run
+    return best
+
+
+def _shop_stars(values: dict[str, float], higher_is_better: bool) -> dict[str, int]:
+    """The PEFT shop's benchmark_stars, written out as it is: rank = how many others are strictly better."""
+    stars = {}
+    for key, value in values.items():
+        rank = sum(other > value if higher_is_better else other < value for other in values.values())
+        stars[key] = 5 - int(5 * rank / len(values))
+    return stars
 
 
 def test_ratings_are_the_published_scores_quantiles(fake_catalog):
     result = _cli("--json")
     data = json.loads(result.stdout)
     published = next(b for b in data["benchmarks"] if b["published"])
-    scores = _published_best_scores()
-    reference = scores.pop("full-finetuning")
-    assert published["full_finetuning"]["values"]["test_score"] == pytest.approx(reference)
-    ordered = sorted(scores.values(), reverse=True)
-    for peft_type, score in scores.items():
-        stars = published["methods"][peft_type]["stars"]["test_score"]
-        assert published["methods"][peft_type]["values"]["test_score"] == pytest.approx(score)
-        assert stars == 5 - math.floor(5 * ordered.index(score) / len(ordered)), peft_type
+    runs = _published_best_runs()
+    reference = runs.pop("full-finetuning")  # the reference, never ranked
+    assert published["full_finetuning"]["values"]["test_score"] == pytest.approx(reference["test_score"])
+    directions = {m["name"]: m["higher_is_better"] for m in published["metrics"]}
+    assert set(directions) == {"test_score", "forgetting", "peak_memory", "train_time", "file_size"}  # the shop's
+    assert directions["test_score"] and not any(v for k, v in directions.items() if k != "test_score")
+    for metric, higher_is_better in directions.items():
+        expected = _shop_stars({t: run[metric] for t, run in runs.items()}, higher_is_better)
+        for peft_type, run in runs.items():
+            assert published["methods"][peft_type]["values"][metric] == pytest.approx(run[metric]), (peft_type, metric)
+            assert published["methods"][peft_type]["stars"][metric] == expected[peft_type], (peft_type, metric)
     lora = next(m for m in data["methods"] if m["name"] == "lora")
     assert lora["benchmarks"]["math (published)"]["stars"]["test_score"] == 5
     cpt = next(m for m in data["methods"] if m["name"] == "cpt")

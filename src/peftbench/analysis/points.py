@@ -16,7 +16,7 @@ import numpy as np
 
 from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
-from peftbench.results.inference_record import serving_mode_label
+from peftbench.results.inference_record import overhead_range_label, serving_mode_label
 from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
 
 
@@ -58,8 +58,12 @@ class Point:
         return serving_mode_label(measured) if measured is not None else ""
 
     def shown(self, metric: str, text: str) -> str:
-        """A metric's formatted value with what it needs beside it: the serving mode of the inference overhead."""
-        return f"{text} {self.serving_mode}" if metric == "inference_overhead" and self.serving_mode else text
+        """A metric's formatted value with what it needs beside it: the inference overhead's range over its runs
+        and its serving mode."""
+        measured = next((run.inference for run in self.runs if run.inference is not None), None)
+        if metric != "inference_overhead" or measured is None:
+            return text
+        return " ".join(part for part in (text, overhead_range_label(measured), self.serving_mode) if part)
 
     @property
     def noise_note(self) -> str:

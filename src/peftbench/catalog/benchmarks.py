@@ -1,15 +1,21 @@
 """The results joined to the catalog: per benchmark (a task in a set of results), each method's best point and
 how it rates among the methods benchmarked there.
 
-Ratings are quantiles like the PEFT method shop's: among the methods benchmarked on a task (full fine-tuning
-excepted: it is the reference), the best 20% on a metric get five stars, the next 20% four, down to one star.
+Ratings follow the PEFT method shop (method_comparison/peft-shop/app.py, `benchmark_stars`): among the methods
+benchmarked on a task, a method's rank on a metric is the number of methods strictly better than it, and its
+stars are 5 - int(5 * rank / count): the best 20% five, the next 20% four, down to one; ties share the better
+rank. Full fine-tuning is the reference, never ranked (the shop: it would hand every method five memory and
+time stars). Each method is its best point by the headline score, as the shop keeps each method's best run. The
+metrics rated are the shop's: the score and forgetting (drift), peak memory, checkpoint size, train time.
+Where peftbench differs, on purpose: a point is the mean over its seeds (the shop's runs are single); of two
+points with the same best score the first is kept (the shop keeps the last file by name: an accident of file
+order); a method without a value on a metric is left out of that metric's ranking (the shop has none missing).
 The published MetaMathQA results of the PEFT suite ship with the package (published/metamathqa/) and are one
 benchmark, marked as published; the user's results folders are read with the same reader.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -22,7 +28,7 @@ from peftbench.results.reader import LoadWarning
 
 FULL_FINETUNING = "full-finetuning"  # the reader's peft_type of a run without an adapter (peft_config null)
 # What each benchmark shows per method, the headline first (it picks the method's best point).
-RATED_METRICS = ("test_score", "peak_memory", "train_time", "forgetting")
+RATED_METRICS = ("test_score", "peak_memory", "train_time", "forgetting", "file_size")
 STARS = 5
 
 
@@ -87,10 +93,13 @@ def _best(points: list[Point], score: Metric) -> Point:
 
 
 def quantile_stars(values: dict[str, float], metric: Metric) -> dict[str, int]:
-    """Stars by rank among `values`: the best 20% five, the next 20% four, ...; ties share the better rank."""
-    ordered = sorted(values.values(), reverse=metric.higher_is_better)
-    count = len(ordered)
-    return {key: STARS - math.floor(STARS * ordered.index(value) / count) for key, value in values.items()}
+    """Stars by rank among `values` (the shop's benchmark_stars): rank = how many are strictly better."""
+    def better(other: float, value: float) -> bool:
+        return other > value if metric.higher_is_better else other < value
+
+    count = len(values)
+    return {key: STARS - int(STARS * sum(better(other, value) for other in values.values()) / count)
+            for key, value in values.items()}
 
 
 def benchmark(name: str, task: str, published: bool, points: list[Point]) -> Benchmark:

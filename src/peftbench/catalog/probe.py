@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import re
@@ -547,12 +548,57 @@ def _probe_layer(peft_type: str, layer_type: str) -> Finding:
     return Finding(YES, "", how) if reached else Finding(NO, "no gradient reached the adapter", how)
 
 
-def _probe_quantized(backend: str) -> Finding:
+def _torchao_int8():
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+# The backends the probe can try on the CPU: their transformers quantization config, and in words. The others'
+# kernels need an accelerator.
+CPU_QUANTIZERS = {"torchao": (_torchao_int8, "torchao int8 weight-only")}
+
+
+def quantized_tiny_llama(backend: str) -> nn.Module:
+    """The probe's tiny Llama loaded quantized, as a user loads a quantized base: from_pretrained with the backend's
+    quantization config (peft reads what it needs to merge from the model's hf_quantizer); loaded once per
+    process, each probe gets a fresh copy."""
+    return copy.deepcopy(_quantized_tiny_llama(backend))
+
+
+@functools.cache
+def _quantized_tiny_llama(backend: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as folder:
+        _TinyLlama.fresh().save_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=CPU_QUANTIZERS[backend][0](),
+                                                     device_map="cpu")
+    return model.eval()
+
+
+def _probe_quantized(peft_type: str, backend: str) -> Finding:
     package = QUANTIZATION_BACKENDS[backend]
     if importlib.util.find_spec(package) is None:
         return Finding(NOT_TRIED, f"backend {package} not installed", "")
-    # peftbench probes on the CPU; quantized kernels of these backends need an accelerator
-    return Finding(NOT_TRIED, f"{package} is installed, but the probe runs on the CPU only", "")
+    if backend not in CPU_QUANTIZERS:
+        return Finding(NOT_TRIED, f"{package} is installed, but its kernels need an accelerator and the probe runs on "
+                                  "the CPU", "")
+    from peft import get_peft_model
+
+    how = (f"the tiny Llama loaded with {CPU_QUANTIZERS[backend][1]} (transformers' quantization config), the "
+           f"default config applied, {TRAIN_STEPS} Adam steps; gradients checked")
+    try:
+        base = quantized_tiny_llama(backend)
+    except Exception as error:  # noqa: BLE001 - the backend itself cannot run here
+        return Finding(NOT_TRIED, f"{package} could not quantize on this machine: {_short(error)}", "")
+    try:
+        model = get_peft_model(base, default_config(peft_type))
+        reached = _train(model, _input_ids(base.config.vocab_size, seed=0))
+    except Exception as error:  # noqa: BLE001 - peft's refusal is the finding
+        return Finding(NO, _short(error), how)
+    return Finding(YES, "", how) if reached else Finding(NO, "no gradient reached the adapter", how)
 
 
 def probe_method(peft_type: str) -> dict:
@@ -582,7 +628,7 @@ def probe_method(peft_type: str) -> dict:
     for layer_type in LAYER_TYPES:
         findings[f"layer:{layer_type}"] = _probe_layer(peft_type, layer_type)
     for backend in QUANTIZATION_BACKENDS:
-        findings[f"quantized:{backend}"] = _probe_quantized(backend)
+        findings[f"quantized:{backend}"] = _probe_quantized(peft_type, backend)
     info["findings"] = {name: finding.to_json() for name, finding in findings.items()}
     info["seconds"] = round(time.perf_counter() - started, 3)
     info["cpu_seconds"] = round(time.process_time() - cpu_started, 3)  # robust to a loaded machine

@@ -41,10 +41,20 @@ def probe_versions() -> dict[str, str]:
     read a version would cost a cached catalog seconds) and the probe's own code."""
     from importlib.metadata import version
 
+    from importlib.metadata import PackageNotFoundError
+
+    from peftbench.catalog.capabilities import QUANTIZATION_BACKENDS
+
     here = Path(__file__).parent
     code = hashlib.sha256(b"".join((here / name).read_bytes() for name in ("probe.py", "capabilities.py")))
-    return {**{package: version(package) for package in ("peft", "torch", "transformers")},
-            "probe": code.hexdigest()[:12]}
+    versions = {package: version(package) for package in ("peft", "torch", "transformers")}
+    # a quantization backend installed or removed changes its findings ("not installed" or tried)
+    for package in sorted(set(QUANTIZATION_BACKENDS.values())):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return {**versions, "probe": code.hexdigest()[:12]}
 
 
 def registered_peft_types() -> list[str]:

@@ -148,6 +148,9 @@ def _print_recommendation(console, result) -> bool:
         for m in map(get_metric, ["test_score", "peak_memory", "train_time", "file_size", "forgetting"])
         if result.best.mean(m.name) is not None
     )
+    # what serving it costs, and how it is served; a dash when `peftbench infer` never measured it
+    overhead = get_metric("inference_overhead")
+    shown += f", {overhead.label} {result.best.shown(overhead.name, format_value(overhead, result.best.mean(overhead.name)))}"
     console.print(Text(_hanging(f"best: {shown}; {result.best.noise_note}", console.width, first="  "), style="dim"))
     if result.excluded:
         console.print(Text(f"{len(result.excluded)} point(s) left out by the constraints", style="dim"))

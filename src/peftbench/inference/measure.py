@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 from peftbench.config import ConfigError
 from peftbench.inference.settings import InferenceSettings, load_prompts
 from peftbench.inference.targets import InferenceTarget
-from peftbench.inference.timing import steps_of, time_images, time_mode
-from peftbench.results.inference_record import InferenceResult, write_inference
+from peftbench.inference.timing import Served, steps_of, time_images, time_text
+from peftbench.results.inference_record import MODES, InferenceResult, write_inference
 
 SECOND_ADAPTER = "second"  # the other tenant of a mixed-adapter batch
 
@@ -92,41 +92,49 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
     torch.manual_seed(settings.seed)
     base = task.load_model(config, device).eval()
 
-    modes = [] if target is None else ["unmerged", *settings.modes]
-    steps = settings.warmup_runs + settings.runs if images else steps_of(settings)
-    bar = tqdm(total=steps * max(1, len(dict.fromkeys(modes))), desc="measuring", unit="run",
-               disable=not job.get("show_progress", True), leave=False)
-    # each adapter's runs alternate with runs of a pristine copy of the base model (inference/timing.py)
+    # each adapter's modes are timed beside a pristine copy of the base model (inference/timing.py)
     reference = None if target is None else task.load_model(config, device).eval()
-
-    def timed(model, **options) -> dict[str, Any]:
-        if images:
-            measured = time_images(model, processor, prompts, config, settings, clock=clock, reference=reference,
-                                   on_step=bar.update)
-        else:
-            measured = time_mode(model, processor, prompts, settings, device, clock=clock, autocast=use_amp,
-                                 reference=reference, on_step=bar.update, **options)
-        # parameters: what the served model holds (a merged adapter leaves exactly the base model's)
-        return {"supported": True, "parameters": sum(p.numel() for p in model.parameters()), **measured}
-
     if target is None:
-        result.base = timed(base)
-        return
-    result.modes = _measure_modes(target, task, config, device, base, processor, settings, timed, result,
-                                  text=not images)
-    result.choose_headline()
+        served, blocks = {"base": Served(base, sorted(settings.batch_sizes), parameters=_parameters(base))}, {}
+    else:
+        served, blocks = _serving_modes(target, task, config, device, base, processor, settings, result,
+                                        text=not images)
+    if images:  # one prompt a call: image generation is measured at batch size 1
+        for entry in served.values():
+            entry.batch_sizes = [1]
+    bar = tqdm(total=steps_of(served, settings, 1 if images else len(prompts)), desc="measuring", unit="step",
+               disable=not job.get("show_progress", True), leave=False)
+    if images:
+        measured = time_images(served, processor, prompts, config, settings, clock=clock, reference=reference,
+                               on_step=bar.update)
+    else:
+        measured = time_text(served, processor, prompts, settings, device, clock=clock, autocast=use_amp,
+                             reference=reference, on_step=bar.update)
     bar.close()
+    blocks.update(measured)
+    if target is None:
+        result.base = blocks["base"]
+        return
+    result.modes = {mode: blocks[mode] for mode in MODES if mode in blocks}
+    result.choose_headline()
 
 
-def _measure_modes(target: InferenceTarget, task, config, device, base, processor, settings: InferenceSettings,
-                   timed: Callable[..., dict[str, Any]], result: InferenceResult, text: bool) -> dict[str, Any]:
-    """Each serving mode's block; the adapter's parameter counts go into `result`."""
+def _parameters(model) -> int:
+    """What the served model holds (a merged adapter leaves exactly the base model's)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _serving_modes(target: InferenceTarget, task, config, device, base, processor, settings: InferenceSettings,
+                   result: InferenceResult, text: bool) -> tuple[dict[str, Served], dict[str, Any]]:
+    """(the modes to time, each a Served; the blocks of the modes the method cannot serve in); the adapter's parameter counts go into `result`. Every mode
+    is built before any is timed, because they are timed side by side: the merged one from a copy."""
     from peftbench.training.train import trainable_and_total_params
 
     if target.state == "full":
         model = base if not (Path(target.folder) / "config.json").is_file() else \
             task.load_model(replace(config, model_id=target.folder), device).eval()
-        return {"full": timed(model)}  # no adapter: nothing to merge, convert or mix; the model is served as it is
+        # no adapter: nothing to merge, convert or mix; the model is served as it is
+        return {"full": Served(model, settings.batch_sizes_of("unmerged"), parameters=_parameters(model))}, {}
     original = None
     if "converted" in settings.modes and target.state != "converted":
         from peftbench.conversion.source import snapshot_parameters
@@ -137,16 +145,21 @@ def _measure_modes(target: InferenceTarget, task, config, device, base, processo
     result.trainable_params, result.total_params = trainable_and_total_params(model)
     adapter_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     result.adapter_size_mb = adapter_bytes / 2**20  # PEFT's estimate (not a file size)
-    modes: dict[str, Any] = {"unmerged": timed(model)}
-    if "mixed" in settings.modes:
-        modes["mixed"] = _mixed(target, model, peft_config, settings, timed) if text else \
-            unsupported("mixed-adapter batches are measured for text generation only")
-    if "converted" in settings.modes:
-        modes["converted"] = _converted(target, task, config, device, model, original, settings, timed)
-        original = None
-    if "merged" in settings.modes:
-        modes["merged"] = _merged(model, peft_config, timed)
-    return modes
+    served = {"unmerged": Served(model, settings.batch_sizes_of("unmerged"), parameters=_parameters(model))}
+    blocks: dict[str, Any] = {}
+    for mode, build in (("merged", lambda: _merged(model, peft_config)),
+                        ("converted", lambda: _converted(target, task, config, device, model, original, settings)),
+                        ("mixed", lambda: _mixed(target, model, peft_config, processor, device, settings) if text
+                         else unsupported("mixed-adapter batches are measured for text generation only"))):
+        if mode not in settings.modes:
+            continue
+        built = build()
+        if isinstance(built, Served):
+            built.batch_sizes = settings.batch_sizes_of(mode)
+            served[mode] = built
+        else:
+            blocks[mode] = built
+    return served, blocks
 
 
 def _attach_adapter(target: InferenceTarget, task, config, base, processor, device):
@@ -191,10 +204,10 @@ def _check_converted_base(target: InferenceTarget, config) -> None:
                           f"{config.model_id}; pass --task or --set model_id={recorded}")
 
 
-def _mixed(target: InferenceTarget, model, peft_config, settings: InferenceSettings, timed) -> dict[str, Any]:
-    """One batch, two adapters (peft's adapter_names): the multi-tenant case; the rows alternate."""
-    sizes = [size for size in settings.batch_sizes if size > 1]
-    if not sizes:
+def _mixed(target: InferenceTarget, model, peft_config, tokenizer, device, settings: InferenceSettings):
+    """One batch, two adapters (peft's adapter_names, the rows alternating): the multi-tenant case. A Served,
+    or why not: one short generate with the names is tried first, since peft refuses some tuners only there."""
+    if not settings.batch_sizes_of("mixed"):
         return unsupported("a mixed-adapter batch needs a batch size above 1 (--set batch_sizes=[1,8])")
     if peft_config.is_prompt_learning:
         return unsupported(f"{_type_name(peft_config)}: peft serves mixed-adapter batches for tuners that adapt layers, "
@@ -205,15 +218,24 @@ def _mixed(target: InferenceTarget, model, peft_config, settings: InferenceSetti
         model.load_adapter(target.folder, adapter_name=SECOND_ADAPTER)
     model.set_adapter("default")
     model.eval()
+
+    def names(size: int) -> dict[str, Any]:
+        return {"adapter_names": [("default", SECOND_ADAPTER)[i % 2] for i in range(size)]}
+
     try:
-        return timed(model, batch_sizes=sizes,
-                     adapter_names=lambda size: [("default", SECOND_ADAPTER)[i % 2] for i in range(size)])
+        import torch
+
+        inputs = tokenizer(["a", "b"], return_tensors="pt", padding=True).to(device)
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                           **names(2))
     except (ValueError, TypeError, NotImplementedError, AttributeError) as error:  # peft: not for this tuner
         _remove_adapter_names_hooks(model)
-        return unsupported(f"peft cannot serve a mixed-adapter batch of {_type_name(peft_config)}: {error}")
-    finally:
         model.delete_adapter(SECOND_ADAPTER)
         model.set_adapter("default")
+        return unsupported(f"peft cannot serve a mixed-adapter batch of {_type_name(peft_config)}: {error}")
+    # the un-merged mode serves the same model: only the active adapter ("default") computes there
+    return Served(model, [], options=names, parameters=_parameters(model))
 
 
 def _remove_adapter_names_hooks(model) -> None:
@@ -227,8 +249,7 @@ def _remove_adapter_names_hooks(model) -> None:
                 module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
-def _converted(target: InferenceTarget, task, config, device, model, original, settings: InferenceSettings,
-               timed) -> dict[str, Any]:
+def _converted(target: InferenceTarget, task, config, device, model, original, settings: InferenceSettings):
     """The adapter converted to a LoRA of settings.converted_rank (peftbench.conversion, in memory), loaded
     un-merged on a fresh base model: what a serving engine that takes only LoRA runs."""
     if target.state == "converted":
@@ -240,7 +261,8 @@ def _converted(target: InferenceTarget, task, config, device, model, original, s
 
     if target.state == "untrained":
         # An untrained adapter is the identity, which conversion refuses as a no-op; noise in its weights changes
-        # what it computes, not how much: the converted LoRA's rank and layers are the same.
+        # what it computes, not how much: the converted LoRA's rank and layers are the same (and the un-merged
+        # mode, served by the same model, costs the same).
         perturb_adapter(model, seed=settings.seed)
     try:
         converted = convert_peft_model(model, original, RankSpec(fixed_rank=settings.converted_rank),
@@ -248,18 +270,19 @@ def _converted(target: InferenceTarget, task, config, device, model, original, s
     except (ConversionRefused, ValueError, NotImplementedError) as error:
         return unsupported(f"conversion to LoRA refused: {error}")
     lora = load_state_dict_as_lora(task.load_model(config, device), converted.lora_config, converted.state_dict)
-    block = timed(lora.to(device).eval())
-    block["lora_rank"], block["lora_parameters"] = converted.report.lora_rank, converted.report.lora_parameters
-    return block
+    lora = lora.to(device).eval()
+    return Served(lora, [], parameters=_parameters(lora),
+                  extra={"lora_rank": converted.report.lora_rank, "lora_parameters": converted.report.lora_parameters})
 
 
-def _merged(model, peft_config, timed) -> dict[str, Any]:
-    """merge_and_unload: the adapter folded into the base weights (the last mode: the adapter is gone after it)."""
+def _merged(model, peft_config):
+    """merge_and_unload of a copy of the peft model: the adapter folded into the base weights, served beside
+    the un-merged one."""
     if peft_config.is_prompt_learning:
         return unsupported(f"{_type_name(peft_config)} adds virtual tokens to every input: there is nothing to "
                            "merge into the weights, it is always served un-merged")
     try:
-        merged = model.merge_and_unload()
+        merged = copy.deepcopy(model).merge_and_unload()
     except (AttributeError, NotImplementedError, ValueError, TypeError) as error:  # peft: this tuner cannot merge
         return unsupported(f"peft cannot merge {_type_name(peft_config)}: {error}")
-    return timed(merged.eval())
+    return Served(merged.eval(), [], parameters=_parameters(merged))

@@ -27,11 +27,14 @@ class InferenceSettings:
     prompts_per_category: Optional[int] = None  # the first N prompts of each category (None: all, PEFT's 5)
     max_new_tokens: dict[str, int] = field(default_factory=lambda: {"short": 20, "medium": 50, "long": 100})
     runs: int = 10  # PEFT's num_inference_runs
-    # runs before the measured ones, per mode, batch size and category (PEFT's benchmark has none: its first
-    # call's lazy initialisation is inside its mean)
+    # runs of each mode alone before the measured ones, each category's first batch at each batch size, not
+    # kept (PEFT's benchmark has none: its first call's lazy initialisation is inside its mean); the mode's
+    # memory is read over them, so there is at least one
     warmup_runs: int = 1
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     modes: list[str] = field(default_factory=lambda: list(MEASURED_MODES))
+    # the modes measured at every batch size; the others at the smallest only (mixed: the smallest above 1)
+    modes_at_every_batch_size: list[str] = field(default_factory=lambda: list(MEASURED_MODES))
     converted_rank: int = 16  # the rank of the "converted" mode's LoRA (peftbench convert --rank)
     seed: int = 42
     # "wall" (PEFT's: time.perf_counter) or "cpu" (this process's CPU time: barely moved by other processes on a
@@ -64,15 +67,24 @@ class InferenceSettings:
         for key in ("runs", "converted_rank"):
             if not _positive_int(getattr(self, key)):
                 raise bad(key, "a positive integer")
-        if not isinstance(self.warmup_runs, int) or isinstance(self.warmup_runs, bool) or self.warmup_runs < 0:
-            raise bad("warmup_runs", "an integer >= 0")
+        if not _positive_int(self.warmup_runs):
+            raise bad("warmup_runs", "a positive integer: a mode's memory is read over its warm-up")
         if not isinstance(self.batch_sizes, list) or not self.batch_sizes or not all(map(_positive_int, self.batch_sizes)):
             raise bad("batch_sizes", "a non-empty list of positive integers, e.g. [1, 8]")
-        if not isinstance(self.modes, list) or not set(self.modes) <= set(MEASURED_MODES):
-            raise bad("modes", f"a list of {', '.join(MEASURED_MODES)}")
+        for key in ("modes", "modes_at_every_batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value) or not set(value) <= set(MEASURED_MODES):
+                raise bad(key, f"a list of {', '.join(MEASURED_MODES)}")
         if self.clock not in CLOCKS:
             raise bad("clock", f"valid: {', '.join(CLOCKS)}")
         load_prompts(self)  # a missing or malformed prompts file is an error now, before any model loads
+
+    def batch_sizes_of(self, mode: str) -> list[int]:
+        """The batch sizes `mode` is measured at ([] for a mixed batch when every size is 1)."""
+        sizes = sorted(self.batch_sizes)
+        if mode == "mixed":
+            sizes = [size for size in sizes if size > 1]
+        return sizes if mode in self.modes_at_every_batch_size else sizes[:1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,13 +1,20 @@
-"""Timing one model in one serving mode: for text, PEFT's measure (greedy `generate` of exactly max_new_tokens per prompt
-category, repeated), split into prefill and decode, at each batch size.
+"""Timing the serving modes of one adapter: for text, PEFT's measure (greedy `generate` of exactly
+max_new_tokens per prompt category, repeated), split into prefill and decode, at each batch size.
 
 Per category and batch size, a run generates each of the category's batches once (batch size 1: each prompt;
 larger: the category's prompts repeated to fill the batch, left-padded); its time is the mean time of a call,
 as PEFT's "inference time". Time to first token is a call with max_new_tokens=1 (the prefill and one token);
-decode per token is the rest of the call divided by the other tokens. Warm-up runs come first and are not
-kept. For images (time_images): seconds per generated image. Memory: the process's RSS (and on CUDA the
-allocator's figures) when the mode is ready and after its generation, with the peak in between (RSS
-high-water mark, CUDA max allocated).
+decode per token is the rest of the call divided by the other tokens. For images (time_images): seconds per
+generated image.
+
+All modes of one adapter are timed in one loop (_interleave): at each batch size and category, a measured run
+times the base model's pristine copy once and then every mode, in an order that rotates from run to run, so
+one base run is the yardstick of every mode beside it (a shared machine's load moves them alike: measured,
+the base model re-measured in another process came out 28% slower) and is paid once, not once per mode.
+Before that, each mode warms up alone (`warmup_runs`: each category's first batch generated in full at each
+batch size, not kept), and its memory is read over that warm-up: the process's RSS (and on CUDA the
+allocator's figures) when the warm-up starts and after it, with the peak in between (RSS high-water mark,
+CUDA max allocated); the process then holds every mode's model and the base model's copy.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from peftbench.inference.settings import InferenceSettings
@@ -75,58 +83,106 @@ def _start_memory_window(device) -> dict[str, Optional[int]]:
     return memory_now(device)
 
 
-def time_mode(model, tokenizer, prompts: dict[str, list[str]], settings: InferenceSettings, device, *,
-              clock: str, autocast: bool, reference=None, batch_sizes: Optional[list[int]] = None,
-              adapter_names: Optional[Callable[[int], list[str]]] = None,
-              on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """The mode block's measured part: {"batches": {...}, "memory": {...}} (see results.inference_record).
+@dataclass
+class Served:
+    """One serving mode: its model, the batch sizes it is measured at, and what its generate calls get beside
+    the inputs at a batch size (a mixed-adapter batch: peft's adapter_names)."""
 
-    With a `reference` (the base model), each run times the reference too, alternating which goes first, and
-    the overhead is the median over runs of the paired ratio: a shared machine's load moves both alike
-    (measured: the base model re-measured in another process came out 28% slower). `adapter_names(batch_size)`
-    gives peft's per-row adapter names for a mixed-adapter batch.
-    """
+    model: Any
+    batch_sizes: list[int]
+    options: Callable[[int], dict[str, Any]] = lambda batch_size: {}
+    parameters: Optional[int] = None  # what the served model holds, counted when it was built
+    extra: dict[str, Any] = field(default_factory=dict)  # figures for the mode's block (the converted LoRA's rank)
+
+
+def time_text(served: dict[str, Served], tokenizer, prompts: dict[str, list[str]], settings: InferenceSettings,
+              device, *, clock: str, autocast: bool, reference=None,
+              on_step: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
+    """Each mode's measured block: {"batches": {...}, "memory": {...}} (see results.inference_record), with
+    the overheads against `reference` (the base model) when it is given."""
     import torch
 
-    memory = {"at_load": _start_memory_window(device)}
     timer = Timer(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
-    batches: dict[str, Any] = {}
-    for batch_size in batch_sizes or settings.batch_sizes:
-        extra = {"adapter_names": adapter_names(batch_size)} if adapter_names else {}
-        per_category = {}
-        for category, texts in prompts.items():
-            new_tokens = settings.max_new_tokens[category]
-            calls = _encoded_batches(tokenizer, texts, batch_size, device)
+    encoded: dict[tuple[int, str], list[dict[str, Any]]] = {}
 
-            def one_run(measured, options) -> tuple[tuple[float, float], tuple[float, float]]:
-                """(mean wall, mean cpu) of a full call and of a first-token call, over the category's batches."""
-                def generate(inputs, n):
-                    measured.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                      pad_token_id=tokenizer.pad_token_id, **options)
+    def run(entry: Served, unit: tuple[int, str], warmup: bool = False):
+        """(mean wall, mean cpu) of a full call and of a first-token call over the unit's batches."""
+        size, category = unit
+        if unit not in encoded:
+            encoded[unit] = _encoded_batches(tokenizer, prompts[category], size, device)
+        calls, new_tokens, options = encoded[unit], settings.max_new_tokens[category], entry.options(size)
 
-                full = [timer(lambda inputs=inputs: generate(inputs, new_tokens)) for inputs in calls]
-                first = [timer(lambda inputs=inputs: generate(inputs, 1)) for inputs in calls]
-                return tuple(map(statistics.fmean, zip(*full))), tuple(map(statistics.fmean, zip(*first)))
+        def generate(inputs, n):
+            entry.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, **options)
 
-            runs: list[tuple] = []
-            reference_runs: list[tuple] = []
-            with torch.inference_mode(), amp:
-                for run in range(settings.warmup_runs + settings.runs):
-                    if reference is not None and run % 2:
-                        reference_runs.append(one_run(reference, {}))
-                    runs.append(one_run(model, extra))
-                    if reference is not None and not run % 2:
-                        reference_runs.append(one_run(reference, {}))
-                    on_step()
-            per_category[category] = _category(runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:],
-                                               clock, new_tokens, len(texts))
-        batches[str(batch_size)] = per_category
-    memory["after_generation"] = memory_now(device, window_start=memory["at_load"])
-    block: dict[str, Any] = {"batches": batches, "memory": memory}
-    if reference is not None:
+        if warmup:
+            generate(calls[0], new_tokens)
+            return None
+        full = [timer(lambda inputs=inputs: generate(inputs, new_tokens)) for inputs in calls]
+        first = [timer(lambda inputs=inputs: generate(inputs, 1)) for inputs in calls]
+        return tuple(map(statistics.fmean, zip(*full))), tuple(map(statistics.fmean, zip(*first)))
+
+    with torch.inference_mode(), amp:
+        runs, reference_runs, memory = _interleave(
+            served, reference, lambda entry: [(size, c) for size in entry.batch_sizes for c in prompts], run,
+            settings, device, on_step)
+    blocks = {}
+    for mode, per_unit in runs.items():
+        batches: dict[str, Any] = {}
+        for (size, category), mode_runs in per_unit.items():
+            batches.setdefault(str(size), {})[category] = _category(
+                mode_runs, reference_runs.get((size, category), []), clock, settings.max_new_tokens[category],
+                len(prompts[category]))
+        blocks[mode] = _block(batches, memory[mode], served[mode], reference is not None)
+    return blocks
+
+
+def _block(batches: dict[str, Any], memory: dict[str, Any], entry: Served, paired: bool) -> dict[str, Any]:
+    block: dict[str, Any] = {"supported": True, "parameters": entry.parameters, **entry.extra, "batches": batches,
+                             "memory": memory}
+    if paired:
         _headline(block)
     return block
+
+
+def _interleave(served: dict[str, Served], reference, units_of: Callable[[Served], list], run: Callable,
+                settings: InferenceSettings, device, on_step: Callable[[], None]):
+    """({mode: {unit: [measured run, ...]}}, {unit: [the reference's runs]}, {mode: memory}): each mode's
+    warm-up alone, in its memory window; then, for each measured run and unit (batch size and category), the
+    reference and every mode measured at that unit, each once, the first of them rotating from run to run."""
+    memory = {}
+    for mode, entry in served.items():
+        window = _start_memory_window(device)
+        for _ in range(settings.warmup_runs):
+            for unit in units_of(entry):
+                run(entry, unit, warmup=True)
+        memory[mode] = {"at_load": window, "after_generation": memory_now(device, window_start=window)}
+        on_step()
+    units = list(dict.fromkeys(unit for entry in served.values() for unit in units_of(entry)))
+    yardstick = Served(reference, []) if reference is not None else None
+    if yardstick is not None:
+        for _ in range(settings.warmup_runs):
+            for unit in units:
+                run(yardstick, unit, warmup=True)
+    runs = {mode: {unit: [] for unit in units_of(entry)} for mode, entry in served.items()}
+    reference_runs: dict[Any, list] = {unit: [] for unit in units} if yardstick is not None else {}
+    for index in range(settings.runs):
+        for unit in units:
+            players = [(None, yardstick)] if yardstick is not None else []
+            players += [(mode, entry) for mode, entry in served.items() if unit in runs[mode]]
+            turn = index % len(players)
+            for mode, entry in players[turn:] + players[:turn]:
+                (reference_runs if mode is None else runs[mode])[unit].append(run(entry, unit))
+            on_step()
+    return runs, reference_runs, memory
+
+
+def steps_of(served: dict[str, Served], settings: InferenceSettings, categories: int) -> int:
+    """How many on_step calls time_text or time_images makes (for a progress bar)."""
+    units = {(size, c) for entry in served.values() for size in entry.batch_sizes for c in range(categories)}
+    return len(served) + settings.runs * len(units)
 
 
 def _category(runs: list[tuple], reference_runs: list[tuple], clock: str, new_tokens: int, prompts: int) -> dict[str, Any]:
@@ -158,71 +214,64 @@ def _percent(value: float, base: float) -> Optional[float]:
 
 
 def _paired(calls: list[float], base: list[float]) -> dict[str, Any]:
-    """The overhead against the base model's runs beside them: the median of the paired ratios, and whether
-    it is within the base's own run-to-run spread (nothing without base runs)."""
+    """The overhead against the base model's runs beside them: each run's, their median, and whether that is
+    within the base's own run-to-run spread (nothing without base runs)."""
     if not base:
         return {}
-    overhead = statistics.median(100.0 * (c / b - 1) for c, b in zip(calls, base))
+    per_run = [100.0 * (c / b - 1) for c, b in zip(calls, base)]
+    overhead = statistics.median(per_run)
     return {"base_inference_time_s": statistics.median(base), "base_spread_pct": spread_pct(base),
-            "overhead_pct": overhead, "within_noise": abs(overhead) <= spread_pct(base)}
+            "overhead_pct": overhead, "run_overheads_pct": per_run, "within_noise": abs(overhead) <= spread_pct(base)}
 
 
-def time_images(model, parts, prompts: list[str], config, settings: InferenceSettings, *, clock: str,
-                reference=None, on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Seconds per generated image (one prompt a call, the task's inference steps and guidance), paired with
-    the base model's runs as time_mode pairs them. Image generation is measured at batch size 1."""
+def time_images(served: dict[str, Served], parts, prompts: list[str], config, settings: InferenceSettings, *,
+                clock: str, reference=None, on_step: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
+    """Seconds per generated image (one prompt a call, the task's inference steps and guidance), each mode
+    paired with the base model's runs as time_text pairs them. Image generation is measured at batch size 1."""
     import torch
 
     from peftbench.tasks.image_gen.generation import generate, pipeline_with, place
 
-    place(parts, model)
+    place(parts, next(iter(served.values())).model)
     device = parts.device
-    memory = {"at_load": _start_memory_window(device)}
     timer = Timer(device)
     index = 0 if clock == "wall" else 1
 
-    def one_run(measured) -> float:
+    def run(entry: Served, unit, warmup: bool = False) -> Optional[float]:
         generator = torch.Generator(device=device).manual_seed(settings.seed)
-        with pipeline_with(parts, measured) as pipeline:
+        with pipeline_with(parts, entry.model) as pipeline:
+            if warmup:
+                generate(pipeline, parts, prompts[:1], generator, config)
+                return None
             times = [timer(lambda prompt=prompt: generate(pipeline, parts, [prompt], generator, config))
                      for prompt in prompts]
         return statistics.fmean(t[index] for t in times)
 
-    runs: list[float] = []
-    reference_runs: list[float] = []
-    for run in range(settings.warmup_runs + settings.runs):
-        if reference is not None and run % 2:
-            reference_runs.append(one_run(reference))
-        runs.append(one_run(model))
-        if reference is not None and not run % 2:
-            reference_runs.append(one_run(reference))
-        on_step()
-    runs, reference_runs = runs[settings.warmup_runs:], reference_runs[settings.warmup_runs:]
-    image = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
-             "resolution": config.resolution, "prompts": len(prompts), "runs": len(runs),
-             "seconds_per_image": statistics.median(runs), "inference_time_s": statistics.median(runs),
-             "spread_pct": spread_pct(runs), **_paired(runs, reference_runs)}
-    memory["after_generation"] = memory_now(device, window_start=memory["at_load"])
-    block: dict[str, Any] = {"batches": {"1": {"image": image}}, "memory": memory}
-    if reference is not None:
-        _headline(block)
-    return block
+    runs, reference_runs, memory = _interleave(served, reference, lambda entry: [(1, "image")], run, settings,
+                                               device, on_step)
+    blocks = {}
+    for mode, per_unit in runs.items():
+        mode_runs = per_unit[(1, "image")]
+        image = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+                 "resolution": config.resolution, "prompts": len(prompts), "runs": len(mode_runs),
+                 "seconds_per_image": statistics.median(mode_runs), "inference_time_s": statistics.median(mode_runs),
+                 "spread_pct": spread_pct(mode_runs), **_paired(mode_runs, reference_runs.get((1, "image"), []))}
+        blocks[mode] = _block({"1": {"image": image}}, memory[mode], served[mode], reference is not None)
+    return blocks
 
 
 def _headline(block: dict[str, Any]) -> None:
-    """The mode's headline: the mean over categories at its smallest batch size (1 where measured), with the
-    base model's own run-to-run spread as the noise level."""
+    """The mode's headline at its smallest batch size (1 where measured): each run's overhead, the mean over the
+    categories of that run against the base model's runs beside it; their median, and their range (lowest,
+    highest), which therefore holds the median; the base model's own run-to-run spread is the noise level."""
     size = min(block["batches"], key=int)
-    categories = block["batches"][size].values()
-    block["overhead_pct"] = statistics.fmean(c["overhead_pct"] for c in categories)
+    categories = list(block["batches"][size].values())
+    per_run = [statistics.fmean(run) for run in zip(*(c["run_overheads_pct"] for c in categories))]
+    block["overhead_pct"] = statistics.median(per_run)
+    block["overhead_range_pct"] = [min(per_run), max(per_run)]
     block["noise_pct"] = statistics.fmean(c["base_spread_pct"] for c in categories)
     block["within_noise"] = abs(block["overhead_pct"]) <= block["noise_pct"]
     block["headline_batch_size"] = int(size)
-
-
-def steps_of(settings: InferenceSettings, batch_sizes: Optional[list[int]] = None) -> int:
-    """How many on_step calls time_mode makes (for a progress bar)."""
-    return len(batch_sizes or settings.batch_sizes) * len(settings.max_new_tokens) * (settings.warmup_runs + settings.runs)
 
 
 def _encoded_batches(tokenizer, texts: list[str], batch_size: int, device) -> list[dict[str, Any]]:

@@ -27,20 +27,27 @@ def _mode_cell(result: InferenceResult, mode: str) -> Text:
         return Text("-")
     if block.get("supported") is False:
         return Text("n/a", style="dim")
-    return Text(format_overhead(block.get("overhead_pct"), block.get("within_noise")))
+    text = format_overhead(block.get("overhead_pct"), block.get("within_noise"))
+    bounds = block.get("overhead_range_pct")
+    if text != "-" and isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds):
+        text += f"\n{bounds[0]:+.0f}..{bounds[1]:+.0f}"  # how far the runs moved it
+    return Text(text)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _milliseconds(value: Any) -> str:
-    return f"{1000 * value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    return f"{1000 * value:.2f}" if _number(value) else "-"
 
 
 def _with_overhead(text: str, overhead: Any) -> str:
-    number = isinstance(overhead, (int, float)) and not isinstance(overhead, bool)
-    return f"{text} ({format_overhead(overhead)})" if number and text != "-" else text
+    return f"{text} ({format_overhead(overhead)})" if _number(overhead) and text != "-" else text
 
 
 def _seconds(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    return f"{value:.3g}" if _number(value) else "-"
 
 
 def _first_category_name(result: InferenceResult) -> str:
@@ -55,9 +62,11 @@ def _first_category_name(result: InferenceResult) -> str:
 
 
 def inference_table(results: list[InferenceResult]) -> Table:
-    table = Table(title="Inference overhead against the base model (batch size 1, mean over prompt categories; "
-                        "~ within noise, n/a the method cannot serve so); un-merged time to first token and decode "
-                        "time per token (short prompts) with their own overheads", title_justify="left",
+    table = Table(title="Inference overhead against the base model (batch size 1: the median over runs of each run's "
+                        "mean over prompt categories, below it the lowest..highest run; ~ within noise, n/a the "
+                        "method cannot serve so); "
+                        "un-merged time to first token and decode time per token (short prompts) with their own "
+                        "overheads", title_justify="left",
                   header_style="bold")
     table.add_column("experiment", overflow="fold", min_width=20)
     table.add_column("adapter")

@@ -50,10 +50,12 @@ class MathTinyTask(TextTask):
     )
     _data = None  # (config, data): local data files read by check_inputs, for load_data with the same config
 
-    # PEFT's inference settings (5 prompts a category, 10 runs of 20/50/100 tokens) would take most of an hour
-    # for the quick suite's nine methods on two CPU cores; these keep its categories at half the lengths
+    # PEFT's inference settings (5 prompts a category, 10 runs of 20/50/100 tokens, every mode at batch sizes 1
+    # and 8) would take most of an hour for the quick suite's nine methods on two CPU cores; these keep its
+    # categories at half the lengths, and measure the merged and converted modes (a check of the measurement,
+    # and a LoRA of known cost) at batch size 1 only
     inference_params = {"prompts_per_category": 2, "max_new_tokens": {"short": 10, "medium": 25, "long": 50},
-                        "runs": 3}
+                        "runs": 3, "modes_at_every_batch_size": ["unmerged", "mixed"]}
 
     def default_params(self) -> dict[str, Any]:
         return {
