@@ -17,7 +17,7 @@ from peftbench.analysis.comparison import compare_results, frontier_view
 from peftbench.analysis.metrics import get_metric
 from peftbench.reporting import render_report
 from peftbench.reporting.html import report_data
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 
@@ -49,8 +49,8 @@ def image_results(image_lora_run, tmp_path_factory) -> Path:
 def test_published_and_peftbench_image_results_share_one_frontier(image_results):
     loaded = load_results([image_results])
     assert not loaded.warnings, [str(w) for w in loaded.warnings]
-    assert {r.source for r in loaded.records} == {"peftbench", "peft-suite"}
-    assert {r.task for r in loaded.records} == {"image-gen"}
+    assert {r.source for r in loaded.runs} == {"peftbench", "peft-suite"}
+    assert {r.result.task for r in loaded.runs} == {"image-gen"}
     comparison = compare_results(loaded, x="peak_memory", y="test_score")
     values = {p.name: (p.mean("peak_memory"), p.mean("test_score")) for p in comparison.points}
     assert len(values) == 6

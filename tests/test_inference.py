@@ -197,11 +197,11 @@ def joined_results(tmp_path) -> Path:
 def test_inference_overhead_is_a_metric_with_its_serving_mode_and_a_dash_when_unmeasured(joined_results):
     from peftbench.analysis.points import build_points
     from peftbench.reporting import render_report
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     loaded = load_results([joined_results])
     assert not loaded.warnings and not loaded.ignored  # inference/ files are not mistaken for results
-    points = {p.experiment_name: p for p in build_points(loaded.records)[0]}
+    points = {p.experiment_name: p for p in build_points(loaded.runs)[0]}
     assert points["oft/rank8"].mean("inference_overhead") == pytest.approx(0.3)
     assert points["oft/rank8"].mean("inference_overhead_unmerged") == pytest.approx(40.0)
     assert points["oft/rank8"].serving_mode == "merged, within noise"
