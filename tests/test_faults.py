@@ -457,7 +457,7 @@ def kill_tree(pid: int) -> None:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(processes, timeout=30)
+    psutil.wait_procs(processes, timeout=SAFETY_NET_S)
 
 
 POOL_SCRIPT = """

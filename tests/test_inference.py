@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 from typer.testing import CliRunner
+from waiting import SAFETY_NET_S
 
 from peftbench.builtin_suites import suites_root
 from peftbench.cli import app
@@ -235,7 +236,7 @@ def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results
     path = tmp_path / "report.html"
     render_report([joined_results], x="inference_overhead", html=path, console=Console(file=io.StringIO()))
     page, errors, dialogs, _ = watched_page(browser, path)
-    page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
+    page.wait_for_selector("#scatter .scatterlayer .point", timeout=SAFETY_NET_S * 1000)
     assert page.locator("#scatter .xtitle").text_content().startswith("inference overhead")
     # the two measured points are plotted; the unmeasured one is not (it has no x)
     assert page.locator("#scatter .scatterlayer .point").count() == 2

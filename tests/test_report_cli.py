@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.reporting import render_report
+from waiting import SAFETY_NET_S
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 runner = CliRunner()
@@ -210,7 +211,7 @@ def test_report_and_recommend_on_results_with_millions_of_test_items_stay_in_mem
     for command in ("report", "recommend"):
         completed = subprocess.run(
             [sys.executable, "-c", "from peftbench.cli import main; main()", command, str(tmp_path)],
-            capture_output=True, text=True, timeout=300, env=environment, preexec_fn=limit_memory,
+            capture_output=True, text=True, timeout=SAFETY_NET_S, env=environment, preexec_fn=limit_memory,
         )
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert "lora/rank8" in completed.stdout
