@@ -1,4 +1,4 @@
-"""The adversarial pass (issue 16), kept: bad inputs, signals, unwritable and full folders, collisions,
+"""Adversarial inputs and events: bad inputs, signals, unwritable and full folders, collisions,
 hostile result files and the filter sandbox. Each case is either rejected before any training with a message
 naming the file, key or value, or handled with nothing lost and nothing left behind.
 
