@@ -42,12 +42,17 @@ def finite_limit(value: float, option: str, text: object) -> float:
     return value
 
 
+def _number_with_unit(text: str, option: str, units: dict[str, float], refusal: str) -> float:
+    """A number and one of `units` (case-insensitive), scaled; `refusal` ends the error otherwise."""
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in units:
+        raise ConstraintError(f"{option} {text!r} is not {refusal}")
+    return finite_limit(float(match.group(1)) * units[match.group(2).lower()], option, text)
+
+
 def parse_size(text: str, option: str = "size") -> float:
     """'20GB' -> 20 * 1024**3 bytes; KB/MB/GB/TB and KiB/MiB/GiB/TiB are all powers of 1024."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ConstraintError(f"{option} {text!r} is not a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
-    return finite_limit(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()], option, text)
+    return _number_with_unit(text, option, _SIZE_UNITS, "a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
 
 
 def parse_duration(text: str, option: str = "duration") -> float:
@@ -67,10 +72,7 @@ def parse_duration(text: str, option: str = "duration") -> float:
 
 def parse_count(text: str, option: str = "count") -> float:
     """'10M' -> 1e7; k, M, B suffixes."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]?)\s*", text)
-    if not match or match.group(2).lower() not in _COUNT_UNITS:
-        raise ConstraintError(f"{option} {text!r} is not a count; use e.g. 500k, 10M, 1.5B")
-    return finite_limit(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()], option, text)
+    return _number_with_unit(text, option, _COUNT_UNITS, "a count; use e.g. 500k, 10M, 1.5B")
 
 
 def parse_percent(text: str, option: str = "percentage") -> float:

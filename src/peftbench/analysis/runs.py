@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,13 @@ class RunView:
     result: RunResult
     source: str  # "peftbench", or PEFT_SUITE_SOURCE for a result the PEFT suite wrote
     metrics: dict[str, float | None]  # metric name (analysis.metrics) -> value; None: not measured or unusable
-    per_item_correct: list[float] | None = None  # None: not stored (published results) or not usable
-    predictions: list[dict[str, Any]] | None = None  # per test item {input, prediction, target, score}
-    train_curve: list[CurvePoint] = field(default_factory=list)
-    valid_curve: list[CurvePoint] = field(default_factory=list)
-    learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
+    per_item_correct: list[float] | None  # None: not stored (published results) or not usable
+    predictions: list[dict[str, Any]] | None  # per test item {input, prediction, target, score}
+    train_curve: list[CurvePoint]
+    valid_curve: list[CurvePoint]
+    learning_rate: float | None  # train_config.optimizer_kwargs.lr
     # `peftbench infer`'s measurement of this experiment: RESULTS/inference/<the result file's stem>.json
-    inference: InferenceResult | None = None
+    inference: InferenceResult | None
 
     @property
     def seed(self) -> int | None:
@@ -99,20 +99,17 @@ def run_view(read: ResultRead) -> tuple[RunView | None, str | None]:
         return None, f"status {printable(read.result.status)!r}{reason}; left out"
     result = _printable_result(read.result, read.path)
     inference, _ = read_inference_file(inference_file_of(read.path))
+    inference = inference if inference is not None and inference.status == "success" else None
     learning_rate = _learning_rate(result.train_config, problems)
-    run = RunView(
-        path=read.path,
-        result=result,
-        source=read.source,
-        metrics={},
-        per_item_correct=_per_item_correct(result.per_item_correct, read.source, problems),
-        predictions=_predictions(result.predictions, problems),
-        train_curve=_curve(result.train_curve, "loss", "train_curve", problems, UNIT_RANGES["loss"]),
-        valid_curve=_curve(result.valid_curve, "score", "valid_curve", problems, UNIT_RANGES["score"]),
-        learning_rate=learning_rate,
-        inference=inference if inference is not None and inference.status == "success" else None,
-    )
-    run.metrics = {name: _metric_value(run, metric, problems) for name, metric in METRICS.items()}
+    per_item_correct = _per_item_correct(result.per_item_correct, read.source, problems)
+    predictions = _predictions(result.predictions, problems)
+    train_curve = _curve(result.train_curve, "loss", "train_curve", problems, UNIT_RANGES["loss"])
+    valid_curve = _curve(result.valid_curve, "score", "valid_curve", problems, UNIT_RANGES["score"])
+    roots = {"result": result, "inference": inference}  # what a metric's source path starts from
+    metrics = {name: _metric_value(roots, metric, problems) for name, metric in METRICS.items()}
+    run = RunView(path=read.path, result=result, source=read.source, metrics=metrics,
+                  per_item_correct=per_item_correct, predictions=predictions, train_curve=train_curve,
+                  valid_curve=valid_curve, learning_rate=learning_rate, inference=inference)
     return run, summary_line(problems)
 
 
@@ -136,11 +133,11 @@ def _printable_result(result: RunResult, path: Path) -> RunResult:
                                task=clean.task or "math", seed=seed, train_config=clean.train_config or {})
 
 
-def _metric_value(run: RunView, metric: Metric, problems: list[str]) -> float | None:
+def _metric_value(roots: Mapping[str, Any], metric: Metric, problems: list[str]) -> float | None:
     """The first of the metric's sources that holds a value, if it is a number in the metric's range."""
     for source in metric.sources:
         *path, key = source.split(".")
-        container: Any = run
+        container: Any = roots
         for step in path:
             container = container.get(step) if isinstance(container, Mapping) else getattr(container, step, None)
         value = container.get(key) if isinstance(container, Mapping) else getattr(container, key, None)
