@@ -164,3 +164,19 @@ def test_point_fields_are_the_documented_filter_names():
 
     points, _ = build_points(load_results([RESULTS / "peftbench"]).runs)
     assert set(points[0].fields()) == FILTER_FIELDS
+
+
+def test_every_metric_reads_a_field_that_exists():
+    """A metric is one line naming its source: a typo there would make the axis silently empty."""
+    from dataclasses import fields
+
+    from peftbench.analysis.metrics import METRICS
+    from peftbench.results.inference_record import InferenceResult
+    from peftbench.results.record import RunResult
+
+    roots = {"result": {f.name for f in fields(RunResult)}, "inference": {f.name for f in fields(InferenceResult)}}
+    for metric in METRICS.values():
+        assert metric.sources, f"{metric.name} names no source"
+        for source in metric.sources:
+            root, field_name, *_ = source.split(".")
+            assert field_name in roots.get(root, ()), f"{metric.name}: {source} names no field of the run"
