@@ -105,10 +105,10 @@ def test_bad_metric_lists_are_clear_errors():
 
 def test_published_metamathqa_frontier_matches_an_independent_reading():
     from peftbench.analysis.comparison import compare_results
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     loaded = load_results([PUBLISHED])
-    assert len(loaded.records) == 63 and not loaded.warnings
+    assert len(loaded.runs) == 63 and not loaded.warnings
     comparison = compare_results(loaded)
     # Read the raw files here, without peftbench's reader, and compute the frontier by brute force.
     raw = {}

@@ -16,7 +16,7 @@ from peftbench.analysis.recommend import (
     parse_size,
     recommend,
 )
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 GiB = 2**30
@@ -50,12 +50,12 @@ def test_unparseable_limits_name_the_option_and_show_valid_forms(parser, text):
 
 
 def _published_points():
-    points, _ = build_points(load_results([RESULTS / "published"]).records)
+    points, _ = build_points(load_results([RESULTS / "published"]).runs)
     return points
 
 
 def test_best_under_a_memory_limit_with_runner_up_and_why():
-    # memory in the fixtures: miss 18.9 GiB, shira 20.2, lora 20.8, tinylora 18.7, ia3 21.6, full fine-tuning 36.2
+    # published results' memory (the whole run's reserved peak, the limit's axis for them): miss 18.9 GiB, shira 20.2, lora 20.8, tinylora 18.7, ia3 21.6, full fine-tuning 36.2
     result = recommend(_published_points(), [Constraint(get_metric("peak_memory"), 20.5 * GiB)], "test_score")
     assert result.best.name == "shira/llama-3.2-3B-lr_0.0003-random_seed_42"
     assert result.runner_up.name == "miss/llama-3.2-3B-default"
@@ -63,7 +63,7 @@ def test_best_under_a_memory_limit_with_runner_up_and_why():
         "lora/llama-3.2-3B-rank32", "ia3/llama-3.2-3B-default", "full-finetuning/llama-3.2-3B-lr_0.00001"
     }
     why = " ".join(result.reasons)
-    assert "highest test score (0.510)" in why and "peak memory <= 20.5 GiB" in why
+    assert "highest test score (0.510)" in why and "peak RSS/reserved (whole run) <= 20.5 GiB" in why
     assert "noise is not measured" in why  # single runs: say so
 
 
@@ -79,7 +79,7 @@ def test_priority_forgetting_and_min_score():
 
 
 def test_runner_up_within_noise_is_said():
-    points, _ = build_points(load_results([RESULTS / "peftbench"]).records)
+    points, _ = build_points(load_results([RESULTS / "peftbench"]).runs)
     points = [p for p in points if p.name in ("lora/rank8", "vera/default")]
     result = recommend(points, [], "test_score")
     assert result.best.name == "lora/rank8" and result.difference.verdict == "noise"

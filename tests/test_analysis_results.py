@@ -10,32 +10,35 @@ from peftbench.analysis.comparison import compare_results
 from peftbench.analysis.noise import compare
 from peftbench.analysis.metrics import get_metric
 from peftbench.analysis.points import build_points
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 
 
 def test_published_layout_maps_to_friendly_metrics():
     loaded = load_results([RESULTS / "published" / "lora--llama-3.2-3B-rank32.json"])
-    (run,) = loaded.records
+    (run,) = loaded.runs
     assert not loaded.warnings
-    assert (run.experiment_name, run.method, run.config_name) == ("lora/llama-3.2-3B-rank32", "lora", "llama-3.2-3B-rank32")
-    assert (run.task, run.peft_type, run.seed, run.source) == ("math", "LORA", 0, "peft-suite")
+    result = run.result
+    assert (result.experiment_name, result.method, result.name) == ("lora/llama-3.2-3B-rank32", "lora", "llama-3.2-3B-rank32")
+    assert (result.task, result.peft_type, run.seed, run.source) == ("math", "LORA", 0, "peft-suite")
     assert run.metrics["test_score"] == pytest.approx(0.4783927217589083)
-    assert run.metrics["peak_memory"] == 22292725760
+    # the suite's accelerator_memory_max is reserved memory of the whole run, never the tensor-level peak
+    assert run.metrics["peak_memory_total"] == 22292725760
+    assert run.metrics["peak_memory"] is None and run.metrics["peak_memory_process"] is None
     assert run.metrics["forgetting"] == pytest.approx(0.04995572566986084)
     assert run.metrics["file_size"] == 36715216 and run.metrics["trainable_params"] == 9175040
     assert run.metrics["train_time"] == pytest.approx(941.9589897260084)
     assert len(run.train_curve) == 21 and len(run.valid_curve) == 20
-    (full,) = load_results([RESULTS / "published" / "full-finetuning--llama-3.2-3B-lr_0.00001.json"]).records
-    assert full.peft_type == "full-finetuning" and full.learning_rate == pytest.approx(1e-5)
+    (full,) = load_results([RESULTS / "published" / "full-finetuning--llama-3.2-3B-lr_0.00001.json"]).runs
+    assert full.result.peft_type == "full-finetuning" and full.learning_rate == pytest.approx(1e-5)
 
 
 def test_image_generation_layout_uses_dino_similarity_and_drift():
     loaded = load_results([RESULTS / "image-gen"])
-    assert len(loaded.records) == 4 and not loaded.warnings
-    lora = next(r for r in loaded.records if r.method == "lora")
-    assert (lora.task, lora.score_name) == ("image-gen", "dino_similarity")
+    assert len(loaded.runs) == 4 and not loaded.warnings
+    lora = next(r for r in loaded.runs if r.result.method == "lora")
+    assert (lora.result.task, lora.result.score_name) == ("image-gen", "dino_similarity")
     assert lora.metrics["test_score"] == pytest.approx(0.71)
     assert lora.metrics["forgetting"] == pytest.approx(0.12)
     assert lora.metrics["valid_score"] == pytest.approx(0.69)
@@ -48,11 +51,26 @@ def test_image_generation_layout_uses_dino_similarity_and_drift():
     assert len(by_drift.pair.frontier.frontier) == 4
 
 
+def test_published_and_peftbench_memory_never_share_an_axis():
+    """peftbench's tensor-level peak and the PEFT suite's reserved memory are different metrics: shown together, the
+    published runs are left out of a peak_memory frontier with a note naming their memory metric."""
+    loaded = load_results([RESULTS / "peftbench", RESULTS / "published"])
+    comparison = compare_results(loaded)
+    assert comparison.x.name == "peak_memory" and comparison.x.label == "peak tensor memory"
+    published = [p for p in comparison.points if p.task == "math"]
+    assert published and all(p.name in comparison.pair.frontier.missing for p in published)
+    notes = [str(w) for w in comparison.warnings if "published" in str(w.path)]
+    assert len(notes) == 6 and all("its memory is peak_memory_total" in note for note in notes)
+    # alone, published results are compared on the memory they have, under its own name
+    alone = compare_results(load_results([RESULTS / "published"]))
+    assert alone.x.name == "peak_memory_total" and not alone.pair.frontier.missing
+
+
 def test_peftbench_fields_seeds_and_conversions_group_into_points():
     loaded = load_results([RESULTS / "peftbench"])
     assert [p.name for p in loaded.ignored] == ["sweep-summary.json"]  # not a result file: ignored quietly
     assert not loaded.warnings
-    points, warnings = build_points(loaded.records)
+    points, warnings = build_points(loaded.runs)
     by_name = {p.name: p for p in points}
     assert set(by_name) == {"lora/rank8", "vera/default", "ia3/default", "oft/rank8", "lora/rank8 -> LoRA r4"}
     lora = by_name["lora/rank8"]
@@ -71,7 +89,7 @@ def test_repeated_seed_is_counted_once(tmp_path):
     source = RESULTS / "peftbench" / "lora--rank8--seed0.json"
     (tmp_path / "a.json").write_text(source.read_text())
     (tmp_path / "b.json").write_text(source.read_text())
-    points, warnings = build_points(load_results([tmp_path]).records)
+    points, warnings = build_points(load_results([tmp_path]).runs)
     assert len(points) == 1 and len(points[0].runs) == 1
     assert len(warnings) == 1 and "counted once" in warnings[0].message
 
@@ -84,7 +102,7 @@ def test_sweep_search_trials_and_tuned_seeds_are_separate_points(tmp_path):
         base["peftbench"]["seed"] = seed
         base["peftbench"]["sweep"] = {"sweep_id": "s", "role": role, "lr": lr}
         (tmp_path / f"lora--rank8--lr{lr}--{role}{seed}.json").write_text(json.dumps(base))
-    points, _ = build_points(load_results([tmp_path]).records)
+    points, _ = build_points(load_results([tmp_path]).runs)
     names = {p.name: len(p.runs) for p in points}
     assert names == {"lora/rank8 lr=0.001": 1, "lora/rank8 lr=0.003": 1, "lora/rank8 tuned lr=0.003": 2}
 
@@ -113,7 +131,7 @@ def test_hostile_files_give_one_warning_line_each_and_never_crash():
 
 
 def test_noise_verdicts_use_the_best_evidence():
-    points, _ = build_points(load_results([RESULTS / "peftbench"]).records)
+    points, _ = build_points(load_results([RESULTS / "peftbench"]).runs)
     by_name = {p.name: p for p in points}
     score, memory, size = get_metric("test_score"), get_metric("peak_memory"), get_metric("file_size")
     lora, vera, ia3 = by_name["lora/rank8"], by_name["vera/default"], by_name["ia3/default"]
@@ -144,5 +162,21 @@ def test_single_published_runs_say_noise_is_not_measured():
 def test_point_fields_are_the_documented_filter_names():
     from peftbench.analysis.points import FILTER_FIELDS
 
-    points, _ = build_points(load_results([RESULTS / "peftbench"]).records)
+    points, _ = build_points(load_results([RESULTS / "peftbench"]).runs)
     assert set(points[0].fields()) == FILTER_FIELDS
+
+
+def test_every_metric_reads_a_field_that_exists():
+    """A metric is one line naming its source: a typo there would make the axis silently empty."""
+    from dataclasses import fields
+
+    from peftbench.analysis.metrics import METRICS
+    from peftbench.results.inference_record import InferenceResult
+    from peftbench.results.record import RunResult
+
+    roots = {"result": {f.name for f in fields(RunResult)}, "inference": {f.name for f in fields(InferenceResult)}}
+    for metric in METRICS.values():
+        assert metric.sources, f"{metric.name} names no source"
+        for source in metric.sources:
+            root, field_name, *_ = source.split(".")
+            assert field_name in roots.get(root, ()), f"{metric.name}: {source} names no field of the run"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from waiting import SAFETY_NET_S
 
 PROGRAM = """
 import atexit, sys
@@ -18,7 +19,7 @@ exit_without_teardown({code})
 @pytest.mark.parametrize("code, status", [("0", 0), ("3", 3), ("None", 0), ("'bad input'", 1)])
 def test_exit_status_handlers_and_output_survive(code, status):
     done = subprocess.run([sys.executable, "-c", PROGRAM.format(code=code)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=SAFETY_NET_S)
     assert done.returncode == status
     assert done.stdout == "buffered, not flushedexit handler ran\n"
     assert ("bad input" in done.stderr) == (status == 1)
@@ -35,6 +36,6 @@ def test_a_running_non_daemon_thread_is_waited_for():
         "threading.Thread(target=work).start()\n"
     )
     done = subprocess.run([sys.executable, "-c", thread + PROGRAM.format(code=5)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=SAFETY_NET_S)
     assert done.returncode == 5
     assert "thread finished" in done.stdout

@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 from peftbench.analysis.conditions import CONDITIONS, PUBLISHED_HARDWARE, condition_warnings
 from peftbench.analysis.points import build_points
 from peftbench.cli import app
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 runner = CliRunner()
 
 
 def conditions_of(folder: Path) -> dict[str, dict[str, str]]:
-    return {run.experiment_name: {k: read(run) for k, read in CONDITIONS.items()} for run in load_results([folder]).records}
+    return {run.result.experiment_name: {k: read(run) for k, read in CONDITIONS.items()} for run in load_results([folder]).runs}
 
 
 def test_conditions_read_from_peftbench_and_published_results():
@@ -37,7 +37,7 @@ def test_conditions_read_from_peftbench_and_published_results():
 
 def test_same_conditions_give_no_warning():
     for folder in ("published", "peftbench"):
-        points, _ = build_points(load_results([RESULTS / folder]).records)
+        points, _ = build_points(load_results([RESULTS / folder]).runs)
         assert condition_warnings(points) == []
 
 

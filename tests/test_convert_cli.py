@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from peftbench.cli import app
 from peftbench.conversion import parse_rank_spec
 from peftbench.conversion.coverage import METHOD_CASES, build_adapted_model
+from waiting import SAFETY_NET_S
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -87,7 +88,7 @@ def test_oft_and_dora_convert_to_folders_that_plain_peft_loads_in_another_proces
 
     completed = subprocess.run(
         [sys.executable, "-c", LOAD_WITH_PLAIN_PEFT, str(base_dir), *pairs],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True, text=True, timeout=SAFETY_NET_S, check=True,
     )
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert set(loaded) == set(pairs[1::2])

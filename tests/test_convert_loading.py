@@ -68,7 +68,7 @@ def test_the_bare_model_or_a_partial_checkpoint_is_an_error(tmp_path):
     from transformers import AutoModel, AutoModelForCausalLM
 
     base_dir, adapter_dir = _saved(tmp_path, "ia3")
-    # the class that task_type null used to pick: no language-model head, no key matches
+    # the bare model (AutoModel: what a loader that ignores the task picks): no language-model head, no key matches
     with pytest.raises(AdapterLoadError, match=r"\(LlamaModel\).*6 adapter weights of the model are not in the "
                        r"checkpoint.*6 checkpoint weights have no place in the model"):
         load_adapter_strictly(AutoModel.from_pretrained(base_dir), adapter_dir)

@@ -22,6 +22,7 @@ import torch
 
 from peftbench.conversion import AdapterFolderError, ConversionRefused, RankSpec, convert_adapter_dir
 from peftbench.conversion.source import read_adapter_config
+from waiting import SAFETY_NET_S
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -176,7 +177,7 @@ def test_every_peft_metamathqa_config_converts_exactly_after_training(tmp_path, 
 
     completed = subprocess.run(
         [sys.executable, "-c", LOAD_WITH_PLAIN_PEFT, str(base_dir), json.dumps(pairs)],
-        capture_output=True, text=True, timeout=600, check=True, env=one_thread,
+        capture_output=True, text=True, timeout=SAFETY_NET_S, check=True, env=one_thread,
     )
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert set(loaded) == set(pairs)

@@ -537,8 +537,8 @@ def test_a_scorer_that_never_returns_fails_the_run_naming_it_and_the_adapter_is_
 
 
 def test_default_forgetting_of_a_local_model_offline_fails_at_once_naming_the_key(task_dir, tmp_path, monkeypatch):
-    """`forgetting: default` streams rows of a hub dataset for any model but the shipped one: offline that was half
-    a minute of retries, then a ConnectionError traceback."""
+    """`forgetting: default` streams rows of a hub dataset for any model but the shipped one: offline that would be
+    half a minute of retries, then a ConnectionError traceback: the key is refused at once instead."""
     from peftbench.tasks.task_file import builtin_model_path
 
     model = tmp_path / "local-model"

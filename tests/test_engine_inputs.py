@@ -16,6 +16,7 @@ from peftbench.tasks import get_task
 
 from conftest import FIXTURES, MATH_FIXTURES
 from peftbench.runners.request import RunRequest
+from waiting import SAFETY_NET_S
 
 
 def math_defaults():
@@ -213,7 +214,7 @@ def test_a_folder_of_experiments_is_not_taken_for_full_finetuning():
     assert "not an experiment folder" in str(error.value) and "llama-3.2-3B-rank32" in str(error.value)
 
 
-def _within_deadline(function, deadline_s: float = 120.0):
+def _within_deadline(function, deadline_s: float = SAFETY_NET_S):
     """`function()`'s outcome (its value or the exception it raised), failing if it has not finished within the
     deadline: a safety net for a read that would wait for ever (a FIFO with no writer)."""
     import threading

@@ -107,7 +107,7 @@ def test_cli_run_writes_complete_result_and_checkpoint(
         pb["total_time_s"] - sum(phases.get(name, 0.0) for name in ("checks", "harness", "output")))
     assert metrics[0]["elapsed time"] >= phases["data"] + metrics[0]["train time"] + metrics[0]["eval time"]
     assert result["meta_info"]["package_info"]["peft-version"]
-    # the precision used, and the hardware that decided it (issue 10)
+    # the precision used, and the hardware that decided it: a condition of every comparison (docs/report.md)
     assert run_info["train_config"]["dtype"] == "float32" and run_info["train_config"]["use_amp"] is False
     assert pb["precision"] == "fp32"
     assert pb["hardware"]["device"] == "cpu" and pb["hardware"]["name"] and pb["hardware"]["use_amp_setting"] is False

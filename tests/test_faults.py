@@ -1,4 +1,4 @@
-"""The adversarial pass (issue 16), kept: bad inputs, signals, unwritable and full folders, collisions,
+"""Adversarial inputs and events: bad inputs, signals, unwritable and full folders, collisions,
 hostile result files and the filter sandbox. Each case is either rejected before any training with a message
 naming the file, key or value, or handled with nothing lost and nothing left behind.
 
@@ -27,7 +27,7 @@ from peftbench.cli import app
 from peftbench.config import ConfigError
 from peftbench.results import writer
 from peftbench.results.lock import lock_path, result_lock
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 from peftbench.runners import isolated
 from peftbench.runners.progress import read_progress
 from peftbench.runners.request import RunRequest
@@ -457,7 +457,7 @@ def kill_tree(pid: int) -> None:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(processes, timeout=30)
+    psutil.wait_procs(processes, timeout=SAFETY_NET_S)
 
 
 POOL_SCRIPT = """
@@ -641,7 +641,7 @@ def test_out_of_range_values_are_invalid_with_one_warning_per_file(tmp_path):
         by_file.setdefault(warning.path.name, []).append(str(warning))
     assert sorted(by_file) == ["digits.json", "huge-score.json", "negative-memory.json"]
     assert all(len(lines) == 1 and "outside its possible range" in lines[0] for lines in by_file.values())
-    records = {r.experiment_name: r for r in loaded.records}
+    records = {r.result.experiment_name: r for r in loaded.runs}
     assert records["evil/huge-score"].metrics["test_score"] is None
     assert records["evil/negative-memory"].metrics["peak_memory"] is None
     assert records["evil/negative-memory"].metrics["peak_memory_process"] is None

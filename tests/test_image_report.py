@@ -17,14 +17,14 @@ from peftbench.analysis.comparison import compare_results, frontier_view
 from peftbench.analysis.metrics import get_metric
 from peftbench.reporting import render_report
 from peftbench.reporting.html import report_data
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 
 PUBLISHED = Path(__file__).parent / "fixtures" / "results" / "peft-image-gen"
 HOSTILE_PROMPT = "<img src=x onerror=alert(1)> sks </script><script>alert(2)</script>"
-# between the published LN tuning (9.61e9 B) and OFT (9.67e9 B), above IA3 (9.59e9 B): the stand-in run then
-# shares the frontier with the leanest published run
+# between the published LN tuning (9.61e9 B) and OFT (9.67e9 B), above IA3 (9.59e9 B), as the whole run's
+# process-level peak (the published figure): the stand-in run then shares that frontier with the leanest published run
 PLACED_PEAK = 9_650_000_000
 
 
@@ -38,7 +38,7 @@ def image_results(image_lora_run, tmp_path_factory) -> Path:
     result = json.loads(json.dumps(result))
     result["run_info"]["experiment_name"] = "lora/stand-in"
     result["peftbench"]["name"] = "stand-in"
-    result["peftbench"]["peak_memory_train_allocated_bytes"] = PLACED_PEAK
+    result["peftbench"]["peak_memory_total_bytes"] = PLACED_PEAK
     result["peftbench"]["images"]["test"][0]["prompt"] = HOSTILE_PROMPT
     result["peftbench"]["images"]["test"][1]["reference"] = "../../../../etc/passwd"
     (folder / "lora--stand-in.json").write_text(json.dumps(result))
@@ -49,10 +49,14 @@ def image_results(image_lora_run, tmp_path_factory) -> Path:
 def test_published_and_peftbench_image_results_share_one_frontier(image_results):
     loaded = load_results([image_results])
     assert not loaded.warnings, [str(w) for w in loaded.warnings]
-    assert {r.source for r in loaded.records} == {"peftbench", "peft-suite"}
-    assert {r.task for r in loaded.records} == {"image-gen"}
-    comparison = compare_results(loaded, x="peak_memory", y="test_score")
-    values = {p.name: (p.mean("peak_memory"), p.mean("test_score")) for p in comparison.points}
+    assert {r.source for r in loaded.runs} == {"peftbench", "peft-suite"}
+    assert {r.result.task for r in loaded.runs} == {"image-gen"}
+    # on the tensor-level peak, which the PEFT suite does not measure, the published runs are left out, saying so
+    by_tensor_peak = compare_results(loaded, x="peak_memory", y="test_score")
+    assert by_tensor_peak.pair.frontier.frontier == ["lora/stand-in"]
+    assert len(by_tensor_peak.pair.frontier.missing) == 5
+    comparison = compare_results(loaded, x="peak_memory_total", y="test_score")
+    values = {p.name: (p.mean("peak_memory_total"), p.mean("test_score")) for p in comparison.points}
     assert len(values) == 6
     expected = {a for a, (ma, sa) in values.items()
                 if not any(mb <= ma and sb >= sa and (mb, sb) != (ma, sa) for mb, sb in values.values())}

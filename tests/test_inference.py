@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 from test_report_html import browser, watched_page  # noqa: F401 - the real-browser fixture
 from typer.testing import CliRunner
+from waiting import SAFETY_NET_S
 
 from peftbench.builtin_suites import suites_root
 from peftbench.cli import app
@@ -240,11 +241,11 @@ def joined_results(tmp_path) -> Path:
 def test_inference_overhead_is_a_metric_with_its_serving_mode_and_a_dash_when_unmeasured(joined_results):
     from peftbench.analysis.points import build_points
     from peftbench.reporting import render_report
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     loaded = load_results([joined_results])
     assert not loaded.warnings and not loaded.ignored  # inference/ files are not mistaken for results
-    points = {p.experiment_name: p for p in build_points(loaded.records)[0]}
+    points = {p.experiment_name: p for p in build_points(loaded.runs)[0]}
     assert points["oft/rank8"].mean("inference_overhead") == pytest.approx(0.3)
     assert points["oft/rank8"].mean("inference_overhead_unmerged") == pytest.approx(40.0)
     assert points["oft/rank8"].serving_mode == "merged, within noise"
@@ -288,7 +289,7 @@ def test_html_report_shows_the_inference_overhead_axis_and_column(joined_results
     path = tmp_path / "report.html"
     render_report([joined_results], x="inference_overhead", html=path, console=Console(file=io.StringIO()))
     page, errors, dialogs, _ = watched_page(browser, path)
-    page.wait_for_selector("#scatter .scatterlayer .point", timeout=30_000)
+    page.wait_for_selector("#scatter .scatterlayer .point", timeout=SAFETY_NET_S * 1000)
     assert page.locator("#scatter .xtitle").text_content().startswith("inference overhead")
     # the two measured points are plotted; the unmeasured one is not (it has no x)
     assert page.locator("#scatter .scatterlayer .point").count() == 2
@@ -362,7 +363,7 @@ def test_a_result_file_of_peft_text_generation_benchmark_loads_through_the_same_
     # PEFT publishes no result of this benchmark; the fixture is built to its writer's layout
     # (utils.BenchmarkResult.to_dict), with made-up numbers
     from peftbench.analysis.points import build_points
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     published = json.loads(PEFT_LAYOUT.read_text())
     result, problem = read_inference_file(PEFT_LAYOUT)
@@ -379,7 +380,7 @@ def test_a_result_file_of_peft_text_generation_benchmark_loads_through_the_same_
 
     # beside a training result, the analysis joins it as it joins peftbench's own
     shutil.copy(PEFT_LAYOUT, inference_path(joined_results, "ia3--default--seed0"))
-    points = {p.experiment_name: p for p in build_points(load_results([joined_results]).records)[0]}
+    points = {p.experiment_name: p for p in build_points(load_results([joined_results]).runs)[0]}
     assert points["ia3/default"].mean("inference_overhead") == pytest.approx(result.inference_overhead_pct)
     assert points["ia3/default"].serving_mode == "unmerged"
 

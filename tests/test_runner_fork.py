@@ -13,6 +13,7 @@ import pytest
 from peftbench import runners
 from peftbench.runners import isolated
 from peftbench.runners.request import RunRequest
+from waiting import SAFETY_NET_S
 
 LORA = "lora/llama-3.2-3B-rank32"
 
@@ -133,6 +134,6 @@ def test_only_the_command_lines_one_thread_parents_fork_their_children_directly(
     sets = [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in params.items()]
     command = [sys.executable, "-c", CLI_FORK_PROBE, "run", str(experiments_copy / LORA), "--task", "math",
                "--results", str(tmp_path / "cli"), "--no-save", *[part for item in sets for part in ("--set", item)]]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=SAFETY_NET_S)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "forked directly" in done.stderr

@@ -16,8 +16,9 @@ from peftbench.analysis.filters import Filter
 from peftbench.analysis.metrics import METRICS, Metric, format_value, get_metric
 from peftbench.analysis.noise import within_noise
 from peftbench.analysis.pareto import Domination, Frontier, pareto_frontier
-from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, points_by_task, task_oriented
-from peftbench.results.reader import LoadedResults, LoadWarning
+from peftbench.analysis.points import DESCRIPTIVE_FIELDS, Point, build_points, memory_axis, points_by_task, task_oriented
+from peftbench.analysis.runs import LoadedResults
+from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning
 
 
 @dataclass
@@ -114,7 +115,10 @@ def _missing_warnings(points: Sequence[Point], view: FrontierView) -> list[LoadW
     by_name = {p.name: p for p in points}
     for name, lacking in view.frontier.missing.items():
         for run in by_name[name].runs:
-            warnings.append(LoadWarning(run.path, f"no {', '.join(lacking)}; left out of the {label} frontier"))
+            # the PEFT suite measures no tensor-level peak; its memory figure is another metric, never this axis
+            hint = (" (a published result: its memory is peak_memory_total, reserved memory of the whole run)"
+                    if "peak_memory" in lacking and run.source == PEFT_SUITE_SOURCE else "")
+            warnings.append(LoadWarning(run.path, f"no {', '.join(lacking)}; left out of the {label} frontier{hint}"))
     return warnings
 
 
@@ -136,7 +140,7 @@ def _one_line_per_file(warnings: list[LoadWarning]) -> list[LoadWarning]:
 
 def grouped_points(loaded: LoadedResults) -> tuple[list[Point], list[LoadWarning]]:
     """The loaded runs grouped into points (seeds aggregated), with the loader's and the grouping's warnings."""
-    points, grouping_warnings = build_points(loaded.records)
+    points, grouping_warnings = build_points(loaded.runs)
     return points, list(loaded.warnings) + grouping_warnings
 
 
@@ -157,14 +161,15 @@ def compare_results(
     point_filter: Filter | None = None,
 ) -> Comparison:
     """Group the loaded runs into points, filter them and compute the frontiers."""
-    x_metric = x if isinstance(x, Metric) else get_metric(x)
-    y_metric = y if isinstance(y, Metric) else get_metric(y)
     points, warnings = grouped_points(loaded)
     points, filtered_out = filtered(points, point_filter)
+
+    def axis(metric: str | Metric) -> Metric:
+        return memory_axis(metric if isinstance(metric, Metric) else get_metric(metric), points)
+
+    x_metric, y_metric = axis(x), axis(y)
     pair = frontier_view(points, [x_metric, y_metric])
-    multi = None
-    if metrics:
-        multi = frontier_view(points, [m if isinstance(m, Metric) else get_metric(m) for m in metrics])
+    multi = frontier_view(points, [axis(m) for m in metrics]) if metrics else None
     warnings += _missing_warnings(points, pair)
     if multi is not None:
         warnings += _missing_warnings(points, multi)

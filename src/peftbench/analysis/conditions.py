@@ -20,26 +20,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from peftbench.analysis.points import Point, points_by_task
-from peftbench.results.reader import RunRecord
+from peftbench.analysis.runs import RunView
 
 UNKNOWN_HARDWARE = "unknown (not recorded)"
 PUBLISHED_HARDWARE = "published (not recorded)"
 
 
-def run_precision(run: RunRecord) -> str:
+def run_precision(run: RunView) -> str:
     from peftbench.hardware import precision_name
 
-    if run.precision:
-        return run.precision
-    config = run.train_config
+    if run.result.precision:
+        return run.result.precision
+    config = run.result.train_config
     dtype = config.get("dtype") if isinstance(config.get("dtype"), str) else None
     return precision_name(dtype, config.get("use_amp") is True)
 
 
-def run_hardware(run: RunRecord) -> str:
+def run_hardware(run: RunView) -> str:
     if run.source != "peftbench":
         return PUBLISHED_HARDWARE
-    hardware = run.hardware or {}
+    hardware = run.result.hardware or {}
     name = hardware.get("name") if isinstance(hardware.get("name"), str) else None
     device = hardware.get("device") if isinstance(hardware.get("device"), str) else None
     if name and device == "cpu":
@@ -51,8 +51,8 @@ def run_hardware(run: RunRecord) -> str:
         return f"CPU {name}" + (f" ({' '.join(flags)})" if flags else "")
     if name:
         return f"GPU {name}"
-    if run.device and run.device != "cpu":  # older peftbench results: the CUDA device name only
-        return f"GPU {run.device}"
+    if run.result.device and run.result.device != "cpu":  # older peftbench results: the CUDA device name only
+        return f"GPU {run.result.device}"
     return UNKNOWN_HARDWARE
 
 
@@ -62,17 +62,17 @@ class _TrainConfigKey:
     def __init__(self, key: str, peftbench_default: str, published_default: str) -> None:
         self.key, self.peftbench_default, self.published_default = key, peftbench_default, published_default
 
-    def applies(self, runs: Sequence[RunRecord]) -> bool:
-        return any(self.key in run.train_config for run in runs)
+    def applies(self, runs: Sequence[RunView]) -> bool:
+        return any(self.key in run.result.train_config for run in runs)
 
-    def __call__(self, run: RunRecord) -> str:
-        value = run.train_config.get(self.key)
+    def __call__(self, run: RunView) -> str:
+        value = run.result.train_config.get(self.key)
         if isinstance(value, str) and value:
             return value
         return self.peftbench_default if run.source == "peftbench" else self.published_default
 
 
-CONDITIONS: dict[str, Callable[[RunRecord], str]] = {
+CONDITIONS: dict[str, Callable[[RunView], str]] = {
     "precision": run_precision,
     "hardware": run_hardware,
     "loss_on": _TrainConfigKey("loss_on", "completion", "sequence"),

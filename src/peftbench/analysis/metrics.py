@@ -1,7 +1,15 @@
-"""The metrics registry: every measurement that can be an axis, its direction and its unit.
+"""The metrics registry: every measurement that can be an axis, its direction, its unit and where it is read.
 
-Friendly names (`test_score`, `peak_memory`, ...) are what users type on the command line and in
-filter expressions; the reader fills them from peftbench's own fields or from the PEFT suite's layout.
+Friendly names (`test_score`, `peak_memory`, ...) are what users type on the command line and in filter
+expressions. Each metric names its source: a field of the run's RunResult (`result.<field>`, which the reader
+fills from peftbench's own section or from the PEFT suite's layout alike), a key below one (`result.extra.
+harness.mean_difference`), or a field of the joined inference measurement (`inference.<field>`); with several,
+the first that holds a value. A new axis is one line below (analysis/runs.py reads it; nothing else names it).
+
+Memory figures are of different kinds and never share an axis: `peak_memory` is peftbench's tensor-level peak
+(bytes of live tensors in training), which the PEFT suite does not measure, so a published result has none;
+the suite's `accelerator_memory_max` (peak reserved accelerator memory of the whole run) is `peak_memory_total`,
+the process-level figure peftbench records beside it (RSS on CPU, reserved on CUDA: `peak_memory_kind`).
 """
 
 from __future__ import annotations
@@ -21,9 +29,15 @@ class Metric:
     direction: Direction
     unit: Unit
     help: str
+    # where the value is read (see the module's docstring): a dotted path, or several tried in order
+    source: str | tuple[str, ...] = ()
     # Deterministic measurements (sizes, parameter counts) need no error bars: two runs of the same
     # config give the same number, so any difference between two configs is real.
     exact: bool = False
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,) if isinstance(self.source, str) else self.source
 
     @property
     def valid_range(self) -> tuple[float, float]:
@@ -62,35 +76,52 @@ UNIT_RANGES: dict[str, tuple[float, float]] = {
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in [
-        Metric("test_score", "test score", "max", "score", "headline test score (accuracy, DINO similarity)"),
-        Metric("valid_score", "valid score", "max", "score", "last validation score"),
-        Metric("peak_memory", "peak memory", "min", "bytes",
-               "peak bytes of live tensors while training, as torch.cuda.max_memory_allocated (PEFT suite: reserved)"),
+        Metric("test_score", "test score", "max", "score", "headline test score (accuracy, DINO similarity)",
+               source="result.test_score"),
+        Metric("valid_score", "valid score", "max", "score", "last validation score", source="result.valid_score"),
+        Metric("peak_memory", "peak tensor memory", "min", "bytes",
+               "peak bytes of live tensors while training, as torch.cuda.max_memory_allocated (peftbench runs only)",
+               source="result.peak_memory_train_allocated_bytes"),
         Metric("peak_memory_process", "peak RSS/reserved", "min", "bytes",
-               "process-level peak while training: RSS on CPU, reserved on CUDA"),
+               "process-level peak while training: RSS on CPU, reserved on CUDA", source="result.peak_memory_train_bytes"),
         Metric("peak_memory_total", "peak RSS/reserved (whole run)", "min", "bytes",
-               "process-level peak of the whole run: RSS on CPU, reserved on CUDA"),
-        Metric("memory_reserved_avg", "avg reserved memory", "min", "bytes", "mean reserved accelerator memory"),
-        Metric("memory_reserved_99th", "99th pct reserved memory", "min", "bytes", "99th percentile of memory"),
-        Metric("train_time", "train time", "min", "seconds", "training time without evaluation"),
-        Metric("eval_time", "eval time", "min", "seconds", "evaluation time"),
-        Metric("total_time", "total time", "min", "seconds", "wall time of the whole run"),
-        Metric("tokens_per_second", "tokens/s", "max", "rate", "training throughput of text tasks"),
-        Metric("throughput", "throughput", "max", "rate", "training throughput in the task's unit (tokens/s, images/s)"),
-        Metric("file_size", "file size", "min", "bytes", "adapter checkpoint size on disk", exact=True),
-        Metric("trainable_params", "trainable params", "min", "count", "trainable parameters", exact=True),
-        Metric("total_params", "total params", "min", "count", "all parameters of the model", exact=True),
-        Metric("forgetting", "forgetting", "min", "loss", "loss increase on held-out base text (image: drift)"),
+               "process-level peak of the whole run: RSS on CPU, reserved on CUDA (the PEFT suite's accelerator_memory_max)",
+               source="result.peak_memory_total_bytes"),
+        Metric("memory_reserved_avg", "avg reserved memory", "min", "bytes", "mean reserved accelerator memory",
+               source="result.memory_reserved_avg"),
+        Metric("memory_reserved_99th", "99th pct reserved memory", "min", "bytes", "99th percentile of memory",
+               source="result.memory_reserved_99th"),
+        Metric("train_time", "train time", "min", "seconds", "training time without evaluation",
+               source=("result.train_time_s", "result.suite_train_time_s")),
+        Metric("eval_time", "eval time", "min", "seconds", "evaluation time", source="result.eval_time_s"),
+        Metric("total_time", "total time", "min", "seconds", "wall time of the whole run", source="result.total_time_s"),
+        Metric("tokens_per_second", "tokens/s", "max", "rate", "training throughput of text tasks",
+               source="result.tokens_per_second"),
+        Metric("throughput", "throughput", "max", "rate", "training throughput in the task's unit (tokens/s, images/s)",
+               source=("result.throughput", "result.tokens_per_second")),
+        Metric("file_size", "file size", "min", "bytes", "adapter checkpoint size on disk",
+               source="result.checkpoint_size_bytes", exact=True),
+        Metric("trainable_params", "trainable params", "min", "count", "trainable parameters",
+               source="result.trainable_params", exact=True),
+        Metric("total_params", "total params", "min", "count", "all parameters of the model",
+               source="result.total_params", exact=True),
+        Metric("forgetting", "forgetting", "min", "loss", "loss increase on held-out base text (image: drift)",
+               source="result.forgetting"),
         Metric("harness_change", "harness change", "max", "score",
-               "lm-eval score with the adapter minus without it, mean over the run's harness tasks"),
-        Metric("final_train_loss", "final train loss", "min", "loss", "train loss of the last logged step"),
+               "lm-eval score with the adapter minus without it, mean over the run's harness tasks",
+               source="result.extra.harness.mean_difference"),
+        Metric("final_train_loss", "final train loss", "min", "loss", "train loss of the last logged step",
+               source="result.final_train_loss"),
         # `peftbench infer`, joined by result name from RESULTS/inference/ (results/inference_record.py)
         Metric("inference_overhead", "inference overhead", "min", "percent",
-               "generation time against the base model, in %, served the cheapest way: merged where the method can"),
+               "generation time against the base model, in %, served the cheapest way: merged where the method can",
+               source="inference.inference_overhead_pct"),
         Metric("inference_overhead_unmerged", "inference overhead (unmerged)", "min", "percent",
-               "generation time against the base model, in %, with the adapter un-merged (as peft serves it)"),
+               "generation time against the base model, in %, with the adapter un-merged (as peft serves it)",
+               source="inference.modes.unmerged.overhead_pct"),
         Metric("inference_overhead_converted", "inference overhead (as LoRA)", "min", "percent",
-               "generation time against the base model, in %, of the adapter converted to LoRA, un-merged"),
+               "generation time against the base model, in %, of the adapter converted to LoRA, un-merged",
+               source="inference.modes.converted.overhead_pct"),
     ]
 }
 
@@ -110,7 +141,7 @@ ALIASES = {
     "drift": "forgetting",
     # the PEFT suite's and peftbench's own field names
     "dino_similarity": "test_score",
-    "accelerator_memory_max": "peak_memory",
+    "accelerator_memory_max": "peak_memory_total",
     "peak_memory_train_allocated_bytes": "peak_memory",
     "peak_memory_train_bytes": "peak_memory_process",
     "peak_memory_total_bytes": "peak_memory_total",

@@ -17,7 +17,8 @@ import numpy as np
 from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
 from peftbench.results.inference_record import overhead_range_label, serving_mode_label
-from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, RunRecord, finite_number
+from peftbench.analysis.runs import RunView
+from peftbench.results.reader import PEFT_SUITE_SOURCE, LoadWarning, finite_number
 
 
 # What filter expressions and the HTML table can refer to besides the metrics (see Point.fields).
@@ -28,13 +29,13 @@ FILTER_FIELDS = frozenset(DESCRIPTIVE_FIELDS) | frozenset(METRICS)
 
 @dataclass
 class Point:
+    """The runs of one configuration: the key they are grouped by, and their metrics aggregated over seeds. What
+    the runs share (method, name, peft_type) is read from their results (`runs[0].result`)."""
+
     name: str  # unique among the points of a report
     experiment_name: str
-    method: str
-    config_name: str
     task: str
-    peft_type: str | None
-    runs: list[RunRecord]
+    runs: list[RunView]
     values: dict[str, MeanCI | None] = field(default_factory=dict)
     # Per-test-item correctness, averaged over the runs that stored it (None if none did or lengths differ).
     per_item_correct: np.ndarray | None = None
@@ -45,6 +46,10 @@ class Point:
     def mean(self, metric: str) -> float | None:
         value = self.values.get(metric)
         return value.mean if value is not None else None
+
+    @property
+    def peft_type(self) -> str | None:
+        return self.runs[0].result.peft_type
 
     @property
     def seeds(self) -> list[int | None]:
@@ -79,8 +84,8 @@ class Point:
         return {
             "name": self.name,
             "experiment": self.experiment_name,
-            "method": self.method,
-            "config": self.config_name,
+            "method": self.runs[0].result.method,
+            "config": self.runs[0].result.name,
             "task": self.task,
             "peft_type": self.peft_type or "",
             "n_runs": len(self.runs),
@@ -92,22 +97,24 @@ class Point:
         }
 
 
-def _sweep_stage(run: RunRecord) -> str | None:
+def _sweep_stage(run: RunView) -> str | None:
     """Search trials (roles "trial"/"default") and tuned seed runs (role "seed") are never pooled: the
     search trial at the chosen rate was picked for its luck on validation."""
-    if run.sweep is None:
+    sweep = run.extra("sweep")
+    if sweep is None:
         return None
-    return "tuned" if run.sweep.get("role") == "seed" else "search"
+    return "tuned" if sweep.get("role") == "seed" else "search"
 
 
-def _sweep_lr(run: RunRecord) -> float | None:
-    return finite_number((run.sweep or {}).get("lr"))
+def _sweep_lr(run: RunView) -> float | None:
+    return finite_number((run.extra("sweep") or {}).get("lr"))
 
 
-def _conversion_rank(run: RunRecord) -> Any:
-    if run.conversion is None:
+def _conversion_rank(run: RunView) -> Any:
+    conversion = run.extra("conversion")
+    if conversion is None:
         return None
-    rank = run.conversion.get("rank")
+    rank = conversion.get("rank")
     return rank if isinstance(rank, (int, float, str)) and not isinstance(rank, bool) else "?"
 
 
@@ -137,13 +144,14 @@ def _base_name(experiment: str, stage: str | None, lr: float | None, rank: Any) 
     return name
 
 
-def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarning]]:
+def build_points(runs: list[RunView]) -> tuple[list[Point], list[LoadWarning]]:
     """Group runs into points (seeds aggregated). Warns about repeated seeds, which are counted once."""
-    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    groups: dict[tuple, list[RunView]] = defaultdict(list)
     warnings: list[LoadWarning] = []
-    for run in records:
+    for run in runs:
         # a published result and a peftbench run of the same experiment are two points, never one's two seeds
-        key = (run.task, run.experiment_name, _sweep_stage(run), _sweep_lr(run), _conversion_rank(run), run.source)
+        key = (run.result.task, run.result.experiment_name, _sweep_stage(run), _sweep_lr(run), _conversion_rank(run),
+               run.source)
         same_seed = [other for other in groups[key] if run.seed is not None and other.seed == run.seed]
         if same_seed:
             warnings.append(
@@ -170,14 +178,10 @@ def build_points(records: list[RunRecord]) -> tuple[list[Point], list[LoadWarnin
         while name in used_names:  # only hostile or odd inputs get here
             name += "'"
         used_names.add(name)
-        first = runs[0]
         point = Point(
             name=name,
             experiment_name=experiment,
-            method=first.method,
-            config_name=first.config_name,
             task=task,
-            peft_type=first.peft_type,
             runs=sorted(runs, key=lambda r: (r.seed is None, r.seed or 0)),
             learning_rate=lr,
             sweep_stage=stage,
@@ -202,7 +206,16 @@ def task_oriented(metric: Metric, task_points: list[Point]) -> Metric:
     forgetting measure's `forgetting_higher_is_better` (drift and forgetting: lower is better)."""
     if not task_points:
         return metric
-    run = task_points[0].runs[0]
-    declared = {"test_score": run.higher_is_better, "valid_score": run.higher_is_better,
-                "forgetting": run.forgetting_higher_is_better}
+    result = task_points[0].runs[0].result
+    declared = {"test_score": result.higher_is_better, "valid_score": result.higher_is_better,
+                "forgetting": result.forgetting_higher_is_better}
     return oriented(metric, declared.get(metric.name))
+
+
+def memory_axis(metric: Metric, points: Sequence[Point]) -> Metric:
+    """`metric`, unless it is the tensor-level `peak_memory` and no point has one (published results only): then
+    the whole run's process-level peak, the memory figure those results hold, named as what it is."""
+    if metric.name != "peak_memory" or any(p.mean("peak_memory") is not None for p in points):
+        return metric
+    fallback = METRICS["peak_memory_total"]
+    return fallback if any(p.mean(fallback.name) is not None for p in points) else metric

@@ -2,7 +2,7 @@
 
 Constraints are limits on metrics (`peak_memory <= 20 GB`, `test_score >= 0.4`); among the points that
 meet all of them, the best on the priority metric wins. Ties on the priority are broken by test score,
-then peak memory, then name. Whether the winner's lead is real is judged by analysis.noise.
+then peak memory (analysis.points.memory_axis), then name. Whether the winner's lead is real is judged by analysis.noise.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peftbench.analysis.metrics import Metric, format_value, get_metric
 from peftbench.analysis.noise import Difference, compare
-from peftbench.analysis.points import Point, task_oriented
+from peftbench.analysis.points import Point, memory_axis, task_oriented
 
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
 # Memory is reported in powers of 1024 by nvidia-smi and PyTorch, and users read "20GB" off those
@@ -42,12 +42,17 @@ def finite_limit(value: float, option: str, text: object) -> float:
     return value
 
 
+def _number_with_unit(text: str, option: str, units: dict[str, float], refusal: str) -> float:
+    """A number and one of `units` (case-insensitive), scaled; `refusal` ends the error otherwise."""
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in units:
+        raise ConstraintError(f"{option} {text!r} is not {refusal}")
+    return finite_limit(float(match.group(1)) * units[match.group(2).lower()], option, text)
+
+
 def parse_size(text: str, option: str = "size") -> float:
     """'20GB' -> 20 * 1024**3 bytes; KB/MB/GB/TB and KiB/MiB/GiB/TiB are all powers of 1024."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ConstraintError(f"{option} {text!r} is not a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
-    return finite_limit(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()], option, text)
+    return _number_with_unit(text, option, _SIZE_UNITS, "a size; use a number and a unit, e.g. 20GB, 512MiB, 1.5GiB")
 
 
 def parse_duration(text: str, option: str = "duration") -> float:
@@ -67,10 +72,7 @@ def parse_duration(text: str, option: str = "duration") -> float:
 
 def parse_count(text: str, option: str = "count") -> float:
     """'10M' -> 1e7; k, M, B suffixes."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*([a-zA-Z]?)\s*", text)
-    if not match or match.group(2).lower() not in _COUNT_UNITS:
-        raise ConstraintError(f"{option} {text!r} is not a count; use e.g. 500k, 10M, 1.5B")
-    return finite_limit(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()], option, text)
+    return _number_with_unit(text, option, _COUNT_UNITS, "a count; use e.g. 500k, 10M, 1.5B")
 
 
 def parse_percent(text: str, option: str = "percentage") -> float:
@@ -112,7 +114,7 @@ class Recommendation:
         return self.ranked[1] if len(self.ranked) > 1 else None
 
 
-def _sort_key(point: Point, priority: Metric) -> tuple:
+def _sort_key(point: Point, priority: Metric, memory: Metric) -> tuple:
     def best_first(metric_name: str) -> float:
         metric = task_oriented(get_metric(metric_name), [point])  # the direction the point's task declares
         value = point.mean(metric_name)
@@ -120,7 +122,7 @@ def _sort_key(point: Point, priority: Metric) -> tuple:
             return float("inf")
         return -value if metric.higher_is_better else value
 
-    return (best_first(priority.name), best_first("test_score"), best_first("peak_memory"), point.name)
+    return (best_first(priority.name), best_first("test_score"), best_first(memory.name), point.name)
 
 
 def _noise_sentence(difference: Difference, priority: Metric) -> str:
@@ -139,8 +141,11 @@ def _noise_sentence(difference: Difference, priority: Metric) -> str:
 
 
 def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priority: Metric | str) -> Recommendation:
-    """Rank the points that meet every constraint on `priority` and explain the choice."""
-    priority = task_oriented(priority if isinstance(priority, Metric) else get_metric(priority), list(points))
+    """Rank the points that meet every constraint on `priority` and explain the choice. A limit or priority on
+    `peak_memory` applies to the memory the points have (analysis.points.memory_axis)."""
+    priority = memory_axis(priority if isinstance(priority, Metric) else get_metric(priority), points)
+    priority = task_oriented(priority, list(points))
+    constraints = [replace(c, metric=memory_axis(c.metric, points)) for c in constraints]
     eligible: list[Point] = []
     excluded: list[tuple[str, str]] = []
     for point in points:
@@ -157,7 +162,8 @@ def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priori
             excluded.append((point.name, "; ".join(why_not)))
         else:
             eligible.append(point)
-    ranked = sorted(eligible, key=lambda p: _sort_key(p, priority))
+    memory = memory_axis(get_metric("peak_memory"), points)  # the tie-break after the test score
+    ranked = sorted(eligible, key=lambda p: _sort_key(p, priority, memory))
     result = Recommendation(priority, list(constraints), ranked, excluded)
     limits = ", ".join(str(c) for c in constraints) or "no constraints"
     if not ranked:
@@ -165,7 +171,7 @@ def recommend(points: Sequence[Point], constraints: Sequence[Constraint], priori
         for constraint in constraints:
             measured = [p for p in points if p.mean(constraint.metric.name) is not None]
             if measured:
-                closest = min(measured, key=lambda p: _sort_key(p, constraint.metric))
+                closest = min(measured, key=lambda p: _sort_key(p, constraint.metric, memory))
                 value = format_value(constraint.metric, closest.mean(constraint.metric.name))
                 result.reasons.append(f"best {constraint.metric.label} available: {value} ({closest.name})")
         return result

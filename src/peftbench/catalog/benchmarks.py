@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Sequence
 
 from peftbench.analysis.metrics import Metric, format_value, get_metric
-from peftbench.analysis.points import Point, task_oriented
-from peftbench.results.reader import LoadWarning
+from peftbench.analysis.points import Point, memory_axis, task_oriented
+from peftbench.results.reader import FULL_FINETUNING_PEFT_TYPE, LoadWarning
 
-FULL_FINETUNING = "full-finetuning"  # the reader's peft_type of a run without an adapter (peft_config null)
 # What each benchmark shows per method, the headline first (it picks the method's best point).
 RATED_METRICS = ("test_score", "peak_memory", "train_time", "forgetting", "file_size")
 STARS = 5
@@ -103,7 +102,7 @@ def quantile_stars(values: dict[str, float], metric: Metric) -> dict[str, int]:
 
 
 def benchmark(name: str, task: str, published: bool, points: list[Point]) -> Benchmark:
-    metrics = [task_oriented(get_metric(metric), points) for metric in RATED_METRICS]
+    metrics = [task_oriented(memory_axis(get_metric(metric), points), points) for metric in RATED_METRICS]
     by_method: dict[str, list[Point]] = defaultdict(list)
     for point in points:
         if point.peft_type:
@@ -111,7 +110,7 @@ def benchmark(name: str, task: str, published: bool, points: list[Point]) -> Ben
     best = {peft_type: _best(method_points, metrics[0]) for peft_type, method_points in by_method.items()}
     results = {peft_type: MethodResult(point, {m.name: point.mean(m.name) for m in metrics})
                for peft_type, point in best.items()}
-    reference = results.pop(FULL_FINETUNING, None)
+    reference = results.pop(FULL_FINETUNING_PEFT_TYPE, None)
     for metric in metrics:
         measured = {peft_type: r.values[metric.name] for peft_type, r in results.items()
                     if r.values[metric.name] is not None}
@@ -126,7 +125,7 @@ def load_benchmarks(results: Sequence[str | Path], *, published: bool = True,
     """One benchmark per task of the user's results (successful, non-converted runs), then the shipped published
     results; the reader's warnings, one per unreadable file."""
     from peftbench.analysis.comparison import grouped_points
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     benchmarks, warnings = [], []
     sources = [(list(results), False)] if results else []

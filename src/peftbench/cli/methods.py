@@ -96,7 +96,7 @@ def _snippet(catalog, entry) -> str:
                              f"{entry.name} with its defaults (never benchmarked here), on peftbench's tiny Llama")
     benchmark, result = benchmarked
     run = result.point.runs[0]
-    configured = run.train_config.get("model_id")  # the PEFT suite writes its base model only there
+    configured = run.result.train_config.get("model_id")  # the PEFT suite writes its base model only there
     base_model = run.result.model_id or (configured if isinstance(configured, str) else str(shipped_model_path()))
     origin = f"the config benchmarked on {benchmark.name}: {result.point.experiment_name}, on its base model"
     return usage_snippet(entry.peft_type, result.to_json()["peft_config"], base_model, origin)

@@ -19,7 +19,7 @@ Example: peftbench recommend results/ --max-memory 20GB --max-train-time 30m --p
 
 def recommend(
     results: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Peak training memory limit (peak_memory: tensor level, as torch.cuda.max_memory_allocated), e.g. 20GB.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Peak training memory limit (peak_memory: tensor level, as torch.cuda.max_memory_allocated; published results, which lack it: peak_memory_total, reserved memory of the whole run), e.g. 20GB.")] = None,
     max_train_time: Annotated[Optional[str], typer.Option("--max-train-time", help="Training time limit, e.g. 30m.")] = None,
     max_total_time: Annotated[Optional[str], typer.Option("--max-total-time", help="Whole-run time limit, e.g. 1h.")] = None,
     max_file_size: Annotated[Optional[str], typer.Option("--max-file-size", help="Adapter checkpoint size limit, e.g. 50MB.")] = None,
@@ -46,7 +46,7 @@ def recommend(
     from peftbench.analysis.points import FILTER_FIELDS
     from peftbench.analysis.recommend import ConstraintError, recommend_results
     from peftbench.catalog.catalog import method_findings, parse_capabilities
-    from peftbench.results.reader import load_results
+    from peftbench.analysis.runs import load_results
 
     try:
         priority_metric = get_metric(priority)
@@ -66,7 +66,7 @@ def recommend(
         _fail(report.error)
     _warn(console, report.condition_warnings)
     if json_out:
-        typer.echo(json.dumps(_as_json(report, priority_metric), indent=2))
+        typer.echo(json.dumps(_as_json(report), indent=2))
     elif not _print_recommendation(console, report.recommendation):
         raise typer.Exit(1)
 
@@ -110,16 +110,16 @@ def _constraints(max_memory, max_train_time, max_total_time, max_file_size, max_
     return constraints
 
 
-def _as_json(report, priority_metric) -> dict:
+def _as_json(report) -> dict:
     result = report.recommendation
     return {
-        "priority": priority_metric.name,
+        "priority": result.priority.name,
         "constraints": [str(c) for c in result.constraints],
         "best": result.best.name if result.best else None,
         "runner_up": result.runner_up.name if result.runner_up else None,
         "within_noise": result.difference.verdict == "noise" if result.difference else None,
         "noise_verdict": result.difference.verdict if result.difference else None,
-        "ranking": [{"name": p.name, priority_metric.name: p.mean(priority_metric.name)} for p in result.ranked],
+        "ranking": [{"name": p.name, result.priority.name: p.mean(result.priority.name)} for p in result.ranked],
         "reasons": result.reasons,
         "excluded": [{"name": name, "why": why} for name, why in result.excluded],
         "condition_warnings": [str(w) for w in report.condition_warnings],
@@ -131,6 +131,7 @@ def _print_recommendation(console, result) -> bool:
     from rich.text import Text
 
     from peftbench.analysis.metrics import format_value, get_metric
+    from peftbench.analysis.points import memory_axis
 
     if result.best is None:
         console.print(Text(result.reasons[0], style="bold red"))
@@ -145,7 +146,8 @@ def _print_recommendation(console, result) -> bool:
         console.print(Text(_hanging(reason, console.width)))
     shown = ", ".join(
         f"{m.label} {format_value(m, result.best.mean(m.name))}"
-        for m in map(get_metric, ["test_score", "peak_memory", "train_time", "file_size", "forgetting"])
+        for m in [memory_axis(get_metric(name), [result.best]) for name in
+                  ("test_score", "peak_memory", "train_time", "file_size", "forgetting")]
         if result.best.mean(m.name) is not None
     )
     # what serving it costs, and how it is served; a dash when `peftbench infer` never measured it

@@ -56,17 +56,18 @@ def _entries(images: dict[str, Any], key: str, count: int) -> list[dict[str, Any
 
 
 def gallery_row(point: Point) -> Optional[dict[str, Any]]:
-    run = next((r for r in point.runs if r.images), None)
+    run = next((r for r in point.runs if r.extra("images")), None)
     if run is None:
         return None
+    images = run.extra("images")  # paths relative to the result file's folder, untrusted: thumbnail checks them
     test = []
-    for entry in _entries(run.images, "test", MAX_TEST_ITEMS):
+    for entry in _entries(images, "test", MAX_TEST_ITEMS):
         generated = entry.get("images") if isinstance(entry.get("images"), list) else []
         test.append({"prompt": _prompt(entry.get("prompt")), "reference": thumbnail(run.path, entry.get("reference")),
                      "image": thumbnail(run.path, generated[0] if generated else None)})
     drift = [{"prompt": _prompt(entry.get("prompt")), "base": thumbnail(run.path, entry.get("base")),
               "adapter": thumbnail(run.path, entry.get("adapter"))}
-             for entry in _entries(run.images, "drift", MAX_DRIFT_PAIRS)]
+             for entry in _entries(images, "drift", MAX_DRIFT_PAIRS)]
     if not any(item["image"] or item["reference"] for item in test) and not drift:
         return None
     return {"name": point.name, "task": point.task, "test": test, "drift": drift}

@@ -71,11 +71,11 @@ def task_outputs(points) -> dict[str, Any]:
     direction, throughput unit (the page labels and orients its axes with them)."""
     outputs: dict[str, Any] = {}
     for point in points:
-        run = point.runs[0]
+        result = point.runs[0].result
         outputs.setdefault(point.task, {
-            "score_name": run.score_name, "higher_is_better": run.higher_is_better,
-            "forgetting_name": run.forgetting_name, "forgetting_higher_is_better": run.forgetting_higher_is_better,
-            "throughput_unit": run.throughput_unit,
+            "score_name": result.score_name, "higher_is_better": result.higher_is_better,
+            "forgetting_name": result.forgetting_name, "forgetting_higher_is_better": result.forgetting_higher_is_better,
+            "throughput_unit": result.throughput_unit,
         })
     return outputs
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from peftbench.analysis.comparison import Comparison, compare_results, comparison_dict
 from peftbench.analysis.filters import parse_filter
 from peftbench.analysis.points import FILTER_FIELDS
-from peftbench.results.reader import LoadedResults, RunRecord, load_results
+from peftbench.analysis.runs import LoadedResults, RunView, load_results
 
 
 def _spellings(path: Path) -> set[Path]:
@@ -48,7 +48,7 @@ def check_output_paths(inputs: Iterable[str | Path], html: str | Path | None, pn
 
 
 def render_report(
-    results: Iterable[str | Path] | Sequence[RunRecord] | LoadedResults,
+    results: Iterable[str | Path] | Sequence[RunView] | LoadedResults,
     *,
     x: str = "peak_memory",
     y: str = "test_score",
@@ -63,7 +63,7 @@ def render_report(
 ) -> Comparison:
     """Load results, compare them and write the requested outputs.
 
-    `results`: result files / folders, already loaded records, or a LoadedResults. With `json_out` the
+    `results`: result files / folders, already loaded runs, or a LoadedResults. With `json_out` the
     terminal gets the JSON object only (for piping); otherwise the rich tables. `catalog` (catalog.catalog.Catalog)
     adds the method catalog to the HTML report. Returns the Comparison.
     Raises KeyError (unknown metric), FilterError (bad filter) or ValueError (an output path that would replace
@@ -74,8 +74,8 @@ def render_report(
         loaded = results
     else:
         items = list(results)
-        if items and all(isinstance(item, RunRecord) for item in items):
-            loaded = LoadedResults(records=list(items), warnings=[], ignored=[])
+        if items and all(isinstance(item, RunView) for item in items):
+            loaded = LoadedResults(runs=list(items), warnings=[], ignored=[])
         else:
             check_output_paths(items, html, png_dir)
             loaded = load_results(items, progress=True)

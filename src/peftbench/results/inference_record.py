@@ -198,16 +198,6 @@ def _from_peft_layout(data: dict[str, Any], stem: str) -> Optional[dict[str, Any
     }
 
 
-def mode_overhead(result: InferenceResult, mode: str) -> Optional[float]:
-    """A mode's overhead in % (None: not measured, or the method cannot serve that way). Untrusted: only a
-    finite number counts."""
-    block = result.modes.get(mode)
-    value = block.get("overhead_pct") if isinstance(block, dict) and block.get("supported") is True else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-        return None
-    return float(value)
-
-
 def serving_mode_label(result: InferenceResult) -> str:
     """The headline's serving mode in words, e.g. "merged", "unmerged (cannot merge)", "merged, within noise"."""
     mode = result.headline_mode

@@ -6,8 +6,8 @@ that cannot be used becomes one warning line, never an exception. The `peftbench
 field from RunResult's own definition (a new field needs no code here); the PEFT suite's sections, whose
 layout is fixed, fill the same fields where the `peftbench` section does not (docs/ARCHITECTURE.md).
 
-`load_results` gives the analysis its view of successful runs (`RunRecord`: metrics under the friendly names
-of analysis.metrics), each built from the run's RunResult.
+`read_results` reads every result file of some files and folders; the analysis builds its view of each run
+from the RunResult (analysis/runs.py).
 """
 
 from __future__ import annotations
@@ -21,19 +21,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.analysis.metrics import METRICS, UNIT_RANGES
 from peftbench.config import ConfigError, read_untrusted_text
 from peftbench.printable import printable
-from peftbench.results.inference_record import INFERENCE_DIR, InferenceResult, inference_file_of, mode_overhead, read_inference_file
+from peftbench.results.inference_record import INFERENCE_DIR
 from peftbench.results.record import PEFTBENCH, RunResult, peftbench_fields
 from peftbench.results.writer import CHECKPOINTS_DIR
 
-# Beyond these a curve step or a learning rate is corrupt data, not a run (metrics have their own ranges).
-MAX_STEP = 1e12
-MAX_LEARNING_RATE = 1e3
-
-PEFT_SUITE_SOURCE = "peft-suite"  # RunRecord.source of a result the PEFT suite wrote (else "peftbench")
-FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
+PEFT_SUITE_SOURCE = "peft-suite"  # ResultRead.source of a result the PEFT suite wrote (else "peftbench")
+FULL_FINETUNING_PEFT_TYPE = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
 
 # How the PEFT suite names the headline score, the forgetting measure and the task, per modality.
 SCORE_KEYS = {"accuracy": "math", "dino_similarity": "image-gen"}
@@ -85,9 +80,9 @@ def parse_result(data: Any, path: Path) -> ResultRead:
         return ResultRead(path, not_a_result=True)
     if not own and not isinstance(data.get("train_info"), dict):
         return ResultRead(path, error="has run_info but no train_info object; not a usable result file")
-    problems = _Problems()
+    problems: list[str] = []
     values = {**_suite_values(data, problems), **_own_values(own, problems)}
-    return ResultRead(path, RunResult(**values), problems=problems.messages,
+    return ResultRead(path, RunResult(**values), problems=problems,
                       source="peftbench" if own else PEFT_SUITE_SOURCE)
 
 
@@ -103,7 +98,7 @@ def _kinds() -> dict[str, type]:
     return kinds
 
 
-def _own_values(own: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
+def _own_values(own: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     """The `peftbench` section's fields that hold a value of their declared kind; the other keys go to `extra`."""
     kinds = _kinds()
     values: dict[str, Any] = {"extra": {key: value for key, value in own.items() if key not in kinds}}
@@ -112,11 +107,11 @@ def _own_values(own: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
         if value is None:
             continue
         if kind in (int, float):
-            number = _number(own, name, PEFTBENCH, problems)
+            number = number_at(own, name, PEFTBENCH, problems)
             # an integer stays one (a seed, a byte count); any other number is a float
             value = None if number is None else value if kind is int and isinstance(value, int) else number
         elif not isinstance(value, kind):
-            problems.add(f"{PEFTBENCH}[{name!r}] is {_short(value)}, not {_KIND_NAMES[kind]}")
+            problems.append(f"{PEFTBENCH}[{name!r}] is {_short(value)}, not {_KIND_NAMES[kind]}")
             value = None
         if value is not None:
             values[name] = value
@@ -126,13 +121,13 @@ def _own_values(own: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
 _KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "an object"}
 
 
-def _suite_values(data: Mapping[str, Any], problems: _Problems) -> dict[str, Any]:
+def _suite_values(data: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     """The RunResult fields that the PEFT suite's sections hold (the layout its published results have)."""
     run_info, train_info = _dict(data, "run_info"), _dict(data, "train_info")
     metrics_log = train_info.get("metrics")
     if not isinstance(metrics_log, list):
         if metrics_log is not None:
-            problems.add(f"train_info['metrics'] is {_short(metrics_log)}, not a list")
+            problems.append(f"train_info['metrics'] is {_short(metrics_log)}, not a list")
         metrics_log = []
     metrics_log = [m for m in metrics_log if isinstance(m, dict)]
     final = metrics_log[-1] if metrics_log else {}
@@ -140,10 +135,10 @@ def _suite_values(data: Mapping[str, Any], problems: _Problems) -> dict[str, Any
     forgetting_key = next((k for k in FORGETTING_KEYS if k in final), "forgetting")
     valid_entries = [m for m in metrics_log if _score_key(m, "valid")]
     where_final = "train_info.metrics[-1]"
-    train_tokens = _number(final, "train total tokens", where_final, problems)
-    train_time = _number(train_info, "train_time", "train_info", problems)
-    total_time = _number(run_info, "total_time", "run_info", problems)
-    eval_times = [_number(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
+    train_tokens = number_at(final, "train total tokens", where_final, problems)
+    train_time = number_at(train_info, "train_time", "train_info", problems)
+    total_time = number_at(run_info, "total_time", "run_info", problems)
+    eval_times = [number_at(m, "eval time", "train_info.metrics", problems) for m in metrics_log]
     eval_times = [t for t in eval_times if t is not None]
     train_config = _dict(run_info, "train_config")
     peft_config = run_info.get("peft_config")
@@ -159,32 +154,33 @@ def _suite_values(data: Mapping[str, Any], problems: _Problems) -> dict[str, Any
         "peft_config": peft_config if isinstance(peft_config, dict) else None,
         # the PEFT suite's own reading: no adapter config means full fine-tuning
         "peft_type": _text(peft_config.get("peft_type")) if isinstance(peft_config, dict)
-        else FULL_FINETUNING if "peft_config" in run_info and peft_config is None else None,
+        else FULL_FINETUNING_PEFT_TYPE if "peft_config" in run_info and peft_config is None else None,
         "score_name": score_name,
         "forgetting_name": forgetting_key,
         "metrics": [m for m in metrics_log if not _score_key(m, "test")],
-        "test_score": _number(final, f"test {score_name}", where_final, problems),
-        "valid_score": _number(valid_entries[-1], f"valid {_score_key(valid_entries[-1], 'valid')}",
+        "test_score": number_at(final, f"test {score_name}", where_final, problems),
+        "valid_score": number_at(valid_entries[-1], f"valid {_score_key(valid_entries[-1], 'valid')}",
                                "train_info.metrics", problems) if valid_entries else None,
         "train_curve": [{"step": m.get("step"), "loss": m["train loss"]} for m in metrics_log if "train loss" in m],
         "valid_curve": [{"step": m.get("step"), "score": m.get(f"valid {score_name}")} for m in valid_entries],
-        "final_train_loss": _number(final, "train loss", where_final, problems),
+        "final_train_loss": number_at(final, "train loss", where_final, problems),
         # NaN: not measured (the PEFT suite's drift of full fine-tuning, which has no adapter to switch off)
-        "forgetting": None if _is_nan(final.get(forgetting_key)) else _number(final, forgetting_key, where_final,
+        "forgetting": None if _is_nan(final.get(forgetting_key)) else number_at(final, forgetting_key, where_final,
                                                                               problems),
         "train_tokens": int(train_tokens or 0),
-        "train_samples": int(_number(final, "train samples", where_final, problems) or 0),
+        "train_samples": int(number_at(final, "train samples", where_final, problems) or 0),
         "suite_train_time_s": train_time,
         "eval_time_s": sum(eval_times) if eval_times else None,
         "total_time_s": total_time,  # the only total a published file has; peftbench's own section overrides it
         "suite_total_time_s": total_time,
         "tokens_per_second": train_tokens / train_time if train_tokens and train_time else None,
-        "checkpoint_size_bytes": _number(train_info, "file_size", "train_info", problems),
-        "trainable_params": _number(train_info, "num_trainable_params", "train_info", problems),
-        "total_params": _number(train_info, "num_total_params", "train_info", problems),
-        "peak_memory_total_bytes": _number(train_info, "accelerator_memory_max", "train_info", problems),
-        "memory_reserved_avg": _number(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
-        "memory_reserved_99th": _number(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
+        "throughput_unit": "tokens/s" if train_tokens and train_time else None,  # the suite counts only tokens
+        "checkpoint_size_bytes": number_at(train_info, "file_size", "train_info", problems),
+        "trainable_params": number_at(train_info, "num_trainable_params", "train_info", problems),
+        "total_params": number_at(train_info, "num_total_params", "train_info", problems),
+        "peak_memory_total_bytes": number_at(train_info, "accelerator_memory_max", "train_info", problems),
+        "memory_reserved_avg": number_at(train_info, "accelerator_memory_reserved_avg", "train_info", problems),
+        "memory_reserved_99th": number_at(train_info, "accelerator_memory_reserved_99th", "train_info", problems),
         "model_id": _text(model_info.get("model_id")),
         "dataset_info": _dict(_dict(data, "meta_info"), "dataset_info"),
     }
@@ -202,16 +198,6 @@ def _score_key(entry: Mapping[str, Any], prefix: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class _Problems:
-    """Collects what is wrong with one file, so that the file yields one warning line."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.messages.append(message)
 
 
 def summary_line(messages: list[str], most: int = 4) -> str | None:
@@ -234,14 +220,15 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _number(container: Mapping[str, Any], key: str, where: str, problems: _Problems) -> float | None:
+def number_at(container: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float | None:
+    """`container[key]` as a finite number; None when absent, and a line in `problems` when not a number."""
     if key not in container or container[key] is None:
         return None
     value = container[key]
     number = finite_number(value)
     if number is None:
         kind = "not a finite number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not a number"
-        problems.add(f"{where}[{key!r}] is {_short(value)}, {kind}")
+        problems.append(f"{where}[{key!r}] is {_short(value)}, {kind}")
     return number
 
 
@@ -263,105 +250,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _string(value: Any) -> str | None:
-    """A non-empty string, stripped of control characters and escape sequences (they would reach terminals)."""
-    text = printable(value) if isinstance(value, str) else None
-    return text or None
-
-
-# ----------------------------------------------------------------------------- the analysis's view
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    step: float
-    value: float
-
-
-@dataclass
-class RunRecord:
-    """One successful run as the analysis sees it: names made printable, metrics under the friendly names of
-    analysis.metrics, values outside their physical range left out, curves and per-item results checked. What
-    it does not derive, it reads from `result`, the run's RunResult."""
-
-    path: Path
-    experiment_name: str
-    method: str
-    config_name: str
-    task: str
-    peft_type: str | None
-    seed: int | None
-    score_name: str
-    metrics: dict[str, float | None]
-    per_item_correct: list[float] | None = None
-    # per test item {input, prediction, target, score}, as the run wrote them (text tasks)
-    predictions: list[dict[str, Any]] | None = None
-    train_curve: list[CurvePoint] = field(default_factory=list)
-    valid_curve: list[CurvePoint] = field(default_factory=list)
-    learning_rate: float | None = None  # train_config.optimizer_kwargs.lr
-    source: str = PEFT_SUITE_SOURCE  # or "peftbench"
-    result: RunResult = field(default_factory=RunResult)
-    # `peftbench infer`'s measurement of this experiment: RESULTS/inference/<the result file's stem>.json
-    inference: InferenceResult | None = None
-
-    @property
-    def sweep(self) -> dict[str, Any] | None:
-        """peftbench.sweep: the run's place in a sweep (runners.request.SweepRole), if any."""
-        sweep = self.result.extra.get("sweep")
-        return sweep if isinstance(sweep, dict) else None
-
-    @property
-    def conversion(self) -> dict[str, Any] | None:
-        """peftbench.conversion: where a converted adapter came from, if it is one."""
-        conversion = self.result.extra.get("conversion")
-        return conversion if isinstance(conversion, dict) else None
-
-    @property
-    def train_config(self) -> dict[str, Any]:
-        """run_info.train_config, as written (untrusted)."""
-        return self.result.train_config or {}
-
-    @property
-    def precision(self) -> str | None:
-        """peftbench.precision (None in results written before peftbench recorded it)."""
-        return _string(self.result.precision)
-
-    @property
-    def hardware(self) -> dict[str, Any] | None:
-        """peftbench.hardware: the CPU model and flags, or the GPU, that decided the precision."""
-        return self.result.hardware
-
-    @property
-    def higher_is_better(self) -> bool:
-        """Whether the task's score is higher-is-better, as the file declares (the PEFT suite's: true)."""
-        return self.result.higher_is_better is not False
-
-    @property
-    def forgetting_name(self) -> str:
-        """The final metrics entry's forgetting key: "forgetting", or "drift" for image generation."""
-        return _string(self.result.forgetting_name) or "forgetting"
-
-    @property
-    def forgetting_higher_is_better(self) -> bool:
-        return self.result.forgetting_higher_is_better is True
-
-    @property
-    def throughput_unit(self) -> str | None:
-        """"tokens/s", "images/s": the unit of the `throughput` metric."""
-        return _string(self.result.throughput_unit) or ("tokens/s" if self.metrics.get("throughput") is not None
-                                                       else None)
-
-    @property
-    def images(self) -> dict[str, Any] | None:
-        """peftbench.images: what an image task saved with the run, paths relative to the result file's folder
-        (untrusted: the gallery checks them)."""
-        images = self.result.extra.get("images")
-        return images if isinstance(images, dict) else None
-
-    @property
-    def device(self) -> str | None:
-        """peftbench.device, e.g. "cpu" or "cuda:0 (NVIDIA H100)"."""
-        return _string(self.result.device)
+# ----------------------------------------------------------------------------- folders of files
 
 
 @dataclass(frozen=True)
@@ -371,155 +260,6 @@ class LoadWarning:
 
     def __str__(self) -> str:
         return printable(f"{self.path}: {self.message}")
-
-
-@dataclass
-class LoadedResults:
-    records: list[RunRecord]
-    warnings: list[LoadWarning]
-    # Files that were JSON but not result files (sweep summaries, configs): skipped without a warning.
-    ignored: list[Path]
-
-
-def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
-    """The analysis's record of a successful run, and one warning line (None when all is well)."""
-    result, problems = read.result, _Problems()
-    problems.messages.extend(read.problems)
-    if result.status != "success":
-        error = printable(result.error_msg)
-        reason = f": {error[:120]}" if error else ""
-        return None, f"status {printable(result.status)!r}{reason}; left out"
-    source = read.source
-    experiment_name = _string(result.experiment_name)
-    method, config_name = _string(result.method), _string(result.name)
-    if experiment_name is None:
-        experiment_name = f"{method}/{config_name}" if method and config_name else printable(read.path.stem)
-    if method is None or config_name is None:
-        head, _, tail = experiment_name.partition("/")
-        method, config_name = method or head, config_name or (tail or head)
-    learning_rate = _number(_dict(result.train_config or {}, "optimizer_kwargs"), "lr",
-                            "run_info.train_config.optimizer_kwargs", problems)
-    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
-        problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
-        learning_rate = None
-    metrics = _analysis_metrics(result, source, problems)
-    inference = _joined_inference(read.path)
-    metrics.update(_inference_metrics(inference))
-    record = RunRecord(
-        path=read.path,
-        experiment_name=experiment_name,
-        method=method,
-        config_name=config_name,
-        task=_string(result.task) or "math",
-        peft_type=_string(result.peft_type),
-        seed=result.seed if isinstance(result.seed, int) and not isinstance(result.seed, bool) else None,
-        score_name=_string(result.score_name) or "accuracy",
-        metrics=metrics,
-        per_item_correct=_per_item_correct(result.per_item_correct, source, problems),
-        predictions=_predictions(result.predictions, problems),
-        train_curve=_curve(result.train_curve, "loss", "train_curve", problems, UNIT_RANGES["loss"]),
-        valid_curve=_curve(result.valid_curve, "score", "valid_curve", problems, UNIT_RANGES["score"]),
-        learning_rate=learning_rate,
-        source=source,
-        result=result,
-        inference=inference,
-    )
-    _drop_out_of_range(metrics, problems)
-    return record, summary_line(problems.messages)
-
-
-def _analysis_metrics(result: RunResult, source: str, problems: _Problems) -> dict[str, float | None]:
-    own = source == "peftbench"
-    harness = result.extra.get("harness") if isinstance(result.extra.get("harness"), dict) else {}
-    return {
-        "test_score": result.test_score,
-        "valid_score": result.valid_score,
-        # The memory axis: peak bytes of live tensors in training (peftbench's tracker, on every device). The
-        # PEFT suite publishes only its whole run's peak *reserved* memory, the closest figure it has.
-        "peak_memory": result.peak_memory_train_allocated_bytes if own else result.peak_memory_total_bytes,
-        # Process level, secondary: peak RSS on CPU, peak reserved on CUDA, training alone and the whole run.
-        "peak_memory_process": result.peak_memory_train_bytes if own else result.peak_memory_total_bytes,
-        "peak_memory_total": result.peak_memory_total_bytes,
-        "memory_reserved_avg": result.memory_reserved_avg,
-        "memory_reserved_99th": result.memory_reserved_99th,
-        "train_time": result.train_time_s if result.train_time_s is not None else result.suite_train_time_s,
-        "eval_time": result.eval_time_s,
-        "total_time": result.total_time_s,
-        "tokens_per_second": result.tokens_per_second,
-        # training units per second in the task's own unit (RunRecord.throughput_unit)
-        "throughput": result.throughput if result.throughput is not None else result.tokens_per_second,
-        "file_size": result.checkpoint_size_bytes,
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "forgetting": result.forgetting,
-        "final_train_loss": result.final_train_loss,
-        "harness_change": _number(harness, "mean_difference", "peftbench.harness", problems),
-    }
-
-
-def _joined_inference(result_file: Path) -> InferenceResult | None:
-    """The successful inference measurement of the training result `result_file`, joined by its stem."""
-    inference, _ = read_inference_file(inference_file_of(result_file))
-    return inference if inference is not None and inference.status == "success" else None
-
-
-def _inference_metrics(inference: InferenceResult | None) -> dict[str, float | None]:
-    """The inference metrics (None where never measured: a dash in the tables, never 0)."""
-    if inference is None:
-        return dict.fromkeys(("inference_overhead", "inference_overhead_unmerged", "inference_overhead_converted"))
-    return {"inference_overhead": mode_overhead(inference, inference.headline_mode or ""),
-            "inference_overhead_unmerged": mode_overhead(inference, "unmerged"),
-            "inference_overhead_converted": mode_overhead(inference, "converted")}
-
-
-def _curve(entries: list[dict[str, Any]], value_key: str, where: str, problems: _Problems,
-           value_range: tuple[float, float]) -> list[CurvePoint]:
-    points: list[CurvePoint] = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            continue
-        step = _number(entry, "step", f"{where}[{i}]", problems)
-        value = _number(entry, value_key, f"{where}[{i}]", problems)
-        if step is None or value is None:
-            continue
-        if not (0 <= step <= MAX_STEP and value_range[0] <= value <= value_range[1]):
-            problems.add(f"{where} has a point outside the possible range (step {step:.3g}, value {value:.3g}); left out")
-            continue
-        points.append(CurvePoint(step, value))
-    return points
-
-
-def _per_item_correct(value: list[Any], source: str, problems: _Problems) -> list[float] | None:
-    if source != "peftbench":
-        return None
-    if not all(finite_number(v) is not None and 0 <= v <= 1 for v in value):
-        problems.add("peftbench.per_item_correct is not a list of numbers in [0, 1]; paired statistics skip this run")
-        return None
-    return [float(v) for v in value]
-
-
-def _predictions(value: list[Any], problems: _Problems) -> list[dict[str, Any]] | None:
-    """Each item's texts as strings (or None) and its score as a number; anything else makes them unusable."""
-    if not value:
-        return None
-    fields = ("input", "prediction", "target")
-    if not all(isinstance(item, dict) and all(item.get(f) is None or isinstance(item.get(f), str) for f in fields)
-               for item in value):
-        problems.add("peftbench.predictions is not a list of {input, prediction, target, score}; not shown")
-        return None
-    return [{**{f: item.get(f) for f in fields}, "score": finite_number(item.get("score"))} for item in value]
-
-
-def _drop_out_of_range(metrics: dict[str, float | None], problems: _Problems) -> None:
-    """Values outside their metric's physical range (analysis.metrics.UNIT_RANGES) become None, with a problem."""
-    for name, value in metrics.items():
-        if value is not None and not METRICS[name].in_range(value):
-            low, high = METRICS[name].valid_range
-            problems.add(f"{name} {value:.3g} is outside its possible range [{low:.3g}, {high:.3g}]; left out")
-            metrics[name] = None
-
-
-# ----------------------------------------------------------------------------- folders of files
 
 
 def _result_files(paths: Iterable[str | Path], warnings: list[LoadWarning]) -> list[Path]:
@@ -552,26 +292,10 @@ def _with_progress(files: list[Path]) -> Iterable[Path]:
     return track(files, description="reading results", transient=True, console=Console(stderr=True))
 
 
-def load_results(paths: Iterable[str | Path], *, progress: bool = False) -> LoadedResults:
-    """Load every result file in `paths` (files, or folders searched recursively for *.json).
-
-    With `progress`, many files get a transient progress bar on stderr.
-    """
+def read_results(paths: Iterable[str | Path], *, progress: bool = False) -> tuple[list[ResultRead], list[LoadWarning]]:
+    """Read every result file in `paths` (files, or folders searched recursively for *.json), and a warning for
+    each path that does not exist. With `progress`, many files get a transient progress bar on stderr."""
     warnings: list[LoadWarning] = []
-    records: list[RunRecord] = []
-    ignored: list[Path] = []
     files = _result_files(paths, warnings)
-    for path in _with_progress(files) if progress and len(files) >= PROGRESS_MIN_FILES else files:
-        read = read_result_file(path)
-        if read.not_a_result:
-            ignored.append(path)
-            continue
-        if read.result is None:
-            warnings.append(LoadWarning(path, read.error or "not a usable result file"))
-            continue
-        record, warning = run_record(read)
-        if warning:
-            warnings.append(LoadWarning(path, warning))
-        if record is not None:
-            records.append(record)
-    return LoadedResults(records, warnings, ignored)
+    return [read_result_file(path) for path in (_with_progress(files) if progress and len(files) >= PROGRESS_MIN_FILES
+                                                else files)], warnings

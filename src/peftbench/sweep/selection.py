@@ -40,7 +40,8 @@ class TrialRecord:
 
 def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
     """A trial's result file, through the results reader (untrusted JSON: parsed and type-checked there)."""
-    from peftbench.results.reader import read_result_file, run_record
+    from peftbench.analysis.runs import run_view
+    from peftbench.results.reader import read_result_file
 
     read = read_result_file(path)
     if read.missing:
@@ -50,11 +51,11 @@ def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
     result = read.result
     if result.status != "success":
         return TrialRecord(path, lr, seed, result.status, result.error_msg)
-    record, _warning = run_record(read)  # the scores as the analysis reads them (out-of-range values left out)
-    if record is None:
+    run, _warning = run_view(read)  # the scores as the analysis reads them (out-of-range values left out)
+    if run is None:
         return TrialRecord(path, lr, seed, "unreadable", "not a usable result file")
-    return TrialRecord(path, lr, seed, result.status, result.error_msg, valid_score=record.metrics["valid_score"],
-                       test_score=record.metrics["test_score"], per_item_correct=record.per_item_correct)
+    return TrialRecord(path, lr, seed, result.status, result.error_msg, valid_score=run.metrics["valid_score"],
+                       test_score=run.metrics["test_score"], per_item_correct=run.per_item_correct)
 
 
 def choose_lr(trials: list[TrialRecord], default_lr: float, higher_is_better: bool = True) -> Optional[float]:
