@@ -475,3 +475,28 @@ def test_mixing_with_lora_agrees_with_peft_s_own_list_of_mixable_methods(peft_ty
 
     finding = probe_method(peft_type)["findings"]["mix-methods"]
     assert (finding["status"] == YES) == (PeftType(peft_type) in COMPATIBLE_TUNER_TYPES), finding
+
+
+def test_serving_overhead_is_shown_beside_the_ratings_where_it_was_measured(fake_catalog, tmp_path):
+    """An adapter that `peftbench infer` measured shows its overhead in its benchmark (unrated: the shop has no
+    serving benchmark); one never measured has none, and a benchmark with no measurement has no such column."""
+    import shutil
+
+    from peftbench.results.inference_record import inference_path
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for source in (RESULTS / "peftbench").glob("*--seed0.json"):
+        shutil.copy(source, results / source.name)
+    measured = Path(__file__).parent / "fixtures" / "inference" / "peft-layout" / "lora--lora_r8.json"
+    inference_path(results, "ia3--default--seed0").parent.mkdir()
+    shutil.copy(measured, inference_path(results, "ia3--default--seed0"))
+    data = json.loads(_cli(str(results), "--json").stdout)
+    ours = next(b for b in data["benchmarks"] if not b["published"])
+    assert "inference_overhead" in [m["name"] for m in ours["metrics"]]
+    expected = json.loads(measured.read_text())["generation_info"]["overall"]["inference_overhead_pct"]
+    assert ours["methods"]["IA3"]["values"]["inference_overhead"] == pytest.approx(expected)
+    assert ours["methods"]["IA3"]["stars"].get("inference_overhead") is None
+    assert ours["methods"]["LORA"]["values"]["inference_overhead"] is None
+    published = next(b for b in data["benchmarks"] if b["published"])
+    assert "inference_overhead" not in [m["name"] for m in published["metrics"]]

@@ -28,6 +28,9 @@ from peftbench.results.reader import FULL_FINETUNING_PEFT_TYPE, LoadWarning
 
 # What each benchmark shows per method, the headline first (it picks the method's best point).
 RATED_METRICS = ("test_score", "peak_memory", "train_time", "forgetting", "file_size")
+# Shown beside the ratings where `peftbench infer` measured the benchmark's adapters; not rated (the shop has no
+# serving benchmark to take a rule from).
+SHOWN_METRICS = ("inference_overhead",)
 STARS = 5
 
 
@@ -103,6 +106,7 @@ def quantile_stars(values: dict[str, float], metric: Metric) -> dict[str, int]:
 
 def benchmark(name: str, task: str, published: bool, points: list[Point]) -> Benchmark:
     metrics = [task_oriented(memory_axis(get_metric(metric), points), points) for metric in RATED_METRICS]
+    metrics += [get_metric(name) for name in SHOWN_METRICS if any(p.mean(name) is not None for p in points)]
     by_method: dict[str, list[Point]] = defaultdict(list)
     for point in points:
         if point.peft_type:
@@ -111,7 +115,7 @@ def benchmark(name: str, task: str, published: bool, points: list[Point]) -> Ben
     results = {peft_type: MethodResult(point, {m.name: point.mean(m.name) for m in metrics})
                for peft_type, point in best.items()}
     reference = results.pop(FULL_FINETUNING_PEFT_TYPE, None)
-    for metric in metrics:
+    for metric in metrics[:len(RATED_METRICS)]:
         measured = {peft_type: r.values[metric.name] for peft_type, r in results.items()
                     if r.values[metric.name] is not None}
         stars = quantile_stars(measured, metric) if measured else {}
