@@ -144,3 +144,29 @@ def test_forcing_a_halving_sweep_starts_a_fresh_journal(tmp_path, two_methods):
     # the same decisions again: the earlier attempt's reports did not count twice
     assert sorted(o.trial_id for o in forced.ran if o.status == "pruned") == [
         "ia3--default--lr0.00316--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
+
+
+def test_the_training_loop_stops_a_trial_at_its_rung_and_its_result_says_pruned(experiments_copy, math_fixture_params,
+                                                                                 tmp_path):
+    """The real engine and loop (tiny model, `math` on fixture files): another trial of the study reached rung 2
+    with the best possible score, so this one, scoring less there, stops at step 2 of 4."""
+    from peftbench.runners.engine import execute
+
+    folder = experiments_copy / "lora" / "llama-3.2-3B-rank32"
+    experiment = standin_experiment(folder, 1e-3, max_steps=math_fixture_params["max_steps"],
+                                    eval_steps=math_fixture_params["eval_steps"])
+    assert (experiment.max_steps, experiment.eval_steps) == (4, 2)
+    plan = SweepPlan("math", [experiment], tmp_path, lr_trials=2, seeds=1, overrides=math_fixture_params,
+                     halving=Halving())
+    prepare_studies(plan, higher_is_better=True, fresh=True)
+    leader, trial = plan.search_trials()
+    assert rung_check(leader.sweep.halving, 4)(2, 1.0) is False
+
+    path, status = execute(trial)
+    result = read(path)
+    own = result["peftbench"]
+    assert status == "pruned" == own["status"] == result["train_info"]["status"]
+    assert own["steps"] == 2 and own["error_msg"].startswith("pruned at step 2 with valid accuracy")
+    assert own["valid_curve"] == [{"step": 2, "score": own["valid_score"]}] and own["valid_score"] < 1.0
+    assert own["test_score"] is None and own["checkpoint_dir"] is None  # no test, no adapter kept
+    assert [entry["step"] for entry in result["train_info"]["metrics"]] == [2]
