@@ -40,10 +40,11 @@ halving = (trial.get("sweep") or {}).get("halving")
 if halving:
     from peftbench.training.pruning import rung_check
     stop = rung_check(halving, max_steps)
-steps, valid_score = max_steps, round(score(settings["best_valid_lr"]), 6)
+steps, valid_score, valid_curve = max_steps, round(score(settings["best_valid_lr"]), 6), []
 if status == "success":
     for step in range(eval_steps, max_steps + 1, eval_steps):
         at_step = round(valid_score * step / max_steps, 6)
+        valid_curve.append({"step": step, "score": at_step})
         if halving and stop(step, at_step):
             status, error, steps, valid_score = "pruned", f"pruned at step {step}", step, at_step
             break
@@ -53,6 +54,7 @@ own = {
     "schema_version": 1, "task": trial["task"], "method": os.path.basename(os.path.dirname(trial["experiment_dir"])),
     "name": os.path.basename(trial["experiment_dir"]), "seed": seed, "status": status, "error_msg": error,
     "score_name": "accuracy", "higher_is_better": True, "num_threads": trial.get("num_threads"), "steps": steps,
+    "valid_curve": valid_curve,
 }
 if status == "pruned":
     own.update(valid_score=valid_score)
