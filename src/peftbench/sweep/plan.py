@@ -16,6 +16,7 @@ from typing import Any, Optional
 from peftbench.config import ConfigError, merge_params
 from peftbench.runners.request import RunRequest, SweepRole
 from peftbench.sweep.halving import Halving, journal_path, start_order, study_name
+from peftbench.training.pruning import HalvingRule
 
 DEFAULT_LR_TRIALS = 3
 DEFAULT_SEEDS = 3
@@ -227,11 +228,12 @@ class SweepPlan:
     def _halving_search_trials(self) -> list[RunRequest]:
         by_experiment = []
         for experiment in self.experiments:
-            rule = {"storage": str(self.halving_journal), "study": study_name(self.sweep_id, experiment.key),
-                    **self.halving.identity()}
+            study = study_name(self.sweep_id, experiment.key)
             rates = start_order(self.grid(experiment), experiment.default_lr)
-            by_experiment.append([self.trial(experiment, lr, experiment.default_seed, "trial", {**rule, "trial": k})
-                                  for k, lr in enumerate(rates)] + self._default_trials(experiment))
+            rules = [HalvingRule(str(self.halving_journal), study, k, self.halving.min_steps,
+                                 self.halving.reduction_factor).to_dict() for k in range(len(rates))]
+            by_experiment.append([self.trial(experiment, lr, experiment.default_seed, "trial", rule)
+                                  for lr, rule in zip(rates, rules)] + self._default_trials(experiment))
         return [trial for turn in itertools.zip_longest(*by_experiment) for trial in turn if trial is not None]
 
     def seed_trials(self, chosen: dict[str, Optional[float]]) -> list[RunRequest]:

@@ -52,7 +52,8 @@ class RungCheck:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = journal(rule.storage)
         study = optuna.load_study(study_name=rule.study, storage=storage, pruner=rule.pruner())
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(rule.study), rule.trial)
+        study_id = storage.get_study_id_from_name(rule.study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, rule.trial)
         self._trial = optuna.trial.Trial(study, trial_id)
         self._study = study
         self._max_steps = max_steps
