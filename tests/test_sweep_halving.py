@@ -48,6 +48,14 @@ def test_rule_prunes_a_trial_worse_than_those_before_it_at_a_rung_and_never_at_t
     assert third(8, 0.0) is False  # the last step is never a rung: the trial has finished
 
 
+def test_a_lower_is_better_score_prunes_the_higher_one(tmp_path, two_methods):
+    plan = halving_plan(tmp_path, two_methods[:1])
+    prepare_studies(plan, higher_is_better=False, fresh=True)
+    first, second, third = (rung_check(t.sweep.halving, MAX_STEPS) for t in plan.search_trials())
+    assert first(2, 0.5) is False
+    assert second(2, 0.7) is True and third(2, 0.3) is False
+
+
 def test_rungs_are_validation_steps_and_bad_settings_are_refused_before_anything_runs(tmp_path, two_methods):
     plan = halving_plan(tmp_path, two_methods)
     assert plan.halving == Halving(min_steps=EVAL_STEPS, reduction_factor=2)  # default: the validation interval
