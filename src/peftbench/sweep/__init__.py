@@ -10,14 +10,14 @@ A sweep compares methods fairly (docs/sweep.md has the user's view):
    10^(k/2) for `lr_trials` consecutive k around 0 (so the configured rate is always one of them),
    or the same explicit `--lrs` list for everyone. Everything else is fixed, and every trial uses the
    experiment's configured seed.
+   With successive halving (halving.py), the search stops rates that fall behind at validation rungs:
+   the same rates, rungs and rule for every experiment, decided on validation only.
 2. Selection. The rate with the best *validation* score (`peftbench.valid_score`) wins; the test score
    is never looked at. Ties go to the rate closest to the configured one (on a log scale: without
    evidence of a better rate, keep the default), then to the smaller rate.
 3. Seeds. The chosen rate is run with K fresh seeds (configured seed + 1 ... + K). Fresh, because the
    search trial at the configured seed was picked for its luck on validation; reusing it would bias
    the test estimate upwards.
-   With successive halving (halving.py), the search stops rates that fall behind at validation rungs:
-   the same rates, rungs and rule for every experiment, decided on validation only.
 4. Summary. `sweep-summary.json` in the results folder: per experiment the "default" run (configured
    rate, configured seed: a search trial, or one extra run when `--lrs` leaves the configured rate
    out; it never takes part in selection) and the "tuned" runs (chosen rate, K seeds) with mean,
