@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from peftbench.sweep.plan import SweepPlan
 from peftbench.sweep.run import run_sweep
 from sweep_standin import standin_execute
 from sweep_standin import two_methods as standin_two_methods
+from test_report_html import browser, watched_page  # noqa: F401 - the fixture, by name
 
 PRUNED = {("lora/r4", 3.16e-4), ("lora/r4", 3.16e-3), ("ia3/default", 3.16e-3)}  # each at step 2
 
@@ -76,3 +78,19 @@ def test_recommend_never_recommends_a_pruned_trial(halving_results, tmp_path):
     assert recommendation["best"] == "ia3/default tuned lr=0.0316"  # the best finished run
     names = [entry["name"] for entry in recommendation["ranking"]]
     assert len(names) == 5 and not any("lr=0.000316" in name for name in names)  # nor a candidate at all
+
+
+def test_the_html_sweep_view_in_a_real_browser_greys_the_pruned_rows(halving_results, browser, tmp_path):
+    html = tmp_path / "report.html"
+    render_report([halving_results], html=html, console=Console(file=open(os.devnull, "w")))
+    page, errors, _dialogs, _requests = watched_page(browser, html)
+    page.wait_for_selector("#sweeps tbody tr")
+    assert page.is_visible("#sweeps-card")
+    rows = page.eval_on_selector_all("#sweeps tbody tr", "rows => rows.map(r => [r.className, "
+                                     "r.cells[2].textContent, getComputedStyle(r.cells[2]).color])")
+    pruned = [row for row in rows if row[0] == "pruned"]
+    assert len(rows) == 6 and len(pruned) == 3
+    assert {row[1] for row in pruned} == {"pruned at step 2"}
+    finished_color = next(row[2] for row in rows if row[0] != "pruned")
+    assert all(row[2] != finished_color for row in pruned)  # greyed
+    assert not errors
