@@ -278,22 +278,26 @@ def data_assignments(data_dir: Path) -> list[str]:
 def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: dict) -> None:
     """A learning-rate batch: one `peftbench sweep` over the rates with two workers (the cores split between
     them, its default), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
-    seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate."""
+    seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
+    --halving the sweep stops hopeless rates at rungs (validation every quarter of the steps, the first rung
+    there); PEFT's script still runs every one of those configs to its end, as it would be used."""
     base = shared_params(model_path, args.steps, args.seeds[0])
     experiment = prepare_experiment(args.work / "peftbench-sweep", base, args.shared)
     results = args.work / "peftbench-sweep" / "results"
     shutil.rmtree(results, ignore_errors=True)
     command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
                "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", "2",
-               "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), [])]
+               "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), []),
+               *(["--halving", "--set", f"eval_steps={args.steps // 4}"] if args.halving else [])]
     sweep_wall = run_timed(command, env, REPO)
     trial_lrs = []
     for path in sorted(results.glob("*.json")):
         result = json.loads(path.read_text())
         if "peftbench" in result:
             trial_lrs.append(result["run_info"]["train_config"]["optimizer_kwargs"]["lr"])
-            print(f"peftbench {path.stem}: test accuracy {result['peftbench']['test_score']:.3f}, "
-                  f"child {result['peftbench']['total_time_s']:.1f} s")
+            own = result["peftbench"]
+            score = f"test accuracy {own['test_score']:.3f}" if own["test_score"] is not None else own["status"]
+            print(f"peftbench {path.stem}: {score} after {own['steps']} steps, child {own['total_time_s']:.1f} s")
     peft_dir = args.peft_dir.resolve()
     peft_walls = []
     for lr in trial_lrs:
@@ -356,6 +360,8 @@ def main() -> None:
                         help="compare a batch instead of one experiment: one `peftbench sweep --lrs ... --seeds 1 "
                              "--workers 2` against PEFT's script once per trial of that sweep, one after another "
                              "(on the first of --models)")
+    parser.add_argument("--halving", action="store_true",
+                        help="with --lrs: the sweep with successive halving (`peftbench sweep --halving`)")
     parser.add_argument("--shim", action="store_true", help=argparse.SUPPRESS)  # internal: run PEFT's script here
     args = parser.parse_args()
     data_dir = args.work / "data"

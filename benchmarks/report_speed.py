@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from peftbench.reporting import render_report
-from peftbench.results.reader import load_results
+from peftbench.analysis.runs import load_results
 
 PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "peft-method-comparison" / "MetaMathQA" / "results"
 N_ITEMS = 1319  # GSM8K test size

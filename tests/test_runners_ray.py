@@ -16,9 +16,9 @@ from peftbench.runners.batch import TrialOutcome, run_trials
 from peftbench.runners.request import RunRequest
 from peftbench.sweep.plan import SweepPlan
 from peftbench.sweep.run import run_sweep
-from test_sweep import experiment
 import sweep_standin
-from sweep_standin import make_experiment, standin_execute
+from peftbench.sweep.halving import Halving
+from sweep_standin import make_experiment, standin_execute, standin_experiment, two_methods
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install peftbench[ray])")
 
@@ -37,7 +37,7 @@ def local_ray():
 def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
     lora = make_experiment(tmp_path / "exp", "lora", "r4", best_valid_lr=1e-3, best_test_lr=1e-4)
     broken = make_experiment(tmp_path / "exp", "boft", "broken", best_valid_lr=1e-3, best_test_lr=1e-3, fail=True)
-    experiments = [experiment(lora, 1e-3), experiment(broken, 1e-3)]
+    experiments = [standin_experiment(lora, 1e-3), standin_experiment(broken, 1e-3)]
 
     through_ray = run_sweep(SweepPlan("math-tiny", experiments, tmp_path / "ray", lrs=[1e-4, 1e-3], seeds=2),
                             backend="ray", workers=2, execute=standin_execute, show_progress=False)
@@ -71,3 +71,18 @@ def test_an_executor_error_on_a_ray_worker_fails_that_trial_only(local_ray, tmp_
     outcomes = run_trials(trials, backend="ray", workers=2, execute=raise_in_worker, show_progress=False)
     assert sorted((o.trial_id, o.status) for o in outcomes) == [("lora--t0", "failed"), ("lora--t1", "failed")]
     assert all("RuntimeError: cannot run" in o.error for o in outcomes)
+
+
+def test_a_halving_sweep_through_ray_prunes_as_the_local_pool_does(local_ray, tmp_path):
+    """Ray tasks' children append to the same journal file as local children: the same rule, the same decisions
+    (one worker: the same order)."""
+    experiments = two_methods(tmp_path / "exp")
+    runs = {backend: run_sweep(SweepPlan("math-tiny", experiments, tmp_path / backend, lr_trials=3, seeds=1,
+                                         halving=Halving()),
+                               backend=backend, workers=1, execute=standin_execute, show_progress=False)
+            for backend in ("ray", "local")}
+    pruned = {backend: sorted(o.trial_id for o in run.ran if o.status == "pruned") for backend, run in runs.items()}
+    assert pruned["ray"] == pruned["local"] == [
+        "ia3--default--lr0.00316--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
+    assert [e.chosen_lr for e in runs["ray"].summary.experiments.values()] == [1e-3, 3.16e-2]
+

@@ -21,15 +21,12 @@ import pytest
 from peftbench.config import ConfigError
 from peftbench.runners.batch import TrialOutcome, execute_trial, threads_per_worker
 from peftbench.runners.request import RunRequest, result_stem
-from peftbench.sweep.plan import SweepExperiment, SweepPlan, lr_grid, parse_lrs
+from peftbench.sweep.plan import SweepPlan, lr_grid, parse_lrs
 from peftbench.sweep.run import run_sweep
 from peftbench.sweep.selection import TrialRecord, choose_lr
 from peftbench.sweep.summary import SUMMARY_FILE
-from sweep_standin import make_experiment, standin_execute
-
-
-def experiment(folder: Path, lr: float, seed: int = 0) -> SweepExperiment:
-    return SweepExperiment(folder, folder.parent.name, folder.name, lr, seed)
+from sweep_standin import make_experiment, standin_execute, standin_experiment
+from sweep_standin import two_methods as standin_two_methods
 
 
 # ----------------------------------------------------------------------------- grid and names
@@ -87,9 +84,7 @@ def test_choose_lr_ties_go_to_the_rate_nearest_the_default_then_the_smaller():
 
 @pytest.fixture
 def two_methods(tmp_path):
-    lora = make_experiment(tmp_path / "exp", "lora", "r4", best_valid_lr=1e-3, best_test_lr=1e-4)
-    ia3 = make_experiment(tmp_path / "exp", "ia3", "default", best_valid_lr=3.16e-2, best_test_lr=3.16e-2, peak=0.9)
-    return [experiment(lora, 1e-3), experiment(ia3, 1e-2)]
+    return standin_two_methods(tmp_path / "exp")
 
 
 def read(path: Path) -> dict:
@@ -186,7 +181,7 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     broken = make_experiment(tmp_path / "exp", "boft", "broken", best_valid_lr=1e-3, best_test_lr=1e-3, fail=True)
     spiky = make_experiment(tmp_path / "exp", "loha", "spiky", best_valid_lr=1e-2, best_test_lr=1e-2,
                             fail_above_lr=2e-3)
-    experiments = [*two_methods, experiment(broken, 1e-3), experiment(spiky, 1e-3)]
+    experiments = [*two_methods, standin_experiment(broken, 1e-3), standin_experiment(spiky, 1e-3)]
 
     def crashing_for_ia3(trial):  # an executor error (not a result file) fails that trial only
         if trial.trial_id.startswith("ia3--default--lr0.0316"):

@@ -46,6 +46,25 @@ def test_sweep_command_prints_default_vs_tuned_and_writes_the_summary(cli, exper
     assert again.exit_code == 0 and "0 trials run, 10 already finished" in again.stderr
 
 
+def test_halving_sweep_shows_where_trials_stopped_and_resumes_without_running_them(cli, experiments, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the table on one line per experiment
+    results = tmp_path / "results"
+    args = (*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "1", "--results", results,
+            "--set", "max_steps=8", "--set", "eval_steps=2", "--halving")
+    outcome = cli(*args)
+    assert outcome.exit_code == 0, outcome.output  # pruned trials are the rule at work, not failures
+    assert "rungs at 2 steps x 2^k" in outcome.stderr
+    # each method's worst rate stops at the first rung (the stand-in's curves: tests/sweep_standin.py)
+    assert "0.00632@2; 18 of 24 steps (75%)" in outcome.stdout and "0.000632@2; 18 of 24" in outcome.stdout
+    summary = json.loads((results / "sweep-summary.json").read_text())
+    assert summary["halving"]["min_steps"] == 2 and summary["halving"]["reduction_factor"] == 2
+    assert summary["experiments"]["lora/r4"]["chosen_lr"] == 0.000632
+
+    again = cli(*args)
+    assert again.exit_code == 0 and "0 trials run, 8 already finished" in again.stderr
+
+
 def test_a_failed_trial_makes_the_exit_status_non_zero(cli, experiments, tmp_path):
     broken = make_experiment(tmp_path / "exp", "boft", "broken", best_valid_lr=1e-3, best_test_lr=1e-3, fail=True)
     outcome = cli(experiments[0], broken, "--lrs", "1e-3", "--seeds", "1", "--results", tmp_path / "r")
@@ -62,6 +81,9 @@ def test_a_failed_trial_makes_the_exit_status_non_zero(cli, experiments, tmp_pat
         (["--set", "max_stpes=3"], "unknown training parameter 'max_stpes'"),
         (["--task", "nope"], "unknown task 'nope'"),
         (["--reference", "vera"], "--reference 'vera' is not in this sweep"),
+        (["--halving"], "nothing could be pruned"),  # math-tiny validates once, at its last step
+        (["--halving", "--set", "eval_steps=32", "--halving-min-steps", "48"], "not a multiple of eval_steps (32)"),
+        (["--halving-min-steps", "32"], "need --halving"),
     ],
 )
 def test_bad_input_is_a_clear_error_before_anything_runs(cli, experiments, tmp_path, args, message):

@@ -93,6 +93,8 @@ def load_results(paths: Iterable[str | Path], *, progress: bool = False) -> Load
 def run_view(read: ResultRead) -> tuple[RunView | None, str | None]:
     """The analysis's view of a successful run, and one warning line (None when all is well)."""
     problems = list(read.problems)
+    if read.result.status == "pruned":  # a halving sweep's stopped trial: the sweep view shows it, no warning needed
+        return None, None
     if read.result.status != "success":
         error = printable(read.result.error_msg)
         reason = f": {error[:120]}" if error else ""

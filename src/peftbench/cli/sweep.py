@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR
+
 HELP = (
     "Give every method the same learning-rate search, choose its rate on the VALIDATION score only, then run "
     "that rate with several seeds and report the test score as mean, sd and 95% bootstrap interval.\n\n"
@@ -15,6 +17,8 @@ HELP = (
     "RESULTS/sweep-summary.json (\"default\" vs \"tuned\" per method, paired bootstrap against the reference).\n\n"
     "Running the same command again resumes: finished trials (success, diverged, oom) are kept; failed, "
     "cancelled and missing ones run again. Exit status 1 if any trial did not succeed.\n\n"
+    "--halving stops hopeless rates early (Optuna's successive halving on the validation score; every method the "
+    "same rungs): a pruned trial's result says `pruned` at its step and it is never chosen nor run again.\n\n"
     "Example: peftbench sweep src/peftbench/suites/quick/lora/rank16 src/peftbench/suites/quick/ia3/default "
     "--task math-tiny --lr-trials 3 --seeds 3 --set valid_size=100 --workers 2"
 )
@@ -44,6 +48,9 @@ def sweep(
     force: Annotated[bool, typer.Option(help="Run every trial again, even finished ones.")] = False,
     keep_killed: Annotated[bool, typer.Option("--keep-killed", help="Keep oom and killed trials instead of running them again.")] = False,
     save_checkpoint: Annotated[bool, typer.Option(help="Keep every trial's trained adapter.")] = False,
+    halving: Annotated[bool, typer.Option("--halving", help="Successive halving of the search: at each rung a trial goes on only if its validation score is in the top 1/reduction-factor of its method's trials there so far (Optuna's SuccessiveHalvingPruner). Rungs are validation steps: set eval_steps (--set eval_steps=N).")] = False,
+    halving_min_steps: Annotated[Optional[int], typer.Option(help="With --halving: the first rung, in training steps (then x reduction factor, ...). Default: eval_steps.", min=1)] = None,
+    halving_reduction_factor: Annotated[int, typer.Option(help="With --halving: at each rung about 1/this of the trials go on.", min=2)] = DEFAULT_REDUCTION_FACTOR,
 ) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -55,10 +62,14 @@ def sweep(
     console = Console(stderr=True)
     try:
         plan, task_info = sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_ or [],
-                                     save_checkpoint)
+                                     save_checkpoint, halving_settings(halving, halving_min_steps,
+                                                                       halving_reduction_factor))
     except ConfigError as error:
         console.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(2) from None
+    if plan.halving is not None:
+        console.print(f"successive halving: rungs at {plan.halving.min_steps} steps x {plan.halving.reduction_factor}^k, "
+                      "decided on the validation score", markup=False)
     console.print(
         f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {len(plan.search_trials())} search runs, then "
         f"{plan.seeds} seeds each at the chosen rate; backend {backend.value}, {workers} worker(s); results in {plan.results_dir}",
@@ -86,7 +97,20 @@ def sweep(
         raise typer.Exit(1)
 
 
-def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_values, save_checkpoint):
+def halving_settings(halving: bool, min_steps: Optional[int], reduction_factor: int):
+    """The --halving options as sweep.halving.Halving, or None; its settings without --halving are an error."""
+    from peftbench.config import ConfigError
+    from peftbench.sweep.halving import Halving
+
+    if not halving:
+        if min_steps is not None or reduction_factor != DEFAULT_REDUCTION_FACTOR:
+            raise ConfigError("--halving-min-steps and --halving-reduction-factor need --halving")
+        return None
+    return Halving(min_steps, reduction_factor)
+
+
+def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_values, save_checkpoint,
+               halving=None):
     """The sweep's plan and its task, checked before anything runs (ConfigError names what is wrong)."""
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.sweep.plan import DEFAULT_LR_TRIALS, SweepPlan, parse_lrs, resolve_experiments
@@ -100,7 +124,7 @@ def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set
     plan = SweepPlan(
         task=task, experiments=resolve_experiments(experiments, task, overrides), results_dir=results,
         lrs=parse_lrs(lrs) if lrs is not None else None, lr_trials=lr_trials or DEFAULT_LR_TRIALS, seeds=seeds,
-        overrides=overrides, reference=reference, save_checkpoint=save_checkpoint,
+        overrides=overrides, reference=reference, save_checkpoint=save_checkpoint, halving=halving,
     )
     plan.check_before_running()
     return plan, task_info
@@ -108,6 +132,14 @@ def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set
 
 def _number(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
+
+
+def halving_text(entry) -> str:
+    """A halving search of one experiment: which rates stopped where, and its share of the full grid's steps."""
+    pruned = ", ".join(f"{_number(t.lr)}@{t.steps}" for t in entry.trials if t.status == "pruned") or "none pruned"
+    steps = entry.search_steps
+    share = f" ({steps['fraction']:.0%})" if steps["fraction"] is not None else ""
+    return f"{pruned}; {steps['used']} of {steps['full_grid']} steps{share}"
 
 
 def summary_table(summary):
@@ -120,7 +152,9 @@ def summary_table(summary):
     table = Table(title_justify="left", title=Text(
         f"sweep {summary.plan.sweep_id} on {summary.plan.task}: test {score}; rates chosen on valid {score}; "
         f"tuned = mean ± sd [95% CI] (seeds); vs {summary.reference or 'reference'} = paired Δ [95% CI] P(better)"))
-    for column in ("experiment", "default lr", "default test", "chosen lr", "tuned test", "vs reference"):
+    halving = summary.plan.halving is not None
+    columns = ("experiment", "default lr", "default test", "chosen lr", "tuned test", "vs reference")
+    for column in columns + (("search: pruned lr@step, steps used",) if halving else ()):
         table.add_column(column, overflow="fold")
     for key, entry in summary.experiments.items():
         tuned = entry.tuned
@@ -141,6 +175,6 @@ def summary_table(summary):
             _number(entry.chosen_lr) if entry.chosen_lr is not None else "none: no trial succeeded with a valid score",
             tuned_text,
             versus_text,
-        )
+        ) + ((halving_text(entry),) if halving else ())
         table.add_row(*(Text(cell) for cell in cells))  # Text: names are data, never rich markup
     return table

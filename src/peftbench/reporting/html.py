@@ -46,10 +46,11 @@ def catalog_data(catalog) -> dict[str, Any]:
             "benchmarks": [b.name for b in catalog.benchmarks], "methods": document["methods"]}
 
 
-def report_data(comparison: Comparison, title: str, catalog=None) -> dict[str, Any]:
-    """What the page's script renders: the comparison plus metric metadata and per-run curves, and the method
-    catalog (catalog.catalog.Catalog) when one is given."""
+def report_data(comparison: Comparison, title: str, catalog=None, sweeps=()) -> dict[str, Any]:
+    """What the page's script renders: the comparison plus metric metadata and per-run curves, the method
+    catalog (catalog.catalog.Catalog) when one is given, and the sweeps' trials (reporting.sweep_view)."""
     data = comparison_dict(comparison)
+    data["sweeps"] = list(sweeps)
     data["catalog"] = catalog_data(catalog) if catalog is not None else None
     data["points"] = [point_dict(p) for p in comparison.points]
     data["title"] = title
@@ -80,25 +81,26 @@ def task_outputs(points) -> dict[str, Any]:
     return outputs
 
 
-def render_html(comparison: Comparison, *, title: str = "peftbench report", catalog=None) -> str:
+def render_html(comparison: Comparison, *, title: str = "peftbench report", catalog=None, sweeps=()) -> str:
     """The whole report as one HTML string."""
     from plotly.offline import get_plotlyjs
 
     template = resources.files("peftbench.reporting").joinpath("templates/report.html").read_text(encoding="utf-8")
     values = {
         "TITLE": html.escape(title),
-        "DATA": json_for_script(report_data(comparison, title, catalog)),
+        "DATA": json_for_script(report_data(comparison, title, catalog, sweeps)),
         "PLOTLYJS": get_plotlyjs(),
     }
     # One pass, so that a placeholder-like string inside the data is never substituted again.
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def write_html(comparison: Comparison, path: str | Path, *, title: str = "peftbench report", catalog=None) -> Path:
+def write_html(comparison: Comparison, path: str | Path, *, title: str = "peftbench report", catalog=None,
+               sweeps=()) -> Path:
     """Write the report atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_html(comparison, title=title, catalog=catalog)
+    text = render_html(comparison, title=title, catalog=catalog, sweeps=sweeps)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:

@@ -70,6 +70,7 @@ def render_report(
     an input: check_output_paths) before anything is written.
     """
     console = console or Console()
+    sweeps: list = []  # the sweeps among result folders (reporting.sweep_view): their trials, pruned ones too
     if isinstance(results, LoadedResults):
         loaded = results
     else:
@@ -79,6 +80,9 @@ def render_report(
         else:
             check_output_paths(items, html, png_dir)
             loaded = load_results(items, progress=True)
+            from peftbench.reporting.sweep_view import sweep_views
+
+            sweeps = sweep_views(items)
     point_filter = parse_filter(filter_expression, FILTER_FIELDS) if filter_expression else None
     comparison = compare_results(loaded, x=x, y=y, metrics=metrics, point_filter=point_filter)
 
@@ -89,10 +93,14 @@ def render_report(
         from peftbench.reporting.terminal import print_comparison
 
         print_comparison(comparison, console)
+        from peftbench.reporting.sweep_view import sweep_tables
+
+        for table in sweep_tables(sweeps):
+            console.print(table)
     if html is not None:
         from peftbench.reporting.html import write_html
 
-        path = write_html(comparison, html, title=title, catalog=catalog)
+        path = write_html(comparison, html, title=title, catalog=catalog, sweeps=sweeps)
         if not json_out:
             console.print(f"HTML report: {path}", markup=False, highlight=False)
     if png_dir is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 SCHEMA_VERSION = 1
-STATUSES = ("success", "failed", "oom", "killed", "diverged", "cancelled")  # docs/reliability.md
+STATUSES = ("success", "failed", "oom", "killed", "diverged", "cancelled", "pruned")  # docs/reliability.md
 PEFTBENCH = "peftbench"  # the name of peftbench's own section, and of a field's place in it
 
 

@@ -25,7 +25,7 @@ class TrialOutcome:
     """What a backend reports for one trial. The result file is the record; this is only the receipt."""
 
     trial_id: str
-    status: str  # success | failed | oom | killed | diverged | cancelled (the result file's status)
+    status: str  # success | failed | oom | killed | diverged | cancelled | pruned (the result file's status)
     result_path: Optional[str]
     error: str = ""
     skipped: bool = False  # an existing final result was kept; `status` is that result's
@@ -37,8 +37,8 @@ class TrialOutcome:
 
     @property
     def unfinished(self) -> bool:
-        """A trial that ran and did not end in a final result (success, diverged): it failed, was stopped or its
-        result could not be written. The next run of the same command runs it again. A kept result is final."""
+        """A trial that ran and did not end in a final result (success, diverged, pruned): it failed, was stopped or
+        its result could not be written. The next run of the same command runs it again. A kept result is final."""
         from peftbench.runners.isolated import FINAL_STATUSES
 
         return not self.skipped and (self.status not in FINAL_STATUSES or not self.recorded)

@@ -4,7 +4,7 @@ This is what the child process (runners/child.py) does; the parent (runners/isol
 waits. Two modes share the same steps:
 - train:    experiment folder -> (peft) model -> training loop -> test score, forgetting, checkpoint;
 - evaluate: base model + a saved adapter folder -> test score, forgetting (no training), e.g. after conversion.
-Whatever happens, a result file is written (status success, failed, oom, diverged or cancelled), or
+Whatever happens, a result file is written (status success, failed, oom, diverged, cancelled or pruned), or
 ResultWriteError says why it could not be.
 """
 
@@ -233,6 +233,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult, clock: Ru
     from peftbench.runners.progress import ProgressFile
     from peftbench.training.memory import PeakMemoryMeter
     from peftbench.training.methods import method_support, peft_type_name, wrap_model
+    from peftbench.training.pruning import rung_check
     from peftbench.training.train import seed_everything, train, trainable_and_total_params
 
     config, task = run.config, run.task
@@ -299,6 +300,7 @@ def _run_measured(request: RunRequest, run: PreparedRun, m: RunResult, clock: Ru
             suite_elapsed_before_s=clock.total(task.suite_train_phases),
             # compiled code runs its own kernels, out of a dispatch mode's sight: no tensor-level figure then
             tensor_memory=None if config.compile else meter.tensors,
+            stop_after_validation=rung_check(request.sweep.halving if request.sweep else None, config.max_steps),
         )
     else:
         from peftbench.training.train import TrainOutcome

@@ -35,8 +35,9 @@ from peftbench.results.reader import read_result_file
 from peftbench.results.writer import ResultWriteError, result_document, write_json_atomic
 
 STDERR_TAIL_BYTES = 4000
-# Statuses that are a run's final word; a result with another status (failed, cancelled) is run again.
-FINAL_STATUSES = ("success", "diverged")
+# Statuses that are a run's final word; a result with another status (failed, cancelled) is run again. A halving
+# sweep's pruned trial stopped by its rule, which would stop it again.
+FINAL_STATUSES = ("success", "diverged", "pruned")
 # Runs stopped from outside: run again by default (memory may be free now), kept with `keep_killed`.
 KILLED_STATUSES = ("oom", "killed")
 CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancelled` result

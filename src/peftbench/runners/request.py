@@ -49,9 +49,13 @@ class SweepRole:
     lr: float
     seed: int
     default_lr: float
+    # a halving sweep's trial: where its Optuna study is and the rule (training.pruning.HalvingRule's fields)
+    halving: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "lr_factor": self.lr / self.default_lr}
+        # a grid trial has no halving rule: its file has no `halving` key
+        return {**{key: value for key, value in asdict(self).items() if value is not None},
+                "lr_factor": self.lr / self.default_lr}
 
 
 @dataclass

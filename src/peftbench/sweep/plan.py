@@ -6,6 +6,7 @@ Pure data: building a plan runs nothing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any, Optional
 
 from peftbench.config import ConfigError, merge_params
 from peftbench.runners.request import RunRequest, SweepRole
+from peftbench.sweep.halving import Halving, journal_path, start_order, study_name
+from peftbench.training.pruning import HalvingRule
 
 DEFAULT_LR_TRIALS = 3
 DEFAULT_SEEDS = 3
@@ -67,6 +70,8 @@ class SweepExperiment:
     name: str
     default_lr: float
     default_seed: int
+    max_steps: Optional[int] = None  # from its merged config: what successive halving's rungs are checked against
+    eval_steps: Optional[int] = None
 
     @property
     def key(self) -> str:
@@ -97,7 +102,8 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
                 "no validation would run, and a sweep chooses each learning rate on the validation score; add "
                 f"--set eval_steps={config.max_steps}"
             )
-        experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed)))
+        experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed),
+                                           config.max_steps, config.eval_steps))
     first_by_key: dict[str, SweepExperiment] = {}
     for experiment in experiments:
         first = first_by_key.setdefault(experiment.key, experiment)
@@ -123,6 +129,7 @@ class SweepPlan:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set, the same for every trial
     reference: Optional[str] = None  # "method/name" or "method"; None: the first lora experiment
     save_checkpoint: bool = False
+    halving: Optional[Halving] = None  # successive halving of the search (sweep.halving); None: the full grid
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir).resolve()
@@ -135,6 +142,8 @@ class SweepPlan:
         for experiment in self.experiments:
             self.grid(experiment)  # validates lr_trials and the default rates before anything runs
         self.reference_experiment()  # validates --reference
+        if self.halving is not None:
+            self.halving = self.halving.resolved(self.experiments)
 
     @property
     def sweep_id(self) -> str:
@@ -144,6 +153,8 @@ class SweepPlan:
             "experiments": [e.key for e in self.experiments],
             "grid": self.lrs if self.lrs is not None else f"{self.lr_trials} around default",
             "overrides": self.overrides,
+            # a halving search decides differently: its own sweep (a grid keeps the id it always had)
+            **({"halving": self.halving.identity()} if self.halving is not None else {}),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -167,12 +178,17 @@ class SweepPlan:
             + ", ".join(e.key for e in self.experiments)
         )
 
-    def trial(self, experiment: SweepExperiment, lr: float, seed: int, role: str) -> RunRequest:
+    @property
+    def halving_journal(self) -> Path:
+        return journal_path(self.results_dir, self.sweep_id)
+
+    def trial(self, experiment: SweepExperiment, lr: float, seed: int, role: str,
+              halving: Optional[dict[str, Any]] = None) -> RunRequest:
         """The run description of one trial (its result name carries the rate and the seed)."""
         return RunRequest(
             task=self.task, results_dir=str(self.results_dir), experiment_dir=str(experiment.path),
             overrides=merge_params(self.overrides, {"optimizer_kwargs": {"lr": lr}}), seed=seed,
-            sweep=SweepRole(self.sweep_id, role, lr, seed, experiment.default_lr),
+            sweep=SweepRole(self.sweep_id, role, lr, seed, experiment.default_lr, halving),
             save_checkpoint=self.save_checkpoint, show_progress=False,
             # --set num_threads=N wins over the backend's fair split of the cores
             num_threads=self.overrides.get("num_threads"),
@@ -190,15 +206,35 @@ class SweepPlan:
         check_writable(self.results_dir)
 
     def search_trials(self) -> list[RunRequest]:
-        """Every grid point of every experiment, plus a "default" run where the grid lacks the configured rate."""
+        """Every grid point of every experiment, plus a "default" run where the grid lacks the configured rate.
+
+        Halving: each experiment's rates in sweep.halving's start order, the experiments taking turns, each trial
+        with its study's rule."""
+        if self.halving is not None:
+            return self._halving_search_trials()
         trials = []
         for experiment in self.experiments:
             grid = self.grid(experiment)
             for lr in grid:
                 trials.append(self.trial(experiment, lr, experiment.default_seed, "trial"))
-            if experiment.default_lr not in grid:
-                trials.append(self.trial(experiment, experiment.default_lr, experiment.default_seed, "default"))
+            trials.extend(self._default_trials(experiment))
         return trials
+
+    def _default_trials(self, experiment: SweepExperiment) -> list[RunRequest]:
+        if experiment.default_lr in self.grid(experiment):
+            return []
+        return [self.trial(experiment, experiment.default_lr, experiment.default_seed, "default")]
+
+    def _halving_search_trials(self) -> list[RunRequest]:
+        by_experiment = []
+        for experiment in self.experiments:
+            study = study_name(self.sweep_id, experiment.key)
+            rates = start_order(self.grid(experiment), experiment.default_lr)
+            rules = [HalvingRule(str(self.halving_journal), study, k, self.halving.min_steps,
+                                 self.halving.reduction_factor).to_dict() for k in range(len(rates))]
+            by_experiment.append([self.trial(experiment, lr, experiment.default_seed, "trial", rule)
+                                  for lr, rule in zip(rates, rules)] + self._default_trials(experiment))
+        return [trial for turn in itertools.zip_longest(*by_experiment) for trial in turn if trial is not None]
 
     def seed_trials(self, chosen: dict[str, Optional[float]]) -> list[RunRequest]:
         trials = []

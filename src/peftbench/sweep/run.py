@@ -1,7 +1,8 @@
 """Running a sweep: the learning-rate search, then the seeds at each chosen rate, then the summary file.
 
 Both phases go through runners.batch.run_trials, on the local pool or Ray. Resume: a trial whose result
-exists with a final status is not run again (the engine's rule, runners.isolated.should_skip).
+exists with a final status is not run again (the engine's rule, runners.isolated.should_skip); a pruned one is
+final in a halving sweep only (sweep.halving).
 """
 
 from __future__ import annotations
@@ -46,24 +47,33 @@ def run_sweep(
     and running the same sweep again resumes it. `execute` runs one trial (default: the engine's
     child-process runner, `peftbench.runners.batch.execute_trial`).
     """
-    from peftbench.runners.isolated import should_skip  # the engine's rule: success and diverged are final
+    from peftbench.runners.isolated import existing_status, should_skip  # the engine's rule: what is final
     from peftbench.tasks import get_task
 
     task_identity = get_task(plan.task).name  # a result of another task (or task file version) is no skip
     ran: list[TrialOutcome] = []
     skipped = 0
 
+    def finished(trial: RunRequest) -> bool:
+        if not should_skip(trial.result_file(), force, keep_killed, task_identity):
+            return False
+        # pruned is final under the halving rule that pruned it; a full grid runs that trial to its end
+        return plan.halving is not None or existing_status(trial.result_file()) != "pruned"
+
     def run_missing(trials: list[RunRequest], description: str) -> None:
         nonlocal skipped
         # the sweep decides what runs (the resume rule); the engine must not skip it
-        todo = [replace(t, force=True) for t in trials
-                if not should_skip(t.result_file(), force, keep_killed, task_identity)]
+        todo = [replace(t, force=True) for t in trials if not finished(t)]
         skipped += len(trials) - len(todo)
         ran.extend(run_trials(todo, backend=backend, workers=workers, ray_address=ray_address,
                               execute=execute or execute_trial,
                               description=description, show_progress=show_progress))
 
     plan.results_dir.mkdir(parents=True, exist_ok=True)
+    if plan.halving is not None:
+        from peftbench.sweep.halving import prepare_studies
+
+        prepare_studies(plan, higher_is_better, fresh=force)
     with _backend_session(backend, ray_address):  # Ray starts once for both phases
         run_missing(plan.search_trials(), "lr search")
         run_missing(plan.seed_trials(chosen_lrs(plan, higher_is_better)), "seeds")

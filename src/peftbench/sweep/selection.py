@@ -25,6 +25,7 @@ class TrialRecord:
     valid_score: Optional[float] = None
     test_score: Optional[float] = None
     per_item_correct: Optional[list[float]] = None
+    steps: Optional[int] = None  # training steps done (a pruned trial's: where it stopped)
 
     def brief(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,7 @@ class TrialRecord:
             "status": self.status,
             "valid_score": self.valid_score,
             "test_score": self.test_score,
+            "steps": self.steps,
             "result_file": self.path.name,
             **({"error": self.error[-ERROR_CHARS:]} if self.error else {}),  # the end of a traceback says most
         }
@@ -49,19 +51,24 @@ def read_trial(path: Path, lr: float, seed: int) -> TrialRecord:
     if read.status is None:
         return TrialRecord(path, lr, seed, "unreadable", read.error or "no status in the result file")
     result = read.result
+    steps = result.steps if isinstance(result.steps, int) and not isinstance(result.steps, bool) else None
+    if result.status == "pruned":  # its last validation score, which the halving rule stopped it on
+        valid = result.valid_score if isinstance(result.valid_score, (int, float)) else None
+        return TrialRecord(path, lr, seed, result.status, result.error_msg, valid_score=valid, steps=steps)
     if result.status != "success":
-        return TrialRecord(path, lr, seed, result.status, result.error_msg)
+        return TrialRecord(path, lr, seed, result.status, result.error_msg, steps=steps)
     run, _warning = run_view(read)  # the scores as the analysis reads them (out-of-range values left out)
     if run is None:
         return TrialRecord(path, lr, seed, "unreadable", "not a usable result file")
     return TrialRecord(path, lr, seed, result.status, result.error_msg, valid_score=run.metrics["valid_score"],
-                       test_score=run.metrics["test_score"], per_item_correct=run.per_item_correct)
+                       test_score=run.metrics["test_score"], per_item_correct=run.per_item_correct, steps=steps)
 
 
 def choose_lr(trials: list[TrialRecord], default_lr: float, higher_is_better: bool = True) -> Optional[float]:
     """The rate of the best successful trial by validation score (see TIE_BREAK); None if none succeeded.
 
-    Test scores are deliberately not an argument of the decision.
+    Test scores are deliberately not an argument of the decision. A pruned trial never ran to its end: it is
+    not a candidate, whatever its last validation score.
     """
     scored = [t for t in trials if t.status == "success" and t.valid_score is not None]
     if not scored:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from peftbench.sweep.halving import describe
 from peftbench.sweep.plan import SweepExperiment, SweepPlan
 from peftbench.sweep.selection import TIE_BREAK, TrialRecord, choose_lr, read_trial, search_records
 from peftbench.sweep.statistics import Paired, ScoreStats, paired, ranking, score_stats, spread
@@ -50,6 +51,13 @@ class ExperimentSummary:
         return [t.test_score for t in self.tuned_runs if t.status == "success" and t.test_score is not None]
 
     @property
+    def search_steps(self) -> dict[str, Any]:
+        """Training steps the search used, against its full grid's (every rate to its end)."""
+        used = sum(t.steps or 0 for t in self.trials)
+        budget = len(self.lr_grid) * self.experiment.max_steps if self.experiment.max_steps else None
+        return {"used": used, "full_grid": budget, "fraction": used / budget if budget else None}
+
+    @property
     def default_score(self) -> Optional[float]:
         return self.default.test_score if self.default.status == "success" else None
 
@@ -62,6 +70,7 @@ class ExperimentSummary:
             "default_seed": self.experiment.default_seed,
             "lr_grid": self.lr_grid,
             "trials": [t.brief() for t in self.trials],
+            "search_steps": self.search_steps,
             "default": {**self.default.brief(), "in_grid": self.experiment.default_lr in self.lr_grid},
             "chosen_lr": self.chosen_lr,
             "tuned": {"lr": self.chosen_lr, "seeds": self.seeds, "runs": [t.brief() for t in self.tuned_runs],
@@ -81,9 +90,11 @@ class SweepSummary:
 
     @property
     def not_successful(self) -> list[TrialRecord]:
-        """Every run that did not succeed (missing, failed, diverged, ...), once each, by file name."""
+        """Every run that did not succeed (missing, failed, diverged, ...), once each, by file name. A pruned
+        trial is not among them: the halving rule stopped it, as it should."""
         runs = [r for e in self.experiments.values() for r in [*e.trials, e.default, *e.tuned_runs]]
-        return sorted({r.path.name: r for r in runs if r.status != "success"}.values(), key=lambda r: r.path.name)
+        return sorted({r.path.name: r for r in runs if r.status not in ("success", "pruned")}.values(),
+                      key=lambda r: r.path.name)
 
     @property
     def complete(self) -> bool:
@@ -113,6 +124,7 @@ class SweepSummary:
             "seeds": plan.seeds,
             "overrides": plan.overrides,
             "selection": f"best validation score; {TIE_BREAK}; test scores are not used",
+            "halving": describe(plan, self.score_name) if plan.halving else None,
             "reference": self.reference,
             "experiments": {key: entry.to_dict() for key, entry in self.experiments.items()},
             "ranking": {which: self.ranking(which) for which in ("default", "tuned")},

@@ -4,7 +4,8 @@ Every method gets exactly this: AdamW (or the configured optimizer), cosine sche
 gradient clipping, the task's length-bucketed batches, validation every `eval_steps`. The only
 method-specific calls go through `training.methods` (optimizer builders, AdaLoRA's rank update). The loss is
 the task's. A NaN/inf loss stops the run with status "diverged"; Ctrl-C gives "cancelled"; running out of
-memory gives "oom".
+memory gives "oom". A sweep's successive halving (`stop_after_validation`, training.pruning) may stop a run after a
+validation: status "pruned".
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
 
 @dataclass
 class TrainOutcome:
-    status: str = "success"  # success | diverged | oom | cancelled | failed
+    status: str = "success"  # success | diverged | oom | cancelled | failed | pruned
     error_msg: str = ""
     steps_done: int = 0
     train_time_s: float = 0.0  # training only: the loop minus validation
@@ -95,6 +96,8 @@ def train(
     on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
     # seconds the PEFT suite's train-time clock had run when the loop starts (a validation's "elapsed time")
     suite_elapsed_before_s: float = 0.0,
+    # after each validation, (step, score): True stops the run there, "pruned" (a halving sweep's rung decision)
+    stop_after_validation: Optional[Callable[[int, float], bool]] = None,
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
@@ -187,6 +190,10 @@ def train(
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
+                if stop_after_validation is not None and stop_after_validation(step, result.score):
+                    outcome.status = "pruned"
+                    outcome.error_msg = f"pruned at step {step} with valid {task.score_name} {result.score:.4g}"
+                    break
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
         outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
     except BrokenPipeError:  # the progress output's reader, the parent process, is gone

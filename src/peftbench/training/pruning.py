@@ -1,0 +1,80 @@
+"""Successive halving of a sweep's trials, as each trial's training loop sees it: report the validation score at
+every validation, stop when the rule says so.
+
+The rule is Optuna's `SuccessiveHalvingPruner` (asynchronous successive halving, Li et al. 2020), not ours. All
+trials of one experiment share one Optuna study in a journal file in the results folder (a file every child can
+append to, on one machine or on a Ray cluster's shared folder), created by the sweep (peftbench.sweep.halving)
+with one trial per learning rate. A trial reaching a rung (min_steps x reduction_factor^k steps) goes on only if
+its validation score is in the top 1/reduction_factor of the scores every trial of its study has reached that
+rung with so far (ties go on); else it stops there, with status "pruned".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class HalvingRule:
+    """Where a trial's study is and the rule its study prunes by. Plain data: it travels in the trial's request."""
+
+    storage: str  # the journal file
+    study: str
+    trial: int  # the number of this trial (its learning rate's) in the study
+    min_steps: int
+    reduction_factor: int
+
+    def pruner(self):
+        import optuna
+
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.min_steps,
+                                                      reduction_factor=self.reduction_factor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def journal(path: str):
+    """The Optuna storage of a journal file (a lock file beside it, so that processes may append at once)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(path))
+
+
+class RungCheck:
+    """Called after each validation with (step, score): reports the score to the trial's study and answers
+    whether the trial stops here. The last step only reports (a finished trial is never pruned)."""
+
+    def __init__(self, rule: HalvingRule, max_steps: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = journal(rule.storage)
+        study = optuna.load_study(study_name=rule.study, storage=storage, pruner=rule.pruner())
+        study_id = storage.get_study_id_from_name(rule.study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, rule.trial)
+        self._trial = optuna.trial.Trial(study, trial_id)
+        self._study = study
+        self._max_steps = max_steps
+        # a trial run again after a failure has its earlier validations (the same, at the same seed) in the study
+        self._reported = set(storage.get_trial(trial_id).intermediate_values)
+
+    def __call__(self, step: int, score: float) -> bool:
+        import optuna
+
+        if step in self._reported:  # passed this rung before (a pruned trial is never run again)
+            return False
+        self._trial.report(score, step)
+        if step >= self._max_steps:
+            self._study.tell(self._trial, score, state=optuna.trial.TrialState.COMPLETE)
+            return False
+        if self._trial.should_prune():
+            self._study.tell(self._trial, state=optuna.trial.TrialState.PRUNED)
+            return True
+        return False
+
+
+def rung_check(rule: Optional[dict[str, Any]], max_steps: int):
+    """The training loop's `stop_after_validation` for a trial of a halving sweep; None for any other run."""
+    return RungCheck(HalvingRule(**rule), max_steps) if rule else None
