@@ -153,3 +153,29 @@ def test_the_vectorized_resample_statistics_are_scipys():
     y = rng.normal(size=(20, 12))
     expected = [(spearmanr(a, b).statistic, kendalltau(a, b).statistic) for a, b in zip(x, y)]
     assert np.allclose(_statistics(x, y), expected, equal_nan=True)
+
+
+def test_report_prints_the_measured_validity_of_an_offline_task_and_nothing_for_others(tmp_path, monkeypatch):
+    from peftbench.validity import notes
+
+    offline, reference = tmp_path / "offline", tmp_path / "reference"
+    offline.mkdir()
+    reference.mkdir()
+    configs = reference_configs()
+    for rank, (method, name, _) in enumerate(configs):
+        shutil.copy(PUBLISHED_METAMATHQA / f"{method}--{name}.json", reference)
+        for seed in (0, 1):
+            write_run(offline, method, name, seed, 0.5 - 0.05 * rank + 0.02 * seed * (rank % 2))
+    saved = CliRunner().invoke(app, ["validate", "--results", str(offline), "--reference", str(reference), "--json"])
+    measured = tmp_path / "measured"
+    measured.mkdir()
+    (measured / "math-tiny.json").write_text(saved.output)
+    monkeypatch.setattr(notes, "MEASURED", measured)
+
+    shown = CliRunner().invoke(app, ["report", str(offline)])
+    assert shown.exit_code == 0, shown.output
+    figures = json.loads(saved.output)
+    expected = f"Spearman {figures['agreement']['all']['both']['spearman']['value']:.2f} ["
+    line = " ".join(shown.output.split())
+    assert "validity of math-tiny" in line and expected in line and "noise ceiling" in line
+    assert notes.validity_notes(["image-tiny", "math"]) == []  # nothing measured for them
