@@ -179,3 +179,16 @@ def test_report_prints_the_measured_validity_of_an_offline_task_and_nothing_for_
     line = " ".join(shown.output.split())
     assert "validity of math-tiny" in line and expected in line and "noise ceiling" in line
     assert notes.validity_notes(["image-tiny", "math"]) == []  # nothing measured for them
+
+
+def test_validate_analyses_only_the_seeds_asked_for(tmp_path):
+    configs = reference_configs()
+    for rank, (method, name, _) in enumerate(configs):
+        write_run(tmp_path, method, name, 0, 0.5 - 0.05 * rank)  # seed 0: the published order
+        write_run(tmp_path, method, name, 1, 0.05 * rank)  # seed 1: reversed
+    def spearman(*seeds: str) -> float:
+        output = CliRunner().invoke(app, ["validate", "--results", str(tmp_path), "--json", *seeds])
+        assert output.exit_code == 0, output.output
+        return json.loads(output.output)["agreement"]["all"]["both"]["spearman"]["value"]
+    assert spearman("--seeds", "0") == pytest.approx(1.0)
+    assert spearman("--seeds", "1") == pytest.approx(-1.0)

@@ -36,7 +36,7 @@ def validate(
     test_size: Annotated[Optional[int], typer.Option(help="Test items of every run (default: the task's).", min=1)] = None,
     lr_policy: Annotated[Optional[str], typer.Option(help="scaled: each config's rate x (task default rate / suite default rate), math-tiny's default; configured: the config's rate as is, image-tiny's default; sweep: the rate a sweep chose (--lr-from).")] = None,
     lr_from: Annotated[Optional[Path], typer.Option(help="With --lr-policy sweep: the sweep-summary.json whose chosen_lr each config runs at.")] = None,
-    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds of every config (two or more for the noise ceiling).")] = "0,1",
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds: those run with --experiments (default 0,1; two or more for the noise ceiling); without it, those analysed (default: all in the folder).")] = None,
     only: Annotated[Optional[str], typer.Option(help="Run only configs whose '<method>/<name>' contains one of these comma-separated strings.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A training parameter for every run, e.g. --set test_repeats=12 (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Runs at once (one torch thread each).", min=1)] = 2,
@@ -58,14 +58,15 @@ def validate(
         recipe = None
         if experiments is not None:
             protocol = protocol_of(task)
-            recipe = Recipe(task=task, seeds=_seeds(seeds), steps=steps, test_size=test_size,
+            recipe = Recipe(task=task, seeds=_seeds(seeds or "0,1"), steps=steps, test_size=test_size,
                             lr_policy=lr_policy or protocol.lr_policy, lr_from=str(lr_from) if lr_from else None,
                             overrides=parse_set_options(set_ or []))
             if recipe.lr_policy == "sweep" and lr_from is None:
                 raise ConfigError("--lr-policy sweep needs --lr-from SWEEP_SUMMARY")
         report = run_validation(task, results, reference=reference, recipe=recipe, experiments=experiments,
                                 workers=workers, only=[part for part in (only or "").split(",") if part],
-                                learns_above=learns_above)
+                                learns_above=learns_above,
+                                seeds=_seeds(seeds) if seeds and experiments is None else None)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

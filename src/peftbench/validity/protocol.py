@@ -158,7 +158,8 @@ class OfflineRuns:
     precisions: set[str]
 
 
-def read_offline(results: Path, task: str) -> OfflineRuns:
+def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None) -> OfflineRuns:
+    """The scored runs of `task` in `results` (of `seeds` only, when given)."""
     from peftbench.results.reader import read_result_file
 
     if not results.is_dir():
@@ -171,6 +172,8 @@ def read_offline(results: Path, task: str) -> OfflineRuns:
         if result is None or read.source != "peftbench" or result.task not in ("", task):
             continue
         config, seed = config_key(result.method, result.name), result.seed if result.seed is not None else 0
+        if seeds is not None and seed not in seeds:
+            continue
         if result.status == "success" and result.test_score is not None:
             runs.scores.setdefault(config, {})[seed] = float(result.test_score)
         elif result.status == "diverged":
@@ -239,7 +242,9 @@ class ValidityReport:
                 "spearman_brown_all_seeds": _finite(c.mean_of_all_seeds),
                 "bound_vs_noise_free_reference": _finite(c.bound_vs_noise_free_reference)}
                 for subset, c in self.ceiling.items()},
-            "seed_noise": {**asdict(self.noise), "spread_per_sd": _finite(self.noise.spread_per_sd)},
+            "seed_noise": {**{key: _finite(value) if isinstance(value, float) else value
+                              for key, value in asdict(self.noise).items()},
+                           "spread_per_sd": _finite(self.noise.spread_per_sd)},
             "cpu_s": round(self.runs.cpu_s, 1), "wall_s": round(self.runs.wall_s, 1),
             "precisions": sorted(self.runs.precisions),
             "configs": [{"config": r.config, "half": r.half, "scores": {str(s): v for s, v in sorted(r.scores.items())},
@@ -249,16 +254,16 @@ class ValidityReport:
 
 
 def _finite(value: float) -> Optional[float]:
-    return None if value is None or math.isnan(value) or math.isinf(value) else round(value, 4)
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
 
 
 def analyse(task: str, results: Path, reference: Optional[Path], *, learns_above: Optional[float] = None,
-            n_resamples: int = 2000) -> ValidityReport:
+            seeds: Optional[Sequence[int]] = None, n_resamples: int = 2000) -> ValidityReport:
     protocol = protocol_of(task)
     learns_above = protocol.learns_above if learns_above is None else learns_above
     rule = protocol.learns_rule if learns_above == protocol.learns_above else f"mean score over seeds >= {learns_above}"
     published = read_reference(reference) if reference is not None else None
-    runs = read_offline(results, task)
+    runs = read_offline(results, task, seeds)
     # without a reference: the seed noise and the noise ceiling only
     rows = [ConfigRow(config, half_of(config.split("/")[0]), scores,
                       math.nan if published is None else published[config])
@@ -373,8 +378,10 @@ def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: dict[
 
 def validate(task: str, results: Path, *, reference: Optional[Path] = None, recipe: Optional[Recipe] = None,
              experiments: Optional[Path] = None, workers: int = 2, only: Sequence[str] = (),
-             learns_above: Optional[float] = None, n_resamples: int = 2000) -> ValidityReport:
-    """Run the recipe's configs (when `experiments` is given), then analyse `results` against `reference`."""
+             learns_above: Optional[float] = None, seeds: Optional[Sequence[int]] = None,
+             n_resamples: int = 2000) -> ValidityReport:
+    """Run the recipe's configs (when `experiments` is given), then analyse `results` (the runs of `seeds` only,
+    when given) against `reference`."""
     protocol = protocol_of(task)
     reference = reference or protocol.reference
     if experiments is not None:
@@ -389,4 +396,4 @@ def validate(task: str, results: Path, *, reference: Optional[Path] = None, reci
             raise ConfigError(f"--experiments {experiments}: no config there has a result in {reference}")
         claim_results_folder(results, recipe)
         run_trials(requests, workers=workers, description="validity runs")
-    return analyse(task, results, reference, learns_above=learns_above, n_resamples=n_resamples)
+    return analyse(task, results, reference, learns_above=learns_above, seeds=seeds, n_resamples=n_resamples)
