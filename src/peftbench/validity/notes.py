@@ -47,8 +47,13 @@ def validity_notes(tasks: Iterable[str]) -> list[str]:
             ranking = (f"ranks configs like the published GPU results at Spearman {_interval(agreement['all']['both']['spearman'])} "
                        f"over {agreement['all']['both']['n']} configs ({_interval(agreement['all']['report']['spearman'])} "
                        f"on the held-out half); ")
+        noise = report.get("seed_noise") or {}
+        if ceiling.get("spearman", {}).get("value") is not None:
+            agreement_of_seeds = f"two seeds rank them alike at Spearman {_interval(ceiling['spearman'])} (noise ceiling)"
+        else:
+            agreement_of_seeds = (f"seed sd {noise.get('median_sd') or float('nan'):.3f} against a spread of "
+                                  f"{noise.get('spread') or float('nan'):.3f} between configs")
         notes.append(f"validity of {task} ({recipe.get('steps') or 'default'} steps, "
-                     f"{len(recipe.get('seeds') or [])} seeds): {ranking}two seeds rank them alike at Spearman "
-                     f"{_interval(ceiling.get('spearman'))} (noise ceiling). Rank differences within that noise are "
-                     "not evidence; docs/validity.md")
+                     f"{len(recipe.get('seeds') or [])} seeds): {ranking}{agreement_of_seeds}. Rank differences "
+                     "within the seed noise are not evidence; docs/validity.md")
     return notes

@@ -233,7 +233,7 @@ class ValidityReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "recipe": self.recipe.to_dict() if self.recipe else None,
-            "reference": str(self.reference) if self.reference else None, "learns_above": self.learns_above, "learns_rule": self.learns_rule,
+            "reference": _reference_name(self.reference), "learns_above": self.learns_above, "learns_rule": self.learns_rule,
             "n_configs": len(self.rows), "n_learn": self.n_learn,
             "agreement": {subset: {half: a.to_dict() for half, a in halves.items()}
                           for subset, halves in self.agreement.items()},
@@ -251,6 +251,13 @@ class ValidityReport:
                          "mean": r.mean, "sd": _finite(r.sd), "reference": _finite(r.reference)} for r in self.rows],
             "not_scored": self.runs.not_scored, "unmatched": self.unmatched,
         }
+
+
+def _reference_name(reference: Optional[Path]) -> Optional[str]:
+    """The reference as a saved report names it: the shipped results by their place in the package."""
+    if reference is None:
+        return None
+    return "peftbench/published/metamathqa" if reference.resolve() == PUBLISHED_METAMATHQA.resolve() else str(reference)
 
 
 def _finite(value: float) -> Optional[float]:
