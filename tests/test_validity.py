@@ -124,7 +124,7 @@ def test_validate_results_reads_offline_runs_against_the_published_ones(tmp_path
     assert halves[CHOOSE]["n"] + halves[REPORT]["n"] == 6
     assert report["noise_ceiling"]["all"]["spearman"]["value"] == pytest.approx(1.0)
     assert report["noise_ceiling"]["all"]["seed_halves"] == [[0], [1]]  # the failed seed-2 run has no score
-    assert report["seed_noise"]["median_sd"] == pytest.approx(np.std([0.5, 0.51], ddof=1), abs=1e-6)
+    assert report["seed_noise"]["all"]["median_sd"] == pytest.approx(np.std([0.5, 0.51], ddof=1), abs=1e-6)
     assert report["unmatched"] == ["lora/not-published"]
     assert list(report["not_scored"]) == [f"{configs[0][0]}/{configs[0][1]} seed 2"]
 

@@ -112,16 +112,18 @@ def render(report, *, table: bool = False) -> list[str]:
     for subset, label in (("all", "all configs"), ("learn", "configs that learn")):
         ceiling = report.ceiling[subset]
         if ceiling is None:
-            lines.append(f"  {label:<32} not measured: one seed")
+            lines.append(f"  {label:<32} not measured: fewer than two seeds")
             continue
         halves = " vs ".join(",".join(map(str, half)) for half in ceiling.halves)
         lines.append(f"  {label:<32} n={ceiling.agreement.n:<3} seeds {halves}: Spearman {ceiling.agreement.spearman.text()}  "
                      f"Kendall {ceiling.agreement.kendall.text()}; all seeds' mean vs a noise-free reference "
                      f"at most about {_number(ceiling.bound_vs_noise_free_reference)} (Spearman-Brown)")
-    noise = report.noise
-    lines.append(f"seed noise: median sd {_number(noise.median_sd, 3)} (max {_number(noise.max_sd, 3)}) over "
-                 f"{noise.n_configs} configs with two seeds or more; spread of the config means {_number(noise.spread, 3)} "
-                 f"= {_number(noise.spread_per_sd, 1)} x the median sd")
+    lines.append("seed noise (sample sd over seeds, median over configs with two seeds or more):")
+    for subset, label in (("all", "all configs"), ("learn", "configs that learn")):
+        noise = report.noise[subset]
+        lines.append(f"  {label:<32} n={noise.n_configs:<3} median sd {_number(noise.median_sd, 3)} (max "
+                     f"{_number(noise.max_sd, 3)}); spread of the config means {_number(noise.spread, 3)} = "
+                     f"{_number(noise.spread_per_sd, 1)} x the median sd")
     runs = report.runs
     lines.append(f"runs: {runs.cpu_s / 60:.1f} CPU min, {runs.wall_s / 60:.1f} min from first start to last end; "
                  f"precision {', '.join(sorted(runs.precisions)) or 'unknown'}")

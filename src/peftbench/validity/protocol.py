@@ -222,7 +222,7 @@ class ValidityReport:
     rows: list[ConfigRow]
     agreement: dict[str, dict[str, RankAgreement]]  # subset ("all", "learn") -> half ("both", CHOOSE, REPORT)
     ceiling: dict[str, Optional[NoiseCeiling]]  # subset -> noise ceiling
-    noise: SeedNoise
+    noise: dict[str, SeedNoise]  # subset -> seed noise
     runs: OfflineRuns
     unmatched: list[str]  # offline configs without a reference result
 
@@ -242,9 +242,10 @@ class ValidityReport:
                 "spearman_brown_all_seeds": _finite(c.mean_of_all_seeds),
                 "bound_vs_noise_free_reference": _finite(c.bound_vs_noise_free_reference)}
                 for subset, c in self.ceiling.items()},
-            "seed_noise": {**{key: _finite(value) if isinstance(value, float) else value
-                              for key, value in asdict(self.noise).items()},
-                           "spread_per_sd": _finite(self.noise.spread_per_sd)},
+            "seed_noise": {subset: {**{key: _finite(value) if isinstance(value, float) else value
+                                       for key, value in asdict(noise).items()},
+                                    "spread_per_sd": _finite(noise.spread_per_sd)}
+                           for subset, noise in self.noise.items()},
             "cpu_s": round(self.runs.cpu_s, 1), "wall_s": round(self.runs.wall_s, 1),
             "precisions": sorted(self.runs.precisions),
             "configs": [{"config": r.config, "half": r.half, "scores": {str(s): v for s, v in sorted(r.scores.items())},
@@ -285,8 +286,9 @@ def analyse(task: str, results: Path, reference: Optional[Path], *, learns_above
     }
     ceiling = {subset: noise_ceiling({r.config: r.scores for r in members}, n_resamples=n_resamples)
                for subset, members in subsets.items()}
+    noise = {subset: seed_noise({r.config: r.scores for r in members}) for subset, members in subsets.items()}
     return ValidityReport(task, read_recipe(results), results, reference, learns_above, rule, rows, agreement,
-                          ceiling, seed_noise({r.config: r.scores for r in rows}), runs, unmatched)
+                          ceiling, noise, runs, unmatched)
 
 
 # ----------------------------------------------------------------------------- running
