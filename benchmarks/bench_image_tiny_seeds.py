@@ -18,15 +18,20 @@ from pathlib import Path
 DEFAULT_REPEATS = 3  # PEFT's images per test prompt
 
 
-def scores(path: Path) -> tuple[str, int, float, float, int]:
-    """(config, seed, score over the first 3 images per prompt, over all, images per prompt) of one result file."""
+def scores(path: Path) -> tuple[str, int, float, float, int, float]:
+    """(config, seed, score over the first 3 images per prompt, over all, images per prompt, the generation noise
+    of a 3-image score) of one result file. The generation noise is the sd of the score over the run's repeats
+    (each repeat: one image per prompt, from the same trained weights) divided by sqrt(3): how much the default
+    test score moves with the generator alone."""
     own = json.loads(path.read_text())["peftbench"]
     test = own["images"]["test"]
     per_prompt = [item["similarity"] for item in test]
     repeats = min(len(s) for s in per_prompt)
     first = statistics.mean(statistics.mean(s[:DEFAULT_REPEATS]) for s in per_prompt)
     every = statistics.mean(statistics.mean(s) for s in per_prompt)
-    return f"{own['method']}/{own['name']}", own["seed"], first, every, repeats
+    by_repeat = [statistics.mean(s[r] for s in per_prompt) for r in range(repeats)]
+    generation_sd = statistics.stdev(by_repeat) / DEFAULT_REPEATS**0.5
+    return f"{own['method']}/{own['name']}", own["seed"], first, every, repeats, generation_sd
 
 
 def main() -> None:
@@ -35,10 +40,11 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=None, help="best minus worst method of the suite")
     args = parser.parse_args()
     rows = sorted(scores(path) for path in args.results)
-    print("| config | seed | test similarity, 3 images per prompt | all images per prompt | images per prompt |")
-    print("|---|---|---|---|---|")
-    for config, seed, first, every, repeats in rows:
-        print(f"| {config} | {seed} | {first:.3f} | {every:.3f} | {repeats} |")
+    print("| config | seed | test similarity, 3 images per prompt | all images per prompt | images per prompt | "
+          "generation sd of a 3-image score |")
+    print("|---|---|---|---|---|---|")
+    for config, seed, first, every, repeats, generation_sd in rows:
+        print(f"| {config} | {seed} | {first:.3f} | {every:.3f} | {repeats} | {generation_sd:.3f} |")
     for config in sorted({row[0] for row in rows}):
         mine = [row for row in rows if row[0] == config]
         if len(mine) < 2:
