@@ -51,9 +51,10 @@ def validity_notes(tasks: Iterable[str]) -> list[str]:
         if ceiling.get("spearman", {}).get("value") is not None:
             agreement_of_seeds = f"two seeds rank them alike at Spearman {_interval(ceiling['spearman'])} (noise ceiling)"
         else:
-            agreement_of_seeds = (f"seed sd {noise.get('median_sd') or float('nan'):.3f} against a spread of "
+            agreement_of_seeds = (f"seed sd {noise.get('median_sd') or float('nan'):.3f} (median over the "
+                                  f"{noise.get('n_configs')} config(s) run with several seeds) against a spread of "
                                   f"{noise.get('spread') or float('nan'):.3f} between configs")
-        notes.append(f"validity of {task} ({recipe.get('steps') or 'default'} steps, "
-                     f"{len(recipe.get('seeds') or [])} seeds): {ranking}{agreement_of_seeds}. Rank differences "
+        notes.append(f"validity of {task} ({recipe.get('steps') or 'default'} steps, seeds "
+                     f"{','.join(map(str, recipe.get('seeds') or []))}): {ranking}{agreement_of_seeds}. Rank differences "
                      "within the seed noise are not evidence; docs/validity.md")
     return notes
