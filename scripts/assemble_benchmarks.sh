@@ -17,7 +17,7 @@ figures, bf16) are not measured yet.
 Regenerate this file with `bash scripts/assemble_benchmarks.sh` after running a benchmark script.
 
 HEAD
-  for area in engine math-tiny math-faithful report sweep conversion custom-task memory image-gen image-tiny inference catalog test-suite; do
+  for area in engine math-tiny math-faithful report sweep conversion custom-task memory image-gen image-tiny validity inference catalog test-suite; do
     cat "benchmarks/$area.md"
     printf '\n'
   done

@@ -17,7 +17,7 @@ import threading
 import typer
 
 SUBCOMMAND_MODULES = ["run", "init_task", "listing", "suite", "report", "recommend", "sweep", "convert", "memory",
-                      "methods", "infer"]
+                      "methods", "infer", "validate"]
 
 app = typer.Typer(
     name="peftbench",

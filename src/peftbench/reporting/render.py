@@ -97,6 +97,10 @@ def render_report(
 
         for table in sweep_tables(sweeps):
             console.print(table)
+        from peftbench.validity.notes import validity_notes
+
+        for note in validity_notes(point.task for point in comparison.points):
+            console.print(note, style="italic", markup=False, highlight=False, soft_wrap=True)
     if html is not None:
         from peftbench.reporting.html import write_html
 

@@ -31,7 +31,6 @@ VALID_SEED_OFFSET = 100_000  # the generator is re-seeded for every validation
 TEST_SEED_OFFSET = 100_000  # one generator for all test repeats
 DRIFT_SEED_OFFSET = 100_000_000  # the same for the base model's and the adapter's images
 SAMPLE_SEED_OFFSET = 100_000  # one generator for all the sample prompts, in order
-TEST_REPEATS = 3  # images per test prompt
 LOCATION_KEYS = ("model_id", "dataset_id", "dino_model_id")  # a hub id or a local folder in the same format
 # Saved reference photos are shrunk to this many pixels on their longer side (the originals stay in the dataset).
 REFERENCE_MAX_SIDE = 512
@@ -127,14 +126,14 @@ class ImageGenTask(Task):
     # ---- evaluation ----
     def evaluate(self, model, processor, rows: Rows, config, desc: str) -> EvalResult:
         """The mean DINO cosine of each generated image with its prompt's own reference photo, over the rows and
-        (test) 3 repeats from one generator; valid: 1 image each, the generator re-seeded every time."""
+        (test) `test_repeats` images each from one generator; valid: 1 image each, the generator re-seeded every time."""
         import torch
 
         from peftbench.evaluation.similarity import pairwise_cosine
         from peftbench.tasks.image_gen.generation import generate, pipeline_with
 
         model.eval()
-        repeats, offset = (TEST_REPEATS, TEST_SEED_OFFSET) if desc == "test" else (1, VALID_SEED_OFFSET)
+        repeats, offset = (config.test_repeats, TEST_SEED_OFFSET) if desc == "test" else (1, VALID_SEED_OFFSET)
         generator = torch.Generator(device=processor.device).manual_seed(config.seed + offset)
         prompts = [row["prompt"] for row in rows]
         references = [row["image"] for row in rows]
