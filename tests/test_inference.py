@@ -158,17 +158,21 @@ def test_only_the_modes_asked_for_are_measured_at_every_batch_size(tmp_path):
     assert result.exit_code == 2 and "modes_at_every_batch_size" in result.output
 
 
-def test_the_infer_table_shows_each_overhead_with_the_range_of_its_runs():
-    from peftbench.reporting.inference import inference_table
+def test_the_infer_tables_show_each_overhead_with_the_range_of_its_runs_in_80_columns():
+    from peftbench.reporting.inference import inference_tables
 
     lora = InferenceResult(task="math-tiny", method="lora", name="r16", experiment_name="lora/r16", status="success",
                            adapter_state="untrained",
                            modes={"unmerged": _mode(35.0, runs_range=[28.4, 41.6]),
                                   "merged": _mode(0.4, within_noise=True, runs_range=[-2.2, 3.1])})
+    lora.modes["converted"] = {"supported": False, "reason": "a long reason why this mode cannot serve " * 3}
     output = io.StringIO()
-    Console(file=output, width=250).print(inference_table([lora]))
+    console = Console(file=output, width=80)
+    for table in inference_tables([lora]):
+        console.print(table)
     text = output.getvalue()
     assert "+35.0%" in text and "+28..+42" in text and "+0.4% ~" in text and "-2..+3" in text
+    assert "…" not in text and "untrained" in text and "decode ms/token" in text  # no column cut at 80
 
 
 def test_a_method_that_cannot_merge_says_so(measured):

@@ -68,9 +68,11 @@ def infer(
     except KeyboardInterrupt:
         console.print("[yellow]cancelled[/]: finished results are kept; rerun to continue")
         raise typer.Exit(130)
-    from peftbench.reporting.inference import inference_table
+    from peftbench.reporting.inference import inference_tables
 
-    Console().print(inference_table([o.result for o in outcomes if o.result is not None and o.result.adapter_state != "base"]))
+    terminal = Console()
+    for table in inference_tables([o.result for o in outcomes if o.result is not None and o.result.adapter_state != "base"]):
+        terminal.print(table)
     if problems or any(o.status != "success" for o in outcomes):
         raise typer.Exit(1)
 

@@ -1,8 +1,9 @@
-"""The table `peftbench infer` prints: per adapter, the overhead of each serving mode against the base model,
+"""The tables `peftbench infer` prints: per adapter, the overhead of each serving mode against the base model,
 its time to first token and decode time per token (image tasks: seconds per image). Strings from result files go into rich Text, never markup."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Optional
 
 from rich.table import Table
@@ -11,7 +12,7 @@ from rich.text import Text
 from peftbench.results.inference_record import InferenceResult
 
 TABLE_MODES = ("unmerged", "merged", "converted", "mixed")
-NOTE_CHARS = 90  # of each mode's reason in the table; the result file has it whole
+NOTE_CHARS = 160  # of each mode's reason in the table, cut at a word; the result file has it whole
 
 
 def format_overhead(value: Optional[float], within_noise: Optional[bool] = None) -> str:
@@ -61,42 +62,47 @@ def _first_category_name(result: InferenceResult) -> str:
     return ""
 
 
-def inference_table(results: list[InferenceResult]) -> Table:
-    table = Table(title="Inference overhead against the base model (batch size 1: the median over runs of each run's "
-                        "mean over prompt categories, below it the lowest..highest run; ~ within noise, n/a the "
-                        "method cannot serve so); "
-                        "un-merged time to first token and decode time per token (short prompts) with their own "
-                        "overheads", title_justify="left",
-                  header_style="bold")
-    table.add_column("experiment", overflow="fold", min_width=20)
-    table.add_column("adapter")
+def inference_tables(results: list[InferenceResult]) -> list[Table]:
+    """Tables that each fit 80 columns: the overheads per serving mode, the un-merged prefill and decode times, and
+    why a mode cannot serve (one table of all three cut every column at 80)."""
+    overheads = Table(title="Inference overhead against the base model, batch size 1: the median over runs of each "
+                            "run's mean over prompt categories; below it, the lowest..highest run; ~ within noise; "
+                            "n/a: the method cannot serve so", title_justify="left", header_style="bold")
+    overheads.add_column("experiment", overflow="fold", min_width=16)
     for mode in TABLE_MODES:
-        table.add_column(mode, justify="right", no_wrap=True)
-    table.add_column("TTFT ms", justify="right")
-    table.add_column("decode ms/token", justify="right")
+        overheads.add_column(mode, justify="right", no_wrap=True)
+    times = Table(title="Un-merged time to first token and decode time per token (short prompts), with their own "
+                        "overheads", title_justify="left", header_style="bold")
+    times.add_column("experiment", overflow="fold", min_width=16)
+    times.add_column("adapter", overflow="fold")
+    times.add_column("TTFT ms", justify="right")
+    times.add_column("decode ms/token", justify="right")
     images = any("image" in _first_category_name(r) for r in results)
     if images:
-        table.add_column("s/image", justify="right")
-    table.add_column("note", overflow="fold", max_width=50)
+        times.add_column("s/image", justify="right")
+    notes_table = Table(title="Notes: what is served, and why a mode shows n/a", title_justify="left", header_style="bold")
+    notes_table.add_column("experiment", overflow="fold", min_width=16)
+    notes_table.add_column("note", overflow="fold")
     for result in results:
         unmerged = result.modes.get("unmerged") if isinstance(result.modes.get("unmerged"), dict) else None
         serving = unmerged or result.modes.get("full") or {}
         category = _first_category(serving)
-        notes = [f"{mode}: {str(block.get('reason', ''))[:NOTE_CHARS]}" for mode, block in result.modes.items()
+        notes = [f"{mode}: {textwrap.shorten(str(block.get('reason', '')), NOTE_CHARS, placeholder=' …')}" for mode, block in result.modes.items()
                  if isinstance(block, dict) and block.get("supported") is False]
         if "full" in result.modes:
             notes.insert(0, "full fine-tuning: the whole model is served, no adapter")
         if result.status != "success":
             notes = [f"{result.status}: {result.error_msg.strip().splitlines()[0] if result.error_msg.strip() else ''}"]
-        table.add_row(
+        overheads.add_row(Text(result.experiment_name), *[_mode_cell(result, mode) for mode in TABLE_MODES])
+        times.add_row(
             Text(result.experiment_name), Text(result.adapter_state),
-            *[_mode_cell(result, mode) for mode in TABLE_MODES],
             _with_overhead(_milliseconds(category.get("time_to_first_token_s")), category.get("prefill_overhead_pct")),
             _with_overhead(_milliseconds(category.get("decode_time_per_token_s")), category.get("decode_overhead_pct")),
             *([_seconds(category.get("seconds_per_image"))] if images else []),
-            Text("; ".join(notes), style="dim"),
         )
-    return table
+        if notes:
+            notes_table.add_row(Text(result.experiment_name), Text("; ".join(notes), style="dim"))
+    return [overheads, times] + ([notes_table] if notes_table.row_count else [])
 
 
 def _first_category(block: dict[str, Any]) -> dict[str, Any]:
