@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.runners.engine import execute, prepare
+from peftbench.run.engine import execute, prepare
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 

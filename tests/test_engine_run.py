@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.runners import isolated
-from peftbench.runners.engine import execute
+from peftbench.run.engine import execute
 from peftbench.runners.request import RunRequest
 from waiting import SAFETY_NET_S, StreamWatch
 
@@ -429,7 +429,7 @@ def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_
 
 
 def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
-    from peftbench.runners import engine as execute_module
+    from peftbench.run import engine as execute_module
 
     merged_models = []
     merged_copy = execute_module.merged_copy
@@ -469,7 +469,7 @@ def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixtur
 def test_merge_for_eval_falls_back_to_the_unmerged_model_where_peft_cannot_merge():
     from types import SimpleNamespace
 
-    from peftbench.runners.engine import merged_copy
+    from peftbench.run.engine import merged_copy
 
     model = SimpleNamespace(weights=[1.0])  # no merge_and_unload, as a tuner without merging
     with pytest.warns(UserWarning, match="evaluating unmerged"):

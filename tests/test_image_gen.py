@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from peftbench.cli import app
 from peftbench.config import ConfigError
 from peftbench.results.reader import read_result_file
-from peftbench.runners.engine import execute, prepare
+from peftbench.run.engine import execute, prepare
 from peftbench.runners.request import RunRequest
 from peftbench.tasks.image_gen.data import split_indices
 

@@ -136,7 +136,7 @@ def test_suite_forgetting_measure_is_unshifted(task, math_fixture_params):
 
 
 def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, math_fixture_params, experiments_copy, tmp_path):
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     overrides = {**math_fixture_params, "max_steps": 40, "eval_steps": 40, "valid_size": 0}
@@ -157,7 +157,7 @@ def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, mat
 
 
 def test_under_the_suites_order_the_seed_changes_nothing_as_in_the_suite(experiments_copy, math_fixture_params, tmp_path):
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     def losses(seed: int) -> list[float]:

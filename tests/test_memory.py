@@ -141,7 +141,7 @@ def test_lora_and_full_finetuning_record_tracked_peaks_and_full_is_larger(lora_a
 
 def test_estimate_agrees_with_the_measured_cpu_run(lora_and_full_results):
     """The estimator counted as a CPU run counts (same batches) lands on the measured peak."""
-    from peftbench.runners.engine import prepare
+    from peftbench.run.engine import prepare
     from peftbench.runners.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 

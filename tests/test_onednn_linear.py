@@ -149,7 +149,7 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     first answer is recorded in the results folder and every later decision for that folder is the same."""
     import json
 
-    from peftbench.runners.engine import resolve_precision
+    from peftbench.run.engine import resolve_precision
     from peftbench.runners.request import RunRequest
 
     results = tmp_path / "results"

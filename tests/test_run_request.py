@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from peftbench.runners.engine import prepare, resolve_precision
+from peftbench.run.engine import prepare, resolve_precision
 from peftbench.runners.request import RunRequest, SweepRole, result_stem, split_result_stem
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"

@@ -54,7 +54,7 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
 
 
 def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments_copy, params, tmp_path, monkeypatch):
-    import peftbench.runners.engine
+    import peftbench.run.engine
 
     monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
     monkeypatch.setattr(runners, "PARENT_COMPUTES_ON_ONE_THREAD", True)
@@ -63,7 +63,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
         os.write(2, b"about to be killed\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(peftbench.runners.engine, "execute", killed)  # the fork inherits the patch
+    monkeypatch.setattr(peftbench.run.engine, "execute", killed)  # the fork inherits the patch
     path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path), overrides=params,
                                                    experiment_dir=str(experiments_copy / LORA), show_progress=False))
     assert status == "killed"  # SIGKILL, and nothing says it was the out-of-memory killer

@@ -56,7 +56,7 @@ def run(
 
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.runners.batch import run_trials
-    from peftbench.runners.engine import check_requests
+    from peftbench.run.engine import check_requests
     from peftbench.runners.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task, resolve_task_name
 

@@ -6,7 +6,6 @@
 - ray_backend.py    the Ray backend: each request a Ray task
 - isolated.py       one request in a child process, waiting for its result file (skip, lock, fallback result)
 - child.py          the child process's entry point: `python -m peftbench.runners.child -`
-- engine.py         what the child runs: build, train, evaluate, measure, write the result
 - progress.py, cancel.py, oom.py   progress files, Ctrl-C/SIGTERM handling, telling an OOM kill from others
 """
 

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         return measure_job(fields)
     from peftbench.config import ConfigError
     from peftbench.results.writer import ResultWriteError
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     request = RunRequest.from_dict(fields)

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from peftbench import runners
 from peftbench.runners.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
-from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
+from peftbench.run.engine import PreparedRun, new_result, prepare, resolve_precision
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count, stderr_says_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.results.lock import result_lock
@@ -48,7 +48,7 @@ CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the 
 # threads, so then from multiprocessing's fork server, a single-threaded process that imports them once and
 # forks every later child. It exits with this process, and its children with it (die_with_parent).
 FORK_WARM_CHILD = hasattr(os, "fork")
-FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.runners.engine", "peftbench.training.train"]
+FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.run.engine", "peftbench.training.train"]
 _RUNNING: set[int] = set()  # pids of the children now running, for interrupt_running_children
 # Preparing reads the task's data through `datasets`, and neither it nor tqdm is thread-safe: datasets' thread_map
 # deletes tqdm's class lock when it leaves, under another thread's progress bar ("'tqdm' object has no attribute

@@ -3,7 +3,7 @@
 `peftbench run`, `suite`, `sweep` and `convert --evaluate` each build RunRequests and hand them to
 `runners.batch.run_trials`; a backend (the local worker pool, or a Ray task) hands each one to
 `runners.isolated.run_request`, which passes it as JSON to the child process (`runners.child`), where the
-engine (`runners.engine`) runs it. Nothing on the way adds a field of its own, and nothing is pickled
+engine (`run.engine`) runs it. Nothing on the way adds a field of its own, and nothing is pickled
 into the child.
 
 The result file's name is derived here, in `result_stem`, and nowhere else. This module imports nothing heavy.

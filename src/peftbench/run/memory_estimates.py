@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config import ConfigError
-from peftbench.runners.engine import PreparedRun, prepare
+from peftbench.run.engine import PreparedRun, prepare
 from peftbench.runners.request import RunRequest
 from peftbench.training.memory_estimate import (
     MemoryEstimate, batch_shapes, check_text_task, estimate_training_memory, load_model_config, load_tokenizer_if_any,
