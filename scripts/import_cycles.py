@@ -18,7 +18,7 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def imported_modules(tree: ast.AST, this: str, is_package: bool, known: set[str]) -> set[str]:
-    """The peftbench modules `tree` imports (a `from X import name` counts name when it is a module of X)."""
+    """The peftbench modules `tree` imports (`from X import name` counts X.name where that is a module, else X)."""
     found: set[str] = set()
     package = this if is_package else this.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -30,8 +30,10 @@ def imported_modules(tree: ast.AST, this: str, is_package: bool, known: set[str]
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & known
+            found |= submodules
+            if len(submodules) < len(node.names):  # a name defined in `base` itself
+                found.add(base)
     return {name for name in found if name in known and name != this}
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from peftbench.config import ConfigError, build_train_config
+from peftbench.config import ConfigError
 from peftbench.tasks import get_task
 
 ROWS = [{"query": f"q{i} " + "x " * (i % 7), "response": f" r{i} " + "y " * (i % 5) + f"#### {i}"} for i in range(90)]
@@ -23,7 +23,7 @@ def task():
 
 
 def config_for(task, params, **overrides):
-    return build_train_config(task.default_params(), overrides={**params, "batch_size": 2, **overrides})
+    return task.build_config(None, overrides={**params, "batch_size": 2, **overrides})
 
 
 def test_math_defaults_are_the_suites(task, math_fixture_params):

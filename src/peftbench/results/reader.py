@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peftbench.analysis.metrics import METRICS, UNIT_RANGES
-from peftbench.config import ConfigError, read_untrusted_text
+from peftbench.config import ConfigError, learning_rate_problem, read_untrusted_text
 from peftbench.printable import printable
 from peftbench.results.inference_record import INFERENCE_DIR, InferenceResult, inference_file_of, mode_overhead, read_inference_file
 from peftbench.results.record import PEFTBENCH, RunResult, peftbench_fields
 from peftbench.results.writer import CHECKPOINTS_DIR
 
-# Beyond these a curve step or a learning rate is corrupt data, not a run (metrics have their own ranges).
+# Beyond it a curve step is corrupt data, not a run (metrics have their own ranges, a learning rate its own check).
 MAX_STEP = 1e12
-MAX_LEARNING_RATE = 1e3
 
 PEFT_SUITE_SOURCE = "peft-suite"  # RunRecord.source of a result the PEFT suite wrote (else "peftbench")
 FULL_FINETUNING = "full-finetuning"  # peft_type of a run without a PEFT config, as the PEFT suite names it
@@ -399,8 +398,8 @@ def run_record(read: ResultRead) -> tuple[RunRecord | None, str | None]:
         method, config_name = method or head, config_name or (tail or head)
     learning_rate = _number(_dict(result.train_config or {}, "optimizer_kwargs"), "lr",
                             "run_info.train_config.optimizer_kwargs", problems)
-    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
-        problems.add(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
+    if learning_rate is not None and learning_rate_problem(learning_rate):
+        problems.add(f"learning rate {learning_rate:.3g} {learning_rate_problem(learning_rate)}; left out")
         learning_rate = None
     metrics = _analysis_metrics(result, source, problems)
     inference = _joined_inference(read.path)

@@ -15,12 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.experiments import FULL_FINETUNING
-
-
-def format_lr(lr: float) -> str:
-    """The shortest text that reads back as exactly `lr` (0.001, 3.16e-05): unique and exact in file names."""
-    return repr(float(lr))
+from peftbench.config import format_lr
+from peftbench.experiments import FULL_FINETUNING_METHOD
 
 
 def result_stem(method: str, name: str, *, lr: Optional[float] = None, seed: Optional[int] = None) -> str:
@@ -94,7 +90,7 @@ class RunRequest:
     def names(self) -> tuple[str, str]:
         """(method, name) of the result: given, or the folder's parent's name and the folder's own."""
         source = self.source
-        return self.method or source.parent.name or FULL_FINETUNING, self.name or source.name
+        return self.method or source.parent.name or FULL_FINETUNING_METHOD, self.name or source.name
 
     @property
     def result_stem(self) -> str:
