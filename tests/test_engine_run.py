@@ -361,7 +361,7 @@ def test_a_cleanup_that_fails_while_cancelling_still_records_cancelled(experimen
                                                                        tmp_path, monkeypatch):
     import signal
 
-    from peftbench.runners.cancel import REASONS, Cancelled
+    from peftbench.cancel import REASONS, Cancelled
     from peftbench.tasks.text import TextTask
 
     def cancelled_mid_cleanup(self, model, batch):

@@ -464,7 +464,7 @@ POOL_SCRIPT = """
 import json, sys
 from peftbench.runners.batch import execute_trial
 from peftbench.runners.local_backend import run_local_pool
-from peftbench.runners.cancel import cancel_on_signals
+from peftbench.cancel import cancel_on_signals
 from peftbench.runners.request import RunRequest
 cancel_on_signals()  # as the CLI does
 trials = [RunRequest.from_dict(fields) for fields in json.loads(sys.argv[1])]
@@ -546,7 +546,7 @@ def test_sighup_to_the_child_writes_a_cancelled_result(lora, math_fixture_params
 
 SWALLOWED_SCRIPT = """
 import os, signal, sys, time, weakref
-from peftbench.runners.cancel import Cancelled, cancel_on_signals
+from peftbench.cancel import Cancelled, cancel_on_signals
 cancel_on_signals()  # as the CLI does
 class Storage: pass
 def freed(_):  # a weakref callback, like the memory tracker's: Python prints its exceptions and drops them

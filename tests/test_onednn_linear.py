@@ -129,7 +129,7 @@ def test_linear_timings_measure_both_kernels():
 
 
 def test_an_interrupt_that_lands_inside_torchs_mode_switch_stays_an_interrupt(monkeypatch):
-    """Cancellation raises KeyboardInterrupt wherever the signal lands (runners.cancel). Around functions written
+    """Cancellation raises KeyboardInterrupt wherever the signal lands (peftbench.cancel). Around functions written
     in Python (F.silu, ...), torch pops the mode, calls it and pushes it back in Python; an interrupt landing
     before the push leaves the mode off the stack. Leaving the block must then not fail with torch's "empty mode
     stack" error, which would record a cancelled run as failed."""

@@ -45,7 +45,7 @@ def measure_job(job: dict[str, Any]) -> int:
         _measure(job, target, result)
         result.status = "success"
     except KeyboardInterrupt as interrupt:
-        from peftbench.runners.cancel import cancel_reason
+        from peftbench.cancel import cancel_reason
 
         result.status, result.error_msg = "cancelled", cancel_reason(interrupt)
     except (ConfigError, ValueError, OSError) as error:  # bad input: the message names the folder or key

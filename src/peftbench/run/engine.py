@@ -26,7 +26,7 @@ from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_
 from peftbench.hardware import precision_name
 from peftbench.results.record import RunResult
 from peftbench.results.writer import CHECKPOINTS_DIR, result_document, write_json_atomic
-from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
+from peftbench.cancel import ORPHANED, cancel_reason, interrupt_behind
 from peftbench.runners.oom import is_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
@@ -201,7 +201,7 @@ def execute(request: RunRequest) -> tuple[Path, str]:
 
         with onednn_linears(run.config.cpu_matmul == "onednn"):
             _run_measured(request, run, m, clock)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (peftbench.cancel)
         m.status, m.error_msg = "cancelled", cancel_reason(interrupt)
     except ConfigError as error:  # bad input found once the model exists (e.g. target modules)
         m.status, m.error_msg = "failed", str(error)

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m peftbench.runners.child REQUEST.json|-", file=sys.stderr)
         return 2
-    from peftbench.runners.cancel import cancel_on_signals, die_with_parent
+    from peftbench.cancel import cancel_on_signals, die_with_parent
 
     # Libraries' notices of their own coming API changes (transformers calling its deprecated names, ...) are
     # for peftbench's developers, who see them in the test suite, not for a user watching a run.

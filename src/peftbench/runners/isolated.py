@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peftbench import runners
-from peftbench.runners.cancel import cancel_reason, cancel_signal
+from peftbench.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
 from peftbench.run.engine import PreparedRun, new_result, prepare, resolve_precision
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count, stderr_says_out_of_memory
@@ -151,7 +151,7 @@ def run_in_child(payload: dict[str, Any], *, echo: bool) -> ChildEnded:
         except BrokenPipeError:
             pass  # the child died at once; its exit code and stderr say why
         process.wait()
-    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (runners.cancel)
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (peftbench.cancel)
         # Forward the signal (the terminal may have sent it to the child already; the child ignores
         # repeats) and give the child time to write its `cancelled` result.
         interrupt = error

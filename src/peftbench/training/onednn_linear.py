@@ -94,7 +94,7 @@ def onednn_linears(enabled: bool = True) -> Iterator[None]:
         yield
         return
     # Pushed and popped here rather than by `with mode`: cancellation raises wherever its signal lands
-    # (runners.cancel), and around functions written in Python torch pops the mode, calls it and pushes it back
+    # (peftbench.cancel), and around functions written in Python torch pops the mode, calls it and pushes it back
     # in Python. An interrupt landing before that push leaves the mode off the stack, and `with` would then
     # replace the interrupt with torch's "empty mode stack" error.
     mode = _OneDNNLinearMode()

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peftbench.config import TrainConfig
-from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
+from peftbench.cancel import ORPHANED, cancel_reason, interrupt_behind
 from peftbench.runners.oom import is_out_of_memory
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
@@ -187,7 +187,7 @@ def train(
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (peftbench.cancel)
         outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
     except BrokenPipeError:  # the progress output's reader, the parent process, is gone
         outcome.status, outcome.error_msg = "cancelled", ORPHANED
