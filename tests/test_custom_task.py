@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.run.engine import execute, prepare
+from peftbench.run.engine import execute
+from peftbench.run.plan import plan_run
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 
@@ -51,7 +52,7 @@ def prepare_error(task_file: Path, tmp_path: Path) -> str:
     request = RunRequest(task=str(task_file), results_dir=str(tmp_path / "results"),
                          experiment_dir=str(QUICK / "lora" / "rank16"))
     with pytest.raises(ConfigError) as error:
-        prepare(request)
+        plan_run(request)
     return str(error.value)
 
 

@@ -211,9 +211,9 @@ def test_cpu_peak_memory_separates_training_from_the_whole_run():
     after_training = bytearray(192 * 2**20)
     del after_training
     report = meter.report()
-    assert report.kind == "cpu_rss" and report.train_allocated_bytes is None
-    assert 90 * 2**20 <= report.train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
-    assert report.total_bytes >= 180 * 2**20
+    assert report.peak_memory_kind == "cpu_rss" and report.peak_memory_train_allocated_bytes is None
+    assert 90 * 2**20 <= report.peak_memory_train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
+    assert report.peak_memory_total_bytes >= 180 * 2**20
 
 
 # the PEFT suite's MetaMathQA experiment folders, unchanged (tests/fixtures/peft-metamathqa-configs/README.md)

@@ -329,7 +329,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
     monkeypatch.setattr(isolated, "_DATASETS_AND_TQDM", WatchedLock())
     preparing, entered, most_at_once = [0], [], [0]
     counter = threading.Lock()
-    prepare = isolated.prepare
+    prepare = isolated.plan_run
 
     def watched_prepare(request):
         with counter:
@@ -344,7 +344,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
             with counter:
                 preparing[0] -= 1
 
-    monkeypatch.setattr(isolated, "prepare", watched_prepare)
+    monkeypatch.setattr(isolated, "plan_run", watched_prepare)
     outcomes = {}
 
     def worker(name: str) -> None:

@@ -59,7 +59,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
     monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
     monkeypatch.setattr(runners, "PARENT_COMPUTES_ON_ONE_THREAD", True)
 
-    def killed(request):
+    def killed(*plan_and_clock):
         os.write(2, b"about to be killed\n")
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -150,12 +150,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# No optimizer runs at a rate above it: a config or a result file that says so is a mistake (or corrupt).
-MAX_LEARNING_RATE = 1e3
+# Far beyond any rate that trains (at 1e6 every model diverges within steps, which a test of divergence asks
+# for): a config or a result file with a higher rate holds a mistake or corrupt data.
+MAX_LEARNING_RATE = 1e6
 
 
 def learning_rate_problem(lr: Any) -> Optional[str]:
-    """Why `lr` is no learning rate ("must be a finite number in [0, 1000]"), or None when it is one. Every
+    """Why `lr` is no learning rate ("must be a finite number in [0, 1e+06]"), or None when it is one. Every
     place that takes a learning rate (a config, a sweep, a result file) checks it here."""
     if _is_number(lr) and 0 <= lr <= MAX_LEARNING_RATE:
         return None
@@ -289,11 +290,13 @@ def closest_key(key: str, candidates: list[str]) -> Optional[str]:
     return best if best is not None and likeness(best) >= 0.6 else None
 
 
-def unknown_key_error(key: str, source: str, what: str, valid: list[str], suggestions: list[str]) -> ConfigError:
-    """The error for a key that is not one of `valid`: the closest of `suggestions` and the valid keys."""
+def unknown_key_error(key: str, source: str, what: str, valid: list[str], suggestions: list[str],
+                      config_key: Optional[str] = None) -> ConfigError:
+    """The error for a key that is not one of `valid`: the closest of `suggestions` and the valid keys.
+    `config_key`: the training parameter at fault (ConfigError.key), where it is one."""
     close = closest_key(key, suggestions)
     hint = f" Did you mean '{close}'?" if close else ""
-    return ConfigError(f"unknown {what} '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}")
+    return ConfigError(f"unknown {what} '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}", key=config_key)
 
 
 def check_keys(params: dict[str, Any], source: str, config_class: type[TrainConfig]) -> None:

@@ -56,7 +56,7 @@ def run(
 
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.runners.batch import run_trials
-    from peftbench.run.engine import check_requests
+    from peftbench.run.plan import check_requests
     from peftbench.runners.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task, resolve_task_name
 
@@ -97,7 +97,8 @@ def _announced(console, task_label: str):
     from rich.markup import escape
 
     from peftbench.printable import printable
-    from peftbench.runners.batch import execute_trial, guarded
+    from peftbench.runners.batch import execute_trial
+    from peftbench.runners.trial import guarded
 
     def execute(request):
         method, name = request.names

@@ -63,7 +63,7 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
 
     from peftbench.hardware import precision_name, resolve_use_amp
     from peftbench.results.writer import package_info
-    from peftbench.run.engine import describe_device, resolve_device
+    from peftbench.hardware import describe_device, resolve_device
     from peftbench.tasks import get_task
 
     task = get_task(job["task"])

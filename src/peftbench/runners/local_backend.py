@@ -15,7 +15,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
-from peftbench.runners.batch import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
+from peftbench.runners.trial import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
 from peftbench.cancel import cancel_signal
 from peftbench.runners.isolated import interrupt_running_children
 from peftbench.runners.request import RunRequest
