@@ -149,8 +149,9 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     first answer is recorded in the results folder and every later decision for that folder is the same."""
     import json
 
-    from peftbench.run.engine import resolve_precision
+    from peftbench.run.plan import RunPlan, decide_hardware
     from peftbench.runners.request import RunRequest
+    from peftbench.tasks import get_task
 
     results = tmp_path / "results"
     decisions = []
@@ -164,7 +165,8 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     record = json.loads((results / hardware.CPU_MATMUL_RECORD).read_text())
     assert record["cpu_matmul"] == "onednn" and record["cpu"] == hardware.cpu_model_and_flags()[0]
     assert hardware.resolve_cpu_matmul("torch", "cpu", **PLAIN, results_dir=results) == ("torch", "set")  # --set wins
-    # the engine decides for the request's results folder
+    # a run's plan is decided for its request's results folder
     config = TrainConfig(model_id="m", cpu_matmul="auto", use_amp=False, device="cpu")
-    resolved = resolve_precision(RunRequest(task="math-tiny", results_dir=str(results), experiment_dir="e"), config)
-    assert resolved.overrides["cpu_matmul"] == "onednn"
+    request = RunRequest(task="math-tiny", results_dir=str(results), experiment_dir="e")
+    plan = RunPlan(request, get_task("math-tiny"), config, results / "e.json", spec=None, git_commit=None)
+    assert decide_hardware(plan).config.cpu_matmul == "onednn"

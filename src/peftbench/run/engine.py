@@ -65,7 +65,8 @@ def execute(plan: RunPlan | RunRequest, clock: Optional[RunClock] = None,
 def _run_phases(run: phases.LiveRun, result: RunResult) -> None:
     from peftbench.evaluation.validity import run_warnings
 
-    fill(result, phases.load(run))
+    fill(result, phases.load_data(run))
+    fill(result, phases.load_model(run))
     references = phases.reference(run)
     phases.cache(run)
     outcome = phases.train(run)

@@ -1,6 +1,6 @@
 """The phases of one run, each a function with one job, in the order the engine (run/engine.py) calls them:
 
-    load -> reference -> cache -> train -> evaluate -> forget -> harness -> output -> save
+    load_data -> load_model -> reference -> cache -> train -> evaluate -> forget -> harness -> output -> save
 
 Each phase reads the run's live objects (`LiveRun`: its plan, clock, device, rows, processor and model) and
 returns what it measured, named as RunResult's fields (run/assemble.py `fill` copies them in by name). A phase
@@ -65,12 +65,10 @@ class References:
     harness: Any = None
 
 
-def load(run: LiveRun) -> dict[str, Any]:
-    """Seed, threads, device, the task's rows and processor, and the model to train or evaluate, on its device."""
+def load_data(run: LiveRun) -> dict[str, Any]:
+    """Seed, threads and device, then the task's rows and processor."""
     import torch
 
-    from peftbench.training.memory import PeakMemoryMeter
-    from peftbench.training.methods import wrap_model
     from peftbench.training.train import seed_everything
 
     plan, config, task = run.plan, run.plan.config, run.plan.task
@@ -80,13 +78,21 @@ def load(run: LiveRun) -> dict[str, Any]:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
     run.device = resolve_device(config)
-    measured: dict[str, Any] = {"device": describe_device(run.device), "extra": {}}
-
     with run.clock.phase(DATA):
         run.data = task.load_data(config)
-    measured["dataset_info"] = run.data.info  # the same dict: what before_training notes in it (rows left out) too
     run.processor = task.load_processor(config)
+    # dataset_info: the same dict, so that what before_training notes in it (rows left out) is recorded too
+    return {"device": describe_device(run.device), "dataset_info": run.data.info}
 
+
+def load_model(run: LiveRun) -> dict[str, Any]:
+    """The model to train (the base model wrapped by peft) or to evaluate (a saved adapter on it), on its device;
+    the memory meter's baseline is taken before it is built."""
+    from peftbench.training.memory import PeakMemoryMeter
+    from peftbench.training.methods import wrap_model
+
+    plan, config, task = run.plan, run.plan.config, run.plan.task
+    measured: dict[str, Any] = {"extra": {}}
     run.meter = PeakMemoryMeter(run.device)
     run.meter.start_run()  # baseline: before the model is built
     base_model = task.load_model(config, run.device)

@@ -1,6 +1,6 @@
 """Everything method-specific, in one place, keyed by method.
 
-- `OPTIMIZER_BUILDERS`, keyed by the training parameter `optimizer_type` (the PEFT suite's semantics):
+- `PEFT_OPTIMIZERS` and `check_optimizer`, keyed by the training parameter `optimizer_type` (the PEFT suite's semantics):
   "lora+", "lora-fa" and "riemannian" come from `peft.optimizers`; any other value names a `torch.optim` class.
 - `METHOD_SUPPORT`, keyed by peft_type: hooks around model building and the training step
   (AdaLoRA's total_step and update_and_allocate, prompt-learning dimensions and KV-prefix initialisation).
