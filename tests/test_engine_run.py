@@ -44,8 +44,14 @@ def bad_target_experiment(experiments_copy) -> Path:
 
 
 def test_cli_run_writes_complete_result_and_checkpoint(
-    experiments_copy, bad_target_experiment, math_fixture_params, tmp_path
+    experiments_copy, bad_target_experiment, math_fixture_params, tmp_path, monkeypatch
 ):
+    from peftbench.run import plan as plan_module
+
+    planned = []
+    plan_run = plan_module.plan_run
+    monkeypatch.setattr(plan_module, "plan_run", lambda request: planned.append(request.result_stem) or plan_run(request))
+    monkeypatch.setattr(isolated, "plan_run", lambda request: planned.append(request.result_stem) or plan_run(request))
     results = tmp_path / "results"
     runner = CliRunner()
     # the failing experiment comes first: the next one must still run, and the exit code must say so
@@ -53,6 +59,7 @@ def test_cli_run_writes_complete_result_and_checkpoint(
             "--results", str(results), "--seed", "3", *set_options(math_fixture_params)]
     outcome = runner.invoke(app, args)
     assert outcome.exit_code == 1, outcome.output
+    assert planned == ["lora--bad-targets--seed3", "lora--llama-3.2-3B-rank32--seed3"]  # each run planned once
 
     failed = read_result(results / "lora--bad-targets--seed3.json")
     assert failed["peftbench"]["status"] == "failed" == failed["train_info"]["status"]

@@ -52,6 +52,13 @@ class RunPlan:
         """The experiment folder (train) or the adapter folder (evaluate)."""
         return self.request.source
 
+    def handed_on(self, request: RunRequest) -> "RunPlan":
+        """This plan with `request` as a batch hands it on to be run (with its progress file): the same run,
+        not planned again. A request that differs in anything else is not this plan's (ValueError)."""
+        if replace(request, progress_file=None) != replace(self.request, progress_file=None):
+            raise ValueError(f"{request.result_stem}: the request differs from the one planned")
+        return replace(self, request=request)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: what the child process receives on its stdin."""
         spec = None if self.spec is None else {**dataclasses.asdict(self.spec), "path": str(self.spec.path)}
@@ -112,11 +119,11 @@ def plan_run(request: RunRequest) -> RunPlan:
                    git_commit=git_commit_of(request.source), harness=harness)
 
 
-def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
-    """Check a batch before any of it runs, so that a typo does not surface after an hour of training: every
+def plan_batch(requests: list[RunRequest]) -> list[RunPlan]:
+    """Plan a batch before any of it runs, so that a typo does not surface after an hour of training: every
     request is planned (ConfigError for the first bad one), a folder given twice is kept once, two folders
     that would write the same result file are refused, and each results folder must take a real file write.
-    Returns the requests to run."""
+    Returns the plans to run."""
     from peftbench.results.writer import check_writable
 
     first_by_file: dict[Path, RunPlan] = {}
@@ -132,8 +139,8 @@ def check_requests(requests: list[RunRequest]) -> list[RunRequest]:
                 f"{plan.source} (both are {plan.experiment_name!r}); rename one of them, or run them with "
                 "different --results folders"
             )
-        kept.append(request)
-    for results_dir in dict.fromkeys(request.results_dir for request in kept):
+        kept.append(plan)
+    for results_dir in dict.fromkeys(plan.request.results_dir for plan in kept):
         check_writable(results_dir)
     return kept
 

@@ -25,7 +25,17 @@ def execute_trial(request: RunRequest) -> TrialOutcome:
     """Run one request in a child process (runners.isolated) and report its status."""
     from peftbench.runners.isolated import run_request
 
-    result_path, status, skipped = run_request(request)
+    return _outcome(request, *run_request(request))
+
+
+def execute_planned(plan) -> TrialOutcome:
+    """`execute_trial` for a request planned already (run.plan.plan_batch): the run as it was planned."""
+    from peftbench.runners.isolated import run_plan
+
+    return _outcome(plan.request, *run_plan(plan))
+
+
+def _outcome(request: RunRequest, result_path: Optional[Path], status: str, skipped: bool) -> TrialOutcome:
     return TrialOutcome(request.trial_id, status, str(result_path) if result_path else None, skipped=skipped)
 
 

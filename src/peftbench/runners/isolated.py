@@ -93,6 +93,12 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
     """
     with _DATASETS_AND_TQDM:
         plan = plan_run(request)  # raises ConfigError before anything starts
+    return run_plan(plan)
+
+
+def run_plan(plan: RunPlan) -> tuple[Path, str, bool]:
+    """`run_request` for a request planned already (run.plan.plan_batch)."""
+    request = plan.request
     if should_skip(plan.result_file, request.force, request.keep_killed, plan.task.name):
         return plan.result_file, existing_status(plan.result_file), True
     plan = decide_hardware(plan)  # in the parent: every run of a batch gets the same precision
