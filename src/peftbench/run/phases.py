@@ -1,6 +1,7 @@
 """The phases of one run, each a function with one job, in the order the engine (run/engine.py) calls them:
 
-    load_data -> load_model -> reference -> cache -> train -> evaluate -> forget -> harness -> output -> save
+    load_data -> load_model -> reference -> cache -> train (then `trained`: what it leaves to measure) -> evaluate
+    -> forget -> harness -> output -> save
 
 Each phase reads the run's live objects (`LiveRun`: its plan, clock, device, rows, processor and model) and
 returns what it measured, named as RunResult's fields (run/assemble.py `fill` copies them in by name). A phase
@@ -23,7 +24,7 @@ from peftbench.hardware import describe_device, precision_name, resolve_device
 from peftbench.results.writer import CHECKPOINTS_DIR
 from peftbench.run.assemble import item_predictions, memory_log_summary, peft_config_dict
 from peftbench.run.plan import RunPlan
-from peftbench.timing import DATA, HARNESS, OUTPUT, PREPARE, REFERENCE, TEST, TRAIN, VALID, RunClock
+from peftbench.timing import DATA, HARNESS, OUTPUT, PREPARE, REFERENCE, TRAIN, VALID, RunClock
 
 ARTIFACTS_DIR = "artifacts"  # files a task saves with a run (images), RESULTS/artifacts/<result stem>/
 
