@@ -150,8 +150,8 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
 
 
 @pytest.mark.parametrize("assignment, expected", [
-    ("optimizer_kwargs.lrr=1", "unknown optimizer argument 'lrr' in optimizer_kwargs (arguments of "
-                               "torch.optim.AdamW). Did you mean 'lr'?"),
+    ("optimizer_kwargs.lrr=1", "unknown optimizer argument 'lrr' in --set (optimizer_kwargs of torch.optim.AdamW). "
+                               "Did you mean 'lr'?"),
     ("lr=1e-3", "unknown training parameter 'lr' in --set. Did you mean 'optimizer_kwargs.lr'?"),
 ])
 def test_a_typo_in_set_is_refused_in_the_parent_before_any_model_loads(experiments_copy, math_fixture_params, tmp_path,
@@ -165,7 +165,6 @@ def test_a_typo_in_set_is_refused_in_the_parent_before_any_model_loads(experimen
                                        str(tmp_path / "r"), *set_options(math_fixture_params), "--set", assignment])
     assert outcome.exit_code == 2, outcome.output
     assert expected in " ".join(outcome.output.split())  # the terminal wraps long lines
-    assert "from --set" in outcome.output or assignment.startswith("lr=")
     assert not started and not loaded and not (tmp_path / "r").exists()
 
 

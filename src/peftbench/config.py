@@ -290,13 +290,11 @@ def closest_key(key: str, candidates: list[str]) -> Optional[str]:
     return best if best is not None and likeness(best) >= 0.6 else None
 
 
-def unknown_key_error(key: str, source: str, what: str, valid: list[str], suggestions: list[str],
-                      config_key: Optional[str] = None) -> ConfigError:
-    """The error for a key that is not one of `valid`: the closest of `suggestions` and the valid keys.
-    `config_key`: the training parameter at fault (ConfigError.key), where it is one."""
+def unknown_key_error(key: str, source: str, what: str, valid: list[str], suggestions: list[str]) -> ConfigError:
+    """The error for a key that is not one of `valid`: the closest of `suggestions` and the valid keys."""
     close = closest_key(key, suggestions)
     hint = f" Did you mean '{close}'?" if close else ""
-    return ConfigError(f"unknown {what} '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}", key=config_key)
+    return ConfigError(f"unknown {what} '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}")
 
 
 def check_keys(params: dict[str, Any], source: str, config_class: type[TrainConfig]) -> None:
@@ -429,8 +427,13 @@ def with_origin(error: ConfigError, layers: list[tuple[dict[str, Any], str]]) ->
     precedence first, that sets the key, else the task's defaults. Unchanged when the error has no key."""
     if error.key is None:
         return error
-    origin = next((source for params, source in layers if _has_key(params, error.key)), "the task's defaults")
-    return ConfigError(f"{error}, from {origin}", key=error.key)
+    return ConfigError(f"{error}, from {value_origin(error.key, layers)}", key=error.key)
+
+
+def value_origin(dotted_key: str, layers: list[tuple[dict[str, Any], str]]) -> str:
+    """Where the value of `dotted_key` came from: the first of `layers` (params, source name), highest precedence
+    first, that sets it, else the task's defaults."""
+    return next((source for params, source in layers if _has_key(params, dotted_key)), "the task's defaults")
 
 
 def _has_key(params: dict[str, Any], dotted_key: str) -> bool:

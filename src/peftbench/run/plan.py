@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.config import ConfigError, TrainConfig, with_origin
+from peftbench.config import ConfigError, TrainConfig, value_origin, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
@@ -103,11 +103,12 @@ def plan_run(request: RunRequest) -> RunPlan:
     config = task.build_config(training_params, source, overrides, "--set")
     from peftbench.training.methods import check_optimizer  # imports torch: after the cheap checks
 
+    layers = [(overrides, "--set"), (training_params, source)]
     try:
-        check_optimizer(config.optimizer_type, config.optimizer_kwargs)
+        check_optimizer(config.optimizer_type, config.optimizer_kwargs, lambda key: value_origin(key, layers))
         task.check_inputs(config)
     except ConfigError as error:
-        raise with_origin(error, [(overrides, "--set"), (training_params, source)]) from None
+        raise with_origin(error, layers) from None
     if spec is not None:
         build_peft_config(spec)  # the adapter config's values, checked before any model loads
     harness = dict(request.harness) if request.harness.get("tasks") else dict(task.harness)

@@ -72,9 +72,11 @@ def optimizer_arguments(optimizer_type: str) -> Optional[dict[str, bool]]:
     return arguments
 
 
-def check_optimizer(optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> None:
+def check_optimizer(optimizer_type: str, optimizer_kwargs: dict[str, Any],
+                    origin_of: Callable[[str], str] = lambda key: "optimizer_kwargs") -> None:
     """Raise ConfigError, before any model loads, for an optimizer_type that is none, an argument its optimizer
-    does not take (the closest one it takes) or one it needs and is not given."""
+    does not take (the closest one it takes) or one it needs and is not given. `origin_of(key)`: where the
+    value of a training parameter came from (`--set`, a training_params.json), for the message."""
     check_optimizer_type(optimizer_type)
     arguments = optimizer_arguments(optimizer_type)
     if arguments is None:
@@ -82,8 +84,8 @@ def check_optimizer(optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> No
     _, described, _ = _optimizer_builder(optimizer_type)
     for key in optimizer_kwargs:
         if key not in arguments:
-            raise unknown_key_error(key, f"optimizer_kwargs (arguments of {described})", "optimizer argument",
-                                    list(arguments), list(arguments), config_key=f"optimizer_kwargs.{key}")
+            source = f"{origin_of(f'optimizer_kwargs.{key}')} (optimizer_kwargs of {described})"
+            raise unknown_key_error(key, source, "optimizer argument", list(arguments), list(arguments))
     missing = [name for name, required in arguments.items() if required and name not in optimizer_kwargs]
     if missing:
         raise ConfigError(f"optimizer_kwargs lacks {', '.join(missing)}, which {described} needs",
