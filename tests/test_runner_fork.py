@@ -27,7 +27,7 @@ def losses(path) -> list[float]:
 
 
 def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tmp_path, monkeypatch):
-    import torch  # noqa: F401 - the parent holds torch, as after prepare()
+    import torch  # noqa: F401 - the parent holds torch, as after planning
     import threading
 
     from tqdm import TMonitor, tqdm
@@ -74,7 +74,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
 def test_children_of_a_two_worker_pool_come_from_the_fork_server(experiments_copy, params, tmp_path, monkeypatch):
     """While the pool's threads run, children are forked by the fork server (torch imported once there), not by
     this process; they train as a fresh interpreter does, and are their own processes."""
-    import torch  # noqa: F401 - the parent holds torch, as after prepare()
+    import torch  # noqa: F401 - the parent holds torch, as after planning
 
     from peftbench.runners.batch import execute_trial
     from peftbench.runners.local_backend import run_local_pool
