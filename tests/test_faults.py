@@ -523,10 +523,13 @@ def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_p
 
 
 def start_child(lora: Path, results: Path, params: dict, tmp_path: Path) -> subprocess.Popen:
-    request = RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora), overrides=params)
+    from peftbench.run.plan import decide_hardware, plan_run
+
+    plan = decide_hardware(plan_run(RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora),
+                                               overrides=params)))
     child = subprocess.Popen([*isolated.CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True, env=subprocess_env(tmp_path))
-    child.stdin.write(json.dumps({**request.to_dict(), "parent_pid": os.getpid()}))
+    child.stdin.write(json.dumps({**plan.to_dict(), "parent_pid": os.getpid()}))  # as its parent sends it
     child.stdin.close()
     return child
 
