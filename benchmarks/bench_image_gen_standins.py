@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     from image_standins import build_standins
 
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     with tempfile.TemporaryDirectory(prefix="peftbench-image-bench-") as folder:

@@ -109,7 +109,7 @@ def compare(results_dir: str, suite_dir: str) -> None:
     """The estimator, counting as a CPU run does, against measured runs with the same training config."""
     import warnings
 
-    from peftbench.runners.engine import prepare
+    from peftbench.run.plan import plan_run
     from peftbench.runners.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 
@@ -120,7 +120,7 @@ def compare(results_dir: str, suite_dir: str) -> None:
         pb = data.get("peftbench") or {}
         if pb.get("status") != "success":
             continue
-        run = prepare(RunRequest(task=pb["task"], results_dir=".", experiment_dir=str(Path(suite_dir) / pb["method"] / pb["name"]),
+        run = plan_run(RunRequest(task=pb["task"], results_dir=".", experiment_dir=str(Path(suite_dir) / pb["method"] / pb["name"]),
                                  overrides=data["run_info"]["train_config"]))
         tokenizer = load_tokenizer_if_any(run.task, run.config)
         with warnings.catch_warnings():

@@ -59,7 +59,7 @@ def main() -> None:
     forgetting_s = time.process_time() - tic
     print(f"capability {torch.backends.cpu.get_cpu_capability()}, use_amp {config.use_amp}, threads {args.threads}")
     print(f"imports {imports:.1f} s CPU, data+model {setup:.1f} s")
-    print(f"train: {train_s / args.steps:.3f} s CPU/step ({outcome.total_tokens / args.steps:.0f} tokens/step, "
+    print(f"train: {train_s / args.steps:.3f} s CPU/step ({outcome.train_units / args.steps:.0f} tokens/step, "
           f"batch {config.batch_size})")
     print(f"test: {test_s / args.test_items * 100:.2f} s CPU per 100 items "
           f"({result.num_generated_tokens / args.test_items:.1f} generated tokens/item, batch {config.batch_size_eval})")

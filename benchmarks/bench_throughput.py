@@ -39,7 +39,7 @@ def engine_tokens_per_second(task, data, processor, config, device) -> float:
     outcome = train(model=model, task=task, data=data, processor=processor, config=config, device=device,
                     support=MethodSupport(), show_progress=False)
     assert outcome.status == "success", outcome.error_msg
-    return outcome.total_tokens / outcome.train_time_s
+    return outcome.train_units / outcome.train_seconds
 
 
 def bare_tokens_per_second(task, data, processor, config, device) -> float:

@@ -3,7 +3,7 @@ when the signal came after it finished), with its result written; `LOST` counts 
 and that still went on to `success`.
 
 Each run is math-tiny's LoRA r16 from the quick suite, shortened, in this process. A SIGALRM, handled as the
-child handles SIGTERM (runners.cancel), fires at a random moment of it: while loading, training (with the memory
+child handles SIGTERM (peftbench.cancel), fires at a random moment of it: while loading, training (with the memory
 tracker on its sampled steps), evaluating or writing. A Cancelled raised outside `execute`'s try (loading the
 request, writing the result) is counted as `escaped`: the child reports it as cancelled (runners.child).
 
@@ -22,8 +22,8 @@ from pathlib import Path
 from time import perf_counter
 
 from peftbench.config import parse_set_options
-from peftbench.runners.cancel import cancel_on_signals
-from peftbench.runners.engine import execute
+from peftbench.cancel import cancel_on_signals
+from peftbench.run.engine import execute
 from peftbench.runners.request import RunRequest
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "src/peftbench/suites/quick/lora/rank16"

@@ -125,7 +125,7 @@ def copy_image_experiment(name: str, destination: Path) -> Path:
 @pytest.fixture(scope="session")
 def image_lora_run(image_standins, tmp_path_factory) -> tuple[Path, dict]:
     """PEFT's lora/flux2-klein-default run by image-gen on the stand-ins: (result file, its content)."""
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     root = tmp_path_factory.mktemp("image-run")

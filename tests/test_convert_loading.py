@@ -97,7 +97,7 @@ def test_evaluate_mode_records_a_partial_checkpoint_as_failed(tmp_path, tiny_mod
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     adapter_dir = tmp_path / "adapter"

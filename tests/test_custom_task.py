@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.runners.engine import execute, prepare
+from peftbench.run.engine import execute
+from peftbench.run.plan import plan_run
 from peftbench.runners.request import RunRequest
 from peftbench.tasks import get_task
 
@@ -51,7 +52,7 @@ def prepare_error(task_file: Path, tmp_path: Path) -> str:
     request = RunRequest(task=str(task_file), results_dir=str(tmp_path / "results"),
                          experiment_dir=str(QUICK / "lora" / "rank16"))
     with pytest.raises(ConfigError) as error:
-        prepare(request)
+        plan_run(request)
     return str(error.value)
 
 
@@ -154,9 +155,7 @@ def test_multiple_choice_picks_the_most_likely_option(task_dir):
 
 
 def _config(task):
-    from peftbench.config import build_train_config
-
-    return build_train_config(task.default_params())
+    return task.build_config()
 
 
 # ---- bad input: an error naming the file and the key, before anything loads ----
@@ -373,8 +372,6 @@ def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
     """What the math task file needs, for any task: per-split renames, a row filter and the suite's sample."""
     import numpy as np
 
-    from peftbench.config import build_train_config
-
     def read(name: str) -> list[dict]:
         return [json.loads(line) for line in (task_dir / name).read_text().splitlines() if line.strip()]
 
@@ -384,7 +381,7 @@ def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
         "valid": {"path": "valid.jsonl", "rename": renamed, "shuffle_seed": 0},
         "test": {"path": "test.jsonl", "rename": renamed},
     })))
-    config = build_train_config(task.default_params())
+    config = task.build_config()
     data = task.load_data(config)
     expected_train = [row for row in read("train.jsonl") if row["colour"] != "green"]
     assert 0 < len(expected_train) < len(read("train.jsonl"))
@@ -395,7 +392,7 @@ def test_source_options_rename_keep_if_and_shuffle_seed(task_dir):
     np.random.shuffle(order)
     assert [row["doc"]["thing"] for row in data.valid] == [valid[i]["item"] for i in order][: config.valid_size]
     # --set train_data=FILE replaces data.train's source; its options still apply
-    other = build_train_config(task.default_params(), overrides={"train_data": str(task_dir / "valid.jsonl")})
+    other = task.build_config(overrides={"train_data": str(task_dir / "valid.jsonl")})
     replaced = task.load_data(other).train
     assert [row["doc"]["thing"] for row in replaced] == [row["item"] for row in valid if row["colour"] != "green"]
 

@@ -13,6 +13,7 @@ from peftbench.evaluation.answers import extract_answer, is_correct
 from peftbench.experiments import discover_experiments, load_experiment
 from peftbench.results.writer import write_json_atomic
 from peftbench.tasks import get_task
+from peftbench.tasks.text_config import TextTrainConfig
 
 from conftest import FIXTURES, MATH_FIXTURES
 from peftbench.runners.request import RunRequest
@@ -23,14 +24,18 @@ def math_defaults():
     return get_task("math").default_params()
 
 
+def build_text_config(*args, **kwargs):
+    return build_train_config(*args, config_class=TextTrainConfig, **kwargs)
+
+
 def test_suite_experiment_loads_unchanged_and_merges_nested_kwargs():
     spec = load_experiment(FIXTURES / "experiments/lora/llama-3.2-3B-rank32-lorafa")
     assert (spec.method, spec.name, spec.peft_type) == ("lora", "llama-3.2-3B-rank32-lorafa", "LORA")
-    config = build_train_config(math_defaults(), spec.training_params, str(spec.training_params_path))
+    config = build_text_config(math_defaults(), spec.training_params, str(spec.training_params_path))
     assert config.optimizer_type == "lora-fa"
     assert config.optimizer_kwargs == {"r": 32, "lora_alpha": 64, "lr": 1e-4, "weight_decay": 0.1}
     # a partial optimizer_kwargs keeps the task default's other keys (the PEFT suite's merge)
-    config = build_train_config(math_defaults(), {"optimizer_kwargs": {"lr": 5e-4}})
+    config = build_text_config(math_defaults(), {"optimizer_kwargs": {"lr": 5e-4}})
     assert config.optimizer_kwargs == {"lr": 5e-4, "weight_decay": 0.1}
 
 
@@ -46,23 +51,43 @@ def test_set_options_parse_json_values_and_dotted_keys():
     assert params == {
         "max_steps": 20, "optimizer_kwargs": {"lr": 1e-3}, "query_template": "Q: {query} A:", "use_gc": True,
     }
-    config = build_train_config(math_defaults(), {}, overrides=params)
+    config = build_text_config(math_defaults(), {}, overrides=params)
     assert config.max_steps == 20 and config.optimizer_kwargs == {"lr": 1e-3, "weight_decay": 0.1}
 
 
 def test_unknown_set_key_is_named_with_a_suggestion():
     with pytest.raises(ConfigError) as error:
-        parse_set_options(["max_step=20"])
+        build_text_config(math_defaults(), overrides=parse_set_options(["max_step=20"]))
     message = str(error.value)
     assert "'max_step'" in message and "--set" in message and "Did you mean 'max_steps'" in message
+
+
+def test_a_key_of_optimizer_kwargs_given_alone_points_at_it():
+    with pytest.raises(ConfigError) as error:
+        get_task("math").build_config(None, overrides=parse_set_options(["lr=1e-3"]))
+    assert "unknown training parameter 'lr' in --set. Did you mean 'optimizer_kwargs.lr'?" in str(error.value)
+
+
+def test_the_valid_keys_offered_are_the_tasks_own():
+    image_only = {"resolution", "guidance_scale", "instance_prompts"}
+    assert not image_only & set(TextTrainConfig.__dataclass_fields__)  # keys of image generation's config only
+    with pytest.raises(ConfigError) as error:
+        get_task("math").build_config(None, overrides=parse_set_options(["max_step=20"]))
+    valid = set(str(error.value).partition("Valid keys: ")[2].split(", "))
+    assert "query_template" in valid and not image_only & valid
+    with pytest.raises(ConfigError) as error:
+        get_task("image-tiny").build_config(None, overrides=parse_set_options(["max_step=20"]))
+    valid = set(str(error.value).partition("Valid keys: ")[2].split(", "))
+    assert image_only <= valid and "query_template" not in valid
 
 
 def test_unknown_training_params_key_names_key_and_file(tmp_path):
     folder = tmp_path / "lora" / "typo"
     shutil.copytree(FIXTURES / "experiments/lora/llama-3.2-3B-rank32", folder)
     (folder / "training_params.json").write_text(json.dumps({"learning_rate": 1e-3}))
+    spec = load_experiment(folder)
     with pytest.raises(ConfigError) as error:
-        load_experiment(folder)
+        get_task("math").build_config(spec.training_params, str(spec.training_params_path))
     assert "'learning_rate'" in str(error.value) and str(folder / "training_params.json") in str(error.value)
 
 
@@ -86,14 +111,14 @@ def test_unknown_peft_type_lists_valid_types(tmp_path):
 
 def test_invalid_value_is_named():
     with pytest.raises(ConfigError, match="dtype"):
-        build_train_config(math_defaults(), {"dtype": "float8"})
+        build_text_config(math_defaults(), {"dtype": "float8"})
     with pytest.raises(ConfigError, match="query_template"):
-        build_train_config(math_defaults(), {"query_template": "no placeholder"})
+        build_text_config(math_defaults(), {"query_template": "no placeholder"})
 
 
 def test_missing_data_file_fails_before_loading(tmp_path):
     task = get_task("math")
-    config = build_train_config(task.default_params(), overrides={"train_data": str(tmp_path / "nope.jsonl")})
+    config = build_text_config(task.default_params(), overrides={"train_data": str(tmp_path / "nope.jsonl")})
     with pytest.raises(ConfigError) as error:
         task.check_inputs(config)
     assert "train_data" in str(error.value) and "nope.jsonl" in str(error.value)
@@ -101,7 +126,7 @@ def test_missing_data_file_fails_before_loading(tmp_path):
 
 def test_math_task_loads_local_files_with_the_suite_filter():
     task = get_task("math")
-    config = build_train_config(task.default_params(), overrides={
+    config = build_text_config(task.default_params(), overrides={
         "train_data": str(MATH_FIXTURES / "metamath_train.jsonl"),
         "valid_data": str(MATH_FIXTURES / "gsm8k_train.jsonl"),
         "test_data": str(MATH_FIXTURES / "gsm8k_test.jsonl"),
@@ -165,7 +190,7 @@ def test_valid_sample_is_the_peft_suites(tmp_path):
     source = tmp_path / "gsm8k_train.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     task = get_task("math")
-    config = build_train_config(task.default_params(), overrides={"valid_data": str(source), "valid_size": 6})
+    config = build_text_config(task.default_params(), overrides={"valid_data": str(source), "valid_size": 6})
     np.random.seed(0)
     expected = np.arange(30)
     np.random.shuffle(expected)
@@ -187,9 +212,9 @@ def test_cpu_peak_memory_separates_training_from_the_whole_run():
     after_training = bytearray(192 * 2**20)
     del after_training
     report = meter.report()
-    assert report.kind == "cpu_rss" and report.train_allocated_bytes is None
-    assert 90 * 2**20 <= report.train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
-    assert report.total_bytes >= 180 * 2**20
+    assert report.peak_memory_kind == "cpu_rss" and report.peak_memory_train_allocated_bytes is None
+    assert 90 * 2**20 <= report.peak_memory_train_bytes < 160 * 2**20  # about the 96 MiB, not the 192 MiB after it
+    assert report.peak_memory_total_bytes >= 180 * 2**20
 
 
 # the PEFT suite's MetaMathQA experiment folders, unchanged (tests/fixtures/peft-metamathqa-configs/README.md)
@@ -203,7 +228,7 @@ def test_every_peft_suite_experiment_folder_loads_unchanged():
     assert len(folders) > 50
     for folder in folders:
         spec = load_experiment(folder)
-        build_train_config(math_defaults(), spec.training_params, str(spec.training_params_path))
+        build_text_config(math_defaults(), spec.training_params, str(spec.training_params_path))
         peft_config = build_peft_config(spec)
         assert (peft_config is None) == (spec.method == "full-finetuning"), folder
 
@@ -278,9 +303,9 @@ def test_trust_remote_code_needs_the_users_own_command_line(tmp_path):
     spec = load_experiment(experiment)
     source = str(spec.training_params_path)
     with pytest.raises(ConfigError) as error:
-        build_train_config(math_defaults(), spec.training_params, source)
+        build_text_config(math_defaults(), spec.training_params, source)
     assert source in str(error.value) and "--set trust_remote_code=true" in str(error.value)
     with pytest.raises(ConfigError, match="the task's defaults"):
-        build_train_config({**math_defaults(), "trust_remote_code": True})
-    asked = build_train_config(math_defaults(), spec.training_params, source, overrides={"trust_remote_code": True})
+        build_text_config({**math_defaults(), "trust_remote_code": True})
+    asked = build_text_config(math_defaults(), spec.training_params, source, overrides={"trust_remote_code": True})
     assert asked.trust_remote_code is True

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.runners import isolated
-from peftbench.runners.engine import execute
+from peftbench.run.engine import execute
+from peftbench.run.plan import decide_hardware, plan_run
 from peftbench.runners.request import RunRequest
 from waiting import SAFETY_NET_S, StreamWatch
 
@@ -43,8 +44,14 @@ def bad_target_experiment(experiments_copy) -> Path:
 
 
 def test_cli_run_writes_complete_result_and_checkpoint(
-    experiments_copy, bad_target_experiment, math_fixture_params, tmp_path
+    experiments_copy, bad_target_experiment, math_fixture_params, tmp_path, monkeypatch
 ):
+    from peftbench.run import plan as plan_module
+
+    planned = []
+    plan_run = plan_module.plan_run
+    monkeypatch.setattr(plan_module, "plan_run", lambda request: planned.append(request.result_stem) or plan_run(request))
+    monkeypatch.setattr(isolated, "plan_run", lambda request: planned.append(request.result_stem) or plan_run(request))
     results = tmp_path / "results"
     runner = CliRunner()
     # the failing experiment comes first: the next one must still run, and the exit code must say so
@@ -52,6 +59,7 @@ def test_cli_run_writes_complete_result_and_checkpoint(
             "--results", str(results), "--seed", "3", *set_options(math_fixture_params)]
     outcome = runner.invoke(app, args)
     assert outcome.exit_code == 1, outcome.output
+    assert planned == ["lora--bad-targets--seed3", "lora--llama-3.2-3B-rank32--seed3"]  # each run planned once
 
     failed = read_result(results / "lora--bad-targets--seed3.json")
     assert failed["peftbench"]["status"] == "failed" == failed["train_info"]["status"]
@@ -139,6 +147,25 @@ def test_bad_input_stops_before_any_run(experiments_copy, math_fixture_params, t
     outcome = runner.invoke(app, [*base[:3], "--task", "no-such-task"])
     assert outcome.exit_code == 2 and "math" in outcome.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("assignment, expected", [
+    ("optimizer_kwargs.lrr=1", "unknown optimizer argument 'lrr' in --set (optimizer_kwargs of torch.optim.AdamW). "
+                               "Did you mean 'lr'?"),
+    ("lr=1e-3", "unknown training parameter 'lr' in --set. Did you mean 'optimizer_kwargs.lr'?"),
+])
+def test_a_typo_in_set_is_refused_in_the_parent_before_any_model_loads(experiments_copy, math_fixture_params, tmp_path,
+                                                                       monkeypatch, assignment, expected):
+    from peftbench.tasks.text import TextTask
+
+    started, loaded = [], []
+    monkeypatch.setattr(isolated, "_start_child", lambda: started.append(1))
+    monkeypatch.setattr(TextTask, "load_model", lambda *args: loaded.append(1))
+    outcome = CliRunner().invoke(app, ["run", str(experiments_copy / LORA), "--task", "math", "--results",
+                                       str(tmp_path / "r"), *set_options(math_fixture_params), "--set", assignment])
+    assert outcome.exit_code == 2, outcome.output
+    assert expected in " ".join(outcome.output.split())  # the terminal wraps long lines
+    assert not started and not loaded and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("where", ["training", "model loading"])
@@ -301,9 +328,9 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
                          # shuffled: the suite's one pass over the fixture rows would end long before Ctrl-C
                          overrides={**math_fixture_params, "max_steps": 100000, "eval_steps": 100000,
                                     "batch_order": "shuffled"})
-    request_file = tmp_path / "request.json"
-    request_file.write_text(json.dumps(request.to_dict()))
-    child = subprocess.Popen([*isolated.CHILD_COMMAND, str(request_file)], stderr=subprocess.PIPE, text=True)
+    plan_file = tmp_path / "plan.json"  # what a parent sends its child
+    plan_file.write_text(json.dumps(decide_hardware(plan_run(request)).to_dict()))
+    child = subprocess.Popen([*isolated.CHILD_COMMAND, str(plan_file)], stderr=subprocess.PIPE, text=True)
     stderr = StreamWatch(child.stderr)
     stderr.wait_for("2/100000")  # training has made steps
     child.send_signal(signal.SIGINT)
@@ -314,7 +341,7 @@ def test_ctrl_c_leaves_a_cancelled_result(experiments_copy, math_fixture_params,
     assert result["peftbench"]["status"] == "cancelled" and "Ctrl-C" in result["peftbench"]["error_msg"]
     assert 0 < result["peftbench"]["steps"] < 100000
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json" or ".tmp" in p.name) == [
-        "lora--llama-3.2-3B-rank32.json", "request.json"]
+        "lora--llama-3.2-3B-rank32.json", "plan.json"]
 
 
 def test_force_reruns_an_existing_result(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
@@ -361,7 +388,7 @@ def test_a_cleanup_that_fails_while_cancelling_still_records_cancelled(experimen
                                                                        tmp_path, monkeypatch):
     import signal
 
-    from peftbench.runners.cancel import REASONS, Cancelled
+    from peftbench.cancel import REASONS, Cancelled
     from peftbench.tasks.text import TextTask
 
     def cancelled_mid_cleanup(self, model, batch):
@@ -429,7 +456,7 @@ def test_same_seed_same_run_other_seed_other_run(experiments_copy, math_fixture_
 
 
 def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixture_params, tmp_path, monkeypatch):
-    from peftbench.runners import engine as execute_module
+    from peftbench.run import phases as execute_module
 
     merged_models = []
     merged_copy = execute_module.merged_copy
@@ -469,7 +496,7 @@ def test_merge_for_eval_generates_on_a_merged_copy(experiments_copy, math_fixtur
 def test_merge_for_eval_falls_back_to_the_unmerged_model_where_peft_cannot_merge():
     from types import SimpleNamespace
 
-    from peftbench.runners.engine import merged_copy
+    from peftbench.run.phases import merged_copy
 
     model = SimpleNamespace(weights=[1.0])  # no merge_and_unload, as a tuner without merging
     with pytest.warns(UserWarning, match="evaluating unmerged"):

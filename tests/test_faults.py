@@ -329,7 +329,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
     monkeypatch.setattr(isolated, "_DATASETS_AND_TQDM", WatchedLock())
     preparing, entered, most_at_once = [0], [], [0]
     counter = threading.Lock()
-    prepare = isolated.prepare
+    prepare = isolated.plan_run
 
     def watched_prepare(request):
         with counter:
@@ -344,7 +344,7 @@ def test_the_workers_of_a_pool_prepare_one_at_a_time(lora, math_fixture_params, 
             with counter:
                 preparing[0] -= 1
 
-    monkeypatch.setattr(isolated, "prepare", watched_prepare)
+    monkeypatch.setattr(isolated, "plan_run", watched_prepare)
     outcomes = {}
 
     def worker(name: str) -> None:
@@ -464,7 +464,7 @@ POOL_SCRIPT = """
 import json, sys
 from peftbench.runners.batch import execute_trial
 from peftbench.runners.local_backend import run_local_pool
-from peftbench.runners.cancel import cancel_on_signals
+from peftbench.cancel import cancel_on_signals
 from peftbench.runners.request import RunRequest
 cancel_on_signals()  # as the CLI does
 trials = [RunRequest.from_dict(fields) for fields in json.loads(sys.argv[1])]
@@ -523,10 +523,13 @@ def test_a_two_worker_pool_stopped_leaves_cancelled_results(lora, math_fixture_p
 
 
 def start_child(lora: Path, results: Path, params: dict, tmp_path: Path) -> subprocess.Popen:
-    request = RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora), overrides=params)
+    from peftbench.run.plan import decide_hardware, plan_run
+
+    plan = decide_hardware(plan_run(RunRequest(task="math", results_dir=str(results), experiment_dir=str(lora),
+                                               overrides=params)))
     child = subprocess.Popen([*isolated.CHILD_COMMAND, "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True, env=subprocess_env(tmp_path))
-    child.stdin.write(json.dumps({**request.to_dict(), "parent_pid": os.getpid()}))
+    child.stdin.write(json.dumps({**plan.to_dict(), "parent_pid": os.getpid()}))  # as its parent sends it
     child.stdin.close()
     return child
 
@@ -546,7 +549,7 @@ def test_sighup_to_the_child_writes_a_cancelled_result(lora, math_fixture_params
 
 SWALLOWED_SCRIPT = """
 import os, signal, sys, time, weakref
-from peftbench.runners.cancel import Cancelled, cancel_on_signals
+from peftbench.cancel import Cancelled, cancel_on_signals
 cancel_on_signals()  # as the CLI does
 class Storage: pass
 def freed(_):  # a weakref callback, like the memory tracker's: Python prints its exceptions and drops them

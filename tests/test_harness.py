@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.config import ConfigError
-from peftbench.runners.engine import execute, prepare
+from peftbench.run.engine import execute
+from peftbench.run.plan import plan_run
 from peftbench.runners.request import RunRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,7 +78,7 @@ def test_unknown_harness_task_fails_before_anything_loads(harness_dir, tmp_path)
         experiment_dir=str(QUICK / "lora" / "rank16"), harness={"tasks": ["no_such_task"], "include_path": str(harness_dir)},
     )
     with pytest.raises(ConfigError, match="no_such_task"):
-        prepare(request)
+        plan_run(request)
 
 
 def test_harness_options_need_tasks(tmp_path):

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from peftbench.cli import app
 from peftbench.config import ConfigError
 from peftbench.results.reader import read_result_file
-from peftbench.runners.engine import execute, prepare
+from peftbench.run.engine import execute
+from peftbench.run.plan import plan_run
 from peftbench.runners.request import RunRequest
 from peftbench.tasks.image_gen.data import split_indices
 
@@ -234,7 +235,7 @@ def test_a_dataset_whose_rows_do_not_match_its_prompts_fails_before_training(ima
 
     build_dataset(tmp_path / "short", 19)
     with pytest.raises(ConfigError) as error:
-        prepare(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "short")))
+        plan_run(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "short")))
     message = str(error.value)
     assert "19 rows" in message and "20 captions" in message and "instance_prompts" in message
     assert str(tmp_path / "short") in message
@@ -245,7 +246,7 @@ def test_an_undecodable_image_fails_before_training(image_standins, tmp_path):
 
     build_dataset(tmp_path / "broken", 20, broken_row=7)
     with pytest.raises(ConfigError) as error:
-        prepare(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "broken")))
+        plan_run(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "broken")))
     message = str(error.value)
     assert "row 7" in message and "'dataset_id'" in message and str(tmp_path / "broken") in message
 
@@ -253,7 +254,7 @@ def test_an_undecodable_image_fails_before_training(image_standins, tmp_path):
 def test_a_similarity_model_that_is_no_vision_model_fails_before_training(image_standins, tmp_path):
     text_encoder = Path(image_standins["model_id"]) / "text_encoder"
     with pytest.raises(ConfigError) as error:
-        prepare(bad_request(image_standins, tmp_path, dino_model_id=str(text_encoder)))
+        plan_run(bad_request(image_standins, tmp_path, dino_model_id=str(text_encoder)))
     message = str(error.value)
     assert "'dino_model_id'" in message and "qwen3" in message and "not a vision model" in message
     assert "--set" in message  # where the value came from
@@ -261,7 +262,7 @@ def test_a_similarity_model_that_is_no_vision_model_fails_before_training(image_
 
 def test_a_missing_dataset_folder_fails_before_training(image_standins, tmp_path):
     with pytest.raises(ConfigError) as error:
-        prepare(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "nowhere")))
+        plan_run(bad_request(image_standins, tmp_path, dataset_id=str(tmp_path / "nowhere")))
     assert "'dataset_id'" in str(error.value) and str(tmp_path / "nowhere") in str(error.value)
 
 

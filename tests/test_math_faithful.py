@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from peftbench.config import ConfigError, build_train_config
+from peftbench.config import ConfigError
 from peftbench.tasks import get_task
 
 ROWS = [{"query": f"q{i} " + "x " * (i % 7), "response": f" r{i} " + "y " * (i % 5) + f"#### {i}"} for i in range(90)]
@@ -23,7 +23,7 @@ def task():
 
 
 def config_for(task, params, **overrides):
-    return build_train_config(task.default_params(), overrides={**params, "batch_size": 2, **overrides})
+    return task.build_config(None, overrides={**params, "batch_size": 2, **overrides})
 
 
 def test_math_defaults_are_the_suites(task, math_fixture_params):
@@ -136,7 +136,7 @@ def test_suite_forgetting_measure_is_unshifted(task, math_fixture_params):
 
 
 def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, math_fixture_params, experiments_copy, tmp_path):
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     overrides = {**math_fixture_params, "max_steps": 40, "eval_steps": 40, "valid_size": 0}
@@ -157,7 +157,7 @@ def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, mat
 
 
 def test_under_the_suites_order_the_seed_changes_nothing_as_in_the_suite(experiments_copy, math_fixture_params, tmp_path):
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
     from peftbench.runners.request import RunRequest
 
     def losses(seed: int) -> list[float]:

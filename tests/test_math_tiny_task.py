@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.config import ConfigError, build_train_config
+from peftbench.config import ConfigError
 from peftbench.tasks import get_task
 from peftbench.tasks.math_tiny import MathTinyTask, shipped_model_path
 from peftbench.tasks.math_tiny_data import generate_rows, split_of
@@ -27,12 +27,12 @@ def shipped_model():
 
 def small_config(task, **overrides):
     params = {"train_size": 40, "valid_size": 10, "test_size": 20, "forgetting_size": 5, **overrides}
-    return build_train_config(task.default_params(), overrides=params)
+    return task.build_config(overrides=params)
 
 
 def test_task_is_registered_and_defaults_validate(task):
     assert isinstance(task, MathTinyTask)
-    config = build_train_config(task.default_params())
+    config = task.build_config()
     assert Path(config.model_id) == shipped_model_path()
     assert config.test_size >= 500
     assert config.query_template == "Question: {query} Think step by step.\nAnswer:"

@@ -141,13 +141,13 @@ def test_lora_and_full_finetuning_record_tracked_peaks_and_full_is_larger(lora_a
 
 def test_estimate_agrees_with_the_measured_cpu_run(lora_and_full_results):
     """The estimator counted as a CPU run counts (same batches) lands on the measured peak."""
-    from peftbench.runners.engine import prepare
+    from peftbench.run.plan import plan_run
     from peftbench.runners.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 
     results, experiments, params = lora_and_full_results
     for name in (LORA, FULL):
-        run = prepare(RunRequest(task="math", results_dir=".", experiment_dir=str(experiments / name), overrides=params))
+        run = plan_run(RunRequest(task="math", results_dir=".", experiment_dir=str(experiments / name), overrides=params))
         tokenizer = load_tokenizer_if_any(run.task, run.config)
         shapes = batch_shapes(run.task, run.config, tokenizer)
         assert shapes.source.startswith("batch shapes of the run's 3 real training batches")
@@ -252,7 +252,7 @@ def test_memory_command_names_a_method_it_cannot_trace_and_goes_on(tmp_path):
 
 
 def test_memory_command_blames_values_only_for_errors_about_values(tmp_path, monkeypatch):
-    from peftbench.runners import memory_estimates
+    from peftbench.run import memory_estimates
 
     def broken(*args, **kwargs):
         raise ValueError("something else went wrong")
@@ -304,5 +304,5 @@ def test_validation_is_left_out_of_the_training_peak_but_counts_in_the_whole_run
         del during_validation
     meter.end_training()
     report = meter.report()
-    assert 56 * 2**20 <= report.train_bytes < 150 * 2**20  # the 64 MiB of training, not the 192 MiB of validation
-    assert report.total_bytes >= 180 * 2**20
+    assert 56 * 2**20 <= report.peak_memory_train_bytes < 150 * 2**20  # the 64 MiB of training, not the 192 MiB of validation
+    assert report.peak_memory_total_bytes >= 180 * 2**20

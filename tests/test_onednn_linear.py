@@ -129,7 +129,7 @@ def test_linear_timings_measure_both_kernels():
 
 
 def test_an_interrupt_that_lands_inside_torchs_mode_switch_stays_an_interrupt(monkeypatch):
-    """Cancellation raises KeyboardInterrupt wherever the signal lands (runners.cancel). Around functions written
+    """Cancellation raises KeyboardInterrupt wherever the signal lands (peftbench.cancel). Around functions written
     in Python (F.silu, ...), torch pops the mode, calls it and pushes it back in Python; an interrupt landing
     before the push leaves the mode off the stack. Leaving the block must then not fail with torch's "empty mode
     stack" error, which would record a cancelled run as failed."""
@@ -149,8 +149,9 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     first answer is recorded in the results folder and every later decision for that folder is the same."""
     import json
 
-    from peftbench.runners.engine import resolve_precision
+    from peftbench.run.plan import RunPlan, decide_hardware
     from peftbench.runners.request import RunRequest
+    from peftbench.tasks import get_task
 
     results = tmp_path / "results"
     decisions = []
@@ -164,7 +165,8 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     record = json.loads((results / hardware.CPU_MATMUL_RECORD).read_text())
     assert record["cpu_matmul"] == "onednn" and record["cpu"] == hardware.cpu_model_and_flags()[0]
     assert hardware.resolve_cpu_matmul("torch", "cpu", **PLAIN, results_dir=results) == ("torch", "set")  # --set wins
-    # the engine decides for the request's results folder
+    # a run's plan is decided for its request's results folder
     config = TrainConfig(model_id="m", cpu_matmul="auto", use_amp=False, device="cpu")
-    resolved = resolve_precision(RunRequest(task="math-tiny", results_dir=str(results), experiment_dir="e"), config)
-    assert resolved.overrides["cpu_matmul"] == "onednn"
+    request = RunRequest(task="math-tiny", results_dir=str(results), experiment_dir="e")
+    plan = RunPlan(request, get_task("math-tiny"), config, results / "e.json", spec=None, git_commit=None)
+    assert decide_hardware(plan).config.cpu_matmul == "onednn"

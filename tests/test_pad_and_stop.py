@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from peftbench.config import build_train_config
 from peftbench.evaluation.generation import generate_completions, generation_config_for, with_model_defaults
 from peftbench.evaluation.validity import run_warnings
 from peftbench.results.record import RunResult
@@ -21,7 +20,7 @@ ROWS = [{"query": f"q{i} " + "x " * (i % 7), "response": f" r{i} " + "y " * (i %
 
 
 def math_config(params, **overrides):
-    return build_train_config(get_task("math").default_params(), overrides={**params, "batch_size": 4, **overrides})
+    return get_task("math").build_config(overrides={**params, "batch_size": 4, **overrides})
 
 
 def stop_labels(task, config) -> tuple[list[int], list[int]]:

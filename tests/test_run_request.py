@@ -1,12 +1,14 @@
-"""The run description every command builds: its result name, its JSON round trip, and that resolving a run's
-precision leaves the requests of a batch (which share their overrides) as they were."""
+"""The run description every command builds: its result name, its JSON round trip; the plan the parent makes of
+it, which the child rebuilds from JSON without deciding anything again; deciding a run's precision leaves the
+requests of a batch (which share their overrides) as they were."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from peftbench.runners.engine import prepare, resolve_precision
+from peftbench.run.plan import RunPlan, decide_hardware, plan_run
 from peftbench.runners.request import RunRequest, SweepRole, result_stem, split_result_stem
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
@@ -35,12 +37,31 @@ def test_a_request_survives_json(tmp_path):
                                                  "default_lr": 1e-3, "lr_factor": 1.0}, "conversion": {"rank": 8}}
 
 
-def test_resolving_precision_leaves_the_shared_overrides_of_a_batch_alone(tmp_path):
+def test_deciding_precision_leaves_the_shared_overrides_of_a_batch_alone(tmp_path):
     shared = {"max_steps": 1}
     first, second = (RunRequest(task="math-tiny", results_dir=str(tmp_path), experiment_dir=str(QUICK / folder),
                                 overrides=shared) for folder in ("lora/rank16", "ia3/default"))
-    resolved = resolve_precision(first, prepare(first).config)
-    assert isinstance(resolved.overrides["use_amp"], bool) and resolved.hardware["use_amp_setting"] == "auto"
-    assert shared == {"max_steps": 1} and first.overrides == {"max_steps": 1} and first.hardware is None
+    planned = plan_run(first)
+    decided = decide_hardware(planned)
+    assert isinstance(decided.config.use_amp, bool) and decided.hardware["use_amp_setting"] == "auto"
+    assert planned.config.use_amp == "auto" and planned.hardware is None  # the plan it was made from is unchanged
+    assert shared == {"max_steps": 1} and first.overrides == {"max_steps": 1}
     # the next run of the batch still sees the configured setting, and records it
-    assert resolve_precision(second, prepare(second).config).hardware["use_amp_setting"] == "auto"
+    assert decide_hardware(plan_run(second)).hardware["use_amp_setting"] == "auto"
+
+
+def test_the_child_runs_the_plan_it_is_sent_without_planning_again(tmp_path):
+    folder = tmp_path / "lora" / "rank16"
+    shutil.copytree(QUICK / "lora" / "rank16", folder)
+    request = RunRequest(task="math-tiny", results_dir=str(tmp_path / "results"), experiment_dir=str(folder),
+                         overrides={"optimizer_kwargs": {"lr": 3e-4}}, seed=2)
+    plan = decide_hardware(plan_run(request))
+    sent = json.loads(json.dumps(plan.to_dict()))  # what the parent writes to the child's stdin
+    # the folder changes after the parent planned: the child runs what was planned, not the folder's new state
+    (folder / "training_params.json").write_text(json.dumps({"max_steps": 7, "optimizer_kwargs": {"lr": 1.0}}))
+    received = RunPlan.from_dict(sent)
+    assert received.config == plan.config and received.config.optimizer_kwargs["lr"] == 3e-4
+    assert received.config.max_steps == plan.config.max_steps != 7
+    assert (received.result_file, received.spec, received.hardware, received.experiment_name) == (
+        plan.result_file, plan.spec, plan.hardware, "lora/rank16")
+    assert received.task.name == "math-tiny" and received.request == plan.request

@@ -28,7 +28,7 @@ def losses(path) -> list[float]:
 
 
 def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tmp_path, monkeypatch):
-    import torch  # noqa: F401 - the parent holds torch, as after prepare()
+    import torch  # noqa: F401 - the parent holds torch, as after planning
     import threading
 
     from tqdm import TMonitor, tqdm
@@ -55,16 +55,16 @@ def test_forked_child_trains_as_a_fresh_interpreter(experiments_copy, params, tm
 
 
 def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments_copy, params, tmp_path, monkeypatch):
-    import peftbench.runners.engine
+    import peftbench.run.engine
 
     monkeypatch.setattr(isolated.threading, "active_count", lambda: 1)  # fork whatever threads the tests left
     monkeypatch.setattr(runners, "PARENT_COMPUTES_ON_ONE_THREAD", True)
 
-    def killed(request):
+    def killed(*plan_and_clock):
         os.write(2, b"about to be killed\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(peftbench.runners.engine, "execute", killed)  # the fork inherits the patch
+    monkeypatch.setattr(peftbench.run.engine, "execute", killed)  # the fork inherits the patch
     path, status, _ = isolated.run_request(RunRequest(task="math", results_dir=str(tmp_path), overrides=params,
                                                    experiment_dir=str(experiments_copy / LORA), show_progress=False))
     assert status == "killed"  # SIGKILL, and nothing says it was the out-of-memory killer
@@ -75,7 +75,7 @@ def test_a_forked_child_that_dies_is_recorded_and_the_parent_goes_on(experiments
 def test_children_of_a_two_worker_pool_come_from_the_fork_server(experiments_copy, params, tmp_path, monkeypatch):
     """While the pool's threads run, children are forked by the fork server (torch imported once there), not by
     this process; they train as a fresh interpreter does, and are their own processes."""
-    import torch  # noqa: F401 - the parent holds torch, as after prepare()
+    import torch  # noqa: F401 - the parent holds torch, as after planning
 
     from peftbench.runners.batch import execute_trial
     from peftbench.runners.local_backend import run_local_pool

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from peftbench.config import ConfigError
-from peftbench.runners.batch import TrialOutcome, execute_trial, threads_per_worker
+from peftbench.runners.batch import TrialOutcome, execute_trial
+from peftbench.runners.trial import threads_per_worker
 from peftbench.runners.request import RunRequest, result_stem
 from peftbench.sweep.plan import SweepPlan, lr_grid, parse_lrs
 from peftbench.sweep.run import run_sweep

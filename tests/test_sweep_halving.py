@@ -158,7 +158,7 @@ def test_the_training_loop_stops_a_trial_at_its_rung_and_its_result_says_pruned(
                                                                                  tmp_path):
     """The real engine and loop (tiny model, `math` on fixture files): another trial of the study reached rung 2
     with the best possible score, so this one, scoring less there, stops at step 2 of 4."""
-    from peftbench.runners.engine import execute
+    from peftbench.run.engine import execute
 
     folder = experiments_copy / "lora" / "llama-3.2-3B-rank32"
     experiment = standin_experiment(folder, 1e-3, max_steps=math_fixture_params["max_steps"],

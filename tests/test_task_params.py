@@ -13,13 +13,17 @@ import pytest
 
 from peftbench.config import ConfigError, TrainConfig, describe_params, parse_set_options
 from peftbench.experiments import build_peft_config, discover_experiments, load_experiment
-from peftbench.tasks import all_config_classes, get_task
+from peftbench.tasks import available_tasks, get_task
 from peftbench.tasks.image_gen.config import ImageGenConfig
 from peftbench.tasks.image_gen.task import ImageGenTask
 from peftbench.tasks.text_config import TextTrainConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGE_CONFIGS = FIXTURES / "peft-image-gen-configs"
+
+
+def all_config_classes() -> set[type]:
+    return {get_task(name).config_class for name in available_tasks()}
 MATH_CONFIGS = FIXTURES / "peft-metamathqa-configs"
 
 
@@ -86,8 +90,9 @@ def test_unknown_keys_name_the_file_and_the_closest_key_of_the_task(tmp_path):
     folder = tmp_path / "lora" / "typo"
     shutil.copytree(IMAGE_CONFIGS / "experiments" / "lora" / "flux2-klein-default", folder)
     (folder / "training_params.json").write_text(json.dumps({"resolutoin": 256}))
-    with pytest.raises(ConfigError) as error:  # already when the folder is read, before its task is known
-        load_experiment(folder)
+    spec = load_experiment(folder)
+    with pytest.raises(ConfigError) as error:  # by the task's config, which names the file
+        get_task("image-gen").build_config(spec.training_params, str(spec.training_params_path))
     assert str(folder / "training_params.json") in str(error.value) and "Did you mean 'resolution'" in str(error.value)
     # a text task's key is not an image-gen key, and the reverse
     with pytest.raises(ConfigError, match="unknown training parameter 'query_template' in --set"):
@@ -95,7 +100,7 @@ def test_unknown_keys_name_the_file_and_the_closest_key_of_the_task(tmp_path):
     with pytest.raises(ConfigError, match="unknown training parameter 'resolution' in training_params.json"):
         get_task("math").build_config({"resolution": 256})
     with pytest.raises(ConfigError, match="Did you mean 'max_steps'"):
-        parse_set_options(["max_step=3"])
+        get_task("image-gen").build_config(overrides=parse_set_options(["max_step=3"]))
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [

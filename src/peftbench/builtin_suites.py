@@ -47,15 +47,17 @@ def suite_requests(name: str, task: Optional[str], only: Optional[str], results:
                    set_params: list[str], force: bool, keep_killed: bool, save_checkpoint: bool = False):
     """The suite's run descriptions and its task's label, checked before any run (ConfigError: an unknown
     suite or task, no experiment matching --only, a results folder that takes no write)."""
-    from peftbench.config import parse_set_options
+    from peftbench.config import check_keys, parse_set_options
     from peftbench.results.writer import check_writable
     from peftbench.tasks import get_task, resolve_task_name
 
     if name not in available_suites():
         raise ConfigError(f"unknown suite {name!r}. Built-in suites: {', '.join(available_suites())}")
-    overrides = parse_set_options(set_params)
     task_name = resolve_task_name(task) if task else SUITE_TASKS[name]
-    task_label = get_task(task_name).name  # a bad task file stops here, before any run
+    suite_task = get_task(task_name)  # a bad task file stops here, before any run
+    overrides = parse_set_options(set_params)
+    check_keys(overrides, "--set", suite_task.config_class)  # the task's keys, before any run rather than in each
+    task_label = suite_task.name
     experiments = [p for p in suite_experiments(name) if only is None or only in f"{p.parent.name}/{p.name}"]
     if not experiments:
         raise ConfigError(f"no experiment of suite {name!r} matches --only {only!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import json
 import math
 import os
@@ -124,9 +125,9 @@ class TrainConfig:
             raise bad("lr_scheduler", "valid: null or 'cosine'")
         if "lr" not in self.optimizer_kwargs:
             raise bad("optimizer_kwargs", "must contain 'lr'")
-        lr = self.optimizer_kwargs["lr"]
-        if not _is_number(lr) or not 0 <= lr < math.inf:
-            raise bad("optimizer_kwargs.lr", "the learning rate must be a finite number >= 0", lr)
+        lr_problem = learning_rate_problem(self.optimizer_kwargs["lr"])
+        if lr_problem:
+            raise bad("optimizer_kwargs.lr", f"the learning rate {lr_problem}", self.optimizer_kwargs["lr"])
         for name, value in self.optimizer_kwargs.items():  # NaN or inf (JSON allows them) would poison every step
             if isinstance(value, float) and not math.isfinite(value):
                 raise bad(f"optimizer_kwargs.{name}", "must be a finite number", value)
@@ -149,51 +150,90 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# Far beyond any rate that trains (at 1e6 every model diverges within steps, which a test of divergence asks
+# for): a config or a result file with a higher rate holds a mistake or corrupt data.
+MAX_LEARNING_RATE = 1e6
+
+
+def learning_rate_problem(lr: Any) -> Optional[str]:
+    """Why `lr` is no learning rate ("must be a finite number in [0, 1e+06]"), or None when it is one. Every
+    place that takes a learning rate (a config, a sweep, a result file) checks it here."""
+    if _is_number(lr) and 0 <= lr <= MAX_LEARNING_RATE:
+        return None
+    return f"must be a finite number in [0, {MAX_LEARNING_RATE:g}]"
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate as every name and label shows it: the shortest text that reads back as exactly `lr` (0.001,
+    3.16e-05), so that a result file's name and a report's label name the same rate."""
+    return repr(float(lr))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
         isinstance(value, float) and math.isnan(value)
     )
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
+    """An annotation as a user reads it: `an integer`, `a string or a list of strings or null`."""
     if annotation is type(None):
         return "null"
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
+        return " or ".join(type_name(a) for a in args)
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Any: "any value"}
     if annotation in names:
         return names[annotation]
     origin = typing.get_origin(annotation)
-    if origin is list:
-        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin in (list, tuple):
+        return f"a list of {type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     if origin is dict:
         return "a JSON object"
-    return getattr(annotation, "__name__", str(annotation))
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether a JSON value fits a field's annotation (int is a valid float; bool is not an int)."""
+def fits(value: Any, annotation: Any, *, integral_float_is_int: bool = False) -> Optional[bool]:
+    """Whether a JSON value fits a type annotation; None where the annotation is beyond this check (a nested
+    class: its own code checks it). bool is never an integer, an integer is a number; with
+    `integral_float_is_int`, 16.0 is an integer too (peft's adapter configs: JSON writers produce it, and peft
+    takes it), which a training parameter is not (`range(16.0)` fails)."""
+
+    def fit(item: Any, arm: Any) -> Optional[bool]:
+        return fits(item, arm, integral_float_is_int=integral_float_is_int)
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any:
         return True
     if annotation is type(None):
         return value is None
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is list:
-        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
-    if origin is dict:
-        return isinstance(value, dict)
+        verdicts = [fit(value, arm) for arm in args]
+        return True if True in verdicts else None if None in verdicts else False
+    if origin is typing.Literal:  # peft accepts patterns beyond its Literal (e.g. "pissa_niter_16"): types only
+        return any(type(value) is type(arg) for arg in args)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            integral_float_is_int and isinstance(value, float) and value.is_integer()
+        )
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
-    return True
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, str) and value in {member.value for member in annotation}
+    if annotation in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if not args or (origin is tuple and Ellipsis not in args and len(args) != 1):
+            return True if origin is not tuple or not args or len(value) == len(args) else False
+        verdicts = [fit(item, args[0]) for item in value]
+        return False if False in verdicts else None if None in verdicts else True
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return None
 
 
 def check_declared_types(config: Any) -> None:
@@ -201,9 +241,9 @@ def check_declared_types(config: Any) -> None:
     hints = typing.get_type_hints(type(config))
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
-        if not _fits(value, hints[item.name]):
+        if fits(value, hints[item.name]) is False:
             raise ConfigError(
-                f"invalid value for '{item.name}': {value!r} (must be {_type_name(hints[item.name])})", key=item.name
+                f"invalid value for '{item.name}': {value!r} (must be {type_name(hints[item.name])})", key=item.name
             )
 
 
@@ -218,34 +258,51 @@ def describe_params(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
             default = item.default_factory()
         else:
             default = None
-        described.append({"name": item.name, "type": _type_name(hints[item.name]), "default": default,
+        described.append({"name": item.name, "type": type_name(hints[item.name]), "default": default,
                           "help": item.metadata.get("help", "")})
     return described
 
 
-def config_keys(config_class: Optional[type[TrainConfig]] = None) -> list[str]:
-    """The valid keys of `config_class`; without one, of every registered task (for checks made before the task
-    is known, such as `--set` parsing: a typo is caught early, the task's own check follows)."""
-    if config_class is None:
-        from peftbench.tasks import all_config_classes
-
-        keys: dict[str, None] = {}
-        for known in all_config_classes():
-            keys.update(dict.fromkeys(config_keys(known)))
-        return list(keys)
+def config_keys(config_class: type[TrainConfig]) -> list[str]:
+    """The keys of `config_class`, in its order."""
     return [f.name for f in dataclasses.fields(config_class)]
 
 
-def check_keys(params: dict[str, Any], source: str, config_class: Optional[type[TrainConfig]] = None) -> None:
-    """Raise a ConfigError naming `source` for every key that `config_class` (or no registered task) has."""
+def nested_config_keys(config_class: type[TrainConfig]) -> list[str]:
+    """The dotted keys of the dict-valued defaults of `config_class` (`optimizer_kwargs.lr`): what `--set` may
+    name inside a dict, and the keys a misplaced inner key (`lr`) is most likely meant for."""
+    nested = []
+    for item in dataclasses.fields(config_class):
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        if isinstance(default, dict):
+            nested += [f"{item.name}.{inner}" for inner in default]
+    return nested
+
+
+def closest_key(key: str, candidates: list[str]) -> Optional[str]:
+    """The candidate most like `key` (difflib's ratio, at least 0.6), a dotted candidate also by its last part, so
+    that `lr` finds `optimizer_kwargs.lr`; None when nothing is close."""
+
+    def likeness(candidate: str) -> float:
+        return max(difflib.SequenceMatcher(None, key, name).ratio() for name in {candidate, candidate.rpartition(".")[2]})
+
+    best = max(candidates, key=likeness, default=None)
+    return best if best is not None and likeness(best) >= 0.6 else None
+
+
+def unknown_key_error(key: str, source: str, what: str, valid: list[str], suggestions: list[str]) -> ConfigError:
+    """The error for a key that is not one of `valid`: the closest of `suggestions` and the valid keys."""
+    close = closest_key(key, suggestions)
+    hint = f" Did you mean '{close}'?" if close else ""
+    return ConfigError(f"unknown {what} '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}")
+
+
+def check_keys(params: dict[str, Any], source: str, config_class: type[TrainConfig]) -> None:
+    """Raise a ConfigError naming `source` for the first key of `params` that `config_class` does not have."""
     valid = config_keys(config_class)
     for key in params:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"unknown training parameter '{key}' in {source}.{hint} Valid keys: {', '.join(valid)}"
-            )
+            raise unknown_key_error(key, source, "training parameter", valid, valid + nested_config_keys(config_class))
 
 
 def merge_params(base: dict[str, Any], override: dict[str, Any],
@@ -304,11 +361,11 @@ def read_json_file(path: str | Path, what: str = "JSON file") -> Any:
         raise ConfigError(f"{path} nests too deeply to be a {what}") from None
 
 
-def parse_set_options(assignments: list[str], *, task_keys: bool = True) -> dict[str, Any]:
+def parse_set_options(assignments: list[str]) -> dict[str, Any]:
     """Parse `--set key=value` options; a value is JSON where it parses (20, 1e-3, true, {...}), else a string.
 
-    Dotted keys set one entry of a dict-valued key: `--set optimizer_kwargs.lr=1e-3`. With `task_keys`, keys no
-    registered task has are errors here; the run's own task checks its keys again when the config is built.
+    Dotted keys set one entry of a dict-valued key: `--set optimizer_kwargs.lr=1e-3`. The keys are checked where
+    the task is known: its config (`Task.build_config`) refuses a key the task does not have.
     """
     params: dict[str, Any] = {}
     for assignment in assignments:
@@ -329,8 +386,6 @@ def parse_set_options(assignments: list[str], *, task_keys: bool = True) -> dict
             params[key] = {**params[key], **value}
         else:
             params[key] = value
-    if task_keys:
-        check_keys(params, "--set")
     return params
 
 
@@ -340,14 +395,11 @@ def build_train_config(
     training_params_source: str = "training_params.json",
     overrides: dict[str, Any] | None = None,
     overrides_source: str = "--set",
-    config_class: Optional[type[TrainConfig]] = None,
+    *,
+    config_class: type[TrainConfig],
 ) -> TrainConfig:
     """Merge task defaults, an experiment's training params and command-line overrides into a config of the
-    task's `config_class` (`Task.build_config` passes it; without one, the text tasks' TextTrainConfig)."""
-    if config_class is None:
-        from peftbench.tasks.text_config import TextTrainConfig
-
-        config_class = TextTrainConfig
+    task's `config_class` (`Task.build_config`)."""
     training_params = training_params or {}
     overrides = overrides or {}
     if not isinstance(training_params, dict):
@@ -375,8 +427,13 @@ def with_origin(error: ConfigError, layers: list[tuple[dict[str, Any], str]]) ->
     precedence first, that sets the key, else the task's defaults. Unchanged when the error has no key."""
     if error.key is None:
         return error
-    origin = next((source for params, source in layers if _has_key(params, error.key)), "the task's defaults")
-    return ConfigError(f"{error}, from {origin}", key=error.key)
+    return ConfigError(f"{error}, from {value_origin(error.key, layers)}", key=error.key)
+
+
+def value_origin(dotted_key: str, layers: list[tuple[dict[str, Any], str]]) -> str:
+    """Where the value of `dotted_key` came from: the first of `layers` (params, source name), highest precedence
+    first, that sets it, else the task's defaults."""
+    return next((source for params, source in layers if _has_key(params, dotted_key)), "the task's defaults")
 
 
 def _has_key(params: dict[str, Any], dotted_key: str) -> bool:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.config import ConfigError, check_keys, read_json_file
+from peftbench.config import ConfigError, fits, read_json_file, type_name
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 TRAINING_PARAMS_FILE = "training_params.json"
-FULL_FINETUNING = "full-finetuning"
+# the method name of an experiment folder without a parent folder to name it (full fine-tuning, as the PEFT suite
+# names its folder): a result name, unlike the reader's peft_type of a run without an adapter
+FULL_FINETUNING_METHOD = "full-finetuning"
 
 
 @dataclass
@@ -82,10 +84,10 @@ def load_experiment(path: str | Path, check_peft_type: bool = True) -> Experimen
         training_params = read_json_file(path / TRAINING_PARAMS_FILE, "training params")
         if not isinstance(training_params, dict):
             raise ConfigError(f"{path / TRAINING_PARAMS_FILE} must hold a JSON object")
-        check_keys(training_params, str(path / TRAINING_PARAMS_FILE))
+        # its keys are the task's: `Task.build_config` checks them, naming this file
 
     return ExperimentSpec(
-        path=path, method=path.parent.name or FULL_FINETUNING, name=path.name, adapter_config=adapter_config, training_params=training_params
+        path=path, method=path.parent.name or FULL_FINETUNING_METHOD, name=path.name, adapter_config=adapter_config, training_params=training_params
     )
 
 
@@ -122,64 +124,11 @@ def check_field_types(config, given: dict[str, Any], source: Path) -> None:
             continue
         if given[field.name] is None and field.default is None:  # peft's "unset" even where annotated `int`
             continue
-        if _fits(given[field.name], hints[field.name]) is False:
-            expected = _type_name(hints[field.name])
+        if fits(given[field.name], hints[field.name], integral_float_is_int=True) is False:
             raise ConfigError(
                 f"invalid value in {source}: '{field.name}' is {given[field.name]!r}, "
-                f"but {type(config).__name__}.{field.name} must be {expected}"
+                f"but {type(config).__name__}.{field.name} must be {type_name(hints[field.name])}"
             )
-
-
-def _type_name(annotation: Any) -> str:
-    """`int`, `str or list[str] or null`: an annotation as a user reads it."""
-    import typing
-
-    if typing.get_origin(annotation) is typing.Union:
-        return " or ".join(_type_name(arm) for arm in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def _fits(value: Any, annotation: Any) -> Optional[bool]:
-    """Whether a JSON value fits a type annotation; None where the annotation is beyond this simple check."""
-    import enum
-    import typing
-
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if annotation is type(None):
-        return value is None
-    if origin is typing.Union:
-        verdicts = [_fits(value, arm) for arm in args]
-        return True if True in verdicts else None if None in verdicts else False
-    if origin is typing.Literal:  # peft accepts patterns beyond its Literal (e.g. "pissa_niter_16"): types only
-        return any(type(value) is type(arg) for arg in args)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:  # 16.0 for an int is harmless (JSON writers produce it); 2.5 or "8" are not
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return isinstance(value, str) and value in {member.value for member in annotation}
-    if annotation in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, list):
-            return False
-        if not args or (origin is tuple and Ellipsis not in args and len(args) != 1):
-            return True if origin is not tuple or not args or len(value) == len(args) else False
-        verdicts = [_fits(item, args[0]) for item in value]
-        return False if False in verdicts else None if None in verdicts else True
-    if annotation is dict or origin is dict:
-        return isinstance(value, dict)
-    return None  # nested config classes and the like: peft checks those itself
 
 
 def discover_experiments(root: str | Path) -> list[Path]:

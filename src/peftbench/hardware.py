@@ -27,12 +27,12 @@ import json
 import os
 import platform
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from peftbench.config import ConfigError, read_untrusted_text
+from peftbench.timing import best_one_thread_seconds
 
 # CPU flags that matter for precision (x86 names from /proc/cpuinfo, ARM's "bf16" feature); recorded in results.
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -83,31 +83,6 @@ def cpu_model_and_flags() -> tuple[str, Optional[set[str]]]:
 
 def _restricting_env() -> list[str]:
     return [f"{key}={os.environ[key]}" for key in KERNEL_RESTRICTING_ENV if os.environ.get(key)]
-
-
-def best_one_thread_seconds(candidates: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """The best of `repeats` timings of each candidate, on one thread, the candidates alternating.
-
-    Other processes on the machine only ever add time, so the best is the truest; and two threads that must
-    meet at every op are slowed down many times over when another process takes a core (that once made an
-    fp32 matmul look as slow as emulated bf16 on a loaded machine). The first round allocates and picks
-    kernels: not counted.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = dict.fromkeys(candidates, float("inf"))
-    try:
-        for repeat in range(repeats + 1):
-            for name, candidate in candidates.items():
-                tic = time.perf_counter()
-                candidate()
-                if repeat:
-                    best[name] = min(best[name], time.perf_counter() - tic)
-    finally:
-        torch.set_num_threads(threads)
-    return best
 
 
 def bf16_matmul_is_fast(size: int = 128, repeats: int = 10) -> tuple[bool, float, float]:
@@ -271,3 +246,24 @@ def precision_name(dtype: Optional[str], use_amp: Any) -> str:
     if use_amp is True:
         return "bf16-autocast"
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype or "", str(dtype or "unknown"))
+
+
+def resolve_device(config):
+    """The torch device a run computes on: `device` "auto" is CUDA's first where there is one, else the CPU."""
+    import torch
+
+    if config.device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+def describe_device(device) -> str:
+    """"cpu", or a CUDA device with its name: "cuda:0 (NVIDIA H200)"."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from peftbench.config import format_lr
 from peftbench.analysis.metrics import METRICS, Metric, oriented
 from peftbench.analysis.stats import MeanCI, bootstrap_mean_ci, mean_per_item
 from peftbench.results.inference_record import overhead_range_label, serving_mode_label
@@ -129,16 +130,12 @@ def _aggregate(point: Point) -> None:
         point.values["test_score"] = MeanCI(point.values["test_score"].mean, item_ci.low, item_ci.high, 1, 0.95)
 
 
-def _format_lr(lr: float) -> str:
-    return f"{lr:g}"
-
-
 def _base_name(experiment: str, stage: str | None, lr: float | None, rank: Any) -> str:
     name = experiment
     if stage == "tuned":
-        name += f" tuned lr={_format_lr(lr)}" if lr is not None else " tuned"
+        name += f" tuned lr={format_lr(lr)}" if lr is not None else " tuned"
     elif lr is not None:
-        name += f" lr={_format_lr(lr)}"
+        name += f" lr={format_lr(lr)}"
     if rank is not None:
         name += f" -> LoRA r{rank}"
     return name

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.analysis.metrics import METRICS, UNIT_RANGES, Metric
+from peftbench.config import learning_rate_problem
 from peftbench.printable import printable
 from peftbench.results.inference_record import InferenceResult, inference_file_of, read_inference_file
 from peftbench.results.reader import (
@@ -22,9 +23,8 @@ from peftbench.results.reader import (
 )
 from peftbench.results.record import RunResult
 
-# Beyond these a curve step or a learning rate is corrupt data, not a run (metrics have their own ranges).
+# Beyond it a curve step is corrupt data, not a run (metrics have their own ranges, a learning rate its own check).
 MAX_STEP = 1e12
-MAX_LEARNING_RATE = 1e3
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,9 @@ def _learning_rate(train_config: Mapping[str, Any], problems: list[str]) -> floa
     optimizer_kwargs = train_config.get("optimizer_kwargs")
     learning_rate = number_at(optimizer_kwargs if isinstance(optimizer_kwargs, dict) else {}, "lr",
                               "run_info.train_config.optimizer_kwargs", problems)
-    if learning_rate is not None and not 0 <= learning_rate <= MAX_LEARNING_RATE:
-        problems.append(f"learning rate {learning_rate:.3g} is outside [0, {MAX_LEARNING_RATE:g}]; left out")
+    problem = learning_rate_problem(learning_rate) if learning_rate is not None else None
+    if problem:
+        problems.append(f"learning rate {learning_rate:.3g} {problem}; left out")
         learning_rate = None
     return learning_rate
 

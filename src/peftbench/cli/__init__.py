@@ -54,7 +54,7 @@ ONE_THREAD_PARENTS = ("run", "suite", "sweep")
 
 def main() -> None:
     from peftbench import runners
-    from peftbench.runners.cancel import cancel_on_signals
+    from peftbench.cancel import cancel_on_signals
 
     cancel_on_signals()  # SIGTERM and SIGHUP cancel like Ctrl-C: `cancelled` results, no files left behind
     runners.PARENT_COMPUTES_ON_ONE_THREAD = len(sys.argv) > 1 and sys.argv[1] in ONE_THREAD_PARENTS

@@ -98,12 +98,12 @@ def _printers(console):
 
 
 def _parse(values: list[str], option: str) -> dict:
-    """--task-set: task parameters (checked against the tasks' keys); --set: inference settings (checked by
+    """--task-set: task parameters (checked by the task's config); --set: inference settings (checked by
     InferenceSettings)."""
     from peftbench.config import ConfigError, parse_set_options
 
     try:
-        return parse_set_options(values, task_keys=option == "--task-set")
+        return parse_set_options(values)
     except ConfigError as error:
         raise ConfigError(str(error).replace("--set", option)) from None
 

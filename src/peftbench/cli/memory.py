@@ -40,7 +40,7 @@ def memory(
 
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.tasks import DEFAULT_TASK, available_tasks
-    from peftbench.runners.memory_estimates import EstimateFailure, estimate_prepared_run, prepare_estimates
+    from peftbench.run.memory_estimates import EstimateFailure, estimate_prepared_run, prepare_estimates
 
     console = Console(stderr=True)
 

@@ -56,7 +56,7 @@ def run(
 
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.runners.batch import run_trials
-    from peftbench.runners.engine import check_requests
+    from peftbench.run.plan import plan_batch
     from peftbench.runners.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task, resolve_task_name
 
@@ -66,7 +66,7 @@ def run(
         task_label = get_task(task_name).name
         overrides = parse_set_options(set_values)
         harness = harness_request(harness_tasks, harness_include, harness_limit)
-        requests = check_requests([
+        plans = plan_batch([
             RunRequest(
                 task=task_name, results_dir=str(results.resolve()), experiment_dir=str(experiment.resolve()),
                 overrides=overrides, seed=seed, num_threads=num_threads, harness=harness, force=force,
@@ -79,9 +79,10 @@ def run(
         raise typer.Exit(2)
 
     outcomes = []
+    requests = [plan.request for plan in plans]
     try:
         # one at a time, in this thread, with the child's own progress bars (and a warm fork: runners.isolated)
-        run_trials(requests, workers=1, execute=_announced(console, task_label), on_done=outcomes.append,
+        run_trials(requests, workers=1, execute=_announced(console, task_label, plans), on_done=outcomes.append,
                    description="run", show_progress=False, share_cores=False)
     except KeyboardInterrupt:
         console.print("[yellow]cancelled[/]: finished results are kept; rerun to continue")
@@ -92,17 +93,24 @@ def run(
         raise typer.Exit(1)
 
 
-def _announced(console, task_label: str):
-    """The engine's executor, with a header line before each experiment and an error line after a failure."""
+def _announced(console, task_label: str, plans):
+    """The executor of the planned runs (each run as planned, not planned again), with a header line before each
+    experiment and an error line after a failure."""
     from rich.markup import escape
 
     from peftbench.printable import printable
-    from peftbench.runners.batch import execute_trial, guarded
+    from peftbench.runners.batch import execute_planned
+    from peftbench.runners.trial import guarded
+
+    planned = {plan.request.result_stem: plan for plan in plans}
+
+    def run_as_planned(request):
+        return execute_planned(planned[request.result_stem].handed_on(request))
 
     def execute(request):
         method, name = request.names
         console.rule(escape(printable(f"{method}/{name} on {task_label}")))
-        outcome = guarded(execute_trial, request)
+        outcome = guarded(run_as_planned, request)
         if outcome.skipped:
             console.print(printable(f"skip {method}/{name}: {outcome.result_path} exists ({outcome.status}); "
                                     "--force reruns"), markup=False)

@@ -45,7 +45,7 @@ def measure_job(job: dict[str, Any]) -> int:
         _measure(job, target, result)
         result.status = "success"
     except KeyboardInterrupt as interrupt:
-        from peftbench.runners.cancel import cancel_reason
+        from peftbench.cancel import cancel_reason
 
         result.status, result.error_msg = "cancelled", cancel_reason(interrupt)
     except (ConfigError, ValueError, OSError) as error:  # bad input: the message names the folder or key
@@ -63,7 +63,7 @@ def _measure(job: dict[str, Any], target: Optional[InferenceTarget], result: Inf
 
     from peftbench.hardware import precision_name, resolve_use_amp
     from peftbench.results.writer import package_info
-    from peftbench.runners.engine import describe_device, resolve_device
+    from peftbench.hardware import describe_device, resolve_device
     from peftbench.tasks import get_task
 
     task = get_task(job["task"])

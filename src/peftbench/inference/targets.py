@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from peftbench.experiments import ADAPTER_CONFIG_FILE, FULL_FINETUNING, TRAINING_PARAMS_FILE, discover_experiments
+from peftbench.experiments import ADAPTER_CONFIG_FILE, FULL_FINETUNING_METHOD, TRAINING_PARAMS_FILE, discover_experiments
 from peftbench.results.writer import CHECKPOINTS_DIR
 from peftbench.runners.request import result_stem, split_result_stem
 
@@ -51,7 +51,7 @@ def _target(folder: Path, method: str, name: str) -> InferenceTarget:
         state = "full"  # full fine-tuning: an experiment folder without adapter config, or a saved whole model
     else:
         state = "trained" if _has_weights(folder) else "untrained"
-    return InferenceTarget(str(folder), method or FULL_FINETUNING, name, state)
+    return InferenceTarget(str(folder), method or FULL_FINETUNING_METHOD, name, state)
 
 
 def resolve_targets(paths: list[Path]) -> tuple[list[InferenceTarget], list[str]]:

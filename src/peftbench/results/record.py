@@ -1,6 +1,6 @@
 """`RunResult`: the one typed record of a result file.
 
-The engine fills it (runners/engine.py), the writer serialises it (results/writer.py: `result_document`) and
+The engine fills it (run/engine.py), the writer serialises it (results/writer.py: `result_document`) and
 the reader parses every result file, peftbench's and the PEFT suite's, back into it (results/reader.py). Each
 field says where it goes in the file (docs/ARCHITECTURE.md "The result file"):
 

@@ -2,12 +2,13 @@
 
 - request.py        RunRequest: what one run is (every command builds these), and the result file's name
 - batch.py          run_trials: a batch of requests on a backend, with one progress display
+- trial.py          a trial's outcome, its executor, the cores shared between trials: what the backends use
 - local_backend.py  the local backend: up to N requests at once on this machine
 - ray_backend.py    the Ray backend: each request a Ray task
-- isolated.py       one request in a child process, waiting for its result file (skip, lock, fallback result)
-- child.py          the child process's entry point: `python -m peftbench.runners.child -`
-- engine.py         what the child runs: build, train, evaluate, measure, write the result
-- progress.py, cancel.py, oom.py   progress files, Ctrl-C/SIGTERM handling, telling an OOM kill from others
+- isolated.py       one request planned (peftbench.run.plan) and run in a child process, waiting for its result
+                    file (skip, lock, fallback result)
+- child.py          the child process's entry point: `python -m peftbench.runners.child -`, the plan on stdin
+- progress.py, oom.py   progress files, telling an OOM kill from others (signals: peftbench.cancel)
 """
 
 # Whether this process may fork a trial's child directly (runners.isolated). A fork copies memory, not threads:

@@ -1,6 +1,6 @@
-"""Child-process entry point: `python -m peftbench.runners.child REQUEST` (a JSON file, or `-` for stdin).
+"""Child-process entry point: `python -m peftbench.runners.child PLAN` (a JSON file, or `-` for stdin).
 
-The request holds runners.request.RunRequest fields (plus the parent's pid); nothing is unpickled. A request
+The plan is a run/plan.RunPlan as its parent made it (`to_dict`, plus the parent's pid); nothing is unpickled. A request
 with `"job": "infer"` is an inference measurement instead (peftbench.inference.measure), with its own fields. The child
 writes the result file itself and exits 0 once it is written, whatever the run's status; any other exit means
 it died before writing, and the parent records the result. Ctrl-C, SIGTERM and SIGHUP cancel the run (a
@@ -21,9 +21,9 @@ EXIT_CANCELLED = 5  # cancelled before the run began: nothing to record but that
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m peftbench.runners.child REQUEST.json|-", file=sys.stderr)
+        print("usage: python -m peftbench.runners.child PLAN.json|-", file=sys.stderr)
         return 2
-    from peftbench.runners.cancel import cancel_on_signals, die_with_parent
+    from peftbench.cancel import cancel_on_signals, die_with_parent
 
     # Libraries' notices of their own coming API changes (transformers calling its deprecated names, ...) are
     # for peftbench's developers, who see them in the test suite, not for a user watching a run.
@@ -44,12 +44,10 @@ def main(argv: list[str]) -> int:
         return measure_job(fields)
     from peftbench.config import ConfigError
     from peftbench.results.writer import ResultWriteError
-    from peftbench.runners.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.engine import run_planned
 
-    request = RunRequest.from_dict(fields)
     try:
-        path, status = execute(request)
+        path, status = run_planned(fields)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

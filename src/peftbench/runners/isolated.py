@@ -1,7 +1,7 @@
 """Run one RunRequest in a child process on this machine, and wait for its result file.
 
-The child (`python -m peftbench.runners.child -`) reads its request as JSON from stdin, so no request file
-exists to be left behind. A crash, an OOM kill or a leak in the child cannot take the parent down, and the
+The parent plans the run (run/plan.py: every check, the hardware decisions) and the child
+(`python -m peftbench.runners.child -`) reads the plan as JSON from stdin, so no file exists to be left behind. A crash, an OOM kill or a leak in the child cannot take the parent down, and the
 child's memory figures are its own. If the child dies without writing a result, the parent writes one itself:
 `failed` with the tail of the child's stderr, `oom` or `killed` after a SIGKILL, or `cancelled` after Ctrl-C,
 SIGTERM or SIGHUP. The child's stderr (progress bars, warnings) passes through to ours.
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peftbench import runners
-from peftbench.runners.cancel import cancel_reason, cancel_signal
+from peftbench.cancel import cancel_reason, cancel_signal
 from peftbench.runners.child import EXIT_CANCELLED
-from peftbench.runners.engine import PreparedRun, new_result, prepare, resolve_precision
+from peftbench.run.assemble import new_result
+from peftbench.run.plan import RunPlan, decide_hardware, plan_run
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count, stderr_says_out_of_memory
 from peftbench.runners.request import RunRequest
 from peftbench.results.lock import result_lock
@@ -44,12 +45,12 @@ CANCEL_GRACE_S = 120  # how long a cancelled child may take to write its `cancel
 CHILD_COMMAND = [sys.executable, "-m", "peftbench.runners.child"]  # + "-": the request comes on stdin
 # Start children warm: forked from a process that has torch, transformers and peft imported already (a fresh
 # interpreter imports them again, seconds of CPU per child), each still a process of its own (a crash, an
-# OOM kill or a leak stays in it). From this process itself when no other thread runs (prepare() imported
+# OOM kill or a leak stays in it). From this process itself when no other thread runs (planning imported
 # them here); while threads run (a suite's workers) a fork would copy the locks they hold but not the
 # threads, so then from multiprocessing's fork server, a single-threaded process that imports them once and
 # forks every later child. It exits with this process, and its children with it (die_with_parent).
 FORK_WARM_CHILD = hasattr(os, "fork")
-FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.runners.engine", "peftbench.training.train"]
+FORK_SERVER_PRELOAD = ["torch", "transformers", "peft", "peftbench.run.engine", "peftbench.training.train"]
 _RUNNING: set[int] = set()  # pids of the children now running, for interrupt_running_children
 # Preparing reads the task's data through `datasets`, and neither it nor tqdm is thread-safe: datasets' thread_map
 # deletes tqdm's class lock when it leaves, under another thread's progress bar ("'tqdm' object has no attribute
@@ -84,7 +85,7 @@ def _mtime(path: Path) -> Optional[int]:
 
 
 def run_request(request: RunRequest) -> tuple[Path, str, bool]:
-    """Train (or evaluate) in a child process; returns (result file, status, whether it was skipped).
+    """Plan a request and run the plan in a child process; returns (result file, status, whether it was skipped).
 
     Bad input (ConfigError) is raised before any child starts. An existing result with a final status
     (success, diverged; with `keep_killed` also oom, killed) is not run again unless `force`: then its own
@@ -92,37 +93,43 @@ def run_request(request: RunRequest) -> tuple[Path, str, bool]:
     the file.
     """
     with _DATASETS_AND_TQDM:
-        run = prepare(request)  # raises ConfigError before anything starts
-    if should_skip(run.result_file, request.force, request.keep_killed, run.task.name):
-        return run.result_file, existing_status(run.result_file), True
-    request = resolve_precision(request, run.config)  # in the parent: every run of a batch gets the same precision
-    run.result_file.parent.mkdir(parents=True, exist_ok=True)
-    asked_at = _mtime(run.result_file)
+        plan = plan_run(request)  # raises ConfigError before anything starts
+    return run_plan(plan)
+
+
+def run_plan(plan: RunPlan) -> tuple[Path, str, bool]:
+    """`run_request` for a request planned already (run.plan.plan_batch)."""
+    request = plan.request
+    if should_skip(plan.result_file, request.force, request.keep_killed, plan.task.name):
+        return plan.result_file, existing_status(plan.result_file), True
+    plan = decide_hardware(plan)  # in the parent: every run of a batch gets the same precision
+    plan.result_file.parent.mkdir(parents=True, exist_ok=True)
+    asked_at = _mtime(plan.result_file)
 
     def tell_waiting() -> None:
-        print(f"waiting for {run.result_file}: another process is running it", file=sys.stderr, flush=True)
+        print(f"waiting for {plan.result_file}: another process is running it", file=sys.stderr, flush=True)
 
-    with result_lock(run.result_file, on_wait=tell_waiting) as waited:
+    with result_lock(plan.result_file, on_wait=tell_waiting) as waited:
         # Whoever held the lock may have just produced this result: then it is not run twice, even if forced.
-        if waited and _mtime(run.result_file) != asked_at and existing_status(run.result_file) in FINAL_STATUSES:
-            status = existing_status(run.result_file)
-            print(f"skip {run.result_file}: another process has just written it ({status})", file=sys.stderr)
-            return run.result_file, status, True
-        return *_run_child(run, request), False
+        if waited and _mtime(plan.result_file) != asked_at and existing_status(plan.result_file) in FINAL_STATUSES:
+            status = existing_status(plan.result_file)
+            print(f"skip {plan.result_file}: another process has just written it ({status})", file=sys.stderr)
+            return plan.result_file, status, True
+        return *_run_child(plan), False
 
 
-def _run_child(run: PreparedRun, request: RunRequest) -> tuple[Path, str]:
-    before = _mtime(run.result_file)
+def _run_child(plan: RunPlan) -> tuple[Path, str]:
+    before = _mtime(plan.result_file)
     oom_kills_before = oom_kill_count()
-    ended = run_in_child(request.to_dict(), echo=request.show_progress)
-    if _mtime(run.result_file) not in (None, before):
-        status = existing_status(run.result_file) or "failed"
+    ended = run_in_child(plan.to_dict(), echo=plan.request.show_progress)
+    if _mtime(plan.result_file) not in (None, before):
+        status = existing_status(plan.result_file) or "failed"
     else:
         status, message = died_without_result(ended, oom_kills_before)
-        _write_fallback_result(run, request, status, message)
+        _write_fallback_result(plan, status, message)
     if ended.interrupt is not None:
         raise ended.interrupt
-    return run.result_file, status
+    return plan.result_file, status
 
 
 @dataclass
@@ -152,7 +159,7 @@ def run_in_child(payload: dict[str, Any], *, echo: bool) -> ChildEnded:
         except BrokenPipeError:
             pass  # the child died at once; its exit code and stderr say why
         process.wait()
-    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (runners.cancel)
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (peftbench.cancel)
         # Forward the signal (the terminal may have sent it to the child already; the child ignores
         # repeats) and give the child time to write its `cancelled` result.
         interrupt = error
@@ -368,9 +375,9 @@ def died_without_result(ended: ChildEnded, oom_kills_before: Optional[int]) -> t
     )
 
 
-def _write_fallback_result(run: PreparedRun, request: RunRequest, status: str, message: str) -> None:
+def _write_fallback_result(plan: RunPlan, status: str, message: str) -> None:
     try:
-        write_json_atomic(run.result_file, result_document(new_result(run, request, status=status, error_msg=message)))
+        write_json_atomic(plan.result_file, result_document(new_result(plan, status=status, error_msg=message)))
     except ResultWriteError as error:
         last_line = message.strip().splitlines()[-1] if message.strip() else ""
         raise ResultWriteError(error.errno, f"{error.strerror}; the run ended {status}: {last_line}") from None

@@ -15,8 +15,8 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
-from peftbench.runners.batch import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
-from peftbench.runners.cancel import cancel_signal
+from peftbench.runners.trial import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
+from peftbench.cancel import cancel_signal
 from peftbench.runners.isolated import interrupt_running_children
 from peftbench.runners.request import RunRequest
 
@@ -49,7 +49,7 @@ def run_local_pool(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 on_done(future.result())
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM or SIGHUP (runners.cancel)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM or SIGHUP (peftbench.cancel)
         pool.shutdown(wait=False, cancel_futures=True)
         # the terminal's Ctrl-C reached them too, unless the signal went to this process only
         interrupt_running_children(cancel_signal(interrupt))

@@ -12,25 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Optional
 
+from peftbench.stop_status import CPU_ALLOCATOR_FAILURE
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-# How torch's CPU allocator says that an allocation failed (under a process limit such as `ulimit -v`, or when
-# the kernel refuses it): a RuntimeError, unlike CUDA's torch.OutOfMemoryError.
-CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` says that the process ran out of memory: Python's MemoryError, torch's OutOfMemoryError
-    (CUDA) or its CPU allocator's failure."""
-    if isinstance(error, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(error, torch.OutOfMemoryError):
-        return True
-    return isinstance(error, RuntimeError) and CPU_ALLOCATOR_FAILURE in str(error)
 
 
 def stderr_says_out_of_memory(stderr_tail: str) -> bool:

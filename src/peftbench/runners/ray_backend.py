@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator, Optional
 
-from peftbench.runners.batch import OutcomeCallback, TrialExecutor, TrialOutcome, available_cores, guarded
+from peftbench.runners.trial import OutcomeCallback, TrialExecutor, TrialOutcome, available_cores, guarded
 from peftbench.runners.request import RunRequest
 
 

@@ -2,9 +2,9 @@
 
 `peftbench run`, `suite`, `sweep` and `convert --evaluate` each build RunRequests and hand them to
 `runners.batch.run_trials`; a backend (the local worker pool, or a Ray task) hands each one to
-`runners.isolated.run_request`, which passes it as JSON to the child process (`runners.child`), where the
-engine (`runners.engine`) runs it. Nothing on the way adds a field of its own, and nothing is pickled
-into the child.
+`runners.isolated.run_request`, which resolves it into a plan (run/plan.py) and passes the plan as JSON to the
+child process (`runners.child`), where the engine (`run.engine`) runs it. Nothing on the way adds a field of its
+own but the batch's progress file, and nothing is pickled into the child.
 
 The result file's name is derived here, in `result_stem`, and nowhere else. This module imports nothing heavy.
 """
@@ -15,12 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from peftbench.experiments import FULL_FINETUNING
-
-
-def format_lr(lr: float) -> str:
-    """The shortest text that reads back as exactly `lr` (0.001, 3.16e-05): unique and exact in file names."""
-    return repr(float(lr))
+from peftbench.config import format_lr
+from peftbench.experiments import FULL_FINETUNING_METHOD
 
 
 def result_stem(method: str, name: str, *, lr: Optional[float] = None, seed: Optional[int] = None) -> str:
@@ -83,9 +79,7 @@ class RunRequest:
     show_progress: bool = True  # the child's own progress bars (off in batches: they draw one display)
     # lm-evaluation-harness after training: {tasks: [...], include_path, limit}; empty: the task's own, if any
     harness: dict[str, Any] = field(default_factory=dict)
-    # set on the way, by the parent: hardware.Hardware.to_dict() that resolved `use_amp: "auto"` (the answer is
-    # then in overrides), and where the child writes its step progress (runners.progress)
-    hardware: Optional[dict[str, Any]] = None
+    # set on the way, by the batch: where the child writes its step progress (runners.progress)
     progress_file: Optional[str] = None
 
     @property
@@ -98,7 +92,7 @@ class RunRequest:
     def names(self) -> tuple[str, str]:
         """(method, name) of the result: given, or the folder's parent's name and the folder's own."""
         source = self.source
-        return self.method or source.parent.name or FULL_FINETUNING, self.name or source.name
+        return self.method or source.parent.name or FULL_FINETUNING_METHOD, self.name or source.name
 
     @property
     def result_stem(self) -> str:

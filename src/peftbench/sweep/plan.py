@@ -88,8 +88,8 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
     for path in paths:
         spec = load_experiment(path)
         config = task.build_config(spec.training_params, str(spec.training_params_path), overrides)
-        lr = config.optimizer_kwargs["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        lr = config.optimizer_kwargs["lr"]  # a learning rate: the config checked it (config.learning_rate_problem)
+        if lr == 0:  # the sweep's rates are multiples of it
             raise ConfigError(f"optimizer_kwargs.lr of {spec.path} is {lr!r}; a sweep needs a positive number")
         if getattr(config, "valid_size", None) == 0:  # e.g. the quick suite's folders, which report test scores only
             raise ConfigError(

@@ -33,15 +33,6 @@ def available_tasks() -> list[str]:
     return [name for name, (module, _) in TASKS.items() if importlib.util.find_spec(module) is not None]
 
 
-def all_config_classes() -> list[type]:
-    """The config classes of every registered task (their modules import no torch)."""
-    classes: dict[type, None] = {}
-    for name in available_tasks():
-        module_name, class_name = TASKS[name]
-        classes[getattr(importlib.import_module(module_name), class_name).config_class] = None
-    return list(classes)
-
-
 def resolve_task_name(name: str) -> str:
     """A --task value as runs record and children receive it: a task file becomes an absolute path."""
     from pathlib import Path

@@ -4,7 +4,7 @@ The engine (training loop, evaluation driver, runner, result writer) only talks 
 below, so a text task and an image task run through the same code: the loss, the scoring and the
 forgetting measure are the task's, never the loop's.
 
-Call order in one run (see peftbench.runners.engine):
+Call order in one run (see peftbench.run.engine):
     defaults = task.default_params()                  # merged with training_params.json and --set
     task.check_inputs(config)                         # cheap: local data files exist, ...
     data = task.load_data(config)                     # rows of train/valid/test/forgetting, before the model

@@ -85,14 +85,16 @@ class _RssSampler:
 
 @dataclass
 class MemoryReport:
-    kind: str  # of train_bytes / total_bytes: "cuda" (reserved) | "cpu_rss"
-    train_bytes: int  # process-level peak during training (reserved on CUDA, RSS on CPU)
-    total_bytes: int  # process-level peak over the whole run
-    train_allocated_bytes: Optional[int]  # tensor tracker: peak of live tensors during training
-    train_breakdown: dict[str, int]  # the tracker's categories at that peak
-    total_allocated_bytes: Optional[int] = None  # the same over the whole run (track_memory "run" only)
-    cuda_train_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during training
-    cuda_total_allocated_bytes: Optional[int] = None  # the same over the whole run
+    """The run's peak memory figures, named as RunResult's fields (docs/engine.md "Memory")."""
+
+    peak_memory_kind: str  # of the two process-level figures: "cuda" (reserved) | "cpu_rss"
+    peak_memory_train_bytes: int  # process-level peak during training (reserved on CUDA, RSS on CPU)
+    peak_memory_total_bytes: int  # process-level peak over the whole run
+    peak_memory_train_allocated_bytes: Optional[int]  # tensor tracker: peak of live tensors during training
+    peak_memory_train_breakdown: dict[str, int]  # the tracker's categories at that peak
+    peak_memory_total_allocated_bytes: Optional[int] = None  # the same over the whole run (track_memory "run" only)
+    peak_memory_cuda_train_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during training
+    peak_memory_cuda_total_allocated_bytes: Optional[int] = None  # the same over the whole run
 
 
 class PeakMemoryMeter:
@@ -212,14 +214,14 @@ class PeakMemoryMeter:
             total_allocated = max(self._total_allocated_before_training, torch.cuda.max_memory_allocated(self.device),
                                   self._train[1], self._excluded_peak[1])
             return MemoryReport(
-                kind="cuda",
-                train_bytes=self._train[0] - self.baseline,
-                total_bytes=total - self.baseline,
-                train_allocated_bytes=tracked,
-                train_breakdown=breakdown,
-                total_allocated_bytes=tracked_total,
-                cuda_train_allocated_bytes=self._train[1] - self._allocated_baseline,
-                cuda_total_allocated_bytes=total_allocated - self._allocated_baseline,
+                peak_memory_kind="cuda",
+                peak_memory_train_bytes=self._train[0] - self.baseline,
+                peak_memory_total_bytes=total - self.baseline,
+                peak_memory_train_allocated_bytes=tracked,
+                peak_memory_train_breakdown=breakdown,
+                peak_memory_total_allocated_bytes=tracked_total,
+                peak_memory_cuda_train_allocated_bytes=self._train[1] - self._allocated_baseline,
+                peak_memory_cuda_total_allocated_bytes=total_allocated - self._allocated_baseline,
             )
         if self._use_hwm:
             after = _read_status_kib("VmHWM")
@@ -228,10 +230,10 @@ class PeakMemoryMeter:
         train_peak = self._train[0] or self._peak_before_training
         total = max(self._peak_before_training or 0, after or 0, train_peak or 0, self._excluded_peak[0])
         return MemoryReport(
-            kind="cpu_rss",
-            train_bytes=max(train_peak - self.baseline, 0),
-            total_bytes=max(total - self.baseline, 0),
-            train_allocated_bytes=tracked,
-            train_breakdown=breakdown,
-            total_allocated_bytes=tracked_total,
+            peak_memory_kind="cpu_rss",
+            peak_memory_train_bytes=max(train_peak - self.baseline, 0),
+            peak_memory_total_bytes=max(total - self.baseline, 0),
+            peak_memory_train_allocated_bytes=tracked,
+            peak_memory_train_breakdown=breakdown,
+            peak_memory_total_allocated_bytes=tracked_total,
         )

@@ -1,6 +1,6 @@
 """Everything method-specific, in one place, keyed by method.
 
-- `OPTIMIZER_BUILDERS`, keyed by the training parameter `optimizer_type` (the PEFT suite's semantics):
+- `PEFT_OPTIMIZERS` and `check_optimizer`, keyed by the training parameter `optimizer_type` (the PEFT suite's semantics):
   "lora+", "lora-fa" and "riemannian" come from `peft.optimizers`; any other value names a `torch.optim` class.
 - `METHOD_SUPPORT`, keyed by peft_type: hooks around model building and the training step
   (AdaLoRA's total_step and update_and_allocate, prompt-learning dimensions and KV-prefix initialisation).
@@ -9,45 +9,30 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from peftbench.config import ConfigError, PEFT_OPTIMIZER_TYPES
+from peftbench.config import ConfigError, PEFT_OPTIMIZER_TYPES, unknown_key_error
 
 
 # ---------------------------------------------------------------- optimizers (by optimizer_type)
-def _lora_plus(model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    from peft.optimizers import create_loraplus_optimizer
-
-    return create_loraplus_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
-
-
-def _lora_fa(model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    from peft.optimizers import create_lorafa_optimizer
-
-    return create_lorafa_optimizer(model, **kwargs)
-
-
-def _riemannian(model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-    from peft.optimizers import create_riemannian_optimizer
-
-    return create_riemannian_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
-
-
-OPTIMIZER_BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], torch.optim.Optimizer]] = {
-    "lora+": _lora_plus,
-    "lora-fa": _lora_fa,
-    "riemannian": _riemannian,
+# peft's optimizer builders: the function of peft.optimizers, and the torch.optim class it is given, which takes
+# the arguments the function does not name (None: the function takes no others)
+PEFT_OPTIMIZERS: dict[str, tuple[str, Optional[str]]] = {
+    "lora+": ("create_loraplus_optimizer", "AdamW"),
+    "lora-fa": ("create_lorafa_optimizer", None),
+    "riemannian": ("create_riemannian_optimizer", "AdamW"),
 }
-assert set(OPTIMIZER_BUILDERS) == set(PEFT_OPTIMIZER_TYPES)
+assert set(PEFT_OPTIMIZERS) == set(PEFT_OPTIMIZER_TYPES)
 
 
 def check_optimizer_type(optimizer_type: str) -> None:
     """Raise ConfigError unless `optimizer_type` is a peft optimizer name or a torch.optim class name."""
-    if optimizer_type in OPTIMIZER_BUILDERS:
+    if optimizer_type in PEFT_OPTIMIZERS:
         return
     optimizer_class = getattr(torch.optim, optimizer_type, None)
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
@@ -57,19 +42,66 @@ def check_optimizer_type(optimizer_type: str) -> None:
         )
 
 
-def build_optimizer(model: nn.Module, optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+def _optimizer_builder(optimizer_type: str) -> tuple[Callable[..., torch.optim.Optimizer], str, dict[str, Any]]:
+    """The function that builds the optimizer, what it is called, and the arguments peftbench passes it besides
+    the model's parameters (the first argument) and optimizer_kwargs."""
+    if optimizer_type in PEFT_OPTIMIZERS:
+        import peft.optimizers
+
+        function_name, optimizer_class = PEFT_OPTIMIZERS[optimizer_type]
+        fixed = {"optimizer_cls": getattr(torch.optim, optimizer_class)} if optimizer_class else {}
+        return getattr(peft.optimizers, function_name), f"peft.optimizers.{function_name}", fixed
+    return getattr(torch.optim, optimizer_type), f"torch.optim.{optimizer_type}", {}
+
+
+def optimizer_arguments(optimizer_type: str) -> Optional[dict[str, bool]]:
+    """The arguments optimizer_kwargs may hold for `optimizer_type`, each with whether it is required (from the
+    builder's signature, and that of the torch.optim class it passes the others to); None: any (a builder that
+    takes **kwargs itself)."""
+    function, _, fixed = _optimizer_builder(optimizer_type)
+    parameters = list(inspect.signature(function).parameters.values())[1:]  # the first: the model or parameters
+    arguments = {p.name: p.default is p.empty for p in parameters
+                 if p.name not in fixed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        if "optimizer_cls" not in fixed:
+            return None
+        passed_on = list(inspect.signature(fixed["optimizer_cls"]).parameters.values())[1:]
+        for p in passed_on:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                arguments.setdefault(p.name, p.default is p.empty)
+    return arguments
+
+
+def check_optimizer(optimizer_type: str, optimizer_kwargs: dict[str, Any],
+                    origin_of: Callable[[str], str] = lambda key: "optimizer_kwargs") -> None:
+    """Raise ConfigError, before any model loads, for an optimizer_type that is none, an argument its optimizer
+    does not take (the closest one it takes) or one it needs and is not given. `origin_of(key)`: where the
+    value of a training parameter came from (`--set`, a training_params.json), for the message."""
     check_optimizer_type(optimizer_type)
-    if optimizer_type in OPTIMIZER_BUILDERS:
-        try:
-            return OPTIMIZER_BUILDERS[optimizer_type](model, dict(optimizer_kwargs))
-        except TypeError as error:
-            raise ConfigError(f"optimizer_kwargs do not fit optimizer_type {optimizer_type!r}: {error}") from None
-    optimizer_class = getattr(torch.optim, optimizer_type)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    arguments = optimizer_arguments(optimizer_type)
+    if arguments is None:
+        return
+    _, described, _ = _optimizer_builder(optimizer_type)
+    for key in optimizer_kwargs:
+        if key not in arguments:
+            source = f"{origin_of(f'optimizer_kwargs.{key}')} (optimizer_kwargs of {described})"
+            raise unknown_key_error(key, source, "optimizer argument", list(arguments), list(arguments))
+    missing = [name for name, required in arguments.items() if required and name not in optimizer_kwargs]
+    if missing:
+        raise ConfigError(f"optimizer_kwargs lacks {', '.join(missing)}, which {described} needs",
+                          key="optimizer_kwargs")
+
+
+def build_optimizer(model: nn.Module, optimizer_type: str, optimizer_kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer of the trainable parameters (peft's builders take the model); its arguments are checked
+    (check_optimizer) when the run is planned."""
+    check_optimizer_type(optimizer_type)
+    function, described, fixed = _optimizer_builder(optimizer_type)
+    first = model if optimizer_type in PEFT_OPTIMIZERS else [p for p in model.parameters() if p.requires_grad]
     try:
-        return optimizer_class(trainable, **optimizer_kwargs)
-    except TypeError as error:
-        raise ConfigError(f"optimizer_kwargs do not fit torch.optim.{optimizer_type}: {error}") from None
+        return function(first, **fixed, **optimizer_kwargs)
+    except TypeError as error:  # a value of the wrong kind (the names were checked)
+        raise ConfigError(f"optimizer_kwargs do not fit {described}: {error}") from None
 
 
 # ---------------------------------------------------------------- method hooks (by peft_type)
@@ -79,8 +111,9 @@ class MethodSupport:
     def adjust_config(self, peft_config, base_model: nn.Module, train_config) -> None:
         """Change the peft config before get_peft_model (values that depend on the run, not the method)."""
 
-    def after_wrap(self, model: nn.Module, tokenizer: Any, train_config) -> None:
-        """Called once after get_peft_model, before the optimizer is built."""
+    def after_wrap(self, model: nn.Module, processor: Any, train_config) -> None:
+        """Called once after get_peft_model, before the optimizer is built; `processor` is the task's (a text
+        task's tokenizer)."""
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after every optimizer step (step counts from 1)."""
@@ -128,13 +161,13 @@ class PromptLearningSupport(MethodSupport):
 
 
 class PrefixTuningSupport(PromptLearningSupport):
-    def after_wrap(self, model, tokenizer, train_config) -> None:
+    def after_wrap(self, model, processor, train_config) -> None:
         # the PEFT suite's init_kv_cache_prefix: start the prefix from the base model's KV cache of a text
-        if getattr(train_config, "init_kv_cache_prefix", None):  # a text task's parameter
+        if getattr(train_config, "init_kv_cache_prefix", None):  # a text task's parameter: its processor is a tokenizer
             from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
 
             initialize_kv_prefix_from_text(
-                model, tokenizer, text=train_config.init_kv_cache_prefix, use_chat_template=False
+                model, processor, text=train_config.init_kv_cache_prefix, use_chat_template=False
             )
 
 
@@ -199,8 +232,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         )
 
 
-def wrap_model(base_model: nn.Module, peft_config, tokenizer: Any, train_config, source: str) -> nn.Module:
-    """The model to train: get_peft_model(base, config), or the base model itself for full fine-tuning."""
+def wrap_model(base_model: nn.Module, peft_config, processor: Any, train_config, source: str) -> nn.Module:
+    """The model to train: get_peft_model(base, config), or the base model itself for full fine-tuning.
+    `processor`: the task's (Task.load_processor), which a method's after_wrap may need."""
     if train_config.use_gc:
         enable_gradient_checkpointing(base_model)
     if peft_config is None:
@@ -219,5 +253,5 @@ def wrap_model(base_model: nn.Module, peft_config, tokenizer: Any, train_config,
         raise ConfigError(
             f"{source} does not fit the base model {train_config.model_id}: {error}.{hint}"
         ) from None
-    support.after_wrap(model, tokenizer, train_config)
+    support.after_wrap(model, processor, train_config)
     return model

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from peftbench.timing import best_one_thread_seconds
+
 
 def _inner_product(x2d: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
     """x2d @ weight.T (+ bias) on oneDNN; weight is (out, in), any strides."""
@@ -94,7 +96,7 @@ def onednn_linears(enabled: bool = True) -> Iterator[None]:
         yield
         return
     # Pushed and popped here rather than by `with mode`: cancellation raises wherever its signal lands
-    # (runners.cancel), and around functions written in Python torch pops the mode, calls it and pushes it back
+    # (peftbench.cancel), and around functions written in Python torch pops the mode, calls it and pushes it back
     # in Python. An interrupt landing before that push leaves the mode off the stack, and `with` would then
     # replace the interrupt with torch's "empty mode stack" error.
     mode = _OneDNNLinearMode()
@@ -109,8 +111,6 @@ def onednn_linears(enabled: bool = True) -> Iterator[None]:
 
 def linear_timings(rows: int = 1024, size: int = 384, repeats: int = 5) -> tuple[float, float]:
     """Best seconds of a (rows x size) @ (size x size) fp32 product with torch's kernel and with oneDNN's."""
-    from peftbench.hardware import best_one_thread_seconds
-
     x, weight = torch.randn(rows, size), torch.randn(size, size)
     best = best_one_thread_seconds({"torch": lambda: F.linear(x, weight), "onednn": lambda: _inner_product(x, weight)},
                                    repeats)

@@ -14,7 +14,6 @@ import math
 import random
 import sys
 import time
-import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -24,8 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peftbench.config import TrainConfig
-from peftbench.runners.cancel import ORPHANED, cancel_reason, interrupt_behind
-from peftbench.runners.oom import is_out_of_memory
+from peftbench.stop_status import stop_status
 from peftbench.tasks.base import Task, TaskData
 from peftbench.training.methods import MethodSupport, build_optimizer
 from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
@@ -33,19 +31,22 @@ from peftbench.training.tensor_memory import StepSampler, TensorMemoryTracker
 
 @dataclass
 class TrainOutcome:
+    """What the loop measured. Fields named as RunResult's are that field's value (the engine fills the result
+    by name); the others are the engine's to turn into one."""
+
     status: str = "success"  # success | diverged | oom | cancelled | failed | pruned
     error_msg: str = ""
-    steps_done: int = 0
-    train_time_s: float = 0.0  # training only: the loop minus validation
-    valid_time_s: float = 0.0
-    total_tokens: int = 0
-    total_samples: int = 0
+    steps: int = 0  # steps done
+    train_seconds: float = 0.0  # training only: the loop minus validation
+    valid_seconds: float = 0.0
+    train_units: int = 0  # what the task's throughput counts (TrainBatch.num_units): tokens, or images
+    train_samples: int = 0
     losses: list[float] = field(default_factory=list)
     train_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, loss, lr}
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, score}
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
-    memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
+    peak_memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
     # the optimizer's actual hyperparameters (its `defaults`): what optimizer_kwargs amounted to, AdamW's own
     # defaults included (a suite that merges training_params.json shallowly can drop a key silently)
     optimizer_settings: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +112,7 @@ def train(
     batches = iter(task.train_batches(data.train, processor, config, seed=config.seed))
     step_durations: list[float] = []  # of the steps since the last validation
     allocated: list[Optional[int]] = []  # the allocator's bytes after each of those steps (None on a CPU)
-    tokens_at_last_validation = 0
+    units_at_last_validation = 0
     # tensor-level peak memory, on the few steps that can set it (see training.tensor_memory.StepSampler)
     sampler = StepSampler(tensor_memory, model, optimizer) if tensor_memory is not None else None
 
@@ -145,9 +146,9 @@ def train(
             if sampler:
                 sampler.end()
 
-            outcome.steps_done = step
-            outcome.total_tokens += batch.num_units
-            outcome.total_samples += _batch_size(batch)
+            outcome.steps = step
+            outcome.train_units += batch.num_units
+            outcome.train_samples += _batch_size(batch)
             outcome.losses.append(loss_value)
             lr = scheduler.get_last_lr()[0]
             outcome.train_curve.append({"step": step, "loss": loss_value, "lr": lr})
@@ -165,28 +166,28 @@ def train(
                     result = task.evaluate(model, processor, data.valid, config, desc="valid")
                 model.train()
                 valid_time = time.perf_counter() - tic_valid
-                outcome.valid_time_s += valid_time
+                outcome.valid_seconds += valid_time
                 # the PEFT suite's entry: means over the steps since the last validation, and the time since its
                 # train-time clock started (validations included)
                 window = len(step_durations)
                 train_time_window = sum(step_durations)
-                tokens_window = outcome.total_tokens - tokens_at_last_validation
+                units_window = outcome.train_units - units_at_last_validation
                 outcome.valid_curve.append({"step": step, "score": result.score})
                 outcome.metrics.append(
                     {
                         "step": step,
                         f"valid {task.score_name}": result.score,
                         "train loss": sum(outcome.losses[-window:]) / window,
-                        "train samples": outcome.total_samples,
+                        "train samples": outcome.train_samples,
                         "train time": train_time_window,
                         "eval time": valid_time,
-                        f"{task.throughput_unit} / sec": tokens_window / max(train_time_window, 1e-9),
+                        f"{task.throughput_unit} / sec": units_window / max(train_time_window, 1e-9),
                         "mem allocated avg": None if None in allocated else sum(allocated) / window,
                         "mem reserved avg": sum(outcome.memory_log[-window:]) / window,
                         "elapsed time": suite_elapsed_before_s + time.perf_counter() - tic_loop,
                     }
                 )
-                step_durations, allocated, tokens_at_last_validation = [], [], outcome.total_tokens
+                step_durations, allocated, units_at_last_validation = [], [], outcome.train_units
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
@@ -194,25 +195,14 @@ def train(
                     outcome.status = "pruned"
                     outcome.error_msg = f"pruned at step {step} with valid {task.score_name} {result.score:.4g}"
                     break
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, the parent's death (runners.cancel)
-        outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
-    except BrokenPipeError:  # the progress output's reader, the parent process, is gone
-        outcome.status, outcome.error_msg = "cancelled", ORPHANED
-    except Exception as error:  # recorded in the result; the runner goes on with the next experiment
-        interrupt = interrupt_behind(error)
-        if interrupt is not None:  # a cleanup that failed while the run was being cancelled
-            outcome.status, outcome.error_msg = "cancelled", cancel_reason(interrupt)
-        elif is_out_of_memory(error):
-            outcome.status, outcome.error_msg = "oom", f"out of memory during training: {error}"
-        else:
-            outcome.status = "failed"
-            outcome.error_msg = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
+    except (KeyboardInterrupt, Exception) as error:  # recorded in the result; the runner goes on with the next run
+        outcome.status, outcome.error_msg = stop_status(error, during=" during training", traceback_limit=8)
     finally:
         if sampler:
             sampler.end()
-            outcome.memory_tracked_steps = sampler.tracked_steps
+            outcome.peak_memory_tracked_steps = sampler.tracked_steps
         progress.close()
-    outcome.train_time_s = time.perf_counter() - tic_loop - outcome.valid_time_s
+    outcome.train_seconds = time.perf_counter() - tic_loop - outcome.valid_seconds
     model.eval()
     return outcome
 

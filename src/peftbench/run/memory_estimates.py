@@ -1,4 +1,4 @@
-"""`peftbench memory`'s work: each experiment prepared as a run would be, then traced without its weights."""
+"""`peftbench memory`'s work: each experiment planned as a run would be, then traced without its weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config import ConfigError
-from peftbench.runners.engine import PreparedRun, prepare
+from peftbench.run.plan import RunPlan, plan_run
 from peftbench.runners.request import RunRequest
 from peftbench.training.memory_estimate import (
     MemoryEstimate, batch_shapes, check_text_task, estimate_training_memory, load_model_config, load_tokenizer_if_any,
@@ -24,9 +24,9 @@ class EstimateFailure:
     exit_code: int
 
 
-def prepare_estimates(task_name: str, experiments: list[Path], overrides: dict[str, Any]) -> list[PreparedRun]:
-    """The prepared runs of `experiments`, each checked as `peftbench memory` needs it; ConfigError on bad input."""
-    prepared = [prepare(RunRequest(task=task_name, results_dir=".", experiment_dir=str(path), overrides=overrides))
+def prepare_estimates(task_name: str, experiments: list[Path], overrides: dict[str, Any]) -> list[RunPlan]:
+    """The plans of `experiments`, each checked as `peftbench memory` needs it; ConfigError on bad input."""
+    prepared = [plan_run(RunRequest(task=task_name, results_dir=".", experiment_dir=str(path), overrides=overrides))
                 for path in experiments]
     for run in prepared:
         check_text_task(run.task)
@@ -34,7 +34,7 @@ def prepare_estimates(task_name: str, experiments: list[Path], overrides: dict[s
     return prepared
 
 
-def estimate_prepared_run(run: PreparedRun) -> MemoryEstimate | EstimateFailure:
+def estimate_prepared_run(run: RunPlan) -> MemoryEstimate | EstimateFailure:
     """The estimate of one prepared run, or why there is none."""
     try:
         tokenizer = load_tokenizer_if_any(run.task, run.config)
