@@ -48,7 +48,7 @@ class TimedExecutor:
     def __call__(self, trial: RunRequest) -> TrialOutcome:
         begin = time.perf_counter() - self.start
         outcome = execute_trial(trial)
-        self.trials[trial.trial_id] = {"role": trial.sweep.role, "start_s": begin,
+        self.trials[trial.result_stem] = {"role": trial.sweep.role, "start_s": begin,
                                        "end_s": time.perf_counter() - self.start, "status": outcome.status}
         return outcome
 

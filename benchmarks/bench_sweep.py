@@ -44,7 +44,7 @@ class TimedExecutor:
     def __call__(self, trial: RunRequest) -> TrialOutcome:
         start = time.perf_counter()
         outcome = execute_trial(trial)
-        self.wall_s[trial.trial_id] = time.perf_counter() - start
+        self.wall_s[trial.result_stem] = time.perf_counter() - start
         return outcome
 
 

@@ -109,6 +109,6 @@ def standin_execute(request: RunRequest) -> TrialOutcome:
     completed = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, json.dumps(trial)], capture_output=True, text=True)
     path = request.result_file()
     if completed.returncode != 0:
-        return TrialOutcome(request.trial_id, "failed", None, completed.stderr.strip().splitlines()[-1])
+        return TrialOutcome(request.result_stem, "failed", None, completed.stderr.strip().splitlines()[-1])
     status = json.loads(path.read_text())["peftbench"]["status"]
-    return TrialOutcome(request.trial_id, status, str(path))
+    return TrialOutcome(request.result_stem, status, str(path))

@@ -102,12 +102,12 @@ def fake_child(tmp_path: Path, printed: Optional[PrintedLines] = None, steps: in
         for step in range(1, steps + 1):
             writer.update("train", step, steps)
             if printed is not None:
-                printed.wait_for(f"  {trial.trial_id}: train step {step}/{steps}")
-        if trial.trial_id == "boft--broken":
-            return TrialOutcome(trial.trial_id, "failed", None, "RuntimeError: boom\ntraceback")
-        result = tmp_path / f"{trial.trial_id}.json"
+                printed.wait_for(f"  {trial.result_stem}: train step {step}/{steps}")
+        if trial.result_stem == "boft--broken":
+            return TrialOutcome(trial.result_stem, "failed", None, "RuntimeError: boom\ntraceback")
+        result = tmp_path / f"{trial.result_stem}.json"
         write_json_atomic(result, result_document(RunResult(status="success", test_score=0.5)))
-        return TrialOutcome(trial.trial_id, "success", str(result))
+        return TrialOutcome(trial.result_stem, "success", str(result))
 
     return execute
 

@@ -171,7 +171,7 @@ def test_suite_refuses_an_html_path_among_its_result_files_before_running(tmp_pa
     import peftbench.runners.isolated as isolated
 
     def no_run(request):
-        raise AssertionError(f"{request.trial_id} ran before --html was checked")
+        raise AssertionError(f"{request.result_stem} ran before --html was checked")
 
     monkeypatch.setattr(isolated, "run_request", no_run)
     for results in (tmp_path, tmp_path / "not-yet"):  # the results folder may not exist before the suite runs

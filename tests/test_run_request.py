@@ -21,7 +21,7 @@ def test_the_result_name_says_method_name_rate_and_seed_when_they_were_chosen(tm
     assert seeded.result_stem == "lora--rank16--seed2" and seeded.result_file() == tmp_path / "lora--rank16--seed2.json"
     trial = RunRequest(task="math-tiny", results_dir=str(tmp_path), experiment_dir=lora, seed=0,
                        sweep=SweepRole("abc", "trial", 3.16e-05, 0, 1e-4))
-    assert trial.result_stem == "lora--rank16--lr3.16e-05--seed0" == trial.trial_id
+    assert trial.result_stem == "lora--rank16--lr3.16e-05--seed0" == trial.result_stem
     converted = RunRequest(task="math-tiny", results_dir=str(tmp_path), mode="evaluate", adapter_dir=str(tmp_path / "x"),
                            method="lora-as-lora", name="rank16-r8")
     assert converted.result_stem == "lora-as-lora--rank16-r8" == result_stem("lora-as-lora", "rank16-r8")

@@ -46,7 +46,7 @@ def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
 
     # 2 rates x 2 experiments + 2 seeds of lora (the broken one has no rate to run seeds at)
     assert len(through_ray.ran) == 6
-    by_id = {o.trial_id: o.status for o in through_ray.ran}
+    by_id = {o.result_stem: o.status for o in through_ray.ran}
     assert by_id["boft--broken--lr0.001--seed0"] == "failed" and by_id["lora--r4--lr0.001--seed2"] == "success"
     ray_lora, local_lora = (r.summary.to_dict()["experiments"]["lora/r4"] for r in (through_ray, locally))
     assert ray_lora["chosen_lr"] == local_lora["chosen_lr"] == 1e-3
@@ -58,18 +58,18 @@ def test_sweep_through_ray_matches_the_local_pool(local_ray, tmp_path):
 
     resumed = run_sweep(SweepPlan("math-tiny", experiments, tmp_path / "ray", lrs=[1e-4, 1e-3], seeds=2),
                         backend="ray", workers=2, execute=standin_execute, show_progress=False)
-    assert sorted(o.trial_id for o in resumed.ran) == ["boft--broken--lr0.0001--seed0", "boft--broken--lr0.001--seed0"]
+    assert sorted(o.result_stem for o in resumed.ran) == ["boft--broken--lr0.0001--seed0", "boft--broken--lr0.001--seed0"]
 
 
 def raise_in_worker(trial: RunRequest) -> TrialOutcome:
-    raise RuntimeError(f"cannot run {trial.trial_id}")
+    raise RuntimeError(f"cannot run {trial.result_stem}")
 
 
 def test_an_executor_error_on_a_ray_worker_fails_that_trial_only(local_ray, tmp_path):
     trials = [RunRequest(task="math-tiny", results_dir=str(tmp_path), experiment_dir=str(tmp_path / "lora" / f"t{i}"))
               for i in range(2)]
     outcomes = run_trials(trials, backend="ray", workers=2, execute=raise_in_worker, show_progress=False)
-    assert sorted((o.trial_id, o.status) for o in outcomes) == [("lora--t0", "failed"), ("lora--t1", "failed")]
+    assert sorted((o.result_stem, o.status) for o in outcomes) == [("lora--t0", "failed"), ("lora--t1", "failed")]
     assert all("RuntimeError: cannot run" in o.error for o in outcomes)
 
 
@@ -81,7 +81,7 @@ def test_a_halving_sweep_through_ray_prunes_as_the_local_pool_does(local_ray, tm
                                          halving=Halving()),
                                backend=backend, workers=1, execute=standin_execute, show_progress=False)
             for backend in ("ray", "local")}
-    pruned = {backend: sorted(o.trial_id for o in run.ran if o.status == "pruned") for backend, run in runs.items()}
+    pruned = {backend: sorted(o.result_stem for o in run.ran if o.status == "pruned") for backend, run in runs.items()}
     assert pruned["ray"] == pruned["local"] == [
         "ia3--default--lr0.00316--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
     assert [e.chosen_lr for e in runs["ray"].summary.experiments.values()] == [1e-3, 3.16e-2]

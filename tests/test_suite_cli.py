@@ -93,9 +93,9 @@ def test_a_suite_with_unfinished_experiments_exits_1_and_names_them(tmp_path, mo
     asked = []
 
     def stand_in(request):  # runners.batch.execute_trial's child-process runner, without training
-        asked.append(request.trial_id)
+        asked.append(request.result_stem)
         result_file = request.result_file()
-        if request.trial_id == "ia3--default":
+        if request.result_stem == "ia3--default":
             raise ResultWriteError(errno.ENOSPC, f"cannot write result file {result_file}: no space left on the device")
         return result_file, "failed", False
 

@@ -173,7 +173,7 @@ def test_resume_keeps_finished_trials_and_reruns_failed_cancelled_and_missing(tm
     (results / "ia3--default--lr0.01--seed0.json").unlink()
     (results / "lora--r4--lr0.00316--seed0.json").write_text("{ truncated")
     resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
-    assert sorted(o.trial_id for o in resumed.ran) == [
+    assert sorted(o.result_stem for o in resumed.ran) == [
         "ia3--default--lr0.01--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
     assert read(cancelled)["peftbench"]["status"] == "success"
 
@@ -185,13 +185,13 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     experiments = [*two_methods, standin_experiment(broken, 1e-3), standin_experiment(spiky, 1e-3)]
 
     def crashing_for_ia3(trial):  # an executor error (not a result file) fails that trial only
-        if trial.trial_id.startswith("ia3--default--lr0.0316"):
+        if trial.result_stem.startswith("ia3--default--lr0.0316"):
             raise RuntimeError("worker lost")
         return standin_execute(trial)
 
     run = run_sweep(SweepPlan("math-tiny", experiments, tmp_path / "r", lr_trials=3, seeds=1),
                     execute=crashing_for_ia3, show_progress=False)
-    statuses = {o.trial_id: o.status for o in run.ran}
+    statuses = {o.result_stem: o.status for o in run.ran}
     assert statuses["boft--broken--lr0.001--seed0"] == "failed"
     assert statuses["loha--spiky--lr0.00316--seed0"] == "diverged"
     assert statuses["ia3--default--lr0.0316--seed0"] == "failed"
@@ -215,7 +215,7 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
     calls = []
 
     def ctrl_c_during_third(trial):
-        calls.append(trial.trial_id)
+        calls.append(trial.result_stem)
         if len(calls) < 3:
             return standin_execute(trial)
         # a trial that would run for a long time, and a Ctrl-C that reaches only the sweep's own process
@@ -225,7 +225,7 @@ def test_ctrl_c_stops_running_children_keeps_finished_results_and_resumes(tmp_pa
             child.wait()
         finally:
             child.kill()  # the stand-in's child, not a peftbench one: nothing else stops it
-        return TrialOutcome(trial.trial_id, "cancelled", None, "interrupted")
+        return TrialOutcome(trial.result_stem, "cancelled", None, "interrupted")
 
     # Python's own Ctrl-C handler, also where this process started with SIGINT ignored (a shell's `&`, nohup)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -291,7 +291,7 @@ def test_execute_trial_hands_the_request_to_the_engines_runner(tmp_path, two_met
     trial = replace(plan.search_trials()[0], num_threads=3)
     outcome = execute_trial(trial)
     assert outcome.status == "diverged" and outcome.result_path.endswith("lora--r4--lr0.001--seed0.json")
-    assert not outcome.skipped and outcome.trial_id == "lora--r4--lr0.001--seed0"
+    assert not outcome.skipped and outcome.result_stem == "lora--r4--lr0.001--seed0"
     (request,) = calls
     assert request.experiment_dir == str(two_methods[0].path) and request.task == "math-tiny"
     assert request.results_dir == str(tmp_path.resolve())

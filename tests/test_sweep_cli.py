@@ -111,7 +111,7 @@ def test_a_result_or_summary_the_full_disk_refuses_is_named_and_the_exit_status_
     from peftbench.results.writer import ResultWriteError
 
     def full_disk_for_one(request):
-        if request.trial_id.startswith("ia3--default--lr0.001--seed0"):
+        if request.result_stem.startswith("ia3--default--lr0.001--seed0"):
             raise ResultWriteError(errno.ENOSPC, f"cannot write result file {request.result_file()}: "
                                                  "no space left on the device")
         return standin_execute(request)

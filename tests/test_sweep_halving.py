@@ -76,7 +76,7 @@ def test_rungs_are_validation_steps_and_bad_settings_are_refused_before_anything
 
 def test_trials_start_with_each_configured_rate_and_the_experiments_take_turns(tmp_path, two_methods):
     plan = halving_plan(tmp_path, two_methods)
-    order = [(t.trial_id.split("--")[0], t.sweep.lr, t.sweep.halving["trial"]) for t in plan.search_trials()]
+    order = [(t.result_stem.split("--")[0], t.sweep.lr, t.sweep.halving["trial"]) for t in plan.search_trials()]
     assert order == [("lora", 1e-3, 0), ("ia3", 1e-2, 0), ("lora", 3.16e-4, 1), ("ia3", 3.16e-3, 1),
                      ("lora", 3.16e-3, 2), ("ia3", 3.16e-2, 2)]
 
@@ -129,7 +129,7 @@ def test_resuming_a_halving_sweep_runs_nothing_that_finished_or_was_pruned(tmp_p
     data["peftbench"]["status"] = data["train_info"]["status"] = "failed"
     failed.write_text(json.dumps(data))
     resumed = run_sweep(plan, execute=standin_execute, show_progress=False)
-    assert [o.trial_id for o in resumed.ran] == ["ia3--default--lr0.0316--seed0"]
+    assert [o.result_stem for o in resumed.ran] == ["ia3--default--lr0.0316--seed0"]
     assert read(failed)["peftbench"]["status"] == "success"
     assert resumed.summary.experiments["ia3/default"].chosen_lr == 3.16e-2
 
@@ -139,7 +139,7 @@ def test_a_full_grid_in_the_same_folder_runs_the_pruned_trials_to_their_end(tmp_
     run_sweep(halving_plan(results, two_methods), execute=standin_execute, show_progress=False)
     grid = run_sweep(SweepPlan("math-tiny", two_methods, results, lr_trials=3, seeds=1), execute=standin_execute,
                      show_progress=False)
-    assert sorted(o.trial_id for o in grid.ran) == [
+    assert sorted(o.result_stem for o in grid.ran) == [
         "ia3--default--lr0.00316--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
     assert all(t.status == "success" for e in grid.summary.experiments.values() for t in e.trials)
 
@@ -150,7 +150,7 @@ def test_forcing_a_halving_sweep_starts_a_fresh_journal(tmp_path, two_methods):
     run_sweep(plan, execute=standin_execute, show_progress=False)
     forced = run_sweep(plan, execute=standin_execute, show_progress=False, force=True)
     # the same decisions again: the earlier attempt's reports did not count twice
-    assert sorted(o.trial_id for o in forced.ran if o.status == "pruned") == [
+    assert sorted(o.result_stem for o in forced.ran if o.status == "pruned") == [
         "ia3--default--lr0.00316--seed0", "lora--r4--lr0.000316--seed0", "lora--r4--lr0.00316--seed0"]
 
 

@@ -146,7 +146,7 @@ def _print_summary(console, requests, outcomes) -> None:
     from peftbench.results.reader import read_result_file
     from peftbench.results.record import RunResult
 
-    names = {request.trial_id: "/".join(request.names) for request in requests}
+    names = {request.result_stem: "/".join(request.names) for request in requests}
     table = Table(title="peftbench run")
     for column in ("experiment", "status", "test score", "train time (s)", "result / error"):
         table.add_column(column, overflow="fold")  # a path or an error cut short would not say where or what
@@ -159,7 +159,7 @@ def _print_summary(console, requests, outcomes) -> None:
             note = result.error_msg.strip().splitlines()[-1][:120]
         style = {"success": "green", "skipped": "dim"}.get(status, "red")
         table.add_row(
-            Text(printable(names[outcome.trial_id])), Text(status, style=style),
+            Text(printable(names[outcome.result_stem])), Text(status, style=style),
             f"{score:.3f}" if score is not None and abs(score) < 1e6 else "",
             f"{train_time:.1f}" if train_time is not None and abs(train_time) < 1e9 else "",
             Text(printable(str(note or outcome.result_path or ""))),

@@ -106,12 +106,12 @@ def suite(
     console.print(f"suite {name} finished in {time.perf_counter() - started:.0f} s")
     for outcome in outcomes:
         if outcome.status != "success":
-            console.print(Text.assemble((f"{outcome.trial_id}: {outcome.status} ", "yellow"), outcome.error))
+            console.print(Text.assemble((f"{outcome.result_stem}: {outcome.status} ", "yellow"), outcome.error))
     show_results(results, html, console)
     unfinished = [outcome for outcome in outcomes if outcome.unfinished]
     if unfinished:
         # a script (or CI) running the suite must see that the table lacks these, and that a rerun continues
-        listed = ", ".join(f"{printable(o.trial_id)} ({o.status if o.recorded else 'result not written'})"
+        listed = ", ".join(f"{printable(o.result_stem)} ({o.status if o.recorded else 'result not written'})"
                            for o in unfinished)
         console.print(Text(f"suite {name}: {len(unfinished)} of {len(outcomes)} experiments did not finish: "
                            f"{listed}; run the same command again to retry them", style="red"), soft_wrap=True)

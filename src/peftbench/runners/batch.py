@@ -36,7 +36,7 @@ def execute_planned(plan) -> TrialOutcome:
 
 
 def _outcome(request: RunRequest, result_path: Optional[Path], status: str, skipped: bool) -> TrialOutcome:
-    return TrialOutcome(request.trial_id, status, str(result_path) if result_path else None, skipped=skipped)
+    return TrialOutcome(request.result_stem, status, str(result_path) if result_path else None, skipped=skipped)
 
 
 def run_trials(
@@ -74,16 +74,16 @@ def run_trials(
     results_dirs = {trial.results_dir for trial in trials}
     progress_root = Path(results_dirs.pop()) / PROGRESS_DIR if len(results_dirs) == 1 else None
     progress = BatchProgress(
-        [trial.trial_id for trial in trials], workers, description,
+        [trial.result_stem for trial in trials], workers, description,
         console=Console(stderr=True, quiet=not show_progress),
         # under the results folder, which Ray workers share; one private folder per batch
         progress_dir=progress_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}" if progress_root else None,
     )
-    trials = [replace(trial, progress_file=progress.file_for(trial.trial_id)) for trial in trials]
+    trials = [replace(trial, progress_file=progress.file_for(trial.result_stem)) for trial in trials]
 
     def record(outcome: TrialOutcome) -> None:
         outcomes.append(outcome)
-        progress.finished(outcome.trial_id, outcome.status, outcome.result_path, outcome.error, outcome.skipped)
+        progress.finished(outcome.result_stem, outcome.status, outcome.result_path, outcome.error, outcome.skipped)
         if on_done is not None:
             on_done(outcome)
 

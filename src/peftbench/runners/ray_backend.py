@@ -87,7 +87,7 @@ def run_on_ray(
                         outcome = TrialOutcome(**ray.get(object_ref))
                     except Exception as error:  # noqa: BLE001 - a lost worker or node fails this trial only
                         last_line = next((line for line in reversed(str(error).splitlines()) if line.strip()), "")
-                        outcome = TrialOutcome(trial.trial_id, "failed", None, f"Ray task failed: {last_line}")
+                        outcome = TrialOutcome(trial.result_stem, "failed", None, f"Ray task failed: {last_line}")
                     on_done(outcome)
         except KeyboardInterrupt:
             # force=False raises KeyboardInterrupt inside running tasks: the engine then stops its child,

@@ -96,12 +96,8 @@ class RunRequest:
 
     @property
     def result_stem(self) -> str:
+        """Unique within a batch (one result file per run): what progress lines and outcomes name a trial by."""
         return result_stem(*self.names, lr=self.sweep.lr if self.sweep else None, seed=self.seed)
-
-    @property
-    def trial_id(self) -> str:
-        """Unique within a batch (one result file per run): the result file's stem."""
-        return self.result_stem
 
     def result_file(self) -> Path:
         """RESULTS_DIR/<stem>.json; a ConfigError for a name the file system cannot hold."""

@@ -17,7 +17,7 @@ from peftbench.runners.request import RunRequest
 class TrialOutcome:
     """What a backend reports for one trial. The result file is the record; this is only the receipt."""
 
-    trial_id: str
+    result_stem: str  # the trial's result file stem: unique within a batch
     status: str  # success | failed | oom | killed | diverged | cancelled | pruned (the result file's status)
     result_path: Optional[str]
     error: str = ""
@@ -71,4 +71,4 @@ def guarded(execute: TrialExecutor, request: RunRequest) -> TrialOutcome:
     try:
         return execute(request)
     except Exception as error:  # noqa: BLE001 - any error of one trial is that trial's failure
-        return TrialOutcome(request.trial_id, "failed", None, f"{type(error).__name__}: {error}")
+        return TrialOutcome(request.result_stem, "failed", None, f"{type(error).__name__}: {error}")
