@@ -64,7 +64,7 @@ PLAIN_PEFT = textwrap.dedent(
 def measure(experiments_root: Path, results_dir: Path, overrides: dict, experiments: list[str]) -> list[dict]:
     from peftbench.conversion import RankSpec, convert_adapter_dir
     from peftbench.runners.isolated import run_request
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.tasks import get_task
 
     shipped_model = str(get_task(TASK).default_params()["model_id"])

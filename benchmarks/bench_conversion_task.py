@@ -40,7 +40,7 @@ def train_convert_evaluate(results_dir: Path, overrides: dict, experiments: list
     from peftbench.conversion import convert_adapter_dir, parse_rank_spec
     from peftbench.conversion.evaluate import converted_result_names, evaluate_converted
     from peftbench.runners.isolated import run_request
-    from peftbench.runners.request import RunRequest, result_stem, split_result_stem
+    from peftbench.run.request import RunRequest, result_stem, split_result_stem
     from peftbench.tasks import get_task
 
     suite = Path(str(files("peftbench") / "suites" / "quick"))
@@ -78,7 +78,7 @@ def table_from_results(results_dir: Path, overrides: dict, experiments: list[str
     """The rank-vs-accuracy table, read back from the result files (whatever has finished)."""
     from peftbench.conversion import parse_rank_spec
     from peftbench.conversion.evaluate import converted_result_names
-    from peftbench.runners.request import result_stem
+    from peftbench.run.request import result_stem
 
     rows, test_items = [], "?"
     for experiment in experiments:

@@ -27,7 +27,7 @@ def main() -> None:
     from image_standins import build_standins
 
     from peftbench.run.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     with tempfile.TemporaryDirectory(prefix="peftbench-image-bench-") as folder:
         root = Path(folder)

@@ -47,7 +47,7 @@ def measure_base(args) -> None:
 def measure_seeds(args) -> None:
     """One experiment with several seeds, each in its own child process; mean and sd of test accuracy."""
     from peftbench.runners.isolated import run_request
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     scores = []
     for seed in args.seeds:

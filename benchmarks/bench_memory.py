@@ -110,7 +110,7 @@ def compare(results_dir: str, suite_dir: str) -> None:
     import warnings
 
     from peftbench.run.plan import plan_run
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 
     print("| experiment | measured peak (MiB) | estimated (MiB) | estimated - measured (bytes) | estimate's optimizer state (MiB) |")

@@ -370,7 +370,7 @@ def main() -> None:
         return
 
     from peftbench.hardware import detect_hardware  # the CPU, named beside every timing
-    from peftbench.runners.request import result_stem
+    from peftbench.run.request import result_stem
 
     needs_peft = args.only != "peftbench" or args.lrs
     if needs_peft:  # before anything is written into it

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from peftbench.config import parse_set_options
 from peftbench.runners.batch import TrialOutcome, execute_trial
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.sweep.plan import SweepPlan, resolve_experiments
 from peftbench.sweep.run import run_sweep
 

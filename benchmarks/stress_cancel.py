@@ -24,7 +24,7 @@ from time import perf_counter
 from peftbench.config import parse_set_options
 from peftbench.cancel import cancel_on_signals
 from peftbench.run.engine import execute
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "src/peftbench/suites/quick/lora/rank16"
 SHORT = {"max_steps": 20, "eval_steps": 10, "valid_size": 8, "test_size": 16, "forgetting_size": 8,

@@ -126,7 +126,7 @@ def copy_image_experiment(name: str, destination: Path) -> Path:
 def image_lora_run(image_standins, tmp_path_factory) -> tuple[Path, dict]:
     """PEFT's lora/flux2-klein-default run by image-gen on the stand-ins: (result file, its content)."""
     from peftbench.run.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     root = tmp_path_factory.mktemp("image-run")
     experiment = copy_image_experiment("lora/flux2-klein-default", root / "experiments")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from peftbench.runners.batch import TrialOutcome
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 # The child: scores peak at the experiment's best rates (0.1 lower per decade away), per-item results
 # come from a seeded generator so that test_score == mean(per_item_correct) exactly.

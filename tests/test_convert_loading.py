@@ -98,7 +98,7 @@ def test_evaluate_mode_records_a_partial_checkpoint_as_failed(tmp_path, tiny_mod
     from transformers import AutoModelForCausalLM
 
     from peftbench.run.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     adapter_dir = tmp_path / "adapter"
     lora_config = LoraConfig(r=2, target_modules=["q_proj"])

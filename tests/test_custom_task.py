@@ -20,7 +20,7 @@ from peftbench.cli import app
 from peftbench.config import ConfigError
 from peftbench.run.engine import execute
 from peftbench.run.plan import plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.tasks import get_task
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -16,7 +16,7 @@ from peftbench.tasks import get_task
 from peftbench.tasks.text_config import TextTrainConfig
 
 from conftest import FIXTURES, MATH_FIXTURES
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S
 
 

@@ -15,7 +15,7 @@ from peftbench.cli import app
 from peftbench.runners import isolated
 from peftbench.run.engine import execute
 from peftbench.run.plan import decide_hardware, plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S, StreamWatch
 
 

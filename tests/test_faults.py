@@ -30,7 +30,7 @@ from peftbench.results.lock import lock_path, result_lock
 from peftbench.analysis.runs import load_results
 from peftbench.runners import isolated
 from peftbench.runners.progress import read_progress
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S, StreamWatch, join_or_fail, wait_until
 
 LORA = "lora/llama-3.2-3B-rank32"
@@ -465,7 +465,7 @@ import json, sys
 from peftbench.runners.batch import execute_trial
 from peftbench.runners.local_backend import run_local_pool
 from peftbench.cancel import cancel_on_signals
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 cancel_on_signals()  # as the CLI does
 trials = [RunRequest.from_dict(fields) for fields in json.loads(sys.argv[1])]
 def report(outcome):  # a trial that ends, even one that failed before its child started, says so

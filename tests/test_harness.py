@@ -17,7 +17,7 @@ from peftbench.cli import app
 from peftbench.config import ConfigError
 from peftbench.run.engine import execute
 from peftbench.run.plan import plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"

@@ -16,7 +16,7 @@ from peftbench.config import ConfigError
 from peftbench.results.reader import read_result_file
 from peftbench.run.engine import execute
 from peftbench.run.plan import plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.tasks.image_gen.data import split_indices
 
 from conftest import copy_image_experiment as copy_experiment

@@ -137,7 +137,7 @@ def test_suite_forgetting_measure_is_unshifted(task, math_fixture_params):
 
 def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, math_fixture_params, experiments_copy, tmp_path):
     from peftbench.run.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     overrides = {**math_fixture_params, "max_steps": 40, "eval_steps": 40, "valid_size": 0}
     request = RunRequest(task="math", results_dir=str(tmp_path), mode="train",
@@ -158,7 +158,7 @@ def test_training_ends_with_the_pass_and_the_result_names_the_settings(task, mat
 
 def test_under_the_suites_order_the_seed_changes_nothing_as_in_the_suite(experiments_copy, math_fixture_params, tmp_path):
     from peftbench.run.engine import execute
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
 
     def losses(seed: int) -> list[float]:
         request = RunRequest(task="math", results_dir=str(tmp_path / str(seed)), mode="train", seed=seed,

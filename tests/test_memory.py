@@ -142,7 +142,7 @@ def test_lora_and_full_finetuning_record_tracked_peaks_and_full_is_larger(lora_a
 def test_estimate_agrees_with_the_measured_cpu_run(lora_and_full_results):
     """The estimator counted as a CPU run counts (same batches) lands on the measured peak."""
     from peftbench.run.plan import plan_run
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.training.memory_estimate import batch_shapes, estimate_training_memory, load_tokenizer_if_any
 
     results, experiments, params = lora_and_full_results

@@ -150,7 +150,7 @@ def test_auto_is_decided_once_per_results_folder(monkeypatch, tmp_path):
     import json
 
     from peftbench.run.plan import RunPlan, decide_hardware
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.tasks import get_task
 
     results = tmp_path / "results"

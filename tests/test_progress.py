@@ -18,7 +18,7 @@ from peftbench.results.writer import result_document, write_json_atomic
 from peftbench.runners import progress as progress_module
 from peftbench.runners.batch import TrialOutcome, run_trials
 from peftbench.runners.progress import BatchProgress, ProgressFile, format_duration, read_progress
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S, wait_until
 
 

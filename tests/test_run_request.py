@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from peftbench.run.plan import RunPlan, decide_hardware, plan_run
-from peftbench.runners.request import RunRequest, SweepRole, result_stem, split_result_stem
+from peftbench.run.request import RunRequest, SweepRole, result_stem, split_result_stem
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
 

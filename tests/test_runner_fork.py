@@ -12,7 +12,7 @@ import pytest
 
 from peftbench import runners
 from peftbench.runners import isolated
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S
 
 LORA = "lora/llama-3.2-3B-rank32"

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from peftbench.runners.batch import TrialOutcome, run_trials
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.sweep.plan import SweepPlan
 from peftbench.sweep.run import run_sweep
 import sweep_standin

@@ -21,7 +21,7 @@ import pytest
 from peftbench.config import ConfigError
 from peftbench.runners.batch import TrialOutcome, execute_trial
 from peftbench.runners.trial import threads_per_worker
-from peftbench.runners.request import RunRequest, result_stem
+from peftbench.run.request import RunRequest, result_stem
 from peftbench.sweep.plan import SweepPlan, lr_grid, parse_lrs
 from peftbench.sweep.run import run_sweep
 from peftbench.sweep.selection import TrialRecord, choose_lr

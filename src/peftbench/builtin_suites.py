@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from peftbench.config import ConfigError
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 # suite name -> the task its experiments run on; quick-image holds unchanged copies of 8 of PEFT's image-gen folders
 SUITE_TASKS = {"quick": "math-tiny", "quick-image": "image-tiny"}

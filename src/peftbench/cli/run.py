@@ -57,7 +57,7 @@ def run(
     from peftbench.config import ConfigError, parse_set_options
     from peftbench.runners.batch import run_trials
     from peftbench.run.plan import plan_batch
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.tasks import DEFAULT_TASK, available_tasks, get_task, resolve_task_name
 
     console = Console(stderr=True)

@@ -33,7 +33,7 @@ def converted_result_names(method: str, name: str, rank_spec: str, vllm: bool) -
 
 def source_names(adapter_dir: str | Path, report: ConversionReport) -> tuple[str, str]:
     """(method, name) of the source adapter: from a peftbench checkpoint folder `<method>--<name>`, else guessed."""
-    from peftbench.runners.request import split_result_stem
+    from peftbench.run.request import split_result_stem
 
     folder = Path(adapter_dir).resolve().name
     return split_result_stem(folder) or (report.peft_type.lower(), folder)
@@ -74,7 +74,7 @@ def evaluate_converted(
 ):
     """Evaluate the converted LoRA on `task` on the same base model; returns the run's TrialOutcome."""
     from peftbench.runners.batch import run_trials
-    from peftbench.runners.request import RunRequest, result_stem
+    from peftbench.run.request import RunRequest, result_stem
 
     method, name = source_names(adapter_dir, report)
     source_result = Path(results_dir) / f"{result_stem(method, name)}.json"

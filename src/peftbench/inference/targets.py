@@ -17,7 +17,7 @@ from typing import Optional
 
 from peftbench.experiments import ADAPTER_CONFIG_FILE, FULL_FINETUNING_METHOD, TRAINING_PARAMS_FILE, discover_experiments
 from peftbench.results.writer import CHECKPOINTS_DIR
-from peftbench.runners.request import result_stem, split_result_stem
+from peftbench.run.request import result_stem, split_result_stem
 
 CONVERSION_REPORT_FILE = "conversion_report.json"  # what `peftbench convert` writes beside the LoRA
 STATES = ("untrained", "trained", "converted", "full")
@@ -32,7 +32,7 @@ class InferenceTarget:
 
     @property
     def stem(self) -> str:
-        """The training result's stem (runners.request.result_stem): the join key to RESULTS/<stem>.json."""
+        """The training result's stem (run.request.result_stem): the join key to RESULTS/<stem>.json."""
         return result_stem(self.method, self.name)
 
     def to_dict(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 training results.
 
 One file per experiment: RESULTS/inference/<stem>.json, where <stem> is the training result's own stem
-(`<method>--<name>`, runners.request.result_stem), so that the analysis finds the inference figures of
+(`<method>--<name>`, run.request.result_stem), so that the analysis finds the inference figures of
 RESULTS/<stem>.json at RESULTS/inference/<stem>.json, and no table maps one to the other. The base model's
 own measurement is RESULTS/inference/base-model.json (no `--`: it can never be an experiment's stem).
 

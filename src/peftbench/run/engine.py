@@ -19,7 +19,7 @@ from peftbench.results.writer import result_document, write_json_atomic
 from peftbench.run import phases
 from peftbench.run.assemble import fill, new_result, now_utc
 from peftbench.run.plan import RunPlan, decide_hardware, plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.stop_status import stop_status
 from peftbench.timing import CHECKS, TEST, RunClock
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from peftbench.config import ConfigError
 from peftbench.run.plan import RunPlan, plan_run
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.training.memory_estimate import (
     MemoryEstimate, batch_shapes, check_text_task, estimate_training_memory, load_model_config, load_tokenizer_if_any,
 )

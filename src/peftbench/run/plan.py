@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from peftbench.config import ConfigError, TrainConfig, value_origin, with_origin
 from peftbench.experiments import ExperimentSpec, build_peft_config, git_commit_of, load_experiment
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.tasks import get_task
 from peftbench.tasks.base import Task
 

@@ -1,6 +1,6 @@
 """Running a batch of runs: one interface (`run_trials`), two backends (a local worker pool, Ray).
 
-A batch is a list of RunRequests (runners.request), one result file each. `execute_trial(request)` runs one
+A batch is a list of RunRequests (run.request), one result file each. `execute_trial(request)` runs one
 of them through `runners.isolated.run_request`, which starts its own child process, so a crash, an OOM or a
 leak stays inside that child. Both backends call the same function; they differ only in where and how many at
 once (the trial's interface they share: runners/trial.py). This module imports nothing heavy.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from peftbench.runners.progress import PROGRESS_DIR
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.runners.trial import OutcomeCallback, TrialExecutor, TrialOutcome
 
 BACKENDS = ("local", "ray")

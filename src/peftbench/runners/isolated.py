@@ -30,7 +30,7 @@ from peftbench.runners.child import EXIT_CANCELLED
 from peftbench.run.assemble import new_result
 from peftbench.run.plan import RunPlan, decide_hardware, plan_run
 from peftbench.runners.oom import killed_by_oom_killer, oom_kill_count, stderr_says_out_of_memory
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.results.lock import result_lock
 from peftbench.results.reader import read_result_file
 from peftbench.results.writer import ResultWriteError, result_document, write_json_atomic

@@ -18,7 +18,7 @@ from dataclasses import replace
 from peftbench.runners.trial import OutcomeCallback, TrialExecutor, guarded, threads_per_worker
 from peftbench.cancel import cancel_signal
 from peftbench.runners.isolated import interrupt_running_children
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 
 def run_local_pool(

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Iterator, Optional
 
 from peftbench.runners.trial import OutcomeCallback, TrialExecutor, TrialOutcome, available_cores, guarded
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 
 CANCEL_GRACE_S = 60

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 
 
 @dataclass

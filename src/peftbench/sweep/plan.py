@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peftbench.config import ConfigError, merge_params
-from peftbench.runners.request import RunRequest, SweepRole
+from peftbench.run.request import RunRequest, SweepRole
 from peftbench.sweep.halving import Halving, journal_path, start_order, study_name
 from peftbench.training.pruning import HalvingRule
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 from peftbench.results.writer import write_json_atomic
 from peftbench.runners.batch import TrialExecutor, TrialOutcome, execute_trial, run_trials
-from peftbench.runners.request import RunRequest
+from peftbench.run.request import RunRequest
 from peftbench.sweep.plan import SweepPlan
 from peftbench.sweep.selection import chosen_lrs
 from peftbench.sweep.summary import SUMMARY_FILE, SweepSummary, build_summary

@@ -338,7 +338,7 @@ def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: dict[
               only: Sequence[str] = ()) -> list:
     """The RunRequests of the recipe: every config under `experiments` with a reference result, each seed."""
     from peftbench.experiments import discover_experiments
-    from peftbench.runners.request import RunRequest
+    from peftbench.run.request import RunRequest
     from peftbench.tasks import get_task
 
     protocol = protocol_of(recipe.task)
