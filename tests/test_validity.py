@@ -192,3 +192,18 @@ def test_validate_analyses_only_the_seeds_asked_for(tmp_path):
         return json.loads(output.output)["agreement"]["all"]["both"]["spearman"]["value"]
     assert spearman("--seeds", "0") == pytest.approx(1.0)
     assert spearman("--seeds", "1") == pytest.approx(-1.0)
+
+
+def test_the_shipped_suite_configs_cover_every_published_result():
+    """`validate --experiments published` runs the PEFT suite's configs shipped in the package: each published
+    MetaMathQA result has its experiment folder there, with the suite's defaults beside experiments/."""
+    import json
+
+    from peftbench.validity.protocol import PUBLISHED_METAMATHQA, PUBLISHED_METAMATHQA_EXPERIMENTS, SUITE_DEFAULTS_FILE
+
+    assert (PUBLISHED_METAMATHQA_EXPERIMENTS.parent / SUITE_DEFAULTS_FILE).is_file()
+    for path in sorted(PUBLISHED_METAMATHQA.glob("*.json")):
+        name = json.loads(path.read_text())["run_info"]["experiment_name"]  # "<method>/<config>"
+        folder = PUBLISHED_METAMATHQA_EXPERIMENTS / name
+        assert folder.is_dir(), name
+        assert any((folder / file).is_file() for file in ("adapter_config.json", "training_params.json")), name

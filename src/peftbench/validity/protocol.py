@@ -27,6 +27,9 @@ from peftbench.validity.agreement import (CHOOSE, REPORT, NoiseCeiling, RankAgre
                                           noise_ceiling, rank_agreement, seed_noise, seed_sd)
 
 PUBLISHED_METAMATHQA = Path(str(files("peftbench") / "published" / "metamathqa"))
+# The PEFT suite's MetaMathQA configs (experiments/ and its default_training_params.json), shipped unchanged so that
+# `validate --experiments published` runs without a clone of PEFT's repository.
+PUBLISHED_METAMATHQA_EXPERIMENTS = Path(str(files("peftbench") / "published" / "metamathqa-suite" / "experiments"))
 RECIPE_FILE = "validity-recipe.json"
 SUITE_DEFAULTS_FILE = "default_training_params.json"  # beside a PEFT suite's experiments/ folder
 SUITE_STEPS_KEY = "max_steps"
