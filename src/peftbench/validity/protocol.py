@@ -405,7 +405,8 @@ def validate(task: str, results: Path, *, reference: Optional[Path] = None, reci
         recipe = recipe or Recipe(task=task, lr_policy=protocol.lr_policy)
         requests = plan_runs(recipe, experiments, results, read_reference(reference), only)
         if not requests:
-            raise ConfigError(f"--experiments {experiments}: no config there has a result in {reference}")
+            matching = f" matching --only {','.join(only)}" if only else ""
+            raise ConfigError(f"--experiments {experiments}: no config there{matching} has a result in {reference}")
         claim_results_folder(results, recipe)
         run_trials(requests, workers=workers, description="validity runs")
     return analyse(task, results, reference, learns_above=learns_above, seeds=seeds, n_resamples=n_resamples)
