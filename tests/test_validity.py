@@ -207,3 +207,21 @@ def test_the_shipped_suite_configs_cover_every_published_result():
         folder = PUBLISHED_METAMATHQA_EXPERIMENTS / name
         assert folder.is_dir(), name
         assert any((folder / file).is_file() for file in ("adapter_config.json", "training_params.json")), name
+
+
+def test_a_task_without_reference_results_runs_every_shipped_config(tmp_path):
+    """image-tiny has no reference results (PEFT's published image-gen results are kept aside): `validate
+    --experiments published` plans every config of the shipped image-gen suite, each seed, with 12 images per
+    test prompt, and refuses only a folder with nothing to run."""
+    from peftbench.experiments import discover_experiments
+    from peftbench.validity.protocol import Recipe, plan_runs, protocol_of, validate
+
+    experiments = protocol_of("image-tiny").experiments
+    folders = discover_experiments(experiments)
+    assert len(folders) >= 30 and (experiments.parent / "default_training_params.json").is_file()
+    requests = plan_runs(Recipe(task="image-tiny", seeds=(0, 1), lr_policy="configured"), experiments, tmp_path, None)
+    assert len(requests) == 2 * len(folders)
+    assert {Path(r.experiment_dir).name for r in requests} == {f.name for f in folders}
+    assert all(r.overrides["test_repeats"] == 12 and "optimizer_kwargs" not in r.overrides for r in requests)
+    with pytest.raises(ConfigError, match="no config there matching --only nothing-like-this"):
+        validate("image-tiny", tmp_path / "runs", experiments=experiments, only=["nothing-like-this"])

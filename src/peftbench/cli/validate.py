@@ -15,11 +15,12 @@ the methods ("choose": recipe changes are chosen on it; "report": they are judge
 config, and the noise ceiling (the agreement between two independent offline runs: the seed halves).
 
 With --experiments (a PEFT suite's experiments/ folder) it first runs every config there that has a reference
-result, for each seed (resumable: finished runs are kept); without it, it analyses the results folder only.
+result (every config, for a task without one), for each seed (resumable: finished runs are kept); without it, it analyses the results folder only.
 The recipe is saved in the results folder (validity-recipe.json); one folder holds one recipe. docs/validity.md.
 
 Example: peftbench validate --task math-tiny --results results/validity --experiments published --steps 120
---test-size 300 --seeds 0,1
+--test-size 300 --seeds 0,1; peftbench validate --task image-tiny --results results/validity-image --experiments
+published --seeds 0,1
 """
 
 
@@ -31,7 +32,7 @@ def validate(
     results: Annotated[Path, typer.Option(help="Folder of the offline runs' result files (written with --experiments).")],
     task: Annotated[str, typer.Option(help="Offline task: math-tiny or image-tiny.")] = "math-tiny",
     reference: Annotated[Optional[Path], typer.Option(help="Reference results (files or folder, PEFT's or peftbench's format). Default for math-tiny: the published MetaMathQA results shipped in the package; image-tiny has none (seed noise and noise ceiling only).")] = None,
-    experiments: Annotated[Optional[Path], typer.Option(help="Run the configs of this PEFT suite experiments/ folder first (those with a reference result); 'published': the PEFT suite's MetaMathQA configs shipped in the package.")] = None,
+    experiments: Annotated[Optional[Path], typer.Option(help="Run the configs of this PEFT suite experiments/ folder first (those with a reference result; all, without one); 'published': the PEFT suite's configs shipped in the package (MetaMathQA for math-tiny, image-gen for image-tiny).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps of every run (default: the task's).", min=1)] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Test items of every run (default: the task's).", min=1)] = None,
     lr_policy: Annotated[Optional[str], typer.Option(help="scaled: each config's rate x (task default rate / suite default rate), math-tiny's default; configured: the config's rate as is, image-tiny's default; sweep: the rate a sweep chose (--lr-from).")] = None,
@@ -57,9 +58,7 @@ def validate(
     try:
         recipe = None
         if experiments is not None and str(experiments) == "published":
-            from peftbench.validity.protocol import PUBLISHED_METAMATHQA_EXPERIMENTS
-
-            experiments = PUBLISHED_METAMATHQA_EXPERIMENTS
+            experiments = protocol_of(task).experiments
         if experiments is not None:
             protocol = protocol_of(task)
             recipe = Recipe(task=task, seeds=_seeds(seeds or "0,1"), steps=steps, test_size=test_size,

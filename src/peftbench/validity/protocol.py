@@ -30,6 +30,8 @@ PUBLISHED_METAMATHQA = Path(str(files("peftbench") / "published" / "metamathqa")
 # The PEFT suite's MetaMathQA configs (experiments/ and its default_training_params.json), shipped unchanged so that
 # `validate --experiments published` runs without a clone of PEFT's repository.
 PUBLISHED_METAMATHQA_EXPERIMENTS = Path(str(files("peftbench") / "published" / "metamathqa-suite" / "experiments"))
+# The PEFT suite's image-gen configs (FLUX.2-klein), shipped unchanged: image-tiny runs them as they are.
+PUBLISHED_IMAGE_GEN_EXPERIMENTS = Path(str(files("peftbench") / "published" / "image-gen-suite" / "experiments"))
 RECIPE_FILE = "validity-recipe.json"
 SUITE_DEFAULTS_FILE = "default_training_params.json"  # beside a PEFT suite's experiments/ folder
 SUITE_STEPS_KEY = "max_steps"
@@ -42,7 +44,8 @@ SCRATCH_DIR = "_scaled"  # copies of configs whose step schedule was scaled, ins
 class TaskProtocol:
     """What the protocol needs to know about an offline task."""
 
-    reference: Optional[Path]  # default reference results (None: give --reference)
+    reference: Optional[Path]  # default reference results (None: seed noise and noise ceiling only)
+    experiments: Path  # the PEFT suite's configs that `--experiments published` runs
     learns_above: float  # a config "learns" when its mean offline score over seeds is at least this
     learns_rule: str  # why that threshold, in words
     lr_policy: str  # default learning-rate policy
@@ -55,6 +58,7 @@ class TaskProtocol:
 PROTOCOLS = {
     "math-tiny": TaskProtocol(
         reference=PUBLISHED_METAMATHQA,
+        experiments=PUBLISHED_METAMATHQA_EXPERIMENTS,
         learns_above=0.02,
         learns_rule="mean test accuracy over seeds >= 2% (6 of 300 problems; the base model solves 0 of 500)",
         lr_policy="scaled",
@@ -64,9 +68,13 @@ PROTOCOLS = {
     ),
     "image-tiny": TaskProtocol(
         reference=None,  # PEFT's published image-gen results are kept aside by the developers
+        experiments=PUBLISHED_IMAGE_GEN_EXPERIMENTS,
         learns_above=0.36,
         learns_rule="mean test similarity over seeds >= 0.36 (the base model: 0.12, sd 0.12 over three seeds; + 2 sd)",
         lr_policy="configured",
+        # 12 images per test prompt instead of PEFT's 3: the generator's share of a score's noise halves
+        # (benchmarks/validity.md); the first 3 are the default test's images
+        fixed={"test_repeats": 12},
     ),
 }
 
@@ -337,9 +345,10 @@ def run_order(folder: Path) -> str:
     return hashlib.sha256(config_key(folder.parent.name, folder.name).encode()).hexdigest()
 
 
-def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: dict[str, float],
+def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: Optional[dict[str, float]],
               only: Sequence[str] = ()) -> list:
-    """The RunRequests of the recipe: every config under `experiments` with a reference result, each seed."""
+    """The RunRequests of the recipe: every config under `experiments` with a reference result (every config,
+    without a reference), each seed."""
     from peftbench.experiments import discover_experiments
     from peftbench.run.request import RunRequest
     from peftbench.tasks import get_task
@@ -359,7 +368,8 @@ def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: dict[
     steps = recipe.steps or int(task_defaults.get("max_steps", suite_steps))
     rates = _sweep_rates(Path(recipe.lr_from)) if recipe.lr_policy == "sweep" else {}
 
-    folders = [f for f in discover_experiments(experiments) if config_key(f.parent.name, f.name) in reference
+    folders = [f for f in discover_experiments(experiments)
+               if (reference is None or config_key(f.parent.name, f.name) in reference)
                and (not only or any(part in config_key(f.parent.name, f.name) for part in only))]
     if recipe.lr_policy == "sweep":
         missing = [config_key(f.parent.name, f.name) for f in folders if config_key(f.parent.name, f.name) not in rates]
@@ -397,16 +407,14 @@ def validate(task: str, results: Path, *, reference: Optional[Path] = None, reci
     protocol = protocol_of(task)
     reference = reference or protocol.reference
     if experiments is not None:
-        if reference is None:
-            raise ConfigError(f"validate: task {task} ships no reference results, which choose the configs to run; "
-                              "give --reference DIR")
         from peftbench.runners.batch import run_trials
 
         recipe = recipe or Recipe(task=task, lr_policy=protocol.lr_policy)
-        requests = plan_runs(recipe, experiments, results, read_reference(reference), only)
+        requests = plan_runs(recipe, experiments, results, read_reference(reference) if reference else None, only)
         if not requests:
             matching = f" matching --only {','.join(only)}" if only else ""
-            raise ConfigError(f"--experiments {experiments}: no config there{matching} has a result in {reference}")
+            where = f" has a result in {reference}" if reference else ""
+            raise ConfigError(f"--experiments {experiments}: no config there{matching}{where}")
         claim_results_folder(results, recipe)
         run_trials(requests, workers=workers, description="validity runs")
     return analyse(task, results, reference, learns_above=learns_above, seeds=seeds, n_resamples=n_resamples)
