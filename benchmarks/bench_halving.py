@@ -24,14 +24,15 @@ from pathlib import Path
 from peftbench.config import parse_set_options
 from peftbench.runners.batch import TrialOutcome, execute_trial
 from peftbench.run.request import RunRequest
-from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR, Halving
+from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR, DEFAULT_SIGNAL, SIGNALS, Halving
 from peftbench.sweep.plan import SweepPlan, resolve_experiments
 from peftbench.sweep.run import run_sweep
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
-# validation rows for selection (the quick suite's folders have none), fewer test and forgetting rows so the nine
-# methods x 4 rates fit an hour on two cores; validation every 32 of the 128 steps for both runs alike
-DEFAULT_SETTINGS = ["valid_size=100", "test_size=200", "forgetting_size=20", "eval_steps=32"]
+# validation rows for selection (the quick suite's folders have none; the generated score once, at the end), fewer
+# test and forgetting rows so the nine methods x 4 rates fit on two cores; the validation loss every 16 of the 128
+# steps for both runs alike (the halving search's rungs with the loss signal; the grid records it for --replay)
+DEFAULT_SETTINGS = ["valid_size=100", "test_size=200", "forgetting_size=20", "valid_loss_steps=16"]
 
 
 def quick_experiments() -> list[str]:
@@ -55,7 +56,8 @@ class TimedExecutor:
 
 def sweep_plan(kind: str, args, overrides: dict) -> SweepPlan:
     experiments = resolve_experiments([QUICK / e for e in args.experiments], "math-tiny", overrides)
-    halving = Halving(args.halving_min_steps, args.halving_reduction_factor) if kind == "halving" else None
+    halving = (Halving(args.halving_min_steps, args.halving_reduction_factor, args.halving_signal)
+               if kind == "halving" else None)
     return SweepPlan("math-tiny", experiments, args.results / kind, lr_trials=args.lr_trials, seeds=args.seeds,
                      overrides=overrides, halving=halving)
 
@@ -73,8 +75,8 @@ def run(kind: str, args, overrides: dict) -> None:
 
 
 def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
-    """The halving rule on the grid's validation curves, as a one-worker halving sweep would meet them (the grid's
-    finished trials so far)."""
+    """The halving rule on the grid's validation curves (of the loss or the score, --halving-signal), as a
+    one-worker halving sweep would meet them (the grid's finished trials so far)."""
     import optuna
 
     from peftbench.sweep.summary import build_summary
@@ -86,9 +88,12 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
     results = args.results
     grid = build_summary(sweep_plan("grid", args, overrides)).to_dict()
     used = budget = 0
-    print(f"\nreplay on the grid's curves, rungs at {min_steps} x {factor}^k:")
+    loss = args.halving_signal == "loss"
+    curve, value = ("valid_loss_curve", "loss") if loss else ("valid_curve", "score")
+    print(f"\nreplay on the grid's {curve}, rungs at {min_steps} x {factor}^k:")
     for key, entry in grid["experiments"].items():
-        study = optuna.create_study(direction="maximize" if grid["higher_is_better"] else "minimize",
+        higher = False if loss else grid["higher_is_better"]
+        study = optuna.create_study(direction="maximize" if higher else "minimize",
                                     pruner=optuna.pruners.SuccessiveHalvingPruner(min_steps, factor))
         by_lr = {t["lr"]: t for t in entry["trials"] if t["status"] == "success"}
         if len(by_lr) < len(entry["trials"]):
@@ -97,8 +102,8 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
         for lr in start_order(list(by_lr), entry["default_lr"]):
             own = json.loads((results / "grid" / by_lr[lr]["result_file"]).read_text())["peftbench"]
             max_steps, trial, stopped = own["steps"], study.ask(), None
-            for point in own["valid_curve"]:
-                trial.report(point["score"], point["step"])
+            for point in own[curve]:
+                trial.report(point[value], point["step"])
                 if point["step"] < max_steps and trial.should_prune():
                     stopped = point["step"]
                     break
@@ -166,7 +171,9 @@ def main() -> None:
     parser.add_argument("--lr-trials", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--halving-min-steps", type=int, default=None, help="default: eval_steps")
+    parser.add_argument("--halving-min-steps", type=int, default=None,
+                        help="default: max_steps / factor^3 (signal loss), eval_steps (signal score)")
+    parser.add_argument("--halving-signal", choices=SIGNALS, default=DEFAULT_SIGNAL)
     parser.add_argument("--halving-reduction-factor", type=int, default=DEFAULT_REDUCTION_FACTOR)
     parser.add_argument("--set", action="append", default=None, help="training parameter override, repeatable")
     parser.add_argument("--results", type=Path, default=Path("results/bench-halving"))

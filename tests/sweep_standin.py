@@ -41,11 +41,18 @@ if halving:
     from peftbench.training.pruning import rung_check
     stop = rung_check(halving, max_steps)
 steps, valid_score, valid_curve = max_steps, round(score(settings["best_valid_lr"]), 6), []
+# the validation loss every valid_loss_steps (a halving sweep's loss signal) is 1 minus that score
+loss_every = trial["overrides"].get("valid_loss_steps") or 0
 if status == "success":
-    for step in range(eval_steps, max_steps + 1, eval_steps):
+    for step in range(1, max_steps + 1):
         at_step = round(valid_score * step / max_steps, 6)
+        if loss_every and step % loss_every == 0 and halving and stop(step, "loss", round(1 - at_step, 6)):
+            status, error, steps, valid_score = "pruned", f"pruned at step {step}", step, None
+            break
+        if step % eval_steps:
+            continue
         valid_curve.append({"step": step, "score": at_step})
-        if halving and stop(step, at_step):
+        if halving and stop(step, "score", at_step):
             status, error, steps, valid_score = "pruned", f"pruned at step {step}", step, at_step
             break
 rng = random.Random(f"{seed}-{lr}")

@@ -51,10 +51,10 @@ def test_halving_sweep_shows_where_trials_stopped_and_resumes_without_running_th
     monkeypatch.setenv("COLUMNS", "250")  # the table on one line per experiment
     results = tmp_path / "results"
     args = (*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "1", "--results", results,
-            "--set", "max_steps=8", "--set", "eval_steps=2", "--halving")
+            "--set", "max_steps=8", "--set", "eval_steps=2", "--halving", "--halving-signal", "score")
     outcome = cli(*args)
     assert outcome.exit_code == 0, outcome.output  # pruned trials are the rule at work, not failures
-    assert "rungs at 2 steps x 2^k" in outcome.stderr
+    assert "rungs at 2 steps x 2^k, decided on the validation score" in outcome.stderr
     # each method's worst rate stops at the first rung (the stand-in's curves: tests/sweep_standin.py)
     assert "0.00632@2; 18 of 24 steps (75%)" in outcome.stdout and "0.000632@2; 18 of 24" in outcome.stdout
     summary = json.loads((results / "sweep-summary.json").read_text())
@@ -63,6 +63,23 @@ def test_halving_sweep_shows_where_trials_stopped_and_resumes_without_running_th
 
     again = cli(*args)
     assert again.exit_code == 0 and "0 trials run, 8 already finished" in again.stderr
+
+
+def test_halving_decides_on_the_validation_loss_by_default_from_an_early_rung(cli, experiments, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    results = tmp_path / "results"
+    outcome = cli(*experiments, "--task", "math-tiny", "--lr-trials", "3", "--seeds", "1", "--results", results,
+                  "--set", "max_steps=8", "--set", "eval_steps=8", "--halving")
+    assert outcome.exit_code == 0, outcome.output
+    # the first rung needs no validation step: max_steps / 2^3; each trial measures its loss there
+    assert "rungs at 1 steps x 2^k, decided on the validation loss" in outcome.stderr
+    # the configured rate and the better one run to the end, the worse one stops at step 1
+    assert "0.00632@1; 17 of 24 steps (71%)" in outcome.stdout
+    summary = json.loads((results / "sweep-summary.json").read_text())
+    assert summary["halving"]["signal"] == "loss" and summary["halving"]["decided_on"] == "valid loss"
+    trial = json.loads((results / "lora--r4--lr0.00632--seed0.json").read_text())["peftbench"]
+    assert trial["status"] == "pruned" and trial["steps"] == 1
+    assert summary["experiments"]["lora/r4"]["chosen_lr"] == 0.000632  # chosen on the validation score, as ever
 
 
 def test_a_failed_trial_makes_the_exit_status_non_zero(cli, experiments, tmp_path):
@@ -81,9 +98,13 @@ def test_a_failed_trial_makes_the_exit_status_non_zero(cli, experiments, tmp_pat
         (["--set", "max_stpes=3"], "unknown training parameter 'max_stpes'"),
         (["--task", "nope"], "unknown task 'nope'"),
         (["--reference", "vera"], "--reference 'vera' is not in this sweep"),
-        (["--halving"], "nothing could be pruned"),  # math-tiny validates once, at its last step
-        (["--halving", "--set", "eval_steps=32", "--halving-min-steps", "48"], "not a multiple of eval_steps (32)"),
+        # math-tiny validates once, at its last step: no rung for the score
+        (["--halving", "--halving-signal", "score"], "nothing could be pruned"),
+        (["--halving", "--halving-signal", "acc"], "--halving-signal 'acc'; valid: loss, score"),
+        (["--halving", "--halving-signal", "score", "--set", "eval_steps=32", "--halving-min-steps", "48"],
+         "not a multiple of eval_steps (32)"),
         (["--halving-min-steps", "32"], "need --halving"),
+        (["--halving-signal", "score"], "need --halving"),
     ],
 )
 def test_bad_input_is_a_clear_error_before_anything_runs(cli, experiments, tmp_path, args, message):

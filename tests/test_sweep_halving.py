@@ -33,7 +33,9 @@ def read(path: Path) -> dict:
 
 
 def halving_plan(results: Path, experiments, **settings) -> SweepPlan:
-    return SweepPlan("math-tiny", experiments, results, lr_trials=3, seeds=1, halving=Halving(**settings))
+    """A halving plan deciding on the validation score, unless `signal` says otherwise."""
+    return SweepPlan("math-tiny", experiments, results, lr_trials=3, seeds=1,
+                     halving=Halving(**{"signal": "score", **settings}))
 
 
 def test_rule_prunes_a_trial_worse_than_those_before_it_at_a_rung_and_never_at_the_last_step(tmp_path, two_methods):
@@ -41,24 +43,24 @@ def test_rule_prunes_a_trial_worse_than_those_before_it_at_a_rung_and_never_at_t
     prepare_studies(plan, higher_is_better=True, fresh=True)
     rules = {t.sweep.lr: t.sweep.halving for t in plan.search_trials()}
     first, second, third = (rung_check(rules[lr], MAX_STEPS) for lr in start_order(plan.grid(two_methods[0]), 1e-3))
-    assert [first(step, 0.1) for step in (2, 4, 6, 8)] == [False] * 4  # alone at every rung: goes on
-    assert second(2, 0.05) is True  # below the only other score at rung 2 (reduction factor 2: the top half of 2)
-    assert third(2, 0.1) is False  # a tie goes on
-    assert third(4, 0.1) is False and third(6, 0.0) is False  # 6 is no rung (2, 4, 8, ...)
-    assert third(8, 0.0) is False  # the last step is never a rung: the trial has finished
+    assert [first(step, "score", 0.1) for step in (2, 4, 6, 8)] == [False] * 4  # alone at every rung: goes on
+    assert second(2, "score", 0.05) is True  # below the only other score at rung 2 (reduction factor 2: the top half of 2)
+    assert third(2, "score", 0.1) is False  # a tie goes on
+    assert third(4, "score", 0.1) is False and third(6, "score", 0.0) is False  # 6 is no rung (2, 4, 8, ...)
+    assert third(8, "score", 0.0) is False  # the last step is never a rung: the trial has finished
 
 
 def test_a_lower_is_better_score_prunes_the_higher_one(tmp_path, two_methods):
     plan = halving_plan(tmp_path, two_methods[:1])
     prepare_studies(plan, higher_is_better=False, fresh=True)
     first, second, third = (rung_check(t.sweep.halving, MAX_STEPS) for t in plan.search_trials())
-    assert first(2, 0.5) is False
-    assert second(2, 0.7) is True and third(2, 0.3) is False
+    assert first(2, "score", 0.5) is False
+    assert second(2, "score", 0.7) is True and third(2, "score", 0.3) is False
 
 
 def test_rungs_are_validation_steps_and_bad_settings_are_refused_before_anything_runs(tmp_path, two_methods):
     plan = halving_plan(tmp_path, two_methods)
-    assert plan.halving == Halving(min_steps=EVAL_STEPS, reduction_factor=2)  # default: the validation interval
+    assert plan.halving == Halving(min_steps=EVAL_STEPS, reduction_factor=2, signal="score")  # the validation interval
     assert plan.halving.rungs(MAX_STEPS) == [2, 4]
     assert halving_plan(tmp_path, two_methods, min_steps=4, reduction_factor=3).halving.rungs(MAX_STEPS) == [4]
     with pytest.raises(ConfigError, match="not a multiple of eval_steps"):
@@ -72,6 +74,26 @@ def test_rungs_are_validation_steps_and_bad_settings_are_refused_before_anything
         halving_plan(tmp_path, mixed)
     # a halving search is a sweep of its own: its id is not the grid's
     assert plan.sweep_id != SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=3, seeds=1).sweep_id
+
+
+def test_the_loss_signal_measures_the_loss_at_early_rungs_that_need_no_validation_step(tmp_path, two_methods):
+    plan = SweepPlan("math-tiny", two_methods, tmp_path, lr_trials=3, seeds=1, halving=Halving())
+    assert plan.halving == Halving(min_steps=MAX_STEPS // 2**3, reduction_factor=2, signal="loss")
+    assert plan.halving.rungs(MAX_STEPS) == [1, 2, 4]
+    # every search trial measures the loss at every rung; seed runs and a full grid's trials do not
+    assert {t.overrides.get("valid_loss_steps") for t in plan.search_trials()} == {1}
+    assert "valid_loss_steps" not in plan.seed_trials({e.key: e.default_lr for e in two_methods})[0].overrides
+    assert not any("valid_loss_steps" in t.overrides for t in SweepPlan(
+        "math-tiny", two_methods, tmp_path, lr_trials=3, seeds=1).search_trials())
+    # a lower loss goes on
+    prepare_studies(plan, higher_is_better=True, fresh=True)
+    first, second, third = (rung_check(t.sweep.halving, MAX_STEPS) for t in plan.search_trials()[::2])
+    assert first(1, "score", 0.0) is False  # not its signal: no decision
+    assert first(1, "loss", 2.0) is False and second(1, "loss", 2.5) is True and third(1, "loss", 1.5) is False
+    with pytest.raises(ConfigError, match="task image-tiny has no validation loss.*--halving-signal score"):
+        SweepPlan("image-tiny", two_methods, tmp_path, lr_trials=3, seeds=1, halving=Halving())
+    with pytest.raises(ConfigError, match="--halving-signal 'accuracy'; valid: loss, score"):
+        halving_plan(tmp_path, two_methods, signal="accuracy")
 
 
 def test_trials_start_with_each_configured_rate_and_the_experiments_take_turns(tmp_path, two_methods):
@@ -165,10 +187,10 @@ def test_the_training_loop_stops_a_trial_at_its_rung_and_its_result_says_pruned(
                                     eval_steps=math_fixture_params["eval_steps"])
     assert (experiment.max_steps, experiment.eval_steps) == (4, 2)
     plan = SweepPlan("math", [experiment], tmp_path, lr_trials=2, seeds=1, overrides=math_fixture_params,
-                     halving=Halving())
+                     halving=Halving(signal="score"))
     prepare_studies(plan, higher_is_better=True, fresh=True)
     leader, trial = plan.search_trials()
-    assert rung_check(leader.sweep.halving, 4)(2, 1.0) is False
+    assert rung_check(leader.sweep.halving, 4)(2, "score", 1.0) is False
 
     path, status = execute(trial)
     result = read(path)
@@ -178,3 +200,32 @@ def test_the_training_loop_stops_a_trial_at_its_rung_and_its_result_says_pruned(
     assert own["valid_curve"] == [{"step": 2, "score": own["valid_score"]}] and own["valid_score"] < 1.0
     assert own["test_score"] is None and own["checkpoint_dir"] is None  # no test, no adapter kept
     assert [entry["step"] for entry in result["train_info"]["metrics"]] == [2]
+
+
+def test_the_loop_prunes_on_the_validation_loss_without_changing_what_it_trains(experiments_copy, math_fixture_params,
+                                                                               tmp_path):
+    """The real engine: a loss-signal trial measures the validation loss at its rung (step 2 of 4) and stops
+    there, another trial having reached the rung with a loss of 0; its training up to there is step for step the
+    grid trial's, which measures no validation loss."""
+    from peftbench.run.engine import execute
+
+    folder = experiments_copy / "lora" / "llama-3.2-3B-rank32"
+    experiment = standin_experiment(folder, 1e-3, max_steps=4, eval_steps=math_fixture_params["eval_steps"])
+    plan = SweepPlan("math", [experiment], tmp_path / "halving", lr_trials=2, seeds=1, overrides=math_fixture_params,
+                     halving=Halving(min_steps=2, signal="loss"))
+    plan.results_dir.mkdir()
+    prepare_studies(plan, higher_is_better=True, fresh=True)
+    leader, trial = plan.search_trials()
+    assert rung_check(leader.sweep.halving, 4)(2, "loss", 0.0) is False
+
+    own = read(execute(trial)[0])["peftbench"]
+    assert own["status"] == "pruned" and own["steps"] == 2
+    assert own["error_msg"].startswith("pruned at step 2 with valid loss")
+    (entry,) = own["valid_loss_curve"]
+    assert entry["step"] == 2 and 0 < entry["loss"] < 20
+
+    grid = SweepPlan("math", [experiment], tmp_path / "grid", lr_trials=2, seeds=1, overrides=math_fixture_params)
+    same = next(t for t in grid.search_trials() if t.sweep.lr == trial.sweep.lr)
+    full = read(execute(same)[0])["peftbench"]
+    assert full["status"] == "success" and full["valid_loss_curve"] == []
+    assert [p["loss"] for p in own["train_curve"]] == [p["loss"] for p in full["train_curve"][:2]]

@@ -22,7 +22,7 @@ from sweep_standin import standin_execute
 from sweep_standin import two_methods as standin_two_methods
 from test_report_html import browser, watched_page  # noqa: F401 - the fixture, by name
 
-PRUNED = {("lora/r4", 3.16e-4), ("lora/r4", 3.16e-3), ("ia3/default", 3.16e-3)}  # each at step 2
+PRUNED = {("lora/r4", 3.16e-4), ("lora/r4", 3.16e-3), ("ia3/default", 3.16e-3)}  # each at step 1: the first rung of the loss signal (max_steps 8 / 2^3)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_sweep_view_lists_every_trial_and_greys_the_pruned_ones_with_their_s
     rows = {(e["experiment"], t["lr"]): t for e in view["experiments"] for t in e["trials"]}
     assert len(rows) == 6
     assert {key for key, t in rows.items() if t["status"] == "pruned"} == PRUNED
-    assert all(rows[key]["shown_status"] == "pruned at step 2" for key in PRUNED)
+    assert all(rows[key]["shown_status"] == "pruned at step 1" for key in PRUNED)
     assert rows[("ia3/default", 3.16e-2)]["shown_status"] == "success, chosen"
     (table,) = sweep_tables([view])
     styles = [row.style for row in table.rows]
@@ -51,13 +51,13 @@ def test_report_prints_the_sweep_and_the_html_page_carries_it(halving_results, t
     html = tmp_path / "report.html"
     render_report([halving_results], html=html, console=console)
     text = console.export_text()
-    assert "successive halving" in text and text.count("│ pruned at step 2 │") == 3  # the sweep table's rows
+    assert "successive halving" in text and text.count("│ pruned at step 1 │") == 3  # the sweep table's rows
     assert "status 'pruned'" not in text  # shown in the sweep view, not warned about once per file
     page = html.read_text()
     data = json.loads(re.search(r'<script type="application/json" id="peftbench-data">(.*?)</script>', page, re.S)[1])
     (sweep,) = data["sweeps"]
     shown = [t["shown_status"] for e in sweep["experiments"] for t in e["trials"]]
-    assert shown.count("pruned at step 2") == 3
+    assert shown.count("pruned at step 1") == 3
     assert 'row.className = "pruned"' in page and "tr.pruned td" in page  # greyed by the page's style
 
 
@@ -91,7 +91,7 @@ def test_the_html_sweep_view_in_a_real_browser_greys_the_pruned_rows(halving_res
                                      "r.cells[2].textContent, getComputedStyle(r.cells[2]).color])")
     pruned = [row for row in rows if row[0] == "pruned"]
     assert len(rows) == 6 and len(pruned) == 3
-    assert {row[1] for row in pruned} == {"pruned at step 2"}
+    assert {row[1] for row in pruned} == {"pruned at step 1"}
     finished_color = next(row[2] for row in rows if row[0] != "pruned")
     assert all(row[2] != finished_color for row in pruned)  # greyed
     assert not errors

@@ -88,6 +88,7 @@ class TrainConfig:
 
     # --- peftbench's own ---
     warmup_ratio: float = param(0.1, help="fraction of max_steps with linear warm-up (cosine schedule)")
+    valid_loss_steps: int = param(0, help="the validation loss (the training loss on the validation rows, no generation) every this many steps; 0: never. A halving sweep's rungs decide on it")
     device: str = param("auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:<index>'")
     num_threads: Optional[int] = param(None, help="torch CPU threads; null leaves torch's default")
     trust_remote_code: bool = param(False, help="run a model repository's code (never unless asked)")
@@ -115,6 +116,8 @@ class TrainConfig:
         for key in ("batch_size", "batch_size_eval", "max_steps", "eval_steps"):
             if getattr(self, key) <= 0:
                 raise bad(key, "must be a positive integer")
+        if self.valid_loss_steps < 0:
+            raise bad("valid_loss_steps", "must be an integer >= 0; 0: never")
         if self.num_threads is not None and self.num_threads <= 0:
             raise bad("num_threads", "must be a positive integer or null")
         if not _is_number(self.grad_norm_clip) or not 0 <= self.grad_norm_clip < math.inf:

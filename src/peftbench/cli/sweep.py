@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR
+from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR, DEFAULT_SIGNAL
 
 HELP = (
     "Give every method the same learning-rate search, choose its rate on the VALIDATION score only, then run "
@@ -17,8 +17,10 @@ HELP = (
     "RESULTS/sweep-summary.json (\"default\" vs \"tuned\" per method, paired bootstrap against the reference).\n\n"
     "Running the same command again resumes: finished trials (success, diverged, oom) are kept; failed, "
     "cancelled and missing ones run again. Exit status 1 if any trial did not succeed.\n\n"
-    "--halving stops hopeless rates early (Optuna's successive halving on the validation score; every method the "
-    "same rungs): a pruned trial's result says `pruned` at its step and it is never chosen nor run again.\n\n"
+    "--halving stops hopeless rates early (Optuna's successive halving on the validation loss, or with "
+    "--halving-signal score on the validation score; every method the same rungs): a pruned trial's result says "
+    "`pruned` at its step and it is never chosen nor run again. The rates are still chosen on the validation "
+    "score at the end.\n\n"
     "Example: peftbench sweep src/peftbench/suites/quick/lora/rank16 src/peftbench/suites/quick/ia3/default "
     "--task math-tiny --lr-trials 3 --seeds 3 --set valid_size=100 --workers 2"
 )
@@ -48,9 +50,10 @@ def sweep(
     force: Annotated[bool, typer.Option(help="Run every trial again, even finished ones.")] = False,
     keep_killed: Annotated[bool, typer.Option("--keep-killed", help="Keep oom and killed trials instead of running them again.")] = False,
     save_checkpoint: Annotated[bool, typer.Option(help="Keep every trial's trained adapter.")] = False,
-    halving: Annotated[bool, typer.Option("--halving", help="Successive halving of the search: at each rung a trial goes on only if its validation score is in the top 1/reduction-factor of its method's trials there so far (Optuna's SuccessiveHalvingPruner). Rungs are validation steps: set eval_steps (--set eval_steps=N).")] = False,
-    halving_min_steps: Annotated[Optional[int], typer.Option(help="With --halving: the first rung, in training steps (then x reduction factor, ...). Default: eval_steps.", min=1)] = None,
+    halving: Annotated[bool, typer.Option("--halving", help="Successive halving of the search: at each rung a trial goes on only if its rung signal is in the best 1/reduction-factor of its method's trials there so far (Optuna's SuccessiveHalvingPruner).")] = False,
+    halving_min_steps: Annotated[Optional[int], typer.Option(help="With --halving: the first rung, in training steps (then x reduction factor, ...). Default: the shortest max_steps / factor^3 (signal loss); eval_steps (signal score).", min=1)] = None,
     halving_reduction_factor: Annotated[int, typer.Option(help="With --halving: at each rung about 1/this of the trials go on.", min=2)] = DEFAULT_REDUCTION_FACTOR,
+    halving_signal: Annotated[str, typer.Option(help="With --halving: what the rungs compare. loss: the validation loss, measured at each rung (no generation; text tasks); score: the validation score, at validation steps (set eval_steps: --set eval_steps=N).")] = DEFAULT_SIGNAL,
 ) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -63,13 +66,14 @@ def sweep(
     try:
         plan, task_info = sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_ or [],
                                      save_checkpoint, halving_settings(halving, halving_min_steps,
-                                                                       halving_reduction_factor))
+                                                                       halving_reduction_factor, halving_signal))
     except ConfigError as error:
         console.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(2) from None
     if plan.halving is not None:
+        signal = "validation loss" if plan.halving.signal == "loss" else "validation score"
         console.print(f"successive halving: rungs at {plan.halving.min_steps} steps x {plan.halving.reduction_factor}^k, "
-                      "decided on the validation score", markup=False)
+                      f"decided on the {signal}", markup=False)
     console.print(
         f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {len(plan.search_trials())} search runs, then "
         f"{plan.seeds} seeds each at the chosen rate; backend {backend.value}, {workers} worker(s); results in {plan.results_dir}",
@@ -97,16 +101,16 @@ def sweep(
         raise typer.Exit(1)
 
 
-def halving_settings(halving: bool, min_steps: Optional[int], reduction_factor: int):
+def halving_settings(halving: bool, min_steps: Optional[int], reduction_factor: int, signal: str = DEFAULT_SIGNAL):
     """The --halving options as sweep.halving.Halving, or None; its settings without --halving are an error."""
     from peftbench.config import ConfigError
     from peftbench.sweep.halving import Halving
 
     if not halving:
-        if min_steps is not None or reduction_factor != DEFAULT_REDUCTION_FACTOR:
-            raise ConfigError("--halving-min-steps and --halving-reduction-factor need --halving")
+        if min_steps is not None or reduction_factor != DEFAULT_REDUCTION_FACTOR or signal != DEFAULT_SIGNAL:
+            raise ConfigError("the --halving-* options need --halving")
         return None
-    return Halving(min_steps, reduction_factor)
+    return Halving(min_steps, reduction_factor, signal)
 
 
 def sweep_plan(experiments, task, lrs, lr_trials, seeds, results, reference, set_values, save_checkpoint,

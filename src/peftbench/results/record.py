@@ -53,6 +53,7 @@ class RunResult:
     run_warnings: list[str] = field(default_factory=list)
     train_curve: list[dict[str, Any]] = field(default_factory=list)  # [{step, loss, lr}, ...]
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # [{step, score}, ...]
+    valid_loss_curve: list[dict[str, Any]] = field(default_factory=list)  # [{step, loss}, ...] (valid_loss_steps)
     forgetting: Optional[float] = None
     forgetting_loss_before: Optional[float] = None  # adapter disabled (or base model before full fine-tuning)
     forgetting_loss_after: Optional[float] = None

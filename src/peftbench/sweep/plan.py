@@ -143,7 +143,9 @@ class SweepPlan:
             self.grid(experiment)  # validates lr_trials and the default rates before anything runs
         self.reference_experiment()  # validates --reference
         if self.halving is not None:
-            self.halving = self.halving.resolved(self.experiments)
+            from peftbench.tasks import get_task
+
+            self.halving = self.halving.resolved(self.experiments, get_task(self.task))
 
     @property
     def sweep_id(self) -> str:
@@ -184,10 +186,12 @@ class SweepPlan:
 
     def trial(self, experiment: SweepExperiment, lr: float, seed: int, role: str,
               halving: Optional[dict[str, Any]] = None) -> RunRequest:
-        """The run description of one trial (its result name carries the rate and the seed)."""
+        """The run description of one trial (its result name carries the rate and the seed); a halving search's
+        trial also measures the rung signal (Halving.trial_overrides)."""
+        measured = self.halving.trial_overrides() if halving is not None else {}
         return RunRequest(
             task=self.task, results_dir=str(self.results_dir), experiment_dir=str(experiment.path),
-            overrides=merge_params(self.overrides, {"optimizer_kwargs": {"lr": lr}}), seed=seed,
+            overrides=merge_params(self.overrides, {"optimizer_kwargs": {"lr": lr}, **measured}), seed=seed,
             sweep=SweepRole(self.sweep_id, role, lr, seed, experiment.default_lr, halving),
             save_checkpoint=self.save_checkpoint, show_progress=False,
             # --set num_threads=N wins over the backend's fair split of the cores
@@ -231,7 +235,8 @@ class SweepPlan:
             study = study_name(self.sweep_id, experiment.key)
             rates = start_order(self.grid(experiment), experiment.default_lr)
             rules = [HalvingRule(str(self.halving_journal), study, k, self.halving.min_steps,
-                                 self.halving.reduction_factor).to_dict() for k in range(len(rates))]
+                                 self.halving.reduction_factor, self.halving.signal).to_dict()
+                     for k in range(len(rates))]
             by_experiment.append([self.trial(experiment, lr, experiment.default_seed, "trial", rule)
                                   for lr, rule in zip(rates, rules)] + self._default_trials(experiment))
         return [trial for turn in itertools.zip_longest(*by_experiment) for trial in turn if trial is not None]

@@ -14,6 +14,7 @@ Call order in one run (see peftbench.run.engine):
     batches = task.train_batches(data.train, processor, config, seed)   # endless, length-bucketed
     loss = task.compute_loss(model, task.to_device(batch, device))
     result = task.evaluate(model, processor, data.valid, config, desc="valid")
+    loss = task.validation_loss(model, processor, data.valid, config)   # only with valid_loss_steps (optional)
     reference = task.forgetting_reference(...)        # full fine-tuning only, before training
     forgetting = task.measure_forgetting(model, processor, data.forgetting, config, adapter_disabled=...)
     fields = task.after_run(model, processor, config)  # e.g. sample images; fields for the result file
@@ -154,6 +155,17 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: Any, processor: Any, rows: Rows, config, desc: str) -> EvalResult:
         """Score the model on `rows` (valid or test)."""
+
+    def validation_loss(self, model: Any, processor: Any, rows: Rows, config) -> float:
+        """The training loss on `rows` (valid), without generating: cheap, and it moves from the first steps on,
+        where a generated score may be 0 for every trial (a halving sweep's rung signal). Deterministic, and it
+        leaves the training's random state as it found it. Optional: a task without it cannot run
+        valid_loss_steps."""
+        raise NotImplementedError(f"task {self.name} has no validation loss")
+
+    @property
+    def has_validation_loss(self) -> bool:
+        return type(self).validation_loss is not Task.validation_loss
 
     @abstractmethod
     def forgetting_loss(self, model: Any, processor: Any, rows: Rows, config) -> float:

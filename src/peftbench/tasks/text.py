@@ -198,6 +198,22 @@ class TextTask(Task):
         # transformers shifts the labels inside the model; peft extends them for virtual tokens
         return model(**batch.inputs).loss
 
+    def validation_loss(self, model, processor, rows: Rows, config) -> float:
+        """The training loss over `rows` in file order, batches of batch_size, weighted by each batch's tokens."""
+        import torch
+
+        device = next(model.parameters()).device
+        examples = self.tokenize_examples(list(rows), processor, config)
+        total = units = 0.0
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(examples), config.batch_size):
+                batch = self.to_device(self._collate(examples[start : start + config.batch_size], processor, config),
+                                       device)
+                total += self.compute_loss(model, batch).item() * batch.num_units
+                units += batch.num_units
+        return total / max(units, 1)
+
     def forgetting_loss(self, model, processor, rows: Rows, config) -> float:
         from peftbench.evaluation.forgetting import mean_token_loss, peft_suite_token_loss
 

@@ -1,12 +1,12 @@
-"""Successive halving of a sweep's trials, as each trial's training loop sees it: report the validation score at
-every validation, stop when the rule says so.
+"""Successive halving of a sweep's trials, as each trial's training loop sees it: report the rung signal (the
+validation loss every valid_loss_steps, or the validation score at every validation), stop when the rule says so.
 
 The rule is Optuna's `SuccessiveHalvingPruner` (asynchronous successive halving, Li et al. 2020), not ours. All
 trials of one experiment share one Optuna study in a journal file in the results folder (a file every child can
 append to, on one machine or on a Ray cluster's shared folder), created by the sweep (peftbench.sweep.halving)
 with one trial per learning rate. A trial reaching a rung (min_steps x reduction_factor^k steps) goes on only if
-its validation score is in the top 1/reduction_factor of the scores every trial of its study has reached that
-rung with so far (ties go on); else it stops there, with status "pruned".
+its signal is in the best 1/reduction_factor of the values every trial of its study has reached that rung with
+so far (ties go on); else it stops there, with status "pruned".
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class HalvingRule:
     trial: int  # the number of this trial (its learning rate's) in the study
     min_steps: int
     reduction_factor: int
+    signal: str = "score"  # what the rungs compare: "loss" (validation loss, lower is better) or "score"
 
     def pruner(self):
         import optuna
@@ -43,8 +44,9 @@ def journal(path: str):
 
 
 class RungCheck:
-    """Called after each validation with (step, score): reports the score to the trial's study and answers
-    whether the trial stops here. The last step only reports (a finished trial is never pruned)."""
+    """Called after each validation with (step, kind, value): reports the value of the rule's signal to the
+    trial's study and answers whether the trial stops here; the other kind of validation is not its concern. The
+    last step only reports (a finished trial is never pruned)."""
 
     def __init__(self, rule: HalvingRule, max_steps: int) -> None:
         import optuna
@@ -57,17 +59,18 @@ class RungCheck:
         self._trial = optuna.trial.Trial(study, trial_id)
         self._study = study
         self._max_steps = max_steps
+        self._signal = rule.signal
         # a trial run again after a failure has its earlier validations (the same, at the same seed) in the study
         self._reported = set(storage.get_trial(trial_id).intermediate_values)
 
-    def __call__(self, step: int, score: float) -> bool:
+    def __call__(self, step: int, kind: str, value: float) -> bool:
         import optuna
 
-        if step in self._reported:  # passed this rung before (a pruned trial is never run again)
+        if kind != self._signal or step in self._reported:  # passed this rung before (a pruned trial never reruns)
             return False
-        self._trial.report(score, step)
+        self._trial.report(value, step)
         if step >= self._max_steps:
-            self._study.tell(self._trial, score, state=optuna.trial.TrialState.COMPLETE)
+            self._study.tell(self._trial, value, state=optuna.trial.TrialState.COMPLETE)
             return False
         if self._trial.should_prune():
             self._study.tell(self._trial, state=optuna.trial.TrialState.PRUNED)

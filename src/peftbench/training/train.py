@@ -5,7 +5,7 @@ gradient clipping, the task's length-bucketed batches, validation every `eval_st
 method-specific calls go through `training.methods` (optimizer builders, AdaLoRA's rank update). The loss is
 the task's. A NaN/inf loss stops the run with status "diverged"; Ctrl-C gives "cancelled"; running out of
 memory gives "oom". A sweep's successive halving (`stop_after_validation`, training.pruning) may stop a run after a
-validation: status "pruned".
+validation (of the score every `eval_steps`, or of the loss every `valid_loss_steps`): status "pruned".
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class TrainOutcome:
     losses: list[float] = field(default_factory=list)
     train_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, loss, lr}
     valid_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, score}
+    valid_loss_curve: list[dict[str, Any]] = field(default_factory=list)  # {step, loss}, every valid_loss_steps
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the PEFT suite's train_info.metrics entries
     memory_log: list[int] = field(default_factory=list)  # memory in use after each step (bytes above baseline)
     peak_memory_tracked_steps: list[int] = field(default_factory=list)  # steps the tensor tracker watched
@@ -97,8 +98,9 @@ def train(
     on_progress: Callable[[str, int, int], None] = lambda phase, step, total: None,  # ("train" | "valid", step, total)
     # seconds the PEFT suite's train-time clock had run when the loop starts (a validation's "elapsed time")
     suite_elapsed_before_s: float = 0.0,
-    # after each validation, (step, score): True stops the run there, "pruned" (a halving sweep's rung decision)
-    stop_after_validation: Optional[Callable[[int, float], bool]] = None,
+    # after each validation, (step, "score" | "loss", value): True stops the run there, "pruned" (a halving
+    # sweep's rung decision)
+    stop_after_validation: Optional[Callable[[int, str, float], bool]] = None,
 ) -> TrainOutcome:
     outcome = TrainOutcome()
     optimizer = build_optimizer(model, config.optimizer_type, config.optimizer_kwargs)
@@ -159,6 +161,18 @@ def train(
             progress.update(1)
             on_progress("train", step, config.max_steps)
 
+            if config.valid_loss_steps and step % config.valid_loss_steps == 0 and len(data.valid) > 0:
+                tic_valid = time.perf_counter()
+                with memory_excluded(), autocast_context(config, device):
+                    valid_loss = task.validation_loss(model, processor, data.valid, config)
+                model.train()
+                outcome.valid_seconds += time.perf_counter() - tic_valid
+                outcome.valid_loss_curve.append({"step": step, "loss": valid_loss})
+                if stop_after_validation is not None and stop_after_validation(step, "loss", valid_loss):
+                    outcome.status = "pruned"
+                    outcome.error_msg = f"pruned at step {step} with valid loss {valid_loss:.4g}"
+                    break
+
             if step % config.eval_steps == 0 and len(data.valid) > 0:
                 on_progress("valid", step, config.max_steps)
                 tic_valid = time.perf_counter()
@@ -191,7 +205,7 @@ def train(
                 progress.write(
                     f"step {step}: valid {task.score_name} {result.score:.3f}, loss {loss_value:.4f}", file=sys.stderr
                 )
-                if stop_after_validation is not None and stop_after_validation(step, result.score):
+                if stop_after_validation is not None and stop_after_validation(step, "score", result.score):
                     outcome.status = "pruned"
                     outcome.error_msg = f"pruned at step {step} with valid {task.score_name} {result.score:.4g}"
                     break
