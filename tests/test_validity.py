@@ -83,9 +83,13 @@ def test_the_method_split_is_fixed_by_name_and_splits_the_published_methods():
 DOCUMENTED_HALVES = (REPORT, CHOOSE, REPORT, REPORT)
 
 
-def write_run(folder: Path, method: str, name: str, seed: int, score: float | None, status: str = "success") -> None:
+def write_run(folder: Path, method: str, name: str, seed: int, score: float | None, status: str = "success",
+              final_loss: float | None = None) -> None:
+    """A result file; its training curve falls from 2.0 to `final_loss` (default: 1 - score) over 10 steps."""
+    end = final_loss if final_loss is not None else None if score is None else 1 - score
+    curve = [] if end is None else [{"step": step, "loss": 2.0 + (end - 2.0) * step / 10} for step in range(1, 11)]
     result = RunResult(task="math-tiny", method=method, name=name, seed=seed, status=status, test_score=score,
-                       total_time_s=10.0, extra={"cpu_time_s": 5.0})
+                       total_time_s=10.0, extra={"cpu_time_s": 5.0}, train_curve=curve)
     write_json_atomic(folder / f"{method}--{name}--seed{seed}.json", result_document(result))
 
 
@@ -179,6 +183,33 @@ def test_report_prints_the_measured_validity_of_an_offline_task_and_nothing_for_
     line = " ".join(shown.output.split())
     assert "validity of math-tiny" in line and expected in line and "noise ceiling" in line
     assert notes.validity_notes(["image-tiny", "math"]) == []  # nothing measured for them
+
+
+def test_math_tiny_ranks_by_the_final_training_loss_where_accuracy_is_zero_for_all(tmp_path):
+    """Every config scores 0 on the test (accuracy cannot rank them), but their final training losses follow the
+    published order: ranked by train_loss (math-tiny's default) they agree fully, by test not at all; "learns"
+    stays a test-score matter. A diverged run counts its first step's loss (the untrained model's)."""
+    configs = reference_configs()
+    for rank, (method, name, _) in enumerate(configs):
+        for seed in (0, 1):
+            write_run(tmp_path, method, name, seed, 0.0, final_loss=0.5 + 0.1 * rank + 0.01 * seed)
+    method, name, _ = configs[-1]
+    write_run(tmp_path, method, name, 0, None, status="diverged", final_loss=0.1)  # starts at 2.0: worst
+
+    def report(*options: str) -> dict:
+        output = CliRunner().invoke(app, ["validate", "--results", str(tmp_path), "--json", *options])
+        assert output.exit_code == 0, output.output
+        return json.loads(output.output)
+
+    by_loss, by_test = report(), report("--rank-by", "test")
+    assert by_loss["rank_by"] == "train_loss" and by_test["rank_by"] == "test"
+    assert by_loss["agreement"]["all"]["both"]["spearman"]["value"] == pytest.approx(1.0)
+    assert by_test["agreement"]["all"]["both"]["spearman"]["value"] is None  # no variation: undefined
+    assert by_loss["n_learn"] == by_test["n_learn"] == 0
+    worst = next(c for c in by_loss["configs"] if c["config"] == f"{method}/{name}")
+    assert worst["scores"]["0"] == pytest.approx(2.0 + (0.1 - 2.0) * 0.1)  # the first step's loss
+    bad = CliRunner().invoke(app, ["validate", "--results", str(tmp_path), "--rank-by", "accuracy"])
+    assert bad.exit_code == 2 and "--rank-by 'accuracy'; valid: test, train_loss" in bad.output
 
 
 def test_validate_analyses_only_the_seeds_asked_for(tmp_path):

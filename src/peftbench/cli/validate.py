@@ -41,6 +41,7 @@ def validate(
     only: Annotated[Optional[str], typer.Option(help="Run only configs whose '<method>/<name>' contains one of these comma-separated strings.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A training parameter for every run, e.g. --set test_repeats=12 (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Runs at once (one torch thread each).", min=1)] = 2,
+    rank_by: Annotated[Optional[str], typer.Option(help="What the offline runs rank configs by: test (each run's test score) or train_loss (its training loss over the last 10% of steps; one pass over fresh rows makes it a held-out loss). Default: the task's (math-tiny: train_loss, image-tiny: test).")] = None,
     learns_above: Annotated[Optional[float], typer.Option(help="A config learns when its mean score over seeds is at least this (default: the task's, printed).")] = None,
     table: Annotated[bool, typer.Option("--table", help="Also print every config's scores.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of the text report.")] = False,
@@ -68,7 +69,7 @@ def validate(
                 raise ConfigError("--lr-policy sweep needs --lr-from SWEEP_SUMMARY")
         report = run_validation(task, results, reference=reference, recipe=recipe, experiments=experiments,
                                 workers=workers, only=[part for part in (only or "").split(",") if part],
-                                learns_above=learns_above,
+                                learns_above=learns_above, rank_by=rank_by,
                                 seeds=_seeds(seeds) if seeds and experiments is None else None)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
@@ -97,12 +98,14 @@ def _seeds(text: str) -> tuple[int, ...]:
 def render(report, *, table: bool = False) -> list[str]:
     """The text report, line by line."""
     from peftbench.validity.agreement import CHOOSE, REPORT
+    from peftbench.validity.protocol import RANK_BY
 
     recipe = report.recipe.describe() if report.recipe else "not recorded in this folder"
     lines = [f"validity of {report.task} ({report.results}); recipe: {recipe}",
              f"reference: {report.reference or 'none (seed noise and noise ceiling only)'}",
              f"configs: {len(report.rows)} with offline scores{' and a reference result' if report.reference else ''}; "
              f"{report.n_learn} learn ({report.learns_rule})",
+             f"offline ranking: by {RANK_BY[report.rank_by]} (--rank-by {report.rank_by})",
              f"split of methods: sha256(method name), first byte even -> {CHOOSE}, odd -> {REPORT}"]
     if report.agreement:
         lines.append("rank agreement with the reference (mean over seeds; 95% bootstrap interval over configs):")
@@ -136,12 +139,13 @@ def render(report, *, table: bool = False) -> list[str]:
     if report.unmatched:
         lines.append(f"without a reference result ({len(report.unmatched)}): {', '.join(report.unmatched[:8])}")
     if table:
-        lines.append("| config | half | offline scores by seed | mean | sd | reference |")
-        lines.append("|---|---|---|---|---|---|")
-        for row in sorted(report.rows, key=lambda r: -(r.reference if not math.isnan(r.reference) else r.mean)):
+        ranked = "test score" if report.rank_by == "test" else "final train loss"
+        lines.append(f"| config | half | offline {ranked} by seed | mean | sd | offline test score (mean) | reference |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for row in sorted(report.rows, key=lambda r: -(r.reference if not math.isnan(r.reference) else r.test_mean)):
             scores = " / ".join(f"{row.scores[s]:.3f}" for s in sorted(row.scores))
             lines.append(f"| {row.config} | {row.half} | {scores} | {row.mean:.3f} | {_number(row.sd, 3)} | "
-                         f"{_number(row.reference, 3)} |")
+                         f"{row.test_mean:.3f} | {_number(row.reference, 3)} |")
     return lines
 
 

@@ -37,6 +37,16 @@ SUITE_DEFAULTS_FILE = "default_training_params.json"  # beside a PEFT suite's ex
 SUITE_STEPS_KEY = "max_steps"
 SCHEDULE_KEYS = ("tinit", "tfinal", "total_step")  # AdaLoRA's rank-pruning schedule, in steps
 LR_POLICIES = ("scaled", "configured", "sweep")
+# What the offline side ranks configs by. The reference is always its test score; "learns" is always judged on the
+# offline test score.
+RANK_BY = {
+    "test": "each run's test score",
+    # math-tiny trains one pass over fresh rows: each batch's loss is measured before the model has trained on it,
+    # so the training loss at the end is a held-out loss (progressive validation), graded where accuracy is 0
+    "train_loss": "each run's training loss over its last 10% of steps, lower ranking higher (one pass over fresh "
+                  "rows: each batch's loss is measured before the model trains on it)",
+}
+FINAL_LOSS_SHARE = 0.1
 SCRATCH_DIR = "_scaled"  # copies of configs whose step schedule was scaled, inside the results folder
 
 
@@ -49,6 +59,7 @@ class TaskProtocol:
     learns_above: float  # a config "learns" when its mean offline score over seeds is at least this
     learns_rule: str  # why that threshold, in words
     lr_policy: str  # default learning-rate policy
+    rank_by: str  # default of RANK_BY
     # training parameters every run gets (runs of the PEFT suite's configs pin Llama-3B's model and batch; the
     # offline task's own apply)
     pinned: tuple[str, ...] = ()
@@ -62,6 +73,8 @@ PROTOCOLS = {
         learns_above=0.02,
         learns_rule="mean test accuracy over seeds >= 2% (6 of 300 problems; the base model solves 0 of 500)",
         lr_policy="scaled",
+        # chosen on the choose half, kept on the report half (benchmarks/validity.md)
+        rank_by="train_loss",
         pinned=("model_id", "batch_size"),
         # the protocol ranks test accuracy: no validation or forgetting measure (generation is most of the CPU)
         fixed={"valid_size": 0, "forgetting_size": 0},
@@ -72,6 +85,7 @@ PROTOCOLS = {
         learns_above=0.36,
         learns_rule="mean test similarity over seeds >= 0.36 (the base model: 0.12, sd 0.12 over three seeds; + 2 sd)",
         lr_policy="configured",
+        rank_by="test",
         # 12 images per test prompt instead of PEFT's 3: the generator's share of a score's noise halves
         # (benchmarks/validity.md); the first 3 are the default test's images
         fixed={"test_repeats": 12},
@@ -163,6 +177,9 @@ def read_reference(reference: Path) -> dict[str, float]:
 @dataclass
 class OfflineRuns:
     scores: dict[str, dict[int, float]]  # config -> seed -> test score (a diverged run counts 0: it learned nothing)
+    # config -> seed -> final training loss (RANK_BY "train_loss"; a diverged run counts its first step's loss: the
+    # untrained model's)
+    losses: dict[str, dict[int, float]]
     not_scored: dict[str, str]  # "config seed N" -> status and error (failed: e.g. the config does not fit)
     cpu_s: float  # the runs' CPU seconds, summed
     wall_s: float  # first run's start to last run's end, from the result files' times
@@ -175,7 +192,7 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
 
     if not results.is_dir():
         raise ConfigError(f"--results {results}: no such folder")
-    runs = OfflineRuns({}, {}, 0.0, 0.0, set())
+    runs = OfflineRuns({}, {}, {}, 0.0, 0.0, set())
     spans = []
     for path in sorted(results.glob("*.json")):
         read = read_result_file(path)
@@ -187,10 +204,15 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
             continue
         if result.status == "success" and result.test_score is not None:
             runs.scores.setdefault(config, {})[seed] = float(result.test_score)
+            loss = final_train_loss(result.train_curve)
         elif result.status == "diverged":
             runs.scores.setdefault(config, {})[seed] = 0.0
+            loss = next(iter(_finite_losses(result.train_curve)), math.nan)
         else:
+            loss = None
             runs.not_scored[f"{config} seed {seed}"] = f"{result.status}: {result.error_msg.splitlines()[0][:100] if result.error_msg else ''}"
+        if loss is not None and math.isfinite(loss):
+            runs.losses.setdefault(config, {})[seed] = loss
         cpu = result.extra.get("cpu_time_s")
         runs.cpu_s += float(cpu) if isinstance(cpu, (int, float)) else 0.0
         if result.total_time_s:
@@ -203,6 +225,19 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
     return runs
 
 
+def _finite_losses(curve) -> list[float]:
+    return [float(p["loss"]) for p in curve if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))
+            and math.isfinite(p["loss"])]
+
+
+def final_train_loss(curve) -> float:
+    """The mean training loss over the last FINAL_LOSS_SHARE of a run's steps (nan without a curve)."""
+    losses = _finite_losses(curve)
+    if not losses:
+        return math.nan
+    return float(np.mean(losses[-max(1, round(len(losses) * FINAL_LOSS_SHARE)):]))
+
+
 # ----------------------------------------------------------------------------- analysis
 
 
@@ -210,8 +245,9 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
 class ConfigRow:
     config: str
     half: str
-    scores: dict[int, float]
+    scores: dict[int, float]  # seed -> what the configs are ranked by (ValidityReport.rank_by)
     reference: float
+    test_mean: float  # the mean offline test score over seeds: whether the config learns
 
     @property
     def mean(self) -> float:
@@ -230,6 +266,7 @@ class ValidityReport:
     reference: Optional[Path]
     learns_above: float
     learns_rule: str
+    rank_by: str  # a key of RANK_BY
     rows: list[ConfigRow]
     agreement: dict[str, dict[str, RankAgreement]]  # subset ("all", "learn") -> half ("both", CHOOSE, REPORT)
     ceiling: dict[str, Optional[NoiseCeiling]]  # subset -> noise ceiling
@@ -239,12 +276,13 @@ class ValidityReport:
 
     @property
     def n_learn(self) -> int:
-        return sum(row.mean >= self.learns_above for row in self.rows)
+        return sum(row.test_mean >= self.learns_above for row in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "recipe": self.recipe.to_dict() if self.recipe else None,
             "reference": _reference_name(self.reference), "learns_above": self.learns_above, "learns_rule": self.learns_rule,
+            "rank_by": self.rank_by, "rank_by_rule": RANK_BY[self.rank_by],
             "n_configs": len(self.rows), "n_learn": self.n_learn,
             "agreement": {subset: {half: a.to_dict() for half, a in halves.items()}
                           for subset, halves in self.agreement.items()},
@@ -260,7 +298,8 @@ class ValidityReport:
             "cpu_s": round(self.runs.cpu_s, 1), "wall_s": round(self.runs.wall_s, 1),
             "precisions": sorted(self.runs.precisions),
             "configs": [{"config": r.config, "half": r.half, "scores": {str(s): v for s, v in sorted(r.scores.items())},
-                         "mean": r.mean, "sd": _finite(r.sd), "reference": _finite(r.reference)} for r in self.rows],
+                         "mean": r.mean, "sd": _finite(r.sd), "test_mean": _finite(r.test_mean),
+                         "reference": _finite(r.reference)} for r in self.rows],
             "not_scored": self.runs.not_scored, "unmatched": self.unmatched,
         }
 
@@ -277,20 +316,27 @@ def _finite(value: float) -> Optional[float]:
 
 
 def analyse(task: str, results: Path, reference: Optional[Path], *, learns_above: Optional[float] = None,
-            seeds: Optional[Sequence[int]] = None, n_resamples: int = 2000) -> ValidityReport:
+            seeds: Optional[Sequence[int]] = None, n_resamples: int = 2000, rank_by: Optional[str] = None) -> ValidityReport:
     protocol = protocol_of(task)
+    rank_by = rank_by or protocol.rank_by
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"--rank-by {rank_by!r}; valid: {', '.join(RANK_BY)}")
     learns_above = protocol.learns_above if learns_above is None else learns_above
     rule = protocol.learns_rule if learns_above == protocol.learns_above else f"mean score over seeds >= {learns_above}"
     published = read_reference(reference) if reference is not None else None
     runs = read_offline(results, task, seeds)
+    ranked = runs.scores if rank_by == "test" else runs.losses
+    sign = -1.0 if rank_by == "train_loss" else 1.0  # lower loss ranks higher; the reference is a test score
     # without a reference: the seed noise and the noise ceiling only
     rows = [ConfigRow(config, half_of(config.split("/")[0]), scores,
-                      math.nan if published is None else published[config])
-            for config, scores in sorted(runs.scores.items()) if published is None or config in published]
-    unmatched = sorted(config for config in runs.scores if published is not None and config not in published)
-    subsets = {"all": rows, "learn": [row for row in rows if row.mean >= learns_above]}
+                      math.nan if published is None else published[config],
+                      float(np.mean(list(runs.scores[config].values()))))
+            for config, scores in sorted(ranked.items()) if published is None or config in published]
+    unmatched = sorted(config for config in ranked if published is not None and config not in published)
+    subsets = {"all": rows, "learn": [row for row in rows if row.test_mean >= learns_above]}
     agreement = {} if published is None else {
-        subset: {half: rank_agreement([r.mean for r in chosen], [r.reference for r in chosen], n_resamples=n_resamples)
+        subset: {half: rank_agreement([sign * r.mean for r in chosen], [r.reference for r in chosen],
+                                      n_resamples=n_resamples)
                  for half, chosen in (("both", members), (CHOOSE, [r for r in members if r.half == CHOOSE]),
                                       (REPORT, [r for r in members if r.half == REPORT]))}
         for subset, members in subsets.items()
@@ -298,8 +344,8 @@ def analyse(task: str, results: Path, reference: Optional[Path], *, learns_above
     ceiling = {subset: noise_ceiling({r.config: r.scores for r in members}, n_resamples=n_resamples)
                for subset, members in subsets.items()}
     noise = {subset: seed_noise({r.config: r.scores for r in members}) for subset, members in subsets.items()}
-    return ValidityReport(task, read_recipe(results), results, reference, learns_above, rule, rows, agreement,
-                          ceiling, noise, runs, unmatched)
+    return ValidityReport(task, read_recipe(results), results, reference, learns_above, rule, rank_by, rows,
+                          agreement, ceiling, noise, runs, unmatched)
 
 
 # ----------------------------------------------------------------------------- running
@@ -401,7 +447,7 @@ def plan_runs(recipe: Recipe, experiments: Path, results: Path, reference: Optio
 def validate(task: str, results: Path, *, reference: Optional[Path] = None, recipe: Optional[Recipe] = None,
              experiments: Optional[Path] = None, workers: int = 2, only: Sequence[str] = (),
              learns_above: Optional[float] = None, seeds: Optional[Sequence[int]] = None,
-             n_resamples: int = 2000) -> ValidityReport:
+             n_resamples: int = 2000, rank_by: Optional[str] = None) -> ValidityReport:
     """Run the recipe's configs (when `experiments` is given), then analyse `results` (the runs of `seeds` only,
     when given) against `reference`."""
     protocol = protocol_of(task)
@@ -417,4 +463,5 @@ def validate(task: str, results: Path, *, reference: Optional[Path] = None, reci
             raise ConfigError(f"--experiments {experiments}: no config there{matching}{where}")
         claim_results_folder(results, recipe)
         run_trials(requests, workers=workers, description="validity runs")
-    return analyse(task, results, reference, learns_above=learns_above, seeds=seeds, n_resamples=n_resamples)
+    return analyse(task, results, reference, learns_above=learns_above, seeds=seeds, n_resamples=n_resamples,
+                   rank_by=rank_by)
