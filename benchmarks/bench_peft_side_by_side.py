@@ -279,8 +279,8 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     """A learning-rate batch: one `peftbench sweep` over the rates with two workers (the cores split between
     them, its default), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
     seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
-    --halving the sweep stops hopeless rates at rungs (validation every quarter of the steps, the first rung
-    there); PEFT's script still runs every one of those configs to its end, as it would be used."""
+    --halving the sweep stops hopeless rates at rungs (its defaults: the validation loss at 1/8, 1/4 and 1/2 of
+    the steps); PEFT's script still runs every one of those configs to its end, as it would be used."""
     base = shared_params(model_path, args.steps, args.seeds[0])
     experiment = prepare_experiment(args.work / "peftbench-sweep", base, args.shared)
     results = args.work / "peftbench-sweep" / "results"
@@ -288,7 +288,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
                "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", "2",
                "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), []),
-               *(["--halving", "--set", f"eval_steps={args.steps // 4}"] if args.halving else [])]
+               *(["--halving"] if args.halving else [])]
     sweep_wall = run_timed(command, env, REPO)
     trial_lrs = []
     for path in sorted(results.glob("*.json")):

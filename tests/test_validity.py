@@ -85,11 +85,13 @@ DOCUMENTED_HALVES = (REPORT, CHOOSE, REPORT, REPORT)
 
 def write_run(folder: Path, method: str, name: str, seed: int, score: float | None, status: str = "success",
               final_loss: float | None = None) -> None:
-    """A result file; its training curve falls from 2.0 to `final_loss` (default: 1 - score) over 10 steps."""
+    """A result file; its training curve falls from 2.0 to `final_loss` (default: 1 - score) over 10 steps, which
+    is its final train loss."""
     end = final_loss if final_loss is not None else None if score is None else 1 - score
     curve = [] if end is None else [{"step": step, "loss": 2.0 + (end - 2.0) * step / 10} for step in range(1, 11)]
     result = RunResult(task="math-tiny", method=method, name=name, seed=seed, status=status, test_score=score,
-                       total_time_s=10.0, extra={"cpu_time_s": 5.0}, train_curve=curve)
+                       total_time_s=10.0, extra={"cpu_time_s": 5.0}, train_curve=curve,
+                       final_train_loss=end if status == "success" else None)
     write_json_atomic(folder / f"{method}--{name}--seed{seed}.json", result_document(result))
 
 

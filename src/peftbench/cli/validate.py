@@ -41,7 +41,7 @@ def validate(
     only: Annotated[Optional[str], typer.Option(help="Run only configs whose '<method>/<name>' contains one of these comma-separated strings.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A training parameter for every run, e.g. --set test_repeats=12 (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Runs at once (one torch thread each).", min=1)] = 2,
-    rank_by: Annotated[Optional[str], typer.Option(help="What the offline runs rank configs by: test (each run's test score) or train_loss (its training loss over the last 10% of steps; one pass over fresh rows makes it a held-out loss). Default: the task's (math-tiny: train_loss, image-tiny: test).")] = None,
+    rank_by: Annotated[Optional[str], typer.Option(help="What the offline runs rank configs by: test (each run's test score) or train_loss (its final train loss, lower ranking higher; one pass over fresh rows makes it a held-out loss). Default: the task's (math-tiny: train_loss, image-tiny: test).")] = None,
     learns_above: Annotated[Optional[float], typer.Option(help="A config learns when its mean score over seeds is at least this (default: the task's, printed).")] = None,
     table: Annotated[bool, typer.Option("--table", help="Also print every config's scores.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of the text report.")] = False,

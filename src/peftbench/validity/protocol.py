@@ -42,11 +42,11 @@ LR_POLICIES = ("scaled", "configured", "sweep")
 RANK_BY = {
     "test": "each run's test score",
     # math-tiny trains one pass over fresh rows: each batch's loss is measured before the model has trained on it,
-    # so the training loss at the end is a held-out loss (progressive validation), graded where accuracy is 0
-    "train_loss": "each run's training loss over its last 10% of steps, lower ranking higher (one pass over fresh "
-                  "rows: each batch's loss is measured before the model trains on it)",
+    # so the training loss is a held-out loss (progressive validation), graded where accuracy is 0
+    "train_loss": "each run's final train loss (the result's final_train_loss: the mean over its last validation "
+                  "window, the whole run in the protocol's runs), lower ranking higher; one pass over fresh rows: "
+                  "each batch's loss is measured before the model trains on it",
 }
-FINAL_LOSS_SHARE = 0.1
 SCRATCH_DIR = "_scaled"  # copies of configs whose step schedule was scaled, inside the results folder
 
 
@@ -204,14 +204,14 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
             continue
         if result.status == "success" and result.test_score is not None:
             runs.scores.setdefault(config, {})[seed] = float(result.test_score)
-            loss = final_train_loss(result.train_curve)
+            loss = result.final_train_loss
         elif result.status == "diverged":
             runs.scores.setdefault(config, {})[seed] = 0.0
-            loss = next(iter(_finite_losses(result.train_curve)), math.nan)
+            loss = _first_loss(result.train_curve)
         else:
             loss = None
             runs.not_scored[f"{config} seed {seed}"] = f"{result.status}: {result.error_msg.splitlines()[0][:100] if result.error_msg else ''}"
-        if loss is not None and math.isfinite(loss):
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
             runs.losses.setdefault(config, {})[seed] = loss
         cpu = result.extra.get("cpu_time_s")
         runs.cpu_s += float(cpu) if isinstance(cpu, (int, float)) else 0.0
@@ -225,17 +225,10 @@ def read_offline(results: Path, task: str, seeds: Optional[Sequence[int]] = None
     return runs
 
 
-def _finite_losses(curve) -> list[float]:
-    return [float(p["loss"]) for p in curve if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))
-            and math.isfinite(p["loss"])]
-
-
-def final_train_loss(curve) -> float:
-    """The mean training loss over the last FINAL_LOSS_SHARE of a run's steps (nan without a curve)."""
-    losses = _finite_losses(curve)
-    if not losses:
-        return math.nan
-    return float(np.mean(losses[-max(1, round(len(losses) * FINAL_LOSS_SHARE)):]))
+def _first_loss(curve) -> float:
+    """The first step's loss: what a run that diverged counts (the untrained model's loss; nan without one)."""
+    return next((float(p["loss"]) for p in curve if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))
+                 and math.isfinite(p["loss"])), math.nan)
 
 
 # ----------------------------------------------------------------------------- analysis
