@@ -271,6 +271,31 @@ def test_threads_are_split_fairly_between_workers(monkeypatch):
         threads_per_worker(0, cores=2)
 
 
+def test_a_batch_smaller_than_the_workers_shares_all_cores_and_every_trial_of_a_batch_gets_the_same(tmp_path,
+                                                                                                   monkeypatch):
+    """A sweep's seed phase of one run on two workers trains it on both cores, not on one with the other idle;
+    the search phase's trials all get one share each."""
+    from peftbench.runners import local_backend
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = []
+
+    def record(trial):
+        seen.append(trial.num_threads)
+        return TrialOutcome(trial.result_stem, "success", None, "")
+
+    def batch(n):
+        seen.clear()
+        trials = [RunRequest(task="math-tiny", results_dir=str(tmp_path), experiment_dir=str(tmp_path / f"e{i}"))
+                  for i in range(n)]
+        local_backend.run_local_pool(trials, workers=2, execute=record, on_done=lambda outcome: None, cores=4)
+        return sorted(seen)
+
+    assert batch(1) == [4]
+    assert batch(2) == [2, 2]
+    assert batch(5) == [2] * 5
+
+
 @pytest.mark.parametrize("setting, threads", [("1", 1), ("4", 4), ("12", 8), ("2,1", 2), ("", 8), ("0", 8), ("x", 8)])
 def test_a_thread_limit_the_user_set_is_kept(monkeypatch, setting, threads):
     """OMP_NUM_THREADS is torch's own thread limit; the share given to each trial must not lift it."""

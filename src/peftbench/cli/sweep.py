@@ -43,7 +43,7 @@ def sweep(
     seeds: Annotated[int, typer.Option(help="Seeds run at each method's chosen rate (configured seed + 1 ... + K).", min=1)] = 3,
     results: Annotated[Path, typer.Option(help="Folder for the trial result files and sweep-summary.json.")] = Path("results/sweep"),
     backend: Annotated[Backend, typer.Option(help="local: child processes on this machine; ray: Ray tasks (needs `pip install peftbench[ray]`).")] = Backend.local,
-    workers: Annotated[int, typer.Option(help="Trials at once; CPU cores are split evenly between them.", min=1)] = 1,
+    workers: Annotated[int, typer.Option(help="Trials at once; CPU cores are split evenly between them (a phase of fewer trials shares all of them).", min=1)] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to connect to (e.g. ray://head:10001 or auto); default: start a local Ray instance. The results folder must be on a filesystem all nodes share.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Experiment the others are compared with (method or method/name). Default: the first lora experiment.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a training parameter for every trial, e.g. --set max_steps=100 (repeatable). The sweep sets the learning rate itself.")] = None,

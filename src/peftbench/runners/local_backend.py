@@ -29,10 +29,12 @@ def run_local_pool(
 
     On Ctrl-C (or SIGTERM, SIGHUP), trials not yet started are cancelled, running children are asked to stop
     (the same signal: they write a `cancelled` result, atomically) and KeyboardInterrupt propagates once they
-    have. With `share_cores` off, a trial without `num_threads` keeps torch's own default.
+    have. With `share_cores` off, a trial without `num_threads` keeps torch's own default. The cores are shared
+    among the workers that can be busy at once: a batch of fewer trials than workers (a sweep's one seed run)
+    gives each trial more threads; every trial of one batch gets the same number.
     """
     if share_cores:
-        num_threads = threads_per_worker(workers, cores)
+        num_threads = threads_per_worker(max(1, min(workers, len(trials))), cores)
         trials = [replace(trial, num_threads=trial.num_threads or num_threads) for trial in trials]
     if workers == 1:
         try:

@@ -69,7 +69,8 @@ def run_on_ray(
 
     with ray_session(address):
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        cpus_per_trial = max(1, cluster_cpus // workers)
+        # as the local pool: shared among the workers that can be busy at once, the same for every trial
+        cpus_per_trial = max(1, cluster_cpus // max(1, min(workers, len(trials))))
         if gpus_per_trial is None:
             gpus_per_trial = 1 if _cuda_available() else 0
         task = ray.remote(_run_one).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)

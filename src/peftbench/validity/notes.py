@@ -54,8 +54,9 @@ def validity_notes(tasks: Iterable[str]) -> list[str]:
             agreement_of_seeds = (f"seed sd {noise.get('median_sd') or float('nan'):.3f} (median over the "
                                   f"{noise.get('n_configs')} config(s) run with several seeds) against a spread of "
                                   f"{noise.get('spread') or float('nan'):.3f} between configs")
-        ranked_by = {"train_loss": ", ranked by final train loss", "test": ", ranked by test score"}.get(
-            report.get("rank_by"), "")
+        # the tables rank by test score; a task whose validity was measured on the loss says how to see that order
+        ranked_by = {"train_loss": ", ranked by final train loss: `report --y final_train_loss`",
+                     "test": ", ranked by test score"}.get(report.get("rank_by"), "")
         notes.append(f"validity of {task} ({recipe.get('steps') or 'default'} steps, seeds "
                      f"{','.join(map(str, recipe.get('seeds') or []))}{ranked_by}): {ranking}{agreement_of_seeds}. Rank differences "
                      "within the seed noise are not evidence; docs/validity.md")
