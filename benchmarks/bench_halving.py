@@ -66,7 +66,7 @@ def run(kind: str, args, overrides: dict) -> None:
     plan = sweep_plan(kind, args, overrides)
     load_before = os.getloadavg()
     timer = TimedExecutor()
-    sweep = run_sweep(plan, workers=args.workers, force=True, execute=timer, show_progress=False)
+    sweep = run_sweep(plan, workers=args.workers, force=not args.resume, execute=timer, show_progress=False)
     wall = time.perf_counter() - timer.start
     timing = {"wall_s": wall, "load_before": load_before, "load_after": os.getloadavg(), "trials": timer.trials,
               "workers": args.workers, "ran": len(sweep.ran)}
@@ -167,6 +167,9 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="+", default=quick_experiments(), help="quick-suite <method>/<name>")
     parser.add_argument("--runs", nargs="*", choices=("grid", "halving"), default=[])
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --runs: keep the finished trials of an earlier run (its timing.json then covers "
+                             "this part only)")
     parser.add_argument("--replay", nargs="*", default=[], metavar="MIN_STEPS:FACTOR")
     parser.add_argument("--lr-trials", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
