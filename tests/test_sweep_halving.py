@@ -229,3 +229,15 @@ def test_the_loop_prunes_on_the_validation_loss_without_changing_what_it_trains(
     full = read(execute(same)[0])["peftbench"]
     assert full["status"] == "success" and full["valid_loss_curve"] == []
     assert [p["loss"] for p in own["train_curve"]] == [p["loss"] for p in full["train_curve"][:2]]
+
+
+def test_a_run_asking_for_a_validation_loss_its_task_lacks_is_refused_before_any_model_loads(tmp_path):
+    from peftbench.run.plan import plan_run
+    from peftbench.run.request import RunRequest
+
+    folder = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick-image" / "lora"
+    experiment = next(p for p in folder.iterdir() if p.is_dir())
+    request = RunRequest(task="image-tiny", results_dir=str(tmp_path), experiment_dir=str(experiment),
+                         overrides={"valid_loss_steps": 10})
+    with pytest.raises(ConfigError, match="valid_loss_steps: task image-tiny has no validation loss"):
+        plan_run(request)

@@ -107,6 +107,9 @@ def plan_run(request: RunRequest) -> RunPlan:
     try:
         check_optimizer(config.optimizer_type, config.optimizer_kwargs, lambda key: value_origin(key, layers))
         task.check_inputs(config)
+        if config.valid_loss_steps and not task.has_validation_loss:
+            raise ConfigError(f"valid_loss_steps: task {task.name} has no validation loss (its score is generated); "
+                              "valid: 0", key="valid_loss_steps")
     except ConfigError as error:
         raise with_origin(error, layers) from None
     if spec is not None:
