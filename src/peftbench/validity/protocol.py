@@ -76,7 +76,7 @@ PROTOCOLS = {
         # chosen on the choose half, kept on the report half (benchmarks/validity.md)
         rank_by="train_loss",
         pinned=("model_id", "batch_size"),
-        # the protocol ranks test accuracy: no validation or forgetting measure (generation is most of the CPU)
+        # the protocol ranks test figures: no validation or forgetting measure (generation is most of the CPU)
         fixed={"valid_size": 0, "forgetting_size": 0},
     ),
     "image-tiny": TaskProtocol(
