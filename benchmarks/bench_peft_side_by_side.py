@@ -276,8 +276,8 @@ def data_assignments(data_dir: Path) -> list[str]:
 
 
 def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: dict) -> None:
-    """A learning-rate batch: one `peftbench sweep` over the rates with two workers (the cores split between
-    them, its default), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
+    """A learning-rate batch: one `peftbench sweep` over the rates with --sweep-workers workers (the cores split
+    evenly between a phase's trials at once), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
     seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
     --halving the sweep stops hopeless rates at rungs (its defaults: the validation loss at 1/8, 1/4 and 1/2 of
     the steps); PEFT's script still runs every one of those configs to its end, as it would be used."""
@@ -286,7 +286,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     results = args.work / "peftbench-sweep" / "results"
     shutil.rmtree(results, ignore_errors=True)
     command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
-               "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", "2",
+               "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", str(args.sweep_workers),
                "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), []),
                *(["--halving"] if args.halving else [])]
     sweep_wall = run_timed(command, env, REPO)
@@ -306,7 +306,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
                                      str(args.work.resolve()), "--threads", str(args.threads)], env, REPO))
         final = newest(peft_dir / "temporary_results", f"{EXPERIMENT[0]}--{EXPERIMENT[1]}--*.json")["train_info"]
         print(f"PEFT run.py lr {lr:g}: test accuracy {final['metrics'][-1]['test accuracy']:.3f}", flush=True)
-    print(f"peftbench sweep, {len(trial_lrs)} trials, 2 workers: {sweep_wall:.1f} s")
+    print(f"peftbench sweep, {len(trial_lrs)} trials, {args.sweep_workers} worker(s): {sweep_wall:.1f} s")
     print(f"PEFT run.py, the same {len(trial_lrs)} trials one after another, {args.threads} threads: "
           f"{sum(peft_walls):.1f} s ({sum(peft_walls) / sweep_wall:.2f}x peftbench's time)")
 
@@ -358,8 +358,11 @@ def main() -> None:
                         help="an extra peftbench training parameter (e.g. cpu_matmul=torch)")
     parser.add_argument("--lrs", default=None, metavar="LR,LR,...",
                         help="compare a batch instead of one experiment: one `peftbench sweep --lrs ... --seeds 1 "
-                             "--workers 2` against PEFT's script once per trial of that sweep, one after another "
+                             "--workers W` against PEFT's script once per trial of that sweep, one after another "
                              "(on the first of --models)")
+    parser.add_argument("--sweep-workers", type=int, default=2,
+                        help="with --lrs: the sweep's trials at once (the cores split between them; 1: each trial "
+                             "on all cores, one after another as PEFT's script)")
     parser.add_argument("--halving", action="store_true",
                         help="with --lrs: the sweep with successive halving (`peftbench sweep --halving`)")
     parser.add_argument("--shim", action="store_true", help=argparse.SUPPRESS)  # internal: run PEFT's script here
