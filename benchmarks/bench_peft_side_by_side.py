@@ -277,8 +277,8 @@ def data_assignments(data_dir: Path) -> list[str]:
 
 def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: dict) -> None:
     """A learning-rate batch: one `peftbench sweep` over the rates with --sweep-workers workers (the cores split
-    evenly between a phase's trials at once), then PEFT's script once per trial the sweep ran (the rates, and the chosen rate's extra
-    seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
+    evenly between a phase's trials at once), then PEFT's script once per trial the sweep ran (the rates, and the
+    chosen rate's extra seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
     --halving the sweep stops hopeless rates at rungs (its defaults: the validation loss at 1/8, 1/4 and 1/2 of
     the steps); PEFT's script still runs every one of those configs to its end, as it would be used."""
     base = shared_params(model_path, args.steps, args.seeds[0])
@@ -286,7 +286,8 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
     results = args.work / "peftbench-sweep" / "results"
     shutil.rmtree(results, ignore_errors=True)
     command = [sys.executable, "-c", "from peftbench.cli import main; main()", "sweep", str(experiment), "--task",
-               "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1", "--workers", str(args.sweep_workers),
+               "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1",
+               "--workers", str(args.sweep_workers),
                "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), []),
                *(["--halving"] if args.halving else [])]
     sweep_wall = run_timed(command, env, REPO)

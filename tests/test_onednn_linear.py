@@ -75,13 +75,33 @@ def test_other_dtypes_autocast_and_vectors_go_to_torch(counted):
     assert len(counted) == 1
 
 
-def test_a_lora_model_trains_the_same_on_either_kernel(counted):
-    from peft import LoraConfig, get_peft_model
+def test_arguments_passed_by_keyword_go_to_onednn_too(counted):
+    """peft's HRA calls F.linear(input=..., weight=..., bias=...): arguments by keyword, by position or mixed all
+    go to oneDNN."""
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(5, 6), torch.randn(4, 6), torch.randn(4)
+    expected = F.linear(x, weight, bias)
+    with onednn_linears():
+        outs = [F.linear(input=x, weight=weight, bias=bias), F.linear(x, weight=weight, bias=bias),
+                F.linear(x, weight, bias=bias)]
+    assert len(counted) == 3
+    for out in outs:
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "hra"])  # HRA passes F.linear's arguments by keyword
+def test_a_peft_model_trains_the_same_on_either_kernel(counted, method):
+    from peft import HRAConfig, LoraConfig, get_peft_model
+
+    def adapter_config():
+        if method == "lora":
+            return LoraConfig(r=4, target_modules=["0", "2"], init_lora_weights=False)
+        return HRAConfig(r=4, target_modules=["0", "2"], init_weights=False)
 
     def losses(on_onednn: bool) -> list[float]:
         torch.manual_seed(0)
         base = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
-        model = get_peft_model(base, LoraConfig(r=4, target_modules=["0", "2"], init_lora_weights=False))
+        model = get_peft_model(base, adapter_config())
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         inputs, targets = torch.randn(32, 12), torch.randn(32, 4)
         values = []

@@ -78,12 +78,16 @@ def _on_onednn(x, weight, bias) -> bool:
     )
 
 
+def _linear_arguments(input, weight, bias=None):
+    """F.linear's arguments however they were passed (peft's HRA passes all three by keyword)."""
+    return input, weight, bias
+
+
 class _OneDNNLinearMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
-            x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            x, weight, bias = _linear_arguments(*args, **kwargs)
             if _on_onednn(x, weight, bias):
                 return linear(x, weight, bias)
         return func(*args, **kwargs)
