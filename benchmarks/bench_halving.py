@@ -32,6 +32,9 @@ QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "
 # validation rows for selection (the quick suite's folders have none; the generated score once, at the end), fewer
 # test and forgetting rows so the nine methods x 4 rates fit on two cores; the validation loss every 16 of the 128
 # steps for both runs alike (the halving search's rungs with the loss signal; the grid records it for --replay)
+# --ties-by-loss: the score at a rung minus this times the validation loss (a loss below 100 moves the value by
+# less than 1e-4, less than one item of a score over up to 10,000 items)
+TIE_BREAK_WEIGHT = 1e-6
 DEFAULT_SETTINGS = ["valid_size=100", "test_size=200", "forgetting_size=20", "valid_loss_steps=16"]
 
 
@@ -90,7 +93,8 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
     used = budget = 0
     loss = args.halving_signal == "loss"
     curve, value = ("valid_loss_curve", "loss") if loss else ("valid_curve", "score")
-    print(f"\nreplay on the grid's {curve}, rungs at {min_steps} x {factor}^k:")
+    ties = " (ties broken by the validation loss at the same step)" if args.ties_by_loss else ""
+    print(f"\nreplay on the grid's {curve}{ties}, rungs at {min_steps} x {factor}^k:")
     for key, entry in grid["experiments"].items():
         higher = False if loss else grid["higher_is_better"]
         study = optuna.create_study(direction="maximize" if higher else "minimize",
@@ -102,8 +106,12 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
         for lr in start_order(list(by_lr), entry["default_lr"]):
             own = json.loads((results / "grid" / by_lr[lr]["result_file"]).read_text())["peftbench"]
             max_steps, trial, stopped = own["steps"], study.ask(), None
+            losses = {point["step"]: point["loss"] for point in own["valid_loss_curve"]}
             for point in own[curve]:
-                trial.report(point[value], point["step"])
+                signal = point[value]
+                if args.ties_by_loss:  # far below one item of a score: it orders equal scores only
+                    signal += (-1 if higher else 1) * TIE_BREAK_WEIGHT * losses[point["step"]]
+                trial.report(signal, point["step"])
                 if point["step"] < max_steps and trial.should_prune():
                     stopped = point["step"]
                     break
@@ -177,6 +185,9 @@ def main() -> None:
     parser.add_argument("--halving-min-steps", type=int, default=None,
                         help="default: max_steps / factor^3 (signal loss), eval_steps (signal score)")
     parser.add_argument("--halving-signal", choices=SIGNALS, default=DEFAULT_SIGNAL)
+    parser.add_argument("--ties-by-loss", action="store_true",
+                        help="with --replay and --halving-signal score: equal scores at a rung ordered by the "
+                             "validation loss at that step (the grid must record both)")
     parser.add_argument("--halving-reduction-factor", type=int, default=DEFAULT_REDUCTION_FACTOR)
     parser.add_argument("--set", action="append", default=None, help="training parameter override, repeatable")
     parser.add_argument("--results", type=Path, default=Path("results/bench-halving"))
