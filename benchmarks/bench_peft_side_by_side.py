@@ -278,9 +278,10 @@ def data_assignments(data_dir: Path) -> list[str]:
 def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: dict) -> None:
     """A learning-rate batch: one `peftbench sweep` over the rates with --sweep-workers workers (the cores split
     evenly between a phase's trials at once), then PEFT's script once per trial the sweep ran (the rates, and the
-    chosen rate's extra seed), one after another: it has no batch mode. Every trial is the same 200 steps, whatever its rate. With
-    --halving the sweep stops hopeless rates at rungs (its defaults: the validation loss at 1/8, 1/4 and 1/2 of
-    the steps); PEFT's script still runs every one of those configs to its end, as it would be used."""
+    chosen rate's extra seed), one after another: it has no batch mode. Every trial is the same 200 steps,
+    whatever its rate. With --halving the sweep stops hopeless rates at rungs (its defaults: the validation loss
+    at 1/8, 1/4 and 1/2 of the steps); PEFT's script still runs every one of those configs to its end, as it
+    would be used."""
     base = shared_params(model_path, args.steps, args.seeds[0])
     experiment = prepare_experiment(args.work / "peftbench-sweep", base, args.shared)
     results = args.work / "peftbench-sweep" / "results"
