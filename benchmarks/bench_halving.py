@@ -25,6 +25,7 @@ from peftbench.config import parse_set_options
 from peftbench.runners.batch import TrialOutcome, execute_trial
 from peftbench.run.request import RunRequest
 from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR, DEFAULT_SIGNAL, SIGNALS, Halving
+from peftbench.training.pruning import TIE_BREAK_WEIGHT
 from peftbench.sweep.plan import SweepPlan, resolve_experiments
 from peftbench.sweep.run import run_sweep
 
@@ -32,9 +33,6 @@ QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "
 # validation rows for selection (the quick suite's folders have none; the generated score once, at the end), fewer
 # test and forgetting rows so the nine methods x 4 rates fit on two cores; the validation loss every 16 of the 128
 # steps for both runs alike (the halving search's rungs with the loss signal; the grid records it for --replay)
-# --ties-by-loss: the score at a rung minus this times the validation loss (a loss below 100 moves the value by
-# less than 1e-4, less than one item of a score over up to 10,000 items)
-TIE_BREAK_WEIGHT = 1e-6
 DEFAULT_SETTINGS = ["valid_size=100", "test_size=200", "forgetting_size=20", "valid_loss_steps=16"]
 
 
@@ -93,7 +91,8 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
     used = budget = 0
     loss = args.halving_signal == "loss"
     curve, value = ("valid_loss_curve", "loss") if loss else ("valid_curve", "score")
-    ties = " (ties broken by the validation loss at the same step)" if args.ties_by_loss else ""
+    ties_by_loss = args.halving_signal == "score-then-loss"  # as training.pruning.RungCheck orders them
+    ties = " (ties broken by the validation loss at the same step)" if ties_by_loss else ""
     print(f"\nreplay on the grid's {curve}{ties}, rungs at {min_steps} x {factor}^k:")
     for key, entry in grid["experiments"].items():
         higher = False if loss else grid["higher_is_better"]
@@ -109,7 +108,7 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
             losses = {point["step"]: point["loss"] for point in own["valid_loss_curve"]}
             for point in own[curve]:
                 signal = point[value]
-                if args.ties_by_loss:  # far below one item of a score: it orders equal scores only
+                if ties_by_loss:
                     signal += (-1 if higher else 1) * TIE_BREAK_WEIGHT * losses[point["step"]]
                 trial.report(signal, point["step"])
                 if point["step"] < max_steps and trial.should_prune():
@@ -185,9 +184,6 @@ def main() -> None:
     parser.add_argument("--halving-min-steps", type=int, default=None,
                         help="default: max_steps / factor^3 (signal loss), eval_steps (signal score)")
     parser.add_argument("--halving-signal", choices=SIGNALS, default=DEFAULT_SIGNAL)
-    parser.add_argument("--ties-by-loss", action="store_true",
-                        help="with --replay and --halving-signal score: equal scores at a rung ordered by the "
-                             "validation loss at that step (the grid must record both)")
     parser.add_argument("--halving-reduction-factor", type=int, default=DEFAULT_REDUCTION_FACTOR)
     parser.add_argument("--set", action="append", default=None, help="training parameter override, repeatable")
     parser.add_argument("--results", type=Path, default=Path("results/bench-halving"))

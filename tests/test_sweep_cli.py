@@ -76,7 +76,7 @@ def test_halving_decides_on_the_validation_loss_by_default_from_an_early_rung(cl
     # the configured rate and the better one run to the end, the worse one stops at step 1
     assert "0.00632@1; 17 of 24 steps (71%)" in outcome.stdout
     summary = json.loads((results / "sweep-summary.json").read_text())
-    assert summary["halving"]["signal"] == "loss" and summary["halving"]["decided_on"] == "valid loss"
+    assert summary["halving"]["signal"] == "loss" and summary["halving"]["decided_on"] == "validation loss"
     trial = json.loads((results / "lora--r4--lr0.00632--seed0.json").read_text())["peftbench"]
     assert trial["status"] == "pruned" and trial["steps"] == 1
     assert summary["experiments"]["lora/r4"]["chosen_lr"] == 0.000632  # chosen on the validation score, as ever

@@ -92,8 +92,33 @@ def test_the_loss_signal_measures_the_loss_at_early_rungs_that_need_no_validatio
     assert first(1, "loss", 2.0) is False and second(1, "loss", 2.5) is True and third(1, "loss", 1.5) is False
     with pytest.raises(ConfigError, match="task image-tiny has no validation loss.*--halving-signal score"):
         SweepPlan("image-tiny", two_methods, tmp_path, lr_trials=3, seeds=1, halving=Halving())
-    with pytest.raises(ConfigError, match="--halving-signal 'accuracy'; valid: loss, score"):
+    with pytest.raises(ConfigError, match="--halving-signal 'accuracy'; valid: loss, score, score-then-loss"):
         halving_plan(tmp_path, two_methods, signal="accuracy")
+
+
+def test_score_then_loss_orders_equal_scores_by_the_loss_measured_at_the_same_rung(tmp_path, two_methods):
+    plan = halving_plan(tmp_path, two_methods[:1], signal="score-then-loss")
+    assert plan.halving == Halving(min_steps=EVAL_STEPS, reduction_factor=2, signal="score-then-loss")
+    # the loss is measured at every rung (a validation step: the score is too)
+    assert {t.overrides.get("valid_loss_steps") for t in plan.search_trials()} == {EVAL_STEPS}
+    prepare_studies(plan, higher_is_better=True, fresh=True)
+    first, second, third = (rung_check(t.sweep.halving, MAX_STEPS) for t in plan.search_trials())
+    assert first(2, "loss", 2.0) is False and first(2, "score", 0.0) is False
+    # the same score, a higher loss: stopped; with the score alone it would have gone on (a tie)
+    assert second(2, "loss", 2.5) is False and second(2, "score", 0.0) is True
+    # a lower loss does not outweigh a worse score: scores decide, the loss only orders equal ones
+    assert third(2, "loss", 0.1) is False and third(2, "score", -0.01) is True
+    with pytest.raises(ConfigError, match="score-then-loss: task image-tiny has no validation loss"):
+        SweepPlan("image-tiny", two_methods, tmp_path, lr_trials=3, seeds=1, halving=Halving(signal="score-then-loss"))
+
+
+def test_score_then_loss_with_a_lower_is_better_score_still_prefers_the_lower_loss(tmp_path, two_methods):
+    plan = halving_plan(tmp_path, two_methods[:1], signal="score-then-loss")
+    prepare_studies(plan, higher_is_better=False, fresh=True)
+    first, second, third = (rung_check(t.sweep.halving, MAX_STEPS) for t in plan.search_trials())
+    assert first(2, "loss", 2.0) is False and first(2, "score", 0.5) is False
+    assert second(2, "loss", 2.5) is False and second(2, "score", 0.5) is True
+    assert third(2, "loss", 1.5) is False and third(2, "score", 0.5) is False
 
 
 def test_trials_start_with_each_configured_rate_and_the_experiments_take_turns(tmp_path, two_methods):
@@ -131,7 +156,7 @@ def test_halving_sweep_prunes_the_known_trials_chooses_as_the_grid_and_records_i
     assert halving["scheduler"] == "optuna.pruners.SuccessiveHalvingPruner"
     assert (halving["min_steps"], halving["reduction_factor"]) == (2, 2)
     assert halving["rungs"] == {"lora/r4": [2, 4], "ia3/default": [2, 4]}
-    assert halving["decided_on"] == "valid accuracy"
+    assert halving["decided_on"] == "validation accuracy"
     assert grid["halving"] is None
     # pruning is the rule working, not a failure
     assert summary["complete"] and not summary["not_successful"]
@@ -229,6 +254,32 @@ def test_the_loop_prunes_on_the_validation_loss_without_changing_what_it_trains(
     full = read(execute(same)[0])["peftbench"]
     assert full["status"] == "success" and full["valid_loss_curve"] == []
     assert [p["loss"] for p in own["train_curve"]] == [p["loss"] for p in full["train_curve"][:2]]
+
+
+def test_the_loop_gives_score_then_loss_the_loss_before_the_score_of_a_rung(experiments_copy, math_fixture_params,
+                                                                          tmp_path):
+    """The real engine: another trial reached rung 2 with the same validation score as this one (the grid's trial
+    at this rate tells which) and a loss of 0; this trial measures its loss at the rung before its score, so the
+    tie goes against it and it stops there. With the score alone it would go on."""
+    from peftbench.run.engine import execute
+
+    folder = experiments_copy / "lora" / "llama-3.2-3B-rank32"
+    experiment = standin_experiment(folder, 1e-3, max_steps=4, eval_steps=math_fixture_params["eval_steps"])
+    grid = SweepPlan("math", [experiment], tmp_path / "grid", lr_trials=2, seeds=1, overrides=math_fixture_params)
+    plan = SweepPlan("math", [experiment], tmp_path / "halving", lr_trials=2, seeds=1, overrides=math_fixture_params,
+                     halving=Halving(signal="score-then-loss"))
+    plan.results_dir.mkdir()
+    prepare_studies(plan, higher_is_better=True, fresh=True)
+    leader, trial = plan.search_trials()
+    same = next(t for t in grid.search_trials() if t.sweep.lr == trial.sweep.lr)
+    score_at_rung = read(execute(same)[0])["peftbench"]["valid_curve"][0]
+    assert score_at_rung["step"] == 2
+    check = rung_check(leader.sweep.halving, 4)
+    assert check(2, "loss", 0.0) is False and check(2, "score", score_at_rung["score"]) is False
+
+    own = read(execute(trial)[0])["peftbench"]
+    assert own["status"] == "pruned" and own["steps"] == 2 and own["valid_score"] == score_at_rung["score"]
+    assert [p["step"] for p in own["valid_loss_curve"]] == [2] and own["valid_loss_curve"][0]["loss"] > 0
 
 
 def test_a_run_asking_for_a_validation_loss_its_task_lacks_is_refused_before_any_model_loads(tmp_path):

@@ -18,7 +18,8 @@ HELP = (
     "Running the same command again resumes: finished trials (success, diverged, oom) are kept; failed, "
     "cancelled and missing ones run again. Exit status 1 if any trial did not succeed.\n\n"
     "--halving stops hopeless rates early (Optuna's successive halving on the validation loss, or with "
-    "--halving-signal score on the validation score; every method the same rungs): a pruned trial's result says "
+    "--halving-signal score on the validation score, or score-then-loss: the score, equal scores ordered by the "
+    "loss; every method the same rungs): a pruned trial's result says "
     "`pruned` at its step and it is never chosen nor run again. The rates are still chosen on the validation "
     "score at the end.\n\n"
     "Example: peftbench sweep src/peftbench/suites/quick/lora/rank16 src/peftbench/suites/quick/ia3/default "
@@ -51,9 +52,9 @@ def sweep(
     keep_killed: Annotated[bool, typer.Option("--keep-killed", help="Keep oom and killed trials instead of running them again.")] = False,
     save_checkpoint: Annotated[bool, typer.Option(help="Keep every trial's trained adapter.")] = False,
     halving: Annotated[bool, typer.Option("--halving", help="Successive halving of the search: at each rung a trial goes on only if its rung signal is in the best 1/reduction-factor of its method's trials there so far (Optuna's SuccessiveHalvingPruner).")] = False,
-    halving_min_steps: Annotated[Optional[int], typer.Option(help="With --halving: the first rung, in training steps (then x reduction factor, ...). Default: the shortest max_steps / factor^3 (signal loss); eval_steps (signal score).", min=1)] = None,
+    halving_min_steps: Annotated[Optional[int], typer.Option(help="With --halving: the first rung, in training steps (then x reduction factor, ...). Default: the shortest max_steps / factor^3 (signal loss); eval_steps (signals score, score-then-loss).", min=1)] = None,
     halving_reduction_factor: Annotated[int, typer.Option(help="With --halving: at each rung about 1/this of the trials go on.", min=2)] = DEFAULT_REDUCTION_FACTOR,
-    halving_signal: Annotated[str, typer.Option(help="With --halving: what the rungs compare. loss: the validation loss, measured at each rung (no generation; text tasks); score: the validation score, at validation steps (set eval_steps: --set eval_steps=N).")] = DEFAULT_SIGNAL,
+    halving_signal: Annotated[str, typer.Option(help="With --halving: what the rungs compare. loss: the validation loss, measured at each rung (no generation; text tasks); score: the validation score, at validation steps (set eval_steps: --set eval_steps=N); score-then-loss: the score, equal scores ordered by the validation loss at the same step (text tasks; keeps the grid's choices more often, docs/sweep.md).")] = DEFAULT_SIGNAL,
 ) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -71,9 +72,8 @@ def sweep(
         console.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(2) from None
     if plan.halving is not None:
-        signal = "validation loss" if plan.halving.signal == "loss" else "validation score"
         console.print(f"successive halving: rungs at {plan.halving.min_steps} steps x {plan.halving.reduction_factor}^k, "
-                      f"decided on the {signal}", markup=False)
+                      f"decided on the {plan.halving.decided_on()}", markup=False)
     console.print(
         f"sweep {plan.sweep_id}: {len(plan.experiments)} experiments, {len(plan.search_trials())} search runs, then "
         f"{plan.seeds} seeds each at the chosen rate; backend {backend.value}, {workers} worker(s); results in {plan.results_dir}",

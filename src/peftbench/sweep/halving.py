@@ -9,7 +9,8 @@ Every experiment gets the same rule: the same number of rates, the same rungs (`
 `reduction_factor`^k, in training steps), the same reduction factor, decided on validation alone: by default
 on the validation loss (the training loss on the validation rows, measured at the rungs; cheap, and it tells
 rates apart from the first steps on), or on the validation score at validation steps (`signal` "score": a
-generated score may be 0 for every rate at an early rung, and ties go on).
+generated score may be 0 for every rate at an early rung, and ties go on; "score-then-loss": the score, equal
+scores ordered by the validation loss at the same step).
 The rule is asynchronous: a trial at a rung is compared with the trials of its experiment that reached that
 rung before it. So the order trials start in matters: each experiment's configured rate starts first (the
 incumbent: without evidence, keep the default), then the others by their distance from it on a log scale, and
@@ -29,7 +30,8 @@ from peftbench.config import ConfigError
 
 DEFAULT_REDUCTION_FACTOR = 2
 SCHEDULER = "optuna.pruners.SuccessiveHalvingPruner"
-SIGNALS = ("loss", "score")
+SIGNALS = ("loss", "score", "score-then-loss")
+SCORE_SIGNALS = ("score", "score-then-loss")  # decided at validation steps
 DEFAULT_SIGNAL = "loss"
 # with the loss signal, the default first rung leaves this many halvings before the shortest experiment's end
 DEFAULT_HALVINGS = 3
@@ -52,10 +54,10 @@ class Halving:
             raise ConfigError(f"--halving-reduction-factor must be >= 2, got {self.reduction_factor}")
         if self.signal not in SIGNALS:
             raise ConfigError(f"--halving-signal {self.signal!r}; valid: {', '.join(SIGNALS)}")
+        if self.signal != "score" and task is not None and not task.has_validation_loss:
+            raise ConfigError(f"--halving-signal {self.signal}: task {task.name} has no validation loss (its score "
+                              "is generated); use --halving-signal score")
         if self.signal == "loss":
-            if task is not None and not task.has_validation_loss:
-                raise ConfigError(f"--halving-signal loss: task {task.name} has no validation loss (its score is "
-                                  "generated); use --halving-signal score")
             min_steps = self.min_steps if self.min_steps is not None else max(
                 1, min(e.max_steps for e in experiments) // self.reduction_factor ** DEFAULT_HALVINGS)
             return Halving(min_steps, self.reduction_factor, self.signal)._checked_before_the_end(experiments)
@@ -93,7 +95,7 @@ class Halving:
 
     def trial_overrides(self) -> dict[str, Any]:
         """What each search trial measures besides its experiment's config: the loss at every rung."""
-        return {"valid_loss_steps": self.min_steps} if self.signal == "loss" else {}
+        return {"valid_loss_steps": self.min_steps} if self.signal != "score" else {}
 
     def rungs(self, max_steps: int) -> list[int]:
         rungs, step = [], self.min_steps
@@ -101,6 +103,10 @@ class Halving:
             rungs.append(step)
             step *= self.reduction_factor
         return rungs
+
+    def decided_on(self, score_name: str = "score") -> str:
+        return {"loss": "validation loss", "score": f"validation {score_name}",
+                "score-then-loss": f"validation {score_name}, equal values ordered by the validation loss"}[self.signal]
 
     def identity(self) -> dict[str, Any]:
         return {"min_steps": self.min_steps, "reduction_factor": self.reduction_factor, "signal": self.signal}
@@ -151,7 +157,8 @@ def describe(plan, score_name: str) -> dict[str, Any]:
     halving = plan.halving
     return {"scheduler": SCHEDULER, "optuna": version("optuna"), **halving.identity(),
             "min_early_stopping_rate": 0,
-            "decided_on": "valid loss" if halving.signal == "loss" else f"valid {score_name}", "ties": "go on",
+            "decided_on": halving.decided_on(score_name),
+            "ties": "go on",
             "start_order": "configured rate first, then by distance from it on a log scale; experiments take turns",
             "rungs": {e.key: halving.rungs(e.max_steps) for e in plan.experiments if e.max_steps},
             "journal": plan.halving_journal.name}

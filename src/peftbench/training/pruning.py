@@ -1,5 +1,6 @@
 """Successive halving of a sweep's trials, as each trial's training loop sees it: report the rung signal (the
-validation loss every valid_loss_steps, or the validation score at every validation), stop when the rule says so.
+validation loss every valid_loss_steps, or the validation score at every validation, or the score with the loss
+measured at the same step breaking its ties), stop when the rule says so.
 
 The rule is Optuna's `SuccessiveHalvingPruner` (asynchronous successive halving, Li et al. 2020), not ours. All
 trials of one experiment share one Optuna study in a journal file in the results folder (a file every child can
@@ -14,6 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+# signal "score-then-loss": what the validation loss weighs beside the score. A loss below 100 moves the value by
+# less than 1e-4, less than one item of a score over up to 10,000 items: it orders equal scores only.
+TIE_BREAK_WEIGHT = 1e-6
+
 
 @dataclass(frozen=True)
 class HalvingRule:
@@ -24,7 +29,9 @@ class HalvingRule:
     trial: int  # the number of this trial (its learning rate's) in the study
     min_steps: int
     reduction_factor: int
-    signal: str = "score"  # what the rungs compare: "loss" (validation loss, lower is better) or "score"
+    # what the rungs compare: "loss" (validation loss, lower is better), "score", or "score-then-loss" (the score,
+    # equal scores ordered by the validation loss measured at the same step)
+    signal: str = "score"
 
     def pruner(self):
         import optuna
@@ -45,8 +52,9 @@ def journal(path: str):
 
 class RungCheck:
     """Called after each validation with (step, kind, value): reports the value of the rule's signal to the
-    trial's study and answers whether the trial stops here; the other kind of validation is not its concern. The
-    last step only reports (a finished trial is never pruned)."""
+    trial's study and answers whether the trial stops here; the other kind of validation is not its concern, but
+    for "score-then-loss", whose loss at a step comes before its score (training.train). The last step only
+    reports (a finished trial is never pruned)."""
 
     def __init__(self, rule: HalvingRule, max_steps: int) -> None:
         import optuna
@@ -62,11 +70,21 @@ class RungCheck:
         self._signal = rule.signal
         # a trial run again after a failure has its earlier validations (the same, at the same seed) in the study
         self._reported = set(storage.get_trial(trial_id).intermediate_values)
+        self._losses: dict[int, float] = {}  # "score-then-loss": step -> validation loss
+        # the score's direction: a lower loss moves the value the way a better score does
+        self._better = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
 
     def __call__(self, step: int, kind: str, value: float) -> bool:
         import optuna
 
-        if kind != self._signal or step in self._reported:  # passed this rung before (a pruned trial never reruns)
+        if self._signal == "score-then-loss":
+            if kind == "loss":
+                self._losses[step] = value
+                return False
+            value -= self._better * TIE_BREAK_WEIGHT * self._losses.get(step, 0.0)  # a step without a loss: the score
+        elif kind != self._signal:
+            return False
+        if step in self._reported:  # passed this rung before (a pruned trial never reruns)
             return False
         self._trial.report(value, step)
         if step >= self._max_steps:
