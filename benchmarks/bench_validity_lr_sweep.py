@@ -124,8 +124,30 @@ def paired_difference(a, b, n_resamples: int = 2000) -> tuple[float, float, floa
     return float(point), float(low), float(high)
 
 
+def trial_table(plan, rates: dict) -> None:
+    """Per config: each rate's validation accuracy and final train loss (seed 0), the one chosen in bold."""
+    from peftbench.results.reader import read_result_file
+    print("\n| config | half | rate: valid accuracy / final train loss (seed 0) | chosen |\n|---|---|---|---|")
+    for experiment in plan.experiments:
+        cells = []
+        for lr in plan.grid(experiment):
+            path = plan.result_path(experiment, lr, experiment.default_seed)
+            result = read_result_file(path).result if path.exists() else None
+            if result is None:
+                cells.append(f"{lr:.3g}: not run")
+                continue
+            text = (f"{lr:.3g}: {result.valid_score or 0:.2f} / {result.final_train_loss:.3f}"
+                    if result.status == "success" else f"{lr:.3g}: {result.status}")
+            cells.append(f"**{text}**" if lr == rates[experiment.key][1] else text)
+        chosen = rates[experiment.key][1]
+        moved = "" if chosen is None or chosen == experiment.default_lr else " (moved)"
+        print(f"| {experiment.key} | {half_of(experiment.method)} | {'; '.join(cells)} | "
+              f"{'none' if chosen is None else f'{chosen:.3g}'}{moved} |")
+
+
 def report(plan, work: Path) -> None:
     scaled, swept, rates = build_folders(plan, work)
+    trial_table(plan, rates)
     reports = {}
     for label, folder, seeds in (("scaled, seed 0", scaled, (0,)), ("sweep, seed 0", swept, (0,)),
                                  ("sweep, seeds 0+1", swept, None)):

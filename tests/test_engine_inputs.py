@@ -16,6 +16,7 @@ from peftbench.tasks import get_task
 from peftbench.tasks.text_config import TextTrainConfig
 
 from conftest import FIXTURES, MATH_FIXTURES
+from peftbench.validity.protocol import PUBLISHED_METAMATHQA_EXPERIMENTS as PUBLISHED_SUITE
 from peftbench.run.request import RunRequest
 from waiting import SAFETY_NET_S
 
@@ -107,6 +108,21 @@ def test_unknown_peft_type_lists_valid_types(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_experiment(folder)
     assert "'LORAX'" in str(error.value) and "LORA" in str(error.value) and "PROMPT_TUNING" in str(error.value)
+
+
+def test_a_config_that_trains_no_parameter_of_the_model_is_refused():
+    """The PEFT suite's OSF config keeps 2944 of q_proj's singular directions (Llama-3B's 3072 less 128): on the
+    tiny model's 256-wide layers every trainable tensor is empty, and a run would score the base model."""
+    from peftbench.experiments import build_peft_config
+    from peftbench.training.methods import wrap_model
+
+    task = get_task("math-tiny")
+    config = task.build_config({}, "test", {})
+    spec = load_experiment(PUBLISHED_SUITE / "osf" / "llama-3.2-3B-rank128")
+    model = task.load_model(config, "cpu")
+    with pytest.raises(ConfigError, match="osf/llama-3.2-3B-rank128/adapter_config.json trains no parameter of the "
+                                          "base model .*: its 84 trainable tensors are all empty"):
+        wrap_model(model, build_peft_config(spec), None, config, source=str(spec.path / "adapter_config.json"))
 
 
 def test_invalid_value_is_named():

@@ -254,4 +254,11 @@ def wrap_model(base_model: nn.Module, peft_config, processor: Any, train_config,
             f"{source} does not fit the base model {train_config.model_id}: {error}.{hint}"
         ) from None
     support.after_wrap(model, processor, train_config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if sum(p.numel() for p in trainable) == 0:  # e.g. OSF's rank_pattern for Llama-3B on a smaller model
+        raise ConfigError(
+            f"{source} trains no parameter of the base model {train_config.model_id}: its {len(trainable)} "
+            "trainable tensors are all empty. Its sizes (ranks, rank_pattern, number of tokens or layers) do not fit "
+            "this model's layers, e.g. a config written for a larger model; a run would only measure the base model"
+        )
     return model
