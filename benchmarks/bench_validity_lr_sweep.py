@@ -68,6 +68,12 @@ def sweep_plan(work: Path, half: str):
 
 
 def link(result: Path, folder: Path) -> None:
+    """A hard link to `result` in `folder`; not for a run that trained no parameter (one made before such configs
+    were refused, training.methods.wrap_model: it measured the base model)."""
+    own = json.loads(result.read_text())["peftbench"]
+    if own.get("status") == "success" and own.get("trainable_params") == 0:
+        print(f"left out, trained no parameter (refused now): {result.name}")
+        return
     target = folder / result.name
     if not target.exists():
         os.link(result, target)
