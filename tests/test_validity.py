@@ -256,5 +256,7 @@ def test_a_task_without_reference_results_runs_every_shipped_config(tmp_path):
     assert len(requests) == 2 * len(folders)
     assert {Path(r.experiment_dir).name for r in requests} == {f.name for f in folders}
     assert all(r.overrides["test_repeats"] == 12 and "optimizer_kwargs" not in r.overrides for r in requests)
+    # the protocol ranks test figures: no drift or sample images
+    assert all(r.overrides["drift_image_prompts"] == [] == r.overrides["sample_image_prompts"] for r in requests)
     with pytest.raises(ConfigError, match="no config there matching --only nothing-like-this"):
         validate("image-tiny", tmp_path / "runs", experiments=experiments, only=["nothing-like-this"])
