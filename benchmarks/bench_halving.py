@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -149,7 +150,8 @@ def compare(args, overrides: dict) -> None:
             cpu += read.result.extra.get("cpu_time_s") or 0
             ends.append(trial.result_file().stat().st_mtime)
         if timing is not None:
-            search_wall = max(t["end_s"] for t in timing["trials"].values() if t["role"] != "seed")
+            # a resumed run times only what it ran (none of the search, when resumed for its seeds)
+            search_wall = max((t["end_s"] for t in timing["trials"].values() if t["role"] != "seed"), default=math.nan)
             whole = f"whole sweep {timing['wall_s']:.0f} s, load {timing['load_before']} -> {timing['load_after']}"
         else:
             search_wall = max(ends) - args.started if ends and args.started else float("nan")
