@@ -31,7 +31,6 @@ from peftbench.config import ConfigError
 DEFAULT_REDUCTION_FACTOR = 2
 SCHEDULER = "optuna.pruners.SuccessiveHalvingPruner"
 SIGNALS = ("loss", "score", "score-then-loss")
-SCORE_SIGNALS = ("score", "score-then-loss")  # decided at validation steps
 DEFAULT_SIGNAL = "loss"
 # with the loss signal, the default first rung leaves this many halvings before the shortest experiment's end
 DEFAULT_HALVINGS = 3
