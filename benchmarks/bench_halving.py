@@ -26,9 +26,9 @@ from peftbench.config import parse_set_options
 from peftbench.runners.batch import TrialOutcome, execute_trial
 from peftbench.run.request import RunRequest
 from peftbench.sweep.halving import DEFAULT_REDUCTION_FACTOR, DEFAULT_SIGNAL, SIGNALS, Halving
-from peftbench.training.pruning import TIE_BREAK_WEIGHT
 from peftbench.sweep.plan import SweepPlan, resolve_experiments
 from peftbench.sweep.run import run_sweep
+from peftbench.training.pruning import score_then_loss
 
 QUICK = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "suites" / "quick"
 # validation rows for selection (the quick suite's folders have none; the generated score once, at the end), fewer
@@ -108,9 +108,7 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
             max_steps, trial, stopped = own["steps"], study.ask(), None
             losses = {point["step"]: point["loss"] for point in own["valid_loss_curve"]}
             for point in own[curve]:
-                signal = point[value]
-                if ties_by_loss:
-                    signal += (-1 if higher else 1) * TIE_BREAK_WEIGHT * losses[point["step"]]
+                signal = score_then_loss(point[value], losses[point["step"]], higher) if ties_by_loss else point[value]
                 trial.report(signal, point["step"])
                 if point["step"] < max_steps and trial.should_prune():
                     stopped = point["step"]

@@ -113,9 +113,9 @@ def paired_difference(a, b, n_resamples: int = 2000) -> tuple[float, float, floa
     bootstrap over configs (the same resamples for both)."""
     from scipy.stats import spearmanr
 
-    ref_a = {row.config: (row.scores, row.reference) for row in a.rows}
-    common = [row for row in b.rows if row.config in ref_a and 0 in row.scores and 0 in ref_a[row.config][0]]
-    x = np.array([-ref_a[row.config][0][0] for row in common])  # lower loss ranks higher
+    scores_a = {row.config: row.scores for row in a.rows}
+    common = [row for row in b.rows if 0 in row.scores and 0 in scores_a.get(row.config, {})]
+    x = np.array([-scores_a[row.config][0] for row in common])  # lower loss ranks higher
     y = np.array([-row.scores[0] for row in common])
     ref = np.array([row.reference for row in common])
     point = spearmanr(x, ref).statistic - spearmanr(y, ref).statistic

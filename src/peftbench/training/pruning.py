@@ -20,6 +20,11 @@ from typing import Any, Optional
 TIE_BREAK_WEIGHT = 1e-6
 
 
+def score_then_loss(score: float, loss: float, higher_is_better: bool) -> float:
+    """The value signal "score-then-loss" reports: the score, moved by the loss the way a better score moves."""
+    return score - (1.0 if higher_is_better else -1.0) * TIE_BREAK_WEIGHT * loss
+
+
 @dataclass(frozen=True)
 class HalvingRule:
     """Where a trial's study is and the rule its study prunes by. Plain data: it travels in the trial's request."""
@@ -71,8 +76,7 @@ class RungCheck:
         # a trial run again after a failure has its earlier validations (the same, at the same seed) in the study
         self._reported = set(storage.get_trial(trial_id).intermediate_values)
         self._losses: dict[int, float] = {}  # "score-then-loss": step -> validation loss
-        # the score's direction: a lower loss moves the value the way a better score does
-        self._better = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        self._higher_is_better = study.direction == optuna.study.StudyDirection.MAXIMIZE
 
     def __call__(self, step: int, kind: str, value: float) -> bool:
         import optuna
@@ -81,7 +85,8 @@ class RungCheck:
             if kind == "loss":
                 self._losses[step] = value
                 return False
-            value -= self._better * TIE_BREAK_WEIGHT * self._losses.get(step, 0.0)  # a step without a loss: the score
+            # a step without a loss (no rung): the score alone
+            value = score_then_loss(value, self._losses.get(step, 0.0), self._higher_is_better)
         elif kind != self._signal:
             return False
         if step in self._reported:  # passed this rung before (a pruned trial never reruns)
