@@ -18,11 +18,10 @@ from pathlib import Path
 
 
 def default_config(**overrides):
-    from peftbench.config import build_train_config
     from peftbench.tasks import get_task
 
     task = get_task("math-tiny")
-    return task, build_train_config(task.default_params(), overrides=overrides)
+    return task, task.build_config(overrides=overrides)
 
 
 def measure_base(args) -> None:
@@ -33,7 +32,7 @@ def measure_base(args) -> None:
     torch.set_num_threads(args.threads)
     tokenizer = task.load_processor(config)
     model = task.load_model(config, "cpu")
-    rows = task.load_test_rows(config)
+    rows = task.load_data(config).test[: args.rows]
     started = time.perf_counter()
     result = task.evaluate(model, tokenizer, rows, config, desc="test")  # fp32, as the runner evaluates
     elapsed = time.perf_counter() - started
@@ -72,7 +71,7 @@ def show_samples(args) -> None:
     torch.set_num_threads(args.threads)
     tokenizer = task.load_processor(config)
     model = load_adapter_strictly(task.load_model(config, "cpu"), args.checkpoint)
-    rows = task.load_test_rows(config)[: args.count]
+    rows = task.load_data(config).test[: args.count]
     result = task.evaluate(model, tokenizer, rows, config, desc="samples")
     for row, completion, correct in zip(rows, result.predictions, result.per_item_correct):
         print(f"Question: {row['query']}\nModel:     {completion.strip()!r}\nReference: {row['response']!r}\n"
@@ -114,6 +113,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     base = commands.add_parser("base", help="base model accuracy")
     base.add_argument("--count", type=int, default=3)
+    base.add_argument("--rows", type=int, default=None, help="the first N test problems (default: all)")
     seeds = commands.add_parser("seeds", help="one experiment over several seeds")
     seeds.add_argument("experiment")
     seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 GIB = 2**30
@@ -27,17 +28,18 @@ def overhead(reps: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from peftbench.config import build_train_config
+    from peftbench.hardware import resolve_use_amp
     from peftbench.tasks import get_task
     from peftbench.training.tensor_memory import TensorMemoryTracker
     from peftbench.training.train import autocast_context
 
     task = get_task("math-tiny")
-    config = build_train_config(task.default_params(), {}, "defaults", {"train_size": 400}, "--set")
+    config = task.build_config({}, "defaults", {"train_size": 400}, "--set")
+    config = replace(config, use_amp=resolve_use_amp(config.use_amp, config.device)[0])  # as a run decides it
     torch.set_num_threads(config.num_threads)
     data, tokenizer = task.load_data(config), task.load_processor(config)
     batch = next(task.train_batches(data.train, tokenizer, config, seed=0))
-    print(f"batch {tuple(batch.inputs['input_ids'].shape)}, {torch.get_num_threads()} thread(s)\n")
+    print(f"batch {tuple(batch.inputs['input_ids'].shape)}, use_amp {config.use_amp}, {torch.get_num_threads()} thread(s)\n")
     print("| method | plain step (median s) | tracked step (median s) | tracked / plain | tracked peak |")
     print("|---|---|---|---|---|")
     for method in ("LoRA r16 (all linear)", "full fine-tuning"):

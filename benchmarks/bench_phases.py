@@ -18,7 +18,7 @@ tic_start = time.process_time()
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from peftbench.config import build_train_config, parse_set_options  # noqa: E402
+from peftbench.config import parse_set_options  # noqa: E402
 from peftbench.tasks import get_task  # noqa: E402
 from peftbench.training.methods import MethodSupport  # noqa: E402
 from peftbench.training.train import train  # noqa: E402
@@ -40,7 +40,7 @@ def main() -> None:
     overrides = {"use_amp": False, "max_steps": args.steps, "eval_steps": 10**6, "valid_size": 0,
                  "test_size": args.test_items, "forgetting_size": args.forgetting_texts,
                  **parse_set_options(args.assignments)}
-    config = build_train_config(task.default_params(), overrides=overrides)
+    config = task.build_config(overrides=overrides)
     tic = time.process_time()
     data = task.load_data(config)
     processor = task.load_processor(config)
@@ -61,8 +61,9 @@ def main() -> None:
     print(f"imports {imports:.1f} s CPU, data+model {setup:.1f} s")
     print(f"train: {train_s / args.steps:.3f} s CPU/step ({outcome.train_units / args.steps:.0f} tokens/step, "
           f"batch {config.batch_size})")
+    generated = sum(len(processor(text, add_special_tokens=False)["input_ids"]) for text in result.predictions)
     print(f"test: {test_s / args.test_items * 100:.2f} s CPU per 100 items "
-          f"({result.num_generated_tokens / args.test_items:.1f} generated tokens/item, batch {config.batch_size_eval})")
+          f"({generated / args.test_items:.1f} generated tokens/item, batch {config.batch_size_eval})")
     print(f"forgetting: {forgetting_s / max(1, args.forgetting_texts) * 100:.2f} s CPU per 100 texts "
           f"(x2: adapter on and off)")
 

@@ -17,10 +17,12 @@ import argparse
 import statistics
 import time
 
+from dataclasses import replace
+
 import torch
 from peft import LoraConfig, get_peft_model
 
-from peftbench.config import build_train_config
+from peftbench.hardware import resolve_use_amp
 from peftbench.tasks import get_task
 from peftbench.training.methods import MethodSupport
 from peftbench.training.train import seed_everything, train
@@ -78,7 +80,9 @@ def main() -> None:
     overrides = {"max_steps": args.steps, "eval_steps": args.steps, "valid_size": 0, "train_size": 2000}
     if args.model_id:
         overrides["model_id"] = args.model_id
-    config = build_train_config(task.default_params(), overrides=overrides)
+    config = task.build_config(overrides=overrides)
+    # the bare loop runs torch's own fp32 kernels, so the engine does too; precision as a run would decide it
+    config = replace(config, use_amp=resolve_use_amp(config.use_amp, config.device)[0], cpu_matmul="torch")
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     data = task.load_data(config)
     processor = task.load_processor(config)
