@@ -11,6 +11,9 @@ children's CPU seconds (`cpu_time_s`, barely moved by other load) and the wall t
 averages are printed beside them. `--replay MIN_STEPS:FACTOR ...` also applies the halving rule (the same Optuna
 pruner, the same start order, one worker) to the grid's recorded validation curves: what a halving sweep with
 those settings would have chosen, and its share of the grid's steps (the grid must validate at those rungs).
+`--replay-synchronous MIN_STEPS:FACTOR ...` applies synchronous halving to the same curves instead (every rate to
+a rung, then the best 1/FACTOR go on, the configured rate included): not a sweep option, a yardstick for what an
+asynchronous rule gives up.
 """
 
 from __future__ import annotations
@@ -76,50 +79,104 @@ def run(kind: str, args, overrides: dict) -> None:
     print(f"{kind}: {wall:.0f} s wall, {len(sweep.ran)} trials, load {load_before} -> {os.getloadavg()}", flush=True)
 
 
+def grid_curves(args, overrides: dict):
+    """The grid's summary, and per experiment its finished trials' own result fields by rate, in start order."""
+    from peftbench.sweep.halving import start_order
+    from peftbench.sweep.summary import build_summary
+
+    grid = build_summary(sweep_plan("grid", args, overrides)).to_dict()
+    trials = {}
+    for key, entry in grid["experiments"].items():
+        by_lr = {t["lr"]: t for t in entry["trials"] if t["status"] == "success"}
+        if len(by_lr) < len(entry["trials"]):
+            print(f"  {key}: {len(entry['trials']) - len(by_lr)} grid trial(s) not finished, left out")
+        trials[key] = {lr: (by_lr[lr]["result_file"],
+                            json.loads((args.results / "grid" / by_lr[lr]["result_file"]).read_text())["peftbench"])
+                       for lr in start_order(list(by_lr), entry["default_lr"])}
+    return grid, trials
+
+
+def rung_signal(signal: str, own: dict, higher: bool) -> dict[int, float]:
+    """Step -> the value the rule compares at that step, from a trial's recorded validation curves (as
+    training.pruning.RungCheck reports them)."""
+    losses = {point["step"]: point["loss"] for point in own["valid_loss_curve"]}
+    if signal == "loss":
+        return losses
+    scores = {point["step"]: point["score"] for point in own["valid_curve"]}
+    if signal == "score":
+        return scores
+    return {step: score_then_loss(score, losses[step], higher) for step, score in scores.items()}
+
+
 def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
     """The halving rule on the grid's validation curves (of the loss or the score, --halving-signal), as a
     one-worker halving sweep would meet them (the grid's finished trials so far)."""
     import optuna
 
-    from peftbench.sweep.summary import build_summary
-
-    from peftbench.sweep.halving import start_order
     from peftbench.sweep.selection import TrialRecord, choose_lr
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    results = args.results
-    grid = build_summary(sweep_plan("grid", args, overrides)).to_dict()
+    grid, trials = grid_curves(args, overrides)
     used = budget = 0
-    loss = args.halving_signal == "loss"
-    curve, value = ("valid_loss_curve", "loss") if loss else ("valid_curve", "score")
-    ties_by_loss = args.halving_signal == "score-then-loss"  # as training.pruning.RungCheck orders them
-    ties = " (ties broken by the validation loss at the same step)" if ties_by_loss else ""
-    print(f"\nreplay on the grid's {curve}{ties}, rungs at {min_steps} x {factor}^k:")
+    ties = " (ties broken by the validation loss at the same step)" if args.halving_signal == "score-then-loss" else ""
+    print(f"\nreplay of the {args.halving_signal} signal on the grid's curves{ties}, rungs at {min_steps} x {factor}^k:")
     for key, entry in grid["experiments"].items():
-        higher = False if loss else grid["higher_is_better"]
+        higher = args.halving_signal != "loss" and grid["higher_is_better"]
         study = optuna.create_study(direction="maximize" if higher else "minimize",
                                     pruner=optuna.pruners.SuccessiveHalvingPruner(min_steps, factor))
-        by_lr = {t["lr"]: t for t in entry["trials"] if t["status"] == "success"}
-        if len(by_lr) < len(entry["trials"]):
-            print(f"  {key}: {len(entry['trials']) - len(by_lr)} grid trial(s) not finished, left out")
         records, stops = [], []
-        for lr in start_order(list(by_lr), entry["default_lr"]):
-            own = json.loads((results / "grid" / by_lr[lr]["result_file"]).read_text())["peftbench"]
+        for lr, (result_file, own) in trials[key].items():
             max_steps, trial, stopped = own["steps"], study.ask(), None
-            losses = {point["step"]: point["loss"] for point in own["valid_loss_curve"]}
-            for point in own[curve]:
-                signal = score_then_loss(point[value], losses[point["step"]], higher) if ties_by_loss else point[value]
-                trial.report(signal, point["step"])
-                if point["step"] < max_steps and trial.should_prune():
-                    stopped = point["step"]
+            for step, value in sorted(rung_signal(args.halving_signal, own, higher).items()):
+                trial.report(value, step)
+                if step < max_steps and trial.should_prune():
+                    stopped = step
                     break
             used += stopped or max_steps
             budget += max_steps
             status = "pruned" if stopped else "success"
-            records.append(TrialRecord(Path(by_lr[lr]["result_file"]), lr, 0, status, valid_score=own["valid_score"]))
+            records.append(TrialRecord(Path(result_file), lr, 0, status, valid_score=own["valid_score"]))
             stops.append(f"{lr:g}@{stopped}" if stopped else f"{lr:g} to the end")
         chosen = choose_lr(records, entry["default_lr"], grid["higher_is_better"])
         print(f"  {key}: {', '.join(stops)}; chosen {chosen} (grid: {entry['chosen_lr']})")
+    print(f"  steps {used} of {budget} ({used / max(budget, 1):.0%})")
+
+
+def replay_synchronous(args, overrides: dict, min_steps: int, factor: int) -> None:
+    """Synchronous successive halving on the grid's curves, for comparison with the asynchronous rule the sweep
+    uses: every rate of an experiment trains to a rung, then the best 1/factor of them (at least one) go on, the
+    others stop there, the configured rate included. Not something the sweep can do (Optuna's pruner decides
+    each trial as it reaches a rung, and a paused trial would have to be resumed in a new child); it shows what
+    deciding with all of a rung's values at hand would choose, and at what share of the steps."""
+    from peftbench.sweep.selection import TrialRecord, choose_lr
+
+    grid, trials = grid_curves(args, overrides)
+    used = budget = 0
+    print(f"\nsynchronous halving on the grid's curves, the {args.halving_signal} signal, rungs at {min_steps} x "
+          f"{factor}^k:")
+    for key, entry in grid["experiments"].items():
+        higher = args.halving_signal != "loss" and grid["higher_is_better"]
+        values = {lr: rung_signal(args.halving_signal, own, higher) for lr, (_, own) in trials[key].items()}
+        max_steps = min(own["steps"] for _, own in trials[key].values())
+        alive, stopped, step = list(trials[key]), {}, min_steps
+        while step < max_steps and len(alive) > 1:
+            missing = [lr for lr in alive if step not in values[lr]]
+            if missing:
+                raise SystemExit(f"{key}: the grid recorded no {args.halving_signal} signal at step {step} (rates "
+                                 f"{missing}); replay at the grid's validation steps")
+            ranked = sorted(alive, key=lambda lr: values[lr][step], reverse=higher)  # stable: start order on ties
+            alive = ranked[:max(1, len(ranked) // factor)]
+            stopped.update({lr: step for lr in ranked[len(alive):]})
+            step *= factor
+        records = []
+        for lr, (result_file, own) in trials[key].items():
+            used += stopped.get(lr, own["steps"])
+            budget += own["steps"]
+            records.append(TrialRecord(Path(result_file), lr, 0, "pruned" if lr in stopped else "success",
+                                       valid_score=own["valid_score"]))
+        chosen = choose_lr(records, entry["default_lr"], grid["higher_is_better"])
+        stops = ", ".join(f"{lr:g}@{at}" for lr, at in stopped.items())
+        print(f"  {key}: stopped {stops or '-'}; chosen {chosen} (grid: {entry['chosen_lr']})")
     print(f"  steps {used} of {budget} ({used / max(budget, 1):.0%})")
 
 
@@ -178,6 +235,8 @@ def main() -> None:
                         help="with --runs: keep the finished trials of an earlier run (its timing.json then covers "
                              "this part only)")
     parser.add_argument("--replay", nargs="*", default=[], metavar="MIN_STEPS:FACTOR")
+    parser.add_argument("--replay-synchronous", nargs="*", default=[], metavar="MIN_STEPS:FACTOR",
+                        help="synchronous halving on the grid's curves (not a sweep option: for comparison)")
     parser.add_argument("--lr-trials", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
@@ -197,6 +256,8 @@ def main() -> None:
         compare(args, overrides)
     for setting in args.replay:
         replay(args, overrides, *map(int, setting.split(":")))
+    for setting in args.replay_synchronous:
+        replay_synchronous(args, overrides, *map(int, setting.split(":")))
 
 
 if __name__ == "__main__":
