@@ -332,6 +332,24 @@ def test_a_request_crosses_to_the_child_as_json_and_back_unchanged(tmp_path, two
     assert RunRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
 
 
+def test_seed_runs_that_would_all_be_one_run_are_refused_naming_the_fix(experiments_copy, math_fixture_params,
+                                                                          tmp_path):
+    """Under `math`'s default batch_order 'peft' the seed changes nothing (test_math_faithful: the suite's fixed
+    order and re-seeding): three seed runs would cost three runs and report a spread of 0 as an error bar."""
+    from peftbench.sweep.plan import resolve_experiments
+
+    folder = experiments_copy / "lora" / "llama-3.2-3B-rank32"
+    fixed = resolve_experiments([folder], "math", math_fixture_params)
+    assert "batch_order 'peft'" in fixed[0].seed_fixed_by
+    with pytest.raises(ConfigError, match=r"--seeds 3: the seed changes nothing in a run of .*llama-3.2-3B-rank32 "
+                                          r"under batch_order 'peft'.*--seeds 1, or --set batch_order=shuffled"):
+        SweepPlan("math", fixed, tmp_path, lr_trials=2, seeds=3)
+    assert SweepPlan("math", fixed, tmp_path, lr_trials=2, seeds=1).seeds == 1
+    shuffled = resolve_experiments([folder], "math", {**math_fixture_params, "batch_order": "shuffled"})
+    assert shuffled[0].seed_fixed_by is None
+    assert SweepPlan("math", shuffled, tmp_path, lr_trials=2, seeds=3).seeds == 3
+
+
 def test_experiments_without_validation_rows_are_rejected_naming_the_fix():
     """A sweep chooses rates on validation: the quick suite's folders (valid_size 0, test scores only) would
     otherwise run every trial and then choose nothing."""

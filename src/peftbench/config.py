@@ -105,6 +105,11 @@ class TrainConfig:
         shown = getattr(self, key, None) if value is dataclasses.MISSING else value
         return ConfigError(f"invalid value for '{key}': {shown!r} ({why})", key=key)
 
+    def seed_fixed_by(self) -> Optional[str]:
+        """The setting that makes a run the same whatever its seed (every random draw fixed), or None: then runs
+        at different seeds differ, and their spread is seed noise."""
+        return None
+
     def validate(self) -> None:
         """The shared keys' checks; a subclass calls this first, then checks its own keys."""
         bad = self.bad

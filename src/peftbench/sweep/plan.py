@@ -72,6 +72,7 @@ class SweepExperiment:
     default_seed: int
     max_steps: Optional[int] = None  # from its merged config: what successive halving's rungs are checked against
     eval_steps: Optional[int] = None
+    seed_fixed_by: Optional[str] = None  # TrainConfig.seed_fixed_by: its seed runs would all be the same run
 
     @property
     def key(self) -> str:
@@ -103,7 +104,7 @@ def resolve_experiments(paths: list[str | Path], task_name: str, overrides: dict
                 f"--set eval_steps={config.max_steps}"
             )
         experiments.append(SweepExperiment(spec.path, spec.method, spec.name, float(lr), int(config.seed),
-                                           config.max_steps, config.eval_steps))
+                                           config.max_steps, config.eval_steps, config.seed_fixed_by()))
     first_by_key: dict[str, SweepExperiment] = {}
     for experiment in experiments:
         first = first_by_key.setdefault(experiment.key, experiment)
@@ -137,6 +138,14 @@ class SweepPlan:
             raise ConfigError("a sweep needs at least one experiment folder")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+        fixed = next((e for e in self.experiments if e.seed_fixed_by), None)
+        if self.seeds > 1 and fixed is not None:
+            raise ConfigError(
+                f"--seeds {self.seeds}: the seed changes nothing in a run of {fixed.path} under "
+                f"{fixed.seed_fixed_by}, so its {self.seeds} seed runs would be one run repeated and their spread, 0, "
+                "no error bar; use --seeds 1, or --set batch_order=shuffled to let the seed shuffle the batches and "
+                "start the adapter"
+            )
         if "lr" in (self.overrides.get("optimizer_kwargs") or {}):
             raise ConfigError("--set optimizer_kwargs.lr conflicts with the sweep, which sets the learning rate itself")
         for experiment in self.experiments:

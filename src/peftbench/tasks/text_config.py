@@ -62,6 +62,12 @@ class TextTrainConfig(TrainConfig):
     float32_loading: str = param("float32", help="dtype float32: 'float32' (cast) or 'checkpoint' (the suite's: the checkpoint's dtype)")
     scorer_timeout_s: float = param(60.0, help="seconds a task file's scorer may take on one item before the run fails")
 
+    def seed_fixed_by(self) -> Optional[str]:
+        if self.batch_order == "peft":  # tasks.text.TextTask.load_model re-seeds torch as the suite does
+            return ("batch_order 'peft' (the PEFT suite's: the training file in its order, and torch re-seeded with 0 "
+                    "before the model is built, so the adapter starts the same)")
+        return None
+
     def validate(self) -> None:
         super().validate()
         bad = self.bad
