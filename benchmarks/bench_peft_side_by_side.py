@@ -290,7 +290,7 @@ def compare_batch(args, lrs: list[float], model_path: str, data_dir: Path, env: 
                "math", "--lrs", ",".join(f"{lr:g}" for lr in lrs), "--seeds", "1",
                "--workers", str(args.sweep_workers),
                "--results", str(results), *data_assignments(data_dir), *sum((["--set", a] for a in args.assignments), []),
-               *(["--halving"] if args.halving else [])]
+               *(["--halving", *args.halving_options.split()] if args.halving else [])]
     sweep_wall = run_timed(command, env, REPO)
     trial_lrs = []
     for path in sorted(results.glob("*.json")):
@@ -367,6 +367,9 @@ def main() -> None:
                              "on all cores, one after another as PEFT's script)")
     parser.add_argument("--halving", action="store_true",
                         help="with --lrs: the sweep with successive halving (`peftbench sweep --halving`)")
+    parser.add_argument("--halving-options", default="", metavar="'OPTIONS'",
+                        help="with --halving: the sweep's --halving-* options, e.g. '--halving-signal score-then-loss "
+                             "--halving-reduction-factor 3' (with --set eval_steps=N for a score signal)")
     parser.add_argument("--shim", action="store_true", help=argparse.SUPPRESS)  # internal: run PEFT's script here
     args = parser.parse_args()
     data_dir = args.work / "data"
