@@ -342,7 +342,7 @@ def test_seed_runs_that_would_all_be_one_run_are_refused_naming_the_fix(experime
     fixed = resolve_experiments([folder], "math", math_fixture_params)
     assert "batch_order 'peft'" in fixed[0].seed_fixed_by
     with pytest.raises(ConfigError, match=r"--seeds 3: the seed changes nothing in a run of .*llama-3.2-3B-rank32 "
-                                          r"under batch_order 'peft'.*--seeds 1, or --set batch_order=shuffled"):
+                                          r"under batch_order 'peft'.*--set batch_order=shuffled.*use --seeds 1"):
         SweepPlan("math", fixed, tmp_path, lr_trials=2, seeds=3)
     assert SweepPlan("math", fixed, tmp_path, lr_trials=2, seeds=1).seeds == 1
     shuffled = resolve_experiments([folder], "math", {**math_fixture_params, "batch_order": "shuffled"})

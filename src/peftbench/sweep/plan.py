@@ -143,8 +143,7 @@ class SweepPlan:
             raise ConfigError(
                 f"--seeds {self.seeds}: the seed changes nothing in a run of {fixed.path} under "
                 f"{fixed.seed_fixed_by}, so its {self.seeds} seed runs would be one run repeated and their spread, 0, "
-                "no error bar; use --seeds 1, or --set batch_order=shuffled to let the seed shuffle the batches and "
-                "start the adapter"
+                "no error bar; use --seeds 1, or change that setting"
             )
         if "lr" in (self.overrides.get("optimizer_kwargs") or {}):
             raise ConfigError("--set optimizer_kwargs.lr conflicts with the sweep, which sets the learning rate itself")

@@ -65,7 +65,8 @@ class TextTrainConfig(TrainConfig):
     def seed_fixed_by(self) -> Optional[str]:
         if self.batch_order == "peft":  # tasks.text.TextTask.load_model re-seeds torch as the suite does
             return ("batch_order 'peft' (the PEFT suite's: the training file in its order, and torch re-seeded with 0 "
-                    "before the model is built, so the adapter starts the same)")
+                    "before the model is built, so the adapter starts the same; --set batch_order=shuffled lets the "
+                    "seed shuffle the batches and start the adapter)")
         return None
 
     def validate(self) -> None:
