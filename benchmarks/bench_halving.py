@@ -108,12 +108,21 @@ def rung_signal(signal: str, own: dict, higher: bool) -> dict[int, float]:
     return {step: score_then_loss(score, losses[step], higher) for step, score in scores.items()}
 
 
+def replayed_choice(trials: dict, stopped: dict[float, int], entry: dict, higher_is_better: bool):
+    """The rate a replay chooses (the sweep's own rule, over the trials it did not stop), and its training steps
+    and the grid's: `trials` lr -> (result file, result fields), `stopped` lr -> the step it stopped at."""
+    from peftbench.sweep.selection import TrialRecord, choose_lr
+
+    records = [TrialRecord(Path(result_file), lr, 0, "pruned" if lr in stopped else "success",
+                           valid_score=own["valid_score"]) for lr, (result_file, own) in trials.items()]
+    used = sum(stopped.get(lr, own["steps"]) for lr, (_, own) in trials.items())
+    return choose_lr(records, entry["default_lr"], higher_is_better), used, sum(own["steps"] for _, own in trials.values())
+
+
 def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
     """The halving rule on the grid's validation curves (of the loss or the score, --halving-signal), as a
     one-worker halving sweep would meet them (the grid's finished trials so far)."""
     import optuna
-
-    from peftbench.sweep.selection import TrialRecord, choose_lr
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grid, trials = grid_curves(args, overrides)
@@ -124,21 +133,18 @@ def replay(args, overrides: dict, min_steps: int, factor: int) -> None:
         higher = args.halving_signal != "loss" and grid["higher_is_better"]
         study = optuna.create_study(direction="maximize" if higher else "minimize",
                                     pruner=optuna.pruners.SuccessiveHalvingPruner(min_steps, factor))
-        records, stops = [], []
-        for lr, (result_file, own) in trials[key].items():
-            max_steps, trial, stopped = own["steps"], study.ask(), None
+        stopped = {}
+        for lr, (_, own) in trials[key].items():
+            trial = study.ask()
             for step, value in sorted(rung_signal(args.halving_signal, own, higher).items()):
                 trial.report(value, step)
-                if step < max_steps and trial.should_prune():
-                    stopped = step
+                if step < own["steps"] and trial.should_prune():
+                    stopped[lr] = step
                     break
-            used += stopped or max_steps
-            budget += max_steps
-            status = "pruned" if stopped else "success"
-            records.append(TrialRecord(Path(result_file), lr, 0, status, valid_score=own["valid_score"]))
-            stops.append(f"{lr:g}@{stopped}" if stopped else f"{lr:g} to the end")
-        chosen = choose_lr(records, entry["default_lr"], grid["higher_is_better"])
-        print(f"  {key}: {', '.join(stops)}; chosen {chosen} (grid: {entry['chosen_lr']})")
+        chosen, used_here, budget_here = replayed_choice(trials[key], stopped, entry, grid["higher_is_better"])
+        used, budget = used + used_here, budget + budget_here
+        stops = ", ".join(f"{lr:g}@{stopped[lr]}" if lr in stopped else f"{lr:g} to the end" for lr in trials[key])
+        print(f"  {key}: {stops}; chosen {chosen} (grid: {entry['chosen_lr']})")
     print(f"  steps {used} of {budget} ({used / max(budget, 1):.0%})")
 
 
@@ -148,8 +154,6 @@ def replay_synchronous(args, overrides: dict, min_steps: int, factor: int) -> No
     others stop there, the configured rate included. Not something the sweep can do (Optuna's pruner decides
     each trial as it reaches a rung, and a paused trial would have to be resumed in a new child); it shows what
     deciding with all of a rung's values at hand would choose, and at what share of the steps."""
-    from peftbench.sweep.selection import TrialRecord, choose_lr
-
     grid, trials = grid_curves(args, overrides)
     used = budget = 0
     print(f"\nsynchronous halving on the grid's curves, the {args.halving_signal} signal, rungs at {min_steps} x "
@@ -168,13 +172,8 @@ def replay_synchronous(args, overrides: dict, min_steps: int, factor: int) -> No
             alive = ranked[:max(1, len(ranked) // factor)]
             stopped.update({lr: step for lr in ranked[len(alive):]})
             step *= factor
-        records = []
-        for lr, (result_file, own) in trials[key].items():
-            used += stopped.get(lr, own["steps"])
-            budget += own["steps"]
-            records.append(TrialRecord(Path(result_file), lr, 0, "pruned" if lr in stopped else "success",
-                                       valid_score=own["valid_score"]))
-        chosen = choose_lr(records, entry["default_lr"], grid["higher_is_better"])
+        chosen, used_here, budget_here = replayed_choice(trials[key], stopped, entry, grid["higher_is_better"])
+        used, budget = used + used_here, budget + budget_here
         stops = ", ".join(f"{lr:g}@{at}" for lr, at in stopped.items())
         print(f"  {key}: stopped {stops or '-'}; chosen {chosen} (grid: {entry['chosen_lr']})")
     print(f"  steps {used} of {budget} ({used / max(budget, 1):.0%})")
